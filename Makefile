@@ -1,0 +1,43 @@
+# singexp: `make run` runs the main job on the embedded default, `make test` runs the tests.
+# Both create the virtual environment (.venv) when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast lint format sync-wandb clean
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --upgrade --quiet pip
+	$(VENV)/bin/pip install -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## create .venv and install singexp with its dev tools
+
+run: install ## the main job on the embedded default (ARGS="..." adds Hydra overrides)
+	$(PY) -m singexp +experiment=jscc $(ARGS)
+
+test: install ## the whole test suite
+	$(PY) -m pytest $(ARGS)
+
+test-fast: install ## tests without the slow end-to-end runs
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+lint: install ## ruff lint and format check
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+format: install ## ruff format and autofix
+	$(VENV)/bin/ruff format src tests
+	$(VENV)/bin/ruff check --fix src tests
+
+sync-wandb: install ## upload offline W&B runs under outputs/
+	find $${SINGEXP_OUTPUT:-outputs} -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync --include-offline {} +
+
+clean: ## remove run outputs and caches (keeps .venv)
+	rm -rf outputs multirun lightning_logs wandb .pytest_cache .ruff_cache

@@ -1,0 +1,159 @@
+"""Common base for the image data modules: splits, loaders, fixed test images, mean image."""
+
+from __future__ import annotations
+
+import logging
+
+import lightning as L
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+from singexp.errors import ConfigError
+
+log = logging.getLogger("singexp.data")
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+MEAN_IMAGE_MAX: int = 2048
+
+
+def to_signed(images: np.ndarray | Tensor) -> Tensor:
+    """uint8 HWC array (or CHW tensor) in [0, 255] -> float32 CHW tensor in [-1, 1]."""
+    if isinstance(images, np.ndarray):
+        if images.ndim == 2:
+            images = np.repeat(images[:, :, None], 3, axis=2)
+        images = torch.from_numpy(np.array(images)).permute(2, 0, 1)  # copy: may be read-only
+    return images.to(torch.float32).div(127.5).sub(1.0)
+
+
+def check_positive(key: str, value: int) -> int:
+    """Raise a ConfigError unless `value` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(key, f"must be a positive integer, got {value!r}")
+    return value
+
+
+class ImageDataModule(L.LightningDataModule):
+    """Base class: subclasses implement `make_split`; batches are float tensors (B, 3, H, W)."""
+
+    def __init__(
+        self,
+        name: str,
+        image_size: int,
+        batch_size: int,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self.image_size = check_positive("dataset.image_size", image_size)
+        self.batch_size = check_positive("dataset.batch_size", batch_size)
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ConfigError(
+                "dataset.num_workers", f"must be an integer >= 0, got {num_workers!r}"
+            )
+        self.num_workers = num_workers
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise ConfigError("dataset.seed", f"must be an integer, got {seed!r}")
+        self.seed = seed
+        self.datasets: dict[str, Dataset[Tensor]] = {}
+        self._mean_image: Tensor | None = None
+
+    # ---- to implement ----------------------------------------------------------------------
+    def make_split(self, split: str) -> Dataset[Tensor]:
+        """Build the dataset of one split ("train", "val" or "test"); items are (3, H, W)."""
+        raise NotImplementedError
+
+    # ---- lightning hooks ---------------------------------------------------------------------
+    def setup(self, stage: str | None = None) -> None:
+        """Build all splits once (later calls are no-ops)."""
+        if self.datasets:
+            return
+        self.datasets = {split: self.make_split(split) for split in SPLITS}
+
+    def split(self, split: str) -> Dataset[Tensor]:
+        """The dataset of one split (sets the module up if needed)."""
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLITS}")
+        self.setup()
+        return self.datasets[split]
+
+    @property
+    def train_dataset(self) -> Dataset[Tensor]:
+        """The training split (sets the module up if needed)."""
+        return self.split("train")
+
+    @property
+    def val_dataset(self) -> Dataset[Tensor]:
+        """The validation split (sets the module up if needed)."""
+        return self.split("val")
+
+    @property
+    def test_dataset(self) -> Dataset[Tensor]:
+        """The test split (sets the module up if needed)."""
+        return self.split("test")
+
+    def split_size(self, split: str) -> int:
+        """Number of images in a split."""
+        return len(self.split(split))  # type: ignore[arg-type]
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader[Tensor]:
+        generator = torch.Generator().manual_seed(self.seed) if shuffle else None
+        return DataLoader(
+            self.split(split),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=False,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+            generator=generator,
+        )
+
+    def train_dataloader(self) -> DataLoader[Tensor]:
+        """Shuffled training batches; the order is seeded (it differs per epoch, per seed)."""
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader[Tensor]:
+        """Validation batches in a fixed order."""
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader[Tensor]:
+        """Test batches in a fixed order."""
+        return self._loader("test", shuffle=False)
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def test_images(self, n: int) -> Tensor:
+        """The first `n` test images stacked as (min(n, test size), 3, H, W)."""
+        ds = self.split("test")
+        count = min(int(n), len(ds))  # type: ignore[arg-type]
+        if count < 1:
+            raise ValueError(f"test_images needs n >= 1, got {n}")
+        return torch.stack([ds[i] for i in range(count)])
+
+    def mean_image(self) -> Tensor:
+        """Mean (3, H, W) of up to 2048 training images spread evenly over the split (cached)."""
+        if self._mean_image is None:
+            ds = self.split("train")
+            size = len(ds)  # type: ignore[arg-type]
+            count = min(size, MEAN_IMAGE_MAX)
+            indices = np.linspace(0, size - 1, count).round().astype(int)
+            total = torch.zeros(3, self.image_size, self.image_size, dtype=torch.float64)
+            for i in indices:
+                total += ds[int(i)].to(torch.float64)
+            self._mean_image = (total / count).to(torch.float32)
+        return self._mean_image.clone()
+
+    def details(self) -> str:
+        """Subclass-specific part of `describe` (e.g. the source of the images)."""
+        return ""
+
+    def describe(self) -> str:
+        """One line describing the data (sets the module up), e.g. for logs."""
+        sizes = "/".join(str(self.split_size(s)) for s in SPLITS)
+        extra = f", {self.details()}" if self.details() else ""
+        return (
+            f"{self.name}: {self.image_size}px RGB, train/val/test = {sizes}, "
+            f"batch {self.batch_size}{extra}"
+        )

@@ -1,0 +1,96 @@
+"""Experiment loggers from the ``logger`` config group, and W&B that never hangs offline.
+
+``wandb_logger`` resolves ``mode: auto`` to ``online`` only when there are credentials and the
+W&B host answers; otherwise it runs ``offline`` (sync later with ``wandb sync``), saying why in
+one line. ``finish_loggers`` closes the W&B run so multirun jobs never share a run.
+"""
+
+from __future__ import annotations
+
+import logging
+import netrc
+import os
+import socket
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlparse
+
+from lightning.pytorch.loggers import Logger, WandbLogger
+from omegaconf import DictConfig
+
+from singexp.config import build
+from singexp.errors import ConfigError
+
+log = logging.getLogger("singexp.loggers")
+
+WANDB_MODES = ("auto", "online", "offline", "disabled")
+
+
+def _wandb_host() -> str:
+    return (
+        urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+        or "api.wandb.ai"
+    )
+
+
+def has_wandb_credentials() -> bool:
+    """True when an API key is in the environment or in ~/.netrc for the W&B host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators(_wandb_host()) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def host_reachable(host: str, port: int = 443, timeout: float = 2.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_wandb_mode(mode: str) -> tuple[str, str]:
+    """The W&B mode to use and why: explicit config, WANDB_MODE, or auto-detection."""
+    if mode not in WANDB_MODES:
+        raise ConfigError("logger.wandb.mode", f"{mode!r} is not one of {', '.join(WANDB_MODES)}")
+    if mode != "auto":
+        return mode, "set in config"
+    env = os.environ.get("WANDB_MODE")
+    if env in ("online", "offline", "disabled", "dryrun"):
+        return ("offline" if env == "dryrun" else env), "set by WANDB_MODE"
+    if not has_wandb_credentials():
+        return "offline", "no W&B credentials (WANDB_API_KEY or `wandb login`)"
+    if not host_reachable(_wandb_host()):
+        return "offline", f"{_wandb_host()} is not reachable"
+    return "online", "credentials and network found"
+
+
+def wandb_logger(mode: str = "auto", save_dir: str = ".", **kwargs: Any) -> WandbLogger:
+    """A Lightning WandbLogger whose mode is resolved so that it never waits for a network."""
+    resolved, why = resolve_wandb_mode(mode)
+    if resolved == "offline":
+        log.warning("W&B runs offline (%s); upload later with `wandb sync %s/wandb`", why, save_dir)
+    os.makedirs(save_dir, exist_ok=True)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return WandbLogger(mode=resolved, save_dir=save_dir, dir=save_dir, **kwargs)
+
+
+def build_loggers(node: DictConfig | Mapping[str, Any] | None) -> list[Logger]:
+    """Instantiate every logger of the ``logger`` group (an empty group gives none)."""
+    if not node:
+        return []
+    return [build(spec) for spec in node.values() if spec and "_target_" in spec]
+
+
+def finish_loggers(loggers: list[Logger], failed: bool) -> None:
+    """Flush every logger; finish W&B runs, marked failed when the job raised."""
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            import wandb
+
+            if wandb.run is not None:
+                wandb.finish(exit_code=1 if failed else 0)
+        else:
+            logger.finalize("failed" if failed else "success")

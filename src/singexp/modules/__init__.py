@@ -1,0 +1,1 @@
+"""LightningModules: training and evaluation logic around the plain networks of ``singexp.nn``."""

@@ -1,0 +1,51 @@
+"""Shared fixtures: compose the real config tree with overrides; run the real entry point."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from singexp.config import CONF_DIR, quote_group_overrides
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+# a run that finishes in seconds on 2 CPU cores
+FAST = ["debug=fast", "logger=none", "callbacks=none", "print_config=false"]
+
+
+@pytest.fixture
+def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
+    """Compose conf/config.yaml with overrides; outputs go to tmp_path."""
+
+    def _make(*overrides: str) -> DictConfig:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return compose(
+                "config",
+                overrides=quote_group_overrides([f"paths.output_dir={tmp_path}", *overrides]),
+            )
+
+    return _make
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m singexp ARGS`` as a user would, in ``cwd``."""
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "singexp", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

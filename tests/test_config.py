@@ -1,0 +1,69 @@
+from collections.abc import Callable
+
+import pytest
+from omegaconf import DictConfig
+
+from singexp.config import check_group_overrides, group_options, validate
+from singexp.errors import ConfigError
+
+MakeCfg = Callable[..., DictConfig]
+
+
+def test_default_config_validates(make_cfg: MakeCfg) -> None:
+    v = validate(make_cfg())
+    assert v.latent.channels == 8 and v.latent.symbols == 16  # bcr 1/192 at 32 px
+    assert v.channel.train_range() == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("channel.snr_db=abc", "channel.snr_db"),
+        ("bcr.ratio=0", "bcr.ratio"),
+        ("bcr.ratio=1.5", "bcr.ratio"),
+        ("bcr.ratio=0.004", "bcr.ratio"),
+        ("jscc.downsample=12", "jscc.downsample"),
+        ("jscc.width=wide", "jscc.width"),
+        ("channel.train_snr_range=[5,-5]", "channel.train_snr_range"),
+        ("dataset.image_size=40", "dataset.image_size"),
+        ("jscc.checkpoint=/nonexistent.ckpt", "jscc.checkpoint"),
+    ],
+)
+def test_bad_values_name_their_key(make_cfg: MakeCfg, override: str, key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        validate(make_cfg(override))
+    assert str(info.value).startswith(f"{key}:")
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_key_in_own_group_is_named(make_cfg: MakeCfg) -> None:
+    with pytest.raises(ConfigError, match=r"^channel\.snrdb: unknown key"):
+        validate(make_cfg("+channel.snrdb=3"))
+
+
+def test_training_snr_range(make_cfg: MakeCfg) -> None:
+    v = validate(make_cfg("channel.train_snr_range=[-5,5]"))
+    assert v.channel.train_range() == (-5.0, 5.0)
+    v = validate(make_cfg("channel.train_snr_db=3"))
+    assert v.channel.train_range() == (3.0, 3.0)
+
+
+def test_bcr_by_value(make_cfg: MakeCfg) -> None:
+    assert validate(make_cfg("bcr.ratio=1/96")).latent.channels == 16
+
+
+def test_unknown_group_option_is_one_line() -> None:
+    with pytest.raises(ConfigError) as info:
+        check_group_overrides(["dataset=mnist"])
+    message = str(info.value)
+    assert message.startswith("dataset: unknown option 'mnist'") and "shapes" in message
+    check_group_overrides(["dataset=shapes,photos", "channel.snr_db=3", "+experiment=jscc"])
+    with pytest.raises(ConfigError, match="experiment"):
+        check_group_overrides(["+experiment=nope"])
+
+
+def test_every_option_of_every_group_composes(make_cfg: MakeCfg) -> None:
+    for group in ["dataset", "channel", "bcr", "jscc", "trainer", "logger", "callbacks", "metrics"]:
+        for option in group_options(group):
+            cfg = make_cfg(f"{group}={option}")
+            assert cfg[group] is not None or option in ("none",)

@@ -1,0 +1,367 @@
+"""Tests of singexp.metrics: known values, monotonicity, offline loading, SWD properties."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import math
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from singexp import metrics as M
+from singexp.errors import ConfigError
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "metrics" / "default.yaml"
+SIGMAS = (0.0, 0.05, 0.1, 0.2, 0.4)
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to open a connection (a weight download) fails the test at once."""
+
+    def refuse(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError(f"network access attempted: {args[1:]}")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def metric_logs() -> Iterator[_Records]:
+    """Records of the 'singexp.metrics' logger (robust to handlers set up elsewhere)."""
+    handler = _Records()
+    log = logging.getLogger("singexp.metrics")
+    log.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        log.removeHandler(handler)
+
+
+@pytest.fixture
+def torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty, private torch hub cache: torch.hub.get_dir() == tmp_path/hub."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    assert Path(torch.hub.get_dir()) == tmp_path / "hub"
+    return tmp_path
+
+
+def scenes(n: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Non-flat test images in [-1, 1]: a colour gradient, a disk and a rectangle."""
+    gen = torch.Generator().manual_seed(seed)
+    coords = torch.linspace(0.0, 1.0, size)
+    yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    images = []
+    for _ in range(n):
+        c0, c1, c2, c3 = torch.rand(4, 3, 1, 1, generator=gen) * 1.6 - 0.8
+        img = c0 * (1 - xx) + c1 * xx + 0.5 * (c2 - c0) * yy
+        cy, cx, r = torch.rand(3, generator=gen) * torch.tensor([0.6, 0.6, 0.15]) + 0.2
+        disk = ((yy - cy) ** 2 + (xx - cx) ** 2) < r**2
+        img = torch.where(disk, c2.expand_as(img), img)
+        y0, x0 = (torch.rand(2, generator=gen) * 0.6).tolist()
+        box = (yy > y0) & (yy < y0 + 0.3) & (xx > x0) & (xx < x0 + 0.25)
+        img = torch.where(box, c3.expand_as(img), img)
+        images.append(img)
+    return torch.stack(images).clamp(-1, 1)
+
+
+def noisy(x: torch.Tensor, sigma: float, seed: int = 1) -> torch.Tensor:
+    z = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    return (x + sigma * z).clamp(-1, 1)
+
+
+def blur(x: torch.Tensor, k: int = 4) -> torch.Tensor:
+    """k×k box blur keeping the size."""
+    pad = (k // 2, k - 1 - k // 2, k // 2, k - 1 - k // 2)
+    return F.avg_pool2d(F.pad(x, pad, mode="replicate"), k, stride=1)
+
+
+# --------------------------------------------------------------------------- PSNR / SSIM
+
+
+@pytest.mark.parametrize("d", [0.1, 0.01, 0.05])
+def test_psnr_constant_offset(d: float) -> None:
+    gen = torch.Generator().manual_seed(0)
+    target01 = torch.rand(3, 3, 16, 16, generator=gen) * 0.6 + 0.2  # room for +d
+    target, pred = 2 * target01 - 1, 2 * (target01 + d) - 1
+    value = M.psnr(pred, target)
+    assert value.shape == (3,)
+    torch.testing.assert_close(value, torch.full((3,), 20 * math.log10(1 / d)), atol=1e-3, rtol=0)
+
+
+def test_psnr_identical_is_capped_and_per_image() -> None:
+    x = scenes(2, 16)
+    pred = x.clone()
+    pred[1] = (pred[1] + 0.2).clamp(-1, 1)
+    value = M.psnr(pred, x)
+    assert value[0] == M.PSNR_MAX_DB  # identical: +inf capped at 100 dB
+    assert math.isfinite(float(value[1])) and value[1] < 40
+
+
+def test_psnr_clamps_out_of_range_predictions() -> None:
+    x = -torch.ones(1, 3, 8, 8)
+    assert M.psnr(x - 5.0, x) == M.PSNR_MAX_DB
+
+
+def test_ssim_identical_one_and_decreasing_with_noise() -> None:
+    x = scenes(3, 32)
+    values = [M.ssim(noisy(x, s), x) for s in SIGMAS]
+    torch.testing.assert_close(values[0], torch.ones(3), atol=1e-5, rtol=0)
+    for hi, lo in itertools.pairwise(values):
+        assert torch.all(lo < hi)
+
+
+def test_ms_ssim_size_rule() -> None:
+    assert M.MS_SSIM_MIN_SIZE == 176
+    assert not M.ms_ssim_supported(32)
+    assert not M.ms_ssim_supported(175)
+    assert M.ms_ssim_supported(176)
+    assert not M.ms_ssim_supported((256, 64))
+    x = scenes(2, 32)
+    assert M.ms_ssim(x, x) is None
+    big = scenes(2, 176)
+    torch.testing.assert_close(M.ms_ssim(big, big), torch.ones(2), atol=1e-5, rtol=0)
+    worse = M.ms_ssim(noisy(big, 0.3), big)
+    assert worse is not None and torch.all(worse < 0.99)
+
+
+# --------------------------------------------------------------------------- ST-LPIPS
+
+
+def test_stlpips_loads_offline_from_the_wheel() -> None:
+    net = M.stlpips_net("cpu")
+    assert net is not None and net is M.stlpips_net("cpu")  # cached once per process/device
+    assert not net.training
+    assert not any(p.requires_grad for p in net.parameters())
+    shipped = torch.load(M._stlpips_weights_file(), map_location="cpu", weights_only=True)
+    state = net.state_dict()
+    for key, value in shipped.items():
+        torch.testing.assert_close(state[key], value, atol=0, rtol=0)
+    assert M.stlpips_status() == "ok"
+
+
+def test_stlpips_zero_for_identical_and_monotone_in_noise() -> None:
+    x = scenes(3, 64)
+    values = [M.stlpips(noisy(x, s), x) for s in SIGMAS]
+    assert all(v is not None and v.shape == (3,) for v in values)
+    assert float(values[0].abs().max()) < 1e-6
+    for lo, hi in itertools.pairwise(values):
+        assert torch.all(hi > lo)
+
+
+# --------------------------------------------------------------------------- LPIPS
+
+
+def test_lpips_missing_returns_none_with_one_warning(
+    torch_home: Path, metric_logs: _Records
+) -> None:
+    x = scenes(2, 32)
+    assert M.lpips(x, noisy(x, 0.1)) is None
+    metrics = M.ImageMetrics(stlpips=False)
+    first = metrics.per_image(x, noisy(x, 0.1))
+    second = metrics.per_image(x, noisy(x, 0.2))
+    assert "lpips" not in first and "lpips" not in second
+    warnings = [r for r in metric_logs.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert (
+        "alexnet-owt-7be5be79.pth" in message and str(torch_home / "hub" / "checkpoints") in message
+    )
+    assert "missing" in message
+    status = metrics.status()["lpips"]
+    assert status.startswith("missing:") and "alexnet-owt-7be5be79.pth" in status
+    summary = M.summarize([first, second])
+    assert summary["lpips"] is None and summary["ms_ssim"] is None
+
+
+def test_lpips_present_uses_the_local_backbone_file(
+    torch_home: Path, metric_logs: _Records
+) -> None:
+    import torchvision
+
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    # the classifier (58M parameters) is left out to keep the file small; LPIPS never reads it
+    features = {k: v for k, v in state.items() if k.startswith("features.")}
+    torch.save(features, checkpoints / "alexnet-owt-7be5be79.pth")
+    assert M.lpips_backbone_file("alex") == checkpoints / "alexnet-owt-7be5be79.pth"
+    assert M.lpips_status("alex") == "ok"
+
+    x = scenes(2, 32)
+    same = M.lpips(x, x)
+    different = M.lpips(x, noisy(x, 0.3))
+    assert same is not None and different is not None
+    assert same.shape == (2,) and float(same.abs().max()) < 1e-6
+    assert torch.all(torch.isfinite(different)) and torch.all(different > 0)
+
+    net = M.lpips_net("alex", "cpu")
+    assert net is not None and not net.training
+    assert not any(p.requires_grad for p in net.parameters())
+    torch.testing.assert_close(net.net.slice1[0].weight, features["features.0.weight"])
+    torch.testing.assert_close(
+        net.net.slice5.get_submodule("10").bias, features["features.10.bias"]
+    )
+    out = M.ImageMetrics(stlpips=False).per_image(x, noisy(x, 0.3))
+    torch.testing.assert_close(out["lpips"], different)
+    assert not [r for r in metric_logs.records if r.levelno >= logging.WARNING]
+
+
+def test_lpips_vgg_file_name_and_bad_net() -> None:
+    assert M.lpips_backbone_file("vgg").name == "vgg16-397923af.pth"
+    with pytest.raises(ConfigError, match=r"metrics\.lpips_net"):
+        M.lpips_backbone_file("resnet")
+
+
+# --------------------------------------------------------------------------- perceptual size
+
+
+def test_perceptual_size_rule() -> None:
+    assert M.perceptual_input_hw(32, 32, 64) == (64, 64)
+    assert M.perceptual_input_hw(32, 48, 64) == (64, 96)
+    assert M.perceptual_input_hw(128, 128, 64) == (128, 128)
+    x = scenes(1, 128)
+    assert M.perceptual_resize(x, 64) is x
+
+
+def test_perceptual_upsizing_for_32px_inputs() -> None:
+    x = scenes(2, 32)
+    y = noisy(x, 0.2)
+    metrics = M.ImageMetrics(lpips=False)
+    out = metrics.per_image(y, x)
+    assert metrics.perceptual_hw == (64, 64)
+    assert metrics.status()["perceptual_size"] == "64x64 (bilinear upsampling from 32x32)"
+    up = {"size": (64, 64), "mode": "bilinear", "align_corners": False, "antialias": False}
+    expected = M.stlpips(F.interpolate(y, **up), F.interpolate(x, **up))
+    assert expected is not None
+    torch.testing.assert_close(out["stlpips"], expected)
+    native = M.ImageMetrics(lpips=False, perceptual_size=32)
+    at32 = native.per_image(y, x)["stlpips"]
+    assert native.status()["perceptual_size"] == "32x32 (native)"
+    assert not torch.allclose(at32, out["stlpips"])
+
+
+# --------------------------------------------------------------------------- SWD
+
+
+def test_laplacian_pyramid_levels_and_reconstruction() -> None:
+    x = scenes(2, 64)
+    levels = M.laplacian_pyramid(x, min_size=16)
+    assert [lv.shape[-1] for lv in levels] == [64, 32, 16]
+    kernel = M._binomial_kernel(3, x.device)
+    rebuilt = levels[-1]
+    for band in reversed(levels[:-1]):
+        rebuilt = band + M._pyr_up(rebuilt, kernel, (band.shape[-2], band.shape[-1]))
+    torch.testing.assert_close(rebuilt, x, atol=1e-5, rtol=0)
+    assert len(M.laplacian_pyramid(scenes(1, 32))) == 2
+
+
+def test_swd_properties() -> None:
+    a = scenes(24, 64, seed=0)
+    a2 = scenes(24, 64, seed=7)  # other scenes from the same distribution
+    same = M.sliced_wasserstein(a, a)
+    assert set(same) == {"swd_64", "swd_32", "swd_16", "swd"}
+    assert all(abs(v) < 1e-6 for v in same.values())
+    # few simple scenes: sampling differences live mostly in the low-pass residual (colours),
+    # so degradations are compared with them in the finest band, where blur and noise show
+    baseline = M.sliced_wasserstein(a2, a)["swd_64"]
+    d_blur = M.sliced_wasserstein(blur(a), a)
+    assert d_blur["swd_64"] > 1.5 * baseline > 0
+    by_noise = [M.sliced_wasserstein(noisy(a, s), a)["swd"] for s in (0.02, 0.05, 0.2)]
+    assert 0 < by_noise[0] < by_noise[1] < by_noise[2]
+    assert by_noise[2] > d_blur["swd"]
+    swapped = M.sliced_wasserstein(a, blur(a))
+    for key, value in d_blur.items():
+        assert swapped[key] == pytest.approx(value, rel=1e-4)
+    assert M.sliced_wasserstein(blur(a), a) == d_blur  # deterministic with the seed
+    other_seed = M.sliced_wasserstein(blur(a), a, seed=1)
+    assert other_seed["swd"] != d_blur["swd"]
+    assert other_seed["swd"] == pytest.approx(d_blur["swd"], rel=0.25)
+    json.dumps(d_blur, allow_nan=False)
+
+
+def test_swd_unequal_sets_and_small_images() -> None:
+    a, b = scenes(10, 32, seed=0), scenes(6, 32, seed=3)
+    out = M.sliced_wasserstein(a, b, patches_per_image=16)
+    assert set(out) == {"swd_32", "swd_16", "swd"} and all(math.isfinite(v) for v in out.values())
+    assert out == M.sliced_wasserstein(a, b, patches_per_image=16)
+    with pytest.raises(ValueError, match="at least 16"):
+        M.sliced_wasserstein(scenes(2, 8), scenes(2, 8))
+    metrics = M.ImageMetrics(stlpips=False, lpips=False)
+    assert metrics.set_level(scenes(2, 8), scenes(2, 8)) == {}
+    assert metrics.status()["swd"] == "skipped: image size 8 < 16"
+    assert set(metrics.set_level([a[:5], a[5:]], [b])) == {"swd_32", "swd_16", "swd"}
+
+
+# --------------------------------------------------------------------------- ImageMetrics
+
+
+def test_config_builds_image_metrics() -> None:
+    from hydra.utils import instantiate
+
+    cfg = OmegaConf.load(CONF)
+    assert cfg.perceptual_size == 64 and cfg.lpips_net == "alex"
+    for key in ("stlpips", "lpips", "ms_ssim", "swd"):
+        assert cfg[key] is True
+    built = M.ImageMetrics.from_config(cfg)
+    assert isinstance(instantiate(cfg), M.ImageMetrics)
+    assert built.swd_kwargs == {
+        "min_size": 16,
+        "patch_size": 7,
+        "patches_per_image": 128,
+        "directions": 128,
+        "repeats": 4,
+        "seed": 0,
+    }
+    with pytest.raises(ConfigError, match=r"metrics\.typo"):
+        M.ImageMetrics.from_config({**OmegaConf.to_container(cfg), "typo": 1})
+    with pytest.raises(ConfigError, match=r"metrics\.lpips_net"):
+        M.ImageMetrics(lpips_net="squeezenet")
+    with pytest.raises(ConfigError, match=r"metrics\.perceptual_size"):
+        M.ImageMetrics(perceptual_size=8)
+
+
+def test_image_metrics_end_to_end(torch_home: Path) -> None:
+    metrics = M.ImageMetrics().to("cpu")
+    assert metrics.status()["ms_ssim"].startswith("pending")
+    x = scenes(4, 32)
+    batches = [metrics.per_image(noisy(x, s, seed=i), x) for i, s in enumerate((0.1, 0.2))]
+    for out in batches:
+        assert set(out) == {"psnr", "ssim", "stlpips"}
+        assert all(v.shape == (4,) for v in out.values())
+    status = metrics.status()
+    assert status["ms_ssim"] == "skipped: image size 32 < 176"
+    assert status["lpips"].startswith("missing:") and status["stlpips"] == "ok"
+    summary = metrics.summarize(batches)
+    assert list(summary)[:5] == list(M.PER_IMAGE_KEYS)
+    assert summary["lpips"] is None and summary["ms_ssim"] is None
+    expected = float(torch.cat([b["psnr"] for b in batches]).double().mean())
+    assert summary["psnr"] == pytest.approx(expected)
+    json.dumps(summary, allow_nan=False)
+    swd = metrics.set_level(noisy(x, 0.2), x)
+    assert set(swd) == {"swd_32", "swd_16", "swd"}
+
+
+def test_summarize_drops_non_finite_and_accepts_mappings() -> None:
+    out = M.summarize({"psnr": [torch.tensor([10.0, float("inf")]), 30.0], "ssim": []})
+    assert out["psnr"] == pytest.approx(20.0)
+    assert out["ssim"] is None and out["lpips"] is None
+    json.dumps(out, allow_nan=False)
