@@ -37,10 +37,11 @@ def make_cfg(tmp_path: Path) -> Callable[..., DictConfig]:
 
 
 def run_cli(
-    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 600
+    *args: str, cwd: Path, env: dict[str, str | None] | None = None, timeout: int = 600
 ) -> subprocess.CompletedProcess[str]:
     """Run ``python -m singexp ARGS`` as a user would, in ``cwd``."""
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    full_env = {k: v for k, v in full_env.items() if v is not None}  # None removes a variable
     return subprocess.run(
         [sys.executable, "-m", "singexp", *args],
         cwd=cwd,

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import shutil
 import socket
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -58,6 +60,8 @@ def resolve_wandb_mode(mode: str) -> tuple[str, str]:
     if mode != "auto":
         return mode, "set in config"
     env = os.environ.get("WANDB_MODE")
+    if env == "":
+        del os.environ["WANDB_MODE"]  # wandb itself rejects an empty mode
     if env in ("online", "offline", "disabled", "dryrun"):
         return ("offline" if env == "dryrun" else env), "set by WANDB_MODE"
     if not has_wandb_credentials():
@@ -82,6 +86,16 @@ def build_loggers(node: DictConfig | Mapping[str, Any] | None) -> list[Logger]:
     if not node:
         return []
     return [build(spec) for spec in node.values() if spec and "_target_" in spec]
+
+
+def log_results(loggers: list[Logger], metrics: dict[str, float], results_file: Path) -> None:
+    """Send the final metrics to every logger; W&B runs also keep a copy of ``results_file``
+    among their files (so an offline run folder holds the results, synced with it)."""
+    for logger in loggers:
+        logger.log_metrics(metrics)
+        if isinstance(logger, WandbLogger) and logger.experiment is not None:
+            logger.experiment.summary.update(metrics)
+            shutil.copy(results_file, Path(logger.experiment.dir) / results_file.name)
 
 
 def finish_loggers(loggers: list[Logger], failed: bool) -> None:

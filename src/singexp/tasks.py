@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from singexp.bcr import format_ratio
 from singexp.config import Validated, build, validate
 from singexp.errors import ConfigError
-from singexp.loggers import build_loggers, finish_loggers
+from singexp.loggers import build_loggers, finish_loggers, log_results
 from singexp.metrics import psnr
 from singexp.modules.jscc import DeepJSCCModule, check_checkpoint
 
@@ -171,8 +171,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             for k, val in results.get("test", {}).items()
             if isinstance(val, int | float)
         }
-        for logger in loggers:
-            logger.log_metrics(flat)
+        log_results(loggers, flat, out / "metrics.json")
         failed = False
         return results
     finally:
