@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format sync-wandb clean
+.PHONY: help install run test test-fast lint format sync-wandb clean embedded-weights embedded-jscc
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
@@ -38,6 +38,17 @@ format: install ## ruff format and autofix
 
 sync-wandb: install ## upload offline W&B runs under outputs/
 	find $${SINGEXP_OUTPUT:-outputs} -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync --include-offline {} +
+
+EMBEDDED_JSCC := src/singexp/assets/jscc_shapes32
+
+embedded-jscc: install ## retrain the shipped DeepJSCC codecs (32 px shapes, BCR 1/768, 1/384, 1/192)
+	for r in 1_768 1_384 1_192; do \
+	  $(PY) -m singexp +experiment=embedded_jscc bcr=$$r print_config=false \
+	    jscc.export=$(EMBEDDED_JSCC)/jscc_$$r.safetensors hydra.run.dir=outputs/embedded/jscc_$$r \
+	    || exit 1; \
+	done
+
+embedded-weights: embedded-jscc ## retrain every shipped weight of the embedded default
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun lightning_logs wandb .pytest_cache .ruff_cache

@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from singexp.errors import ConfigError
-from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, checkpoint_identity
+from singexp.modules.jscc import (
+    DeepJSCCModule,
+    check_checkpoint,
+    checkpoint_identity,
+    export_codec,
+    load_codec,
+)
 from singexp.nn.gdn import GDN
 
 
@@ -81,3 +87,20 @@ def test_checkpoint_identity_mismatch_is_one_line(tmp_path: Path) -> None:
         check_checkpoint(path, {"bcr": "1/192", "image_size": 64})
     with pytest.raises(ConfigError, match=r"channel\.name"):
         check_checkpoint(path, {"bcr": "1/192", "channel": "rayleigh"})
+
+
+def test_export_and_load_round_trip(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    m = _module(train_snr=(-5.0, 5.0))
+    path = export_codec(m, tmp_path / "codec.safetensors")
+    loaded = load_codec(path, metrics={"lpips": False})
+    assert loaded.hparams["bcr"] == "1/192" and tuple(loaded.hparams["train_snr"]) == (-5.0, 5.0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    snr = torch.zeros(2)
+    with torch.no_grad():
+        a = m.codec(x, snr, generator=torch.Generator().manual_seed(1))
+        b = loaded.codec(x, snr, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(a, b, atol=2e-2, rtol=0)  # weights stored in float16
+    assert checkpoint_identity(path)["bcr"] == "1/192"
+    with pytest.raises(ConfigError, match=r"bcr\.ratio=1/192"):
+        check_checkpoint(path, {"bcr": "1/384"})

@@ -24,6 +24,22 @@ from singexp.channel import CHANNELS
 from singexp.errors import ConfigError, SingexpError
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+# the embedded default's DeepJSCC codecs (built by `make embedded-weights`)
+EMBEDDED_JSCC_DIR = ASSETS_DIR / "jscc_shapes32"
+
+
+def embedded_codec(ratio: Fraction, image_size: int) -> Path:
+    """The shipped DeepJSCC codec for ``ratio`` on 32×32 shapes, or a one-line error."""
+    path = EMBEDDED_JSCC_DIR / f"jscc_{ratio.numerator}_{ratio.denominator}.safetensors"
+    if image_size != 32 or not path.is_file():
+        raise ConfigError(
+            "jscc.checkpoint",
+            f"no embedded DeepJSCC for bcr {ratio.numerator}/{ratio.denominator} at "
+            f"{image_size} px (embedded codecs: 32 px, bcr 1/768, 1/384, 1/192); train one with "
+            "`python -m singexp +experiment=jscc` and set jscc.checkpoint=PATH",
+        )
+    return path
 
 
 @dataclass
@@ -56,6 +72,7 @@ class JSCCConfig:
     weight_decay: float = 0.0
     checkpoint: str | None = None
     resume: bool = True
+    export: str | None = None
 
 
 @dataclass
@@ -167,6 +184,8 @@ def validate(cfg: DictConfig) -> Validated:
     if jscc.downsample < 2 or jscc.downsample & (jscc.downsample - 1):
         raise ConfigError("jscc.downsample", f"must be a power of two ≥ 2, got {jscc.downsample}")
     latent = latent_shape(ratio, size, jscc.downsample)
+    if jscc.checkpoint == "embedded":
+        jscc.checkpoint = str(embedded_codec(ratio, size))
     if jscc.checkpoint is not None and not Path(jscc.checkpoint).is_file():
         raise ConfigError("jscc.checkpoint", f"no such file {jscc.checkpoint!r}")
     return Validated(channel=channel, bcr=ratio, latent=latent, jscc=jscc)

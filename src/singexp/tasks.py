@@ -15,15 +15,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import Logger
+from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from singexp.bcr import format_ratio
 from singexp.config import Validated, build, validate
 from singexp.errors import ConfigError
 from singexp.loggers import build_loggers, finish_loggers, log_results
-from singexp.metrics import psnr
-from singexp.modules.jscc import DeepJSCCModule, check_checkpoint
+from singexp.metrics import ImageMetrics, psnr
+from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, export_codec, load_codec
+from singexp.modules.restoration import RestorationModule, Restorer, write_outputs
+from singexp.operators import LinearOperator, build_operator
+from singexp.prior import build_scheduler, load_prior
+from singexp.samplers.sing_zero import restore
 
 log = logging.getLogger("singexp")
 
@@ -72,9 +76,7 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
     trainer = build_trainer(cfg, loggers)
     if v.jscc.checkpoint:
         check_checkpoint(v.jscc.checkpoint, identity)
-        module = DeepJSCCModule.load_from_checkpoint(
-            v.jscc.checkpoint, map_location="cpu", test_snr_db=v.channel.snr_db, metrics=metrics_cfg
-        )
+        module = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db, metrics=metrics_cfg)
         trainer.test(module, datamodule=datamodule)
         checkpoint = v.jscc.checkpoint
     else:
@@ -97,6 +99,9 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
         checkpoint = best or None
+        if v.jscc.export:
+            checkpoint = str(export_codec(module, v.jscc.export))
+            log.info("exported the codec to %s", checkpoint)
     return {
         "test": module.test_summary,
         "metric_status": module.metrics.status(),
@@ -108,7 +113,107 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
     }
 
 
-TASKS: dict[str, Task] = {"jscc": jscc_task}
+def method_configs(cfg: DictConfig) -> dict[str, Any]:
+    """The restorers to evaluate: ``methods`` (name → sampler config) or the one ``sampler``."""
+    methods = cfg.get("methods")
+    if methods:
+        return {str(name): node for name, node in methods.items()}
+    sampler = cfg.get("sampler")
+    return {} if not sampler or sampler.get("name", "none") == "none" else {sampler.name: sampler}
+
+
+def build_restorers(
+    cfg: DictConfig, v: Validated, configs: dict[str, Any], operator: LinearOperator
+) -> tuple[dict[str, Restorer], dict[str, torch.nn.Module]]:
+    """Restorer callables for ``configs`` and the networks they share (moved by Lightning)."""
+    if not configs:
+        return {}, {}
+    unet = load_prior(cfg.prior.source, expected_size=v.latent.image_size)
+    restorers: dict[str, Restorer] = {}
+    for name, scfg in configs.items():
+        scheduler = build_scheduler(
+            num_train_timesteps=cfg.prior.num_train_timesteps,
+            beta_start=cfg.prior.beta_start,
+            beta_end=cfg.prior.beta_end,
+            schedule=cfg.prior.schedule,
+            kind=scfg.get("scheduler", "ddim"),
+            timestep_spacing=scfg.get("timestep_spacing", "leading"),
+        )
+        plain = OmegaConf.to_container(scfg, resolve=True)
+
+        def restorer(
+            x_hat: torch.Tensor,
+            snr: torch.Tensor,
+            generator: torch.Generator,
+            _cfg: Any = plain,
+            _scheduler: Any = scheduler,
+        ) -> torch.Tensor:
+            return restore(
+                _cfg,
+                x_hat,
+                unet=unet,
+                scheduler=_scheduler,
+                operator=operator,
+                generator=generator,
+                snr_db=snr,
+            )
+
+        restorers[name] = restorer
+    return restorers, {"prior": unet}
+
+
+def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
+    """DeepJSCC at ``channel.snr_db`` then each restorer, on the same received images."""
+    if not v.jscc.checkpoint:
+        raise ConfigError(
+            "jscc.checkpoint",
+            "restoration needs a trained DeepJSCC; set jscc.checkpoint=embedded or a file path",
+        )
+    check_checkpoint(
+        v.jscc.checkpoint, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size}
+    )
+    out = Path(cfg.paths.output_dir)
+    metrics = ImageMetrics.from_config(cfg.metrics)
+    codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
+    configs = method_configs(cfg)
+    operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
+    restorers, networks = build_restorers(cfg, v, configs, operator)
+    module = RestorationModule(
+        codec,
+        restorers,
+        networks=networks,
+        snr_db=v.channel.snr_db,
+        metrics=metrics,
+        seed=int(cfg.seed),
+        grid_images=int(cfg.evaluate.grid_images),
+    )
+    trainer = build_trainer(cfg, loggers)
+    trainer.test(module, datamodule=build(cfg.dataset))
+    identity = describe_run(cfg, v)
+    title = " · ".join(f"{k} {identity[k]}" for k in ("dataset", "channel", "snr_db", "bcr"))
+    files = write_outputs(module, out, title)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key="grid", images=[files["grid"]], caption=[" | ".join(module.grid)])
+    return {
+        "methods": module.summary,
+        "metric_status": metrics.status(),
+        "perceptual_size": metrics.perceptual_size,
+        "samplers": {name: OmegaConf.to_container(c, resolve=True) for name, c in configs.items()},
+        "operator": {
+            "name": cfg.operator.name,
+            "scale": getattr(
+                build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size),
+                "scale",
+                None,
+            ),
+        },
+        "jscc_checkpoint": v.jscc.checkpoint,
+        "files": files,
+    }
+
+
+TASKS: dict[str, Task] = {"jscc": jscc_task, "restore": restore_task}
 
 
 def describe_run(cfg: DictConfig, v: Validated) -> dict[str, Any]:
@@ -125,9 +230,41 @@ def describe_run(cfg: DictConfig, v: Validated) -> dict[str, Any]:
     }
 
 
+def print_method_table(results: dict[str, Any]) -> None:
+    """Method × metric table of a restoration run."""
+    from rich.console import Console
+    from rich.table import Table
+
+    methods: dict[str, dict[str, Any]] = results["methods"]
+    keys = [
+        k
+        for k in ("psnr", "ssim", "stlpips", "lpips", "swd")
+        if any(k in m for m in methods.values())
+    ]
+    table = Table(
+        title=f"{results['dataset']} · {results['channel']} SNR {results['snr_db']} dB · "
+        f"BCR {results['bcr']} · {next(iter(methods.values())).get('images', 0)} images"
+    )
+    table.add_column("method")
+    for key in keys:
+        table.add_column(key.upper() if key != "stlpips" else "ST-LPIPS", justify="right")
+    for name, summary in methods.items():
+        table.add_row(
+            name, *("missing" if summary.get(k) is None else f"{summary[k]:.4f}" for k in keys)
+        )
+    Console().print(table)
+
+
 def print_results(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+
+    if "methods" in results:
+        print_method_table(results)
+        for key, why in results.get("metric_status", {}).items():
+            if why != "ok":
+                print(f"note: {key}: {why}")
+        return
 
     table = Table(
         title=f"{results['task']} · {results['dataset']} · "
@@ -145,11 +282,20 @@ def print_results(results: dict[str, Any]) -> None:
             print(f"note: {key}: {why}")
 
 
+def _single_log_stream() -> None:
+    """Lightning adds its own console handler; under Hydra's root handlers every line would
+    print twice. Let Lightning's records reach the root handlers (console and the run's log)."""
+    if logging.getLogger().handlers:
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).handlers.clear()
+
+
 def run(cfg: DictConfig) -> dict[str, Any]:
     """Validate, seed, run the configured task, write config.yaml and metrics.json."""
     if cfg.task not in TASKS:
         raise ConfigError("task", f"unknown task {cfg.task!r}; choose one of {sorted(TASKS)}")
     v = validate(cfg)
+    _single_log_stream()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.get("print_config", True):
@@ -171,6 +317,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             for k, val in results.get("test", {}).items()
             if isinstance(val, int | float)
         }
+        for method, summary in results.get("methods", {}).items():
+            flat.update(
+                {
+                    f"final/{method}/{k}": float(val)
+                    for k, val in summary.items()
+                    if isinstance(val, int | float)
+                }
+            )
         log_results(loggers, flat, out / "metrics.json")
         failed = False
         return results

@@ -34,6 +34,35 @@ def check_positive(key: str, value: int) -> int:
     return value
 
 
+SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2}
+
+
+class SeededImageDataset(Dataset[Tensor]):
+    """``length`` images; image i is drawn by :meth:`draw` from a numpy generator seeded by
+    (``salt``, split, i, seed) alone, so it is the same in every process and on every call."""
+
+    salt: int = 0  # separates a subclass's streams from any other generator with the same seed
+
+    def __init__(self, length: int, seed: int, split: str) -> None:
+        self.length = length
+        self.seed = seed
+        self.split_code = SPLIT_CODES[split]
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> Tensor:
+        if index < 0:
+            index += self.length
+        if not 0 <= index < self.length:
+            raise IndexError(f"index {index} out of range for {self.length} images")
+        rng = np.random.default_rng([self.salt, self.split_code, index, self.seed % 2**63])
+        return self.draw(rng)
+
+    def draw(self, rng: np.random.Generator) -> Tensor:
+        raise NotImplementedError
+
+
 class ImageDataModule(L.LightningDataModule):
     """Base class: subclasses implement `make_split`; batches are float tensors (B, 3, H, W)."""
 

@@ -7,13 +7,10 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from singexp.data.base import ImageDataModule, check_positive, to_signed
+from singexp.data.base import ImageDataModule, SeededImageDataset, check_positive, to_signed
 from singexp.errors import ConfigError, SingexpError
 
-_SALT = 0x9B0705
-SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 _CROP_TRIES = 8
 
 
@@ -76,8 +73,10 @@ def load_photo(name: str, scale: float = 1.0) -> Tensor:
     return photo.contiguous()
 
 
-class PhotoCropsDataset(Dataset[Tensor]):
+class PhotoCropsDataset(SeededImageDataset):
     """`length` crops; crop i depends only on (seed, split, i): photo, position and flip."""
+
+    salt = 0x9B0705
 
     def __init__(
         self,
@@ -89,23 +88,13 @@ class PhotoCropsDataset(Dataset[Tensor]):
         flip: bool,
         min_std: float,
     ) -> None:
+        super().__init__(length, seed, split)
         self.photos = list(photos)
-        self.length = length
         self.size = size
-        self.seed = seed
-        self.split_code = SPLIT_CODES[split]
         self.flip = flip
         self.min_std = min_std
 
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> Tensor:
-        if index < 0:
-            index += self.length
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} crops")
-        rng = np.random.default_rng([_SALT, self.split_code, index, self.seed % 2**63])
+    def draw(self, rng: np.random.Generator) -> Tensor:
         photo = self.photos[int(rng.integers(len(self.photos)))]
         h, w = photo.shape[-2:]
         best, best_std = None, -1.0

@@ -7,13 +7,10 @@ from functools import lru_cache
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
-from singexp.data.base import ImageDataModule, check_positive
+from singexp.data.base import ImageDataModule, SeededImageDataset, check_positive
 from singexp.errors import ConfigError
 
-SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2}
-_SALT = 0x5AA9E5  # separates these streams from any other generator seeded with the same seed
 _BACKGROUNDS = ("flat", "gradient", "stripes", "checkers", "noise")
 _BACKGROUND_P = (0.2, 0.25, 0.2, 0.15, 0.2)
 _SHAPES = ("ellipse", "rectangle", "triangle", "ring")
@@ -164,28 +161,20 @@ def _box_downsample(image: Array, factor: int) -> Array:
     return box @ image @ box.T
 
 
-class ShapesDataset(Dataset[Tensor]):
+class ShapesDataset(SeededImageDataset):
     """`length` procedural images; image i depends only on (seed, split, i)."""
+
+    salt = 0x5AA9E5
 
     def __init__(
         self, size: int, length: int, seed: int, split: str, min_shapes: int, max_shapes: int
     ) -> None:
+        super().__init__(length, seed, split)
         self.size = size
-        self.length = length
-        self.seed = seed
-        self.split_code = SPLIT_CODES[split]
         self.min_shapes = min_shapes
         self.max_shapes = max_shapes
 
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> Tensor:
-        if index < 0:
-            index += self.length
-        if not 0 <= index < self.length:
-            raise IndexError(f"index {index} out of range for {self.length} images")
-        rng = np.random.default_rng([_SALT, self.split_code, index, self.seed % 2**63])
+    def draw(self, rng: np.random.Generator) -> Tensor:
         image = render_shapes(rng, self.size, self.min_shapes, self.max_shapes)
         return torch.from_numpy(image).mul_(2.0).sub_(1.0)
 

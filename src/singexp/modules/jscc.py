@@ -6,12 +6,15 @@ Checkpoints carry what the model was trained for (BCR, image size, channel, late
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from singexp.channel import SNRSampler, build_channel
@@ -117,10 +120,47 @@ class DeepJSCCModule(L.LightningModule):
         self.test_summary = self._eval_epoch_end("test")
 
 
+def export_codec(
+    module: DeepJSCCModule, path: str | Path, dtype: torch.dtype = torch.float16
+) -> Path:
+    """Write the codec's weights as safetensors, its hyper-parameters in the file's metadata.
+
+    This is the shipped format of the embedded weights: small (float16 by default) and
+    loadable without Lightning's pickled checkpoint state. :func:`load_codec` reads it back.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    hparams = {k: v for k, v in module.hparams.items() if k != "metrics"}
+    tensors = {k: v.detach().to(dtype).contiguous() for k, v in module.codec.state_dict().items()}
+    save_file(tensors, str(path), metadata={"singexp_hparams": json.dumps(hparams)})
+    return path
+
+
+def read_hparams(path: str | Path) -> dict[str, Any]:
+    """Hyper-parameters of a DeepJSCC ``.ckpt`` (Lightning) or exported ``.safetensors`` file."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return json.loads(meta.get("singexp_hparams", "{}"))
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    return dict(ckpt.get("hyper_parameters", {}))
+
+
+def load_codec(path: str | Path, **overrides: Any) -> DeepJSCCModule:
+    """A DeepJSCCModule from a ``.ckpt`` or exported ``.safetensors`` file, in float32."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return DeepJSCCModule.load_from_checkpoint(path, map_location="cpu", **overrides)
+    module = DeepJSCCModule(**{**read_hparams(path), **overrides})
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    module.codec.load_state_dict(state)
+    return module
+
+
 def checkpoint_identity(path: str | Path) -> dict[str, Any]:
     """The training identity stored in a DeepJSCC checkpoint's hyper-parameters."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    hparams = ckpt.get("hyper_parameters", {})
+    hparams = read_hparams(path)
     if "bcr" not in hparams:
         raise ConfigError(
             "jscc.checkpoint", f"{path} is not a singexp DeepJSCC checkpoint (no bcr recorded)"

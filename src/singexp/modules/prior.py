@@ -1,0 +1,215 @@
+"""Unconditional DDPM prior as a LightningModule: ε-prediction MSE, AdamW, EMA, export.
+
+The EMA of the weights (diffusers' ``EMAModel``, updated after every optimiser step) is stored in
+Lightning checkpoints (key ``"ema"``) so training resumes exactly; :meth:`export` writes the EMA
+weights as a diffusers folder (safetensors) that ``UNet2DModel.from_pretrained`` and
+:func:`singexp.prior.load_prior` read.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from diffusers import UNet2DModel
+from diffusers.training_utils import EMAModel
+from torch import Tensor
+
+from singexp.prior import build_scheduler, build_unet, sample_grid_rows
+
+log = logging.getLogger("singexp.prior")
+
+EXPORT_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "float32": torch.float32}
+
+
+class DiffusionPriorModule(L.LightningModule):
+    """Trains ``unet(x_t, t) ≈ ε`` with ``x_t = √ᾱ_t x0 + √(1-ᾱ_t) ε``, t uniform in [0, T)."""
+
+    def __init__(
+        self,
+        *,
+        image_size: int,
+        in_channels: int = 3,
+        block_out_channels: Sequence[int] = (32, 64, 128),
+        layers_per_block: int = 1,
+        attention: bool | Sequence[bool] = False,
+        norm_num_groups: int | None = None,
+        num_train_timesteps: int = 1000,
+        beta_start: float = 1e-4,
+        beta_end: float = 0.02,
+        schedule: str = "linear",
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        ema_decay: float = 0.999,
+        grid_size: int = 16,
+        grid_steps: int = 50,
+        sample_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.unet = build_unet(
+            image_size,
+            in_channels,
+            tuple(block_out_channels),
+            layers_per_block,
+            attention if isinstance(attention, bool) else tuple(attention),
+            norm_num_groups,
+        )
+        self.noise_scheduler = build_scheduler(
+            num_train_timesteps, beta_start, beta_end, schedule, kind="ddpm"
+        )
+        self.ema = EMAModel(self.unet.parameters(), decay=float(ema_decay))
+
+    # ---- training ------------------------------------------------------------------------
+    def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
+        """The predicted noise ε_θ(x_t, t)."""
+        return self.unet(x_t, t).sample
+
+    def diffusion_loss(
+        self, x0: Tensor, generator: torch.Generator | None = None, model: UNet2DModel | None = None
+    ) -> Tensor:
+        """MSE between ε and its prediction at uniform random t (seeded by ``generator``)."""
+        model = model or self.unet
+        b = x0.shape[0]
+        steps = self.noise_scheduler.config.num_train_timesteps
+        noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+        t = torch.randint(0, steps, (b,), generator=generator, device=x0.device)
+        x_t = self.noise_scheduler.add_noise(x0, noise, t)
+        return F.mse_loss(model(x_t, t).sample, noise)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        loss = self.diffusion_loss(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch.shape[0])
+        return loss
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        # EMA update right after each optimiser step: before the callbacks' on_train_batch_end,
+        # so a checkpoint written at step n holds the EMA of step n (exact resume)
+        super().optimizer_step(*args, **kwargs)
+        self._ema_to_device()
+        self.ema.step(self.unet.parameters())
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.unet.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+    # ---- EMA -----------------------------------------------------------------------------
+    def _ema_to_device(self) -> None:
+        first = next(self.unet.parameters())
+        if self.ema.shadow_params and self.ema.shadow_params[0].device != first.device:
+            self.ema.to(device=first.device)
+
+    def ema_unet(self) -> UNet2DModel:
+        """A copy of the UNet holding the EMA weights, in eval mode."""
+        self._ema_to_device()
+        model = copy.deepcopy(self.unet)
+        self.ema.copy_to(model.parameters())
+        return model.eval().requires_grad_(False)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["ema"] = self.ema.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "ema" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema"])
+        else:  # a checkpoint without EMA: start the average from the loaded weights
+            log.warning("checkpoint has no EMA state; the EMA restarts from the raw weights")
+            self.ema = EMAModel(self.unet.parameters(), decay=float(self.hparams.ema_decay))
+
+    # ---- validation: loss at seeded t and noise; an optional grid of EMA samples ------------
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        generator = torch.Generator(device=batch.device).manual_seed(1000 + batch_idx)
+        with torch.no_grad():
+            loss = self.diffusion_loss(batch, generator)
+            ema_loss = self.diffusion_loss(
+                batch,
+                torch.Generator(device=batch.device).manual_seed(1000 + batch_idx),
+                self.ema_unet(),
+            )
+        self.log("val/loss", loss, prog_bar=True, batch_size=batch.shape[0])
+        self.log("val/ema_loss", ema_loss, batch_size=batch.shape[0])
+
+    def on_validation_epoch_end(self) -> None:
+        n = int(self.hparams.grid_size)
+        if n < 1 or self.trainer.sanity_checking:
+            return
+        grid = self.sample_grid(n, int(self.hparams.grid_steps), eta=1.0, seed=0)
+        if self.hparams.sample_dir:
+            from torchvision.utils import save_image
+
+            folder = Path(self.hparams.sample_dir)
+            folder.mkdir(parents=True, exist_ok=True)
+            save_image(grid, folder / f"step{self.global_step:07d}.png")
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(logger, "log_image"):  # W&B
+                logger.log_image("val/samples", [grid], step=self.global_step)
+            elif hasattr(experiment, "add_image"):  # TensorBoard
+                experiment.add_image("val/samples", grid, self.global_step)
+
+    # ---- sampling and export --------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        steps: int = 50,
+        eta: float = 1.0,
+        generator: torch.Generator | None = None,
+        use_ema: bool = True,
+    ) -> Tensor:
+        """``n`` unconditional samples in [-1, 1] by DDIM with ``steps`` steps and ``eta``."""
+        model = self.ema_unet() if use_ema else self.unet.eval()
+        return ddim_sample(model, self.noise_scheduler.config, n, steps, eta, generator)
+
+    def sample_grid(self, n: int, steps: int, eta: float = 1.0, seed: int = 0) -> Tensor:
+        """A (3, H', W') image grid in [0, 1] of ``n`` EMA samples (seeded)."""
+        from torchvision.utils import make_grid
+
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        images = self.sample(n, steps, eta, generator)
+        return make_grid(images.add(1).div(2).cpu(), nrow=sample_grid_rows(n), padding=1)
+
+    def export(self, directory: str | Path, dtype: str = "float16") -> Path:
+        """Write the EMA weights as a diffusers folder (safetensors) and the noise schedule.
+
+        float16 halves the file; it loads back into a float32 model (``from_pretrained`` then
+        ``.float()``, which :func:`singexp.prior.load_prior` does) with the rounding of fp16.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model = self.ema_unet()
+        torch.nn.Module.to(model, EXPORT_DTYPES[dtype])  # plain cast: fp16 storage only
+        model.save_pretrained(str(directory), safe_serialization=True)
+        self.noise_scheduler.save_pretrained(str(directory / "scheduler"))
+        return directory
+
+
+@torch.no_grad()
+def ddim_sample(
+    model: UNet2DModel,
+    schedule_config: Any,
+    n: int,
+    steps: int = 50,
+    eta: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Plain DDIM sampling from ``model`` with the noise schedule of ``schedule_config``."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(schedule_config)
+    scheduler.set_timesteps(int(steps))
+    param = next(model.parameters())
+    size = int(model.config.sample_size)
+    shape = (int(n), int(model.config.in_channels), size, size)
+    x = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)
+    for t in scheduler.timesteps:
+        eps = model(x, t).sample
+        x = scheduler.step(eps, t, x, eta=float(eta), generator=generator).prev_sample
+    return x.clamp(-1, 1)

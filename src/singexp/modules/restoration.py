@@ -1,0 +1,138 @@
+"""Restoration evaluation: x → DeepJSCC (encoder → channel → decoder) → x̂ → restorer → x̃.
+
+For every test batch the codec sends the images through the channel once, with channel noise
+drawn from a generator seeded by (seed, batch index), so every method restores the same x̂ and
+reruns see the same noise. Metrics compare x̂ and each x̃ with x; per-image rows, a summary and
+an image grid (x | x̂ | x̃ …) are written to the run folder.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from singexp.metrics import ImageMetrics
+from singexp.modules.jscc import DeepJSCCModule
+from singexp.visualize import save_comparison_grid
+
+# restorer(x_hat, snr_db, generator) -> x_tilde
+Restorer = Callable[[Tensor, Tensor, torch.Generator], Tensor]
+
+BASELINE = "deepjscc"
+ORIGINAL = "original"
+
+
+def batch_generator(
+    seed: int, batch_idx: int, stream: int, device: torch.device
+) -> torch.Generator:
+    """A generator for one batch and one purpose (0: channel noise, 1: sampler noise)."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + batch_idx * 7 + stream)
+
+
+class RestorationModule(L.LightningModule):
+    """Evaluates DeepJSCC alone and each restorer on the same received images."""
+
+    def __init__(
+        self,
+        codec: DeepJSCCModule,
+        restorers: Mapping[str, Restorer],
+        *,
+        snr_db: float,
+        metrics: ImageMetrics,
+        networks: Mapping[str, torch.nn.Module] | None = None,
+        seed: int = 0,
+        grid_images: int = 8,
+    ) -> None:
+        super().__init__()
+        # networks the restorers use (e.g. the prior UNet): registered so Lightning moves them
+        self.networks = torch.nn.ModuleDict(dict(networks or {}))
+        self.codec = codec.eval().requires_grad_(False)
+        self.restorers = dict(restorers)
+        self.snr_db = float(snr_db)
+        self.metrics = metrics
+        self.seed = seed
+        self.grid_images = grid_images
+        self.rows: list[dict[str, Any]] = []
+        self.grid: dict[str, list[Tensor]] = {}
+        self._sets: dict[str, list[Tensor]] = {}
+        self.summary: dict[str, dict[str, Any]] = {}
+        self._seen = 0
+
+    @property
+    def methods(self) -> list[str]:
+        return [BASELINE, *self.restorers]
+
+    def on_test_epoch_start(self) -> None:
+        self.rows, self.grid, self._sets, self.summary = [], {}, {}, {}
+        self._seen = 0
+
+    @torch.no_grad()
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        device = batch.device
+        snr = torch.full((batch.shape[0],), self.snr_db, device=device)
+        x_hat = self.codec.codec(batch, snr, batch_generator(self.seed, batch_idx, 0, device))
+        outputs = {BASELINE: x_hat.clamp(-1, 1)}
+        for name, restorer in self.restorers.items():
+            generator = batch_generator(self.seed, batch_idx, 1, device)
+            outputs[name] = restorer(outputs[BASELINE], snr, generator).clamp(-1, 1)
+        self.metrics.to(device)
+        first, self._seen = self._seen, self._seen + batch.shape[0]
+        for name, images in outputs.items():
+            values = self.metrics.per_image(images, batch)
+            for i in range(batch.shape[0]):
+                row = {"image": first + i, "method": name, "snr_db": self.snr_db}
+                row.update({k: float(v[i]) for k, v in values.items()})
+                self.rows.append(row)
+            self._sets.setdefault(name, []).append(images.cpu())
+        self._sets.setdefault(ORIGINAL, []).append(batch.cpu())
+        self._collect_grid({ORIGINAL: batch, **outputs})
+
+    def _collect_grid(self, outputs: Mapping[str, Tensor]) -> None:
+        have = sum(t.shape[0] for t in self.grid.get(ORIGINAL, []))
+        take = self.grid_images - have
+        if take > 0:
+            for name, images in outputs.items():
+                self.grid.setdefault(name, []).append(images[:take].cpu())
+
+    def on_test_epoch_end(self) -> None:
+        originals = torch.cat(self._sets.pop(ORIGINAL))
+        keys = sorted({k for r in self.rows for k in r} - {"image", "method", "snr_db"})
+        for name in self.methods:
+            rows = [r for r in self.rows if r["method"] == name]
+            summary = self.metrics.summarize({k: [r[k] for r in rows if k in r] for k in keys})
+            summary.update(self.metrics.set_level(torch.cat(self._sets[name]), originals))
+            summary["images"] = len(rows)
+            self.summary[name] = summary
+            for key, value in summary.items():
+                if isinstance(value, int | float):
+                    self.log(f"test/{name}/{key}", float(value))
+        self._sets = {}
+
+    def grid_rows(self) -> dict[str, Tensor]:
+        return {name: torch.cat(parts) for name, parts in self.grid.items()}
+
+
+def write_per_image_csv(rows: list[dict[str, Any]], path: Path) -> Path:
+    """One row per (image, method) with every per-image metric."""
+    fields: list[str] = []
+    for row in rows:
+        fields += [k for k in row if k not in fields]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def write_outputs(module: RestorationModule, out: Path, title: str) -> dict[str, str]:
+    """Per-image CSV and the comparison grid PNG in the run folder; returns their paths."""
+    csv_path = write_per_image_csv(module.rows, out / "per_image.csv")
+    grid_path = save_comparison_grid(module.grid_rows(), out / "grid.png", title=title)
+    return {"per_image": str(csv_path), "grid": str(grid_path)}

@@ -1,0 +1,391 @@
+"""The diffusion prior: diffusers UNet and noise schedules, presets, offline loading, training.
+
+Plain functions (no Lightning here except in :func:`train_prior`, which drives
+:class:`singexp.modules.prior.DiffusionPriorModule`):
+
+- :func:`build_unet` — an unconditional ``diffusers.UNet2DModel`` (no attention by default:
+  attention is what costs on a CPU, SING.md §7).
+- :func:`build_scheduler` — DDPM/DDIM scheduler with the paper's schedule (linear β from 1e-4
+  to 0.02, T = 1000; SING.md §2).
+- :func:`load_prior` — a local diffusers folder or a preset name (``embedded``, the shipped
+  shapes-32 prior; ``google/ddpm-*`` from the Hugging Face cache, never downloaded), checked
+  against the dataset's image size and channels; failures are one-line ``ConfigError``\\ s.
+- :func:`train_prior` — train a prior from its config, resumable, and export the EMA weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+from singexp.errors import ConfigError
+
+log = logging.getLogger("singexp.prior")
+
+#: the shipped prior (trained on 32×32 shapes, SING.md §7), in diffusers format
+EMBEDDED_DIR: Path = Path(__file__).resolve().parent / "assets" / "prior_shapes32"
+
+#: preset name -> Hugging Face repo id ("embedded" is the shipped folder, see EMBEDDED_DIR)
+PRESETS: dict[str, str] = {
+    "embedded": "embedded",
+    "google/ddpm-celebahq-256": "google/ddpm-celebahq-256",
+    "google/ddpm-ema-celebahq-256": "google/ddpm-ema-celebahq-256",
+    "google/ddpm-cifar10-32": "google/ddpm-cifar10-32",
+    # short aliases (the config file names)
+    "ddpm_celebahq_256": "google/ddpm-celebahq-256",
+    "ddpm_ema_celebahq_256": "google/ddpm-ema-celebahq-256",
+    "ddpm_cifar10_32": "google/ddpm-cifar10-32",
+}
+
+#: where a diffusers checkpoint may keep its UNet: at the top level or in a pipeline's unet/
+UNET_SUBFOLDERS: tuple[str, ...] = ("", "unet")
+
+SCHEDULES: dict[str, str] = {
+    "linear": "linear",
+    "scaled_linear": "scaled_linear",
+    "cosine": "squaredcos_cap_v2",
+}
+SCHEDULER_KINDS: dict[str, type] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+
+
+# ---- building -----------------------------------------------------------------------------
+def default_norm_groups(channels: Sequence[int]) -> int:
+    """The largest of 32, 16, 8, 4, 2, 1 that divides every channel count."""
+    for groups in (32, 16, 8, 4, 2, 1):
+        if all(int(c) % groups == 0 for c in channels):
+            return groups
+    return 1
+
+
+def build_unet(
+    sample_size: int,
+    in_channels: int = 3,
+    block_out_channels: Sequence[int] = (32, 64, 128),
+    layers_per_block: int = 1,
+    attention: bool | Sequence[bool] = False,
+    norm_num_groups: int | None = None,
+    attention_head_dim: int = 8,
+    dropout: float = 0.0,
+) -> UNet2DModel:
+    """An unconditional ε-prediction ``UNet2DModel`` for ``sample_size``² images.
+
+    ``attention``: False (default: no attention block anywhere — SING.md §7, attention is what
+    costs on a CPU), True (attention in the lowest-resolution level only) or one flag per level.
+    ``norm_num_groups``: GroupNorm groups; None picks the largest of 32, 16, ... dividing
+    every entry of ``block_out_channels``.
+    """
+    channels = tuple(int(c) for c in block_out_channels)
+    if not channels:
+        raise ConfigError("prior.block_out_channels", "must list at least one channel count")
+    levels = len(channels)
+    if isinstance(attention, bool):
+        flags = [False] * levels
+        if attention:
+            flags[-1] = True
+    else:
+        flags = [bool(a) for a in attention]
+        if len(flags) != levels:
+            raise ConfigError(
+                "prior.attention",
+                f"needs one flag per level ({levels}), got {len(flags)}",
+            )
+    factor = 2 ** (levels - 1)
+    if sample_size % factor:
+        raise ConfigError(
+            "dataset.image_size",
+            f"{sample_size} is not divisible by {factor} "
+            f"(the UNet downsamples {levels - 1} times); change prior.block_out_channels",
+        )
+    groups = default_norm_groups(channels) if norm_num_groups is None else int(norm_num_groups)
+    if any(c % groups for c in channels):
+        raise ConfigError(
+            "prior.norm_num_groups", f"{groups} must divide every channel count {list(channels)}"
+        )
+    return UNet2DModel(
+        sample_size=int(sample_size),
+        in_channels=int(in_channels),
+        out_channels=int(in_channels),
+        block_out_channels=channels,
+        layers_per_block=int(layers_per_block),
+        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in flags),
+        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(flags)),
+        norm_num_groups=groups,
+        attention_head_dim=int(attention_head_dim),
+        dropout=float(dropout),
+        add_attention=any(flags),  # the mid block's attention follows the levels' choice
+    )
+
+
+def build_scheduler(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 1e-4,
+    beta_end: float = 0.02,
+    schedule: str = "linear",
+    kind: str = "ddim",
+    **kwargs: Any,
+) -> DDPMScheduler | DDIMScheduler:
+    """A diffusers scheduler with the paper's noise schedule (linear β 1e-4..0.02, T = 1000).
+
+    ``schedule``: linear | scaled_linear | cosine; ``kind``: ddim | ddpm. The model predicts ε,
+    samples are clipped to [-1, 1] (``clip_sample``), extra keyword arguments go to the
+    scheduler (e.g. ``timestep_spacing``).
+    """
+    if schedule not in SCHEDULES:
+        raise ConfigError(
+            "prior.schedule", f"unknown {schedule!r}; choose one of {list(SCHEDULES)}"
+        )
+    if kind not in SCHEDULER_KINDS:
+        raise ConfigError(
+            "sampler.scheduler", f"unknown {kind!r}; choose one of {list(SCHEDULER_KINDS)}"
+        )
+    options: dict[str, Any] = {
+        "num_train_timesteps": int(num_train_timesteps),
+        "beta_start": float(beta_start),
+        "beta_end": float(beta_end),
+        "beta_schedule": SCHEDULES[schedule],
+        "prediction_type": "epsilon",
+        "clip_sample": True,
+    }
+    options.update(kwargs)
+    return SCHEDULER_KINDS[kind](**options)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters of a model."""
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---- loading ------------------------------------------------------------------------------
+def resolve_source(source: str | Path) -> tuple[str, Path | None]:
+    """``(repo id or description, local folder or None)`` for a ``prior.source`` value.
+
+    An existing folder wins; otherwise ``embedded`` is the shipped folder and the other presets
+    are Hugging Face repo ids (looked up in the local cache only by :func:`load_prior`).
+    """
+    text = str(source).strip()
+    if not text:
+        raise ConfigError("prior.source", "is empty; use embedded, a preset name or a folder")
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return str(path), path
+    preset = PRESETS.get(text)
+    if preset == "embedded":
+        return "embedded", EMBEDDED_DIR
+    if preset is not None:
+        return preset, None
+    raise ConfigError(
+        "prior.source",
+        f"{text!r} is neither a local folder nor a preset; use a diffusers folder or one of "
+        f"{sorted(k for k in PRESETS if '/' in k or k == 'embedded')}",
+    )
+
+
+def _unet_subfolder(folder: Path) -> str | None:
+    """The subfolder ("" or "unet") of a local diffusers folder that holds a UNet config."""
+    for sub in UNET_SUBFOLDERS:
+        if (folder / sub / "config.json").is_file():
+            return sub
+    return None
+
+
+def _not_found(repo: str) -> ConfigError:
+    return ConfigError(
+        "prior.source",
+        f"{repo} not found locally (offline: nothing is downloaded); on a machine with network "
+        f"run `huggingface-cli download {repo} --local-dir DIR`, copy DIR here and set "
+        "prior.source=DIR",
+    )
+
+
+def _load_local(folder: Path, label: str) -> UNet2DModel:
+    sub = _unet_subfolder(folder)
+    if sub is None:
+        if label == "embedded":
+            raise ConfigError(
+                "prior.source",
+                f"the embedded prior is missing from {folder}; reinstall singexp or retrain it "
+                "with `python -m singexp +experiment=train_prior`",
+            )
+        raise ConfigError(
+            "prior.source",
+            f"{folder} holds no diffusers UNet (no config.json at its top level or in unet/)",
+        )
+    try:
+        return UNet2DModel.from_pretrained(
+            str(folder), subfolder=sub or None, local_files_only=True, low_cpu_mem_usage=False
+        )
+    except (OSError, ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(
+            "prior.source", f"cannot load a UNet2DModel from {folder}: {first}"
+        ) from None
+
+
+def _load_cached(repo: str) -> UNet2DModel:
+    for sub in UNET_SUBFOLDERS:
+        try:
+            return UNet2DModel.from_pretrained(
+                repo, subfolder=sub or None, local_files_only=True, low_cpu_mem_usage=False
+            )
+        except (OSError, ValueError):
+            continue
+    raise _not_found(repo)
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, list | tuple):
+        return int(value[0])
+    return int(value)
+
+
+def check_prior(
+    unet: UNet2DModel, *, expected_size: int | None, expected_channels: int = 3, label: str = ""
+) -> None:
+    """Raise a one-line ConfigError when the UNet's image size or channels differ from the data."""
+    cfg = unet.config
+    size = _as_int(cfg.sample_size)
+    name = label or "the prior"
+    if expected_size is not None and size != int(expected_size):
+        raise ConfigError(
+            "prior.source",
+            f"{name} was trained on {size}x{size} images but dataset.image_size="
+            f"{expected_size}; set dataset.image_size={size} or choose a prior for "
+            f"{expected_size}px",
+        )
+    if int(cfg.in_channels) != expected_channels or int(cfg.out_channels) != expected_channels:
+        raise ConfigError(
+            "prior.source",
+            f"{name} has {cfg.in_channels} input / {cfg.out_channels} output channels but the "
+            f"dataset has {expected_channels} (dataset.image_size={expected_size}); "
+            "choose an RGB prior",
+        )
+
+
+def load_prior(
+    source: str | Path,
+    *,
+    expected_size: int | None,
+    expected_channels: int = 3,
+    dtype: torch.dtype = torch.float32,
+) -> UNet2DModel:
+    """Load an ε-prediction UNet from a local folder or a preset, offline, in eval mode.
+
+    ``source``: a diffusers folder (a UNet's ``config.json`` at its top level or under
+    ``unet/``), ``embedded`` (the shipped shapes-32 prior) or a ``google/ddpm-*`` preset found
+    in the local Hugging Face cache (``local_files_only=True``: nothing is downloaded).
+    The prior must generate ``expected_size``² images with ``expected_channels`` channels.
+    """
+    label, folder = resolve_source(source)
+    unet = _load_local(folder, label) if folder is not None else _load_cached(label)
+    check_prior(unet, expected_size=expected_size, expected_channels=expected_channels, label=label)
+    torch.nn.Module.to(unet, dtype)  # plain cast (an fp16 file loads into the given dtype)
+    return unet.eval().requires_grad_(False)
+
+
+# ---- training -----------------------------------------------------------------------------
+#: prior config keys that are model/schedule/optimiser hyper-parameters of the module
+MODULE_KEYS: tuple[str, ...] = (
+    "block_out_channels",
+    "layers_per_block",
+    "attention",
+    "norm_num_groups",
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "schedule",
+    "lr",
+    "weight_decay",
+    "ema_decay",
+    "grid_size",
+    "grid_steps",
+)
+
+
+def train_prior(
+    prior_cfg: Mapping[str, Any],
+    datamodule: Any,
+    trainer_kwargs: Mapping[str, Any],
+    out_dir: Path,
+) -> Path:
+    """Train an unconditional DDPM prior on ``datamodule`` and export its EMA weights.
+
+    ``prior_cfg``: the ``prior`` config group (architecture, schedule, ``lr``, ``ema_decay``,
+    ``max_steps``, ``checkpoint_every``, ``val_every``, ``val_batches``, ``batch_size``, ...).
+    ``trainer_kwargs``: ``lightning.Trainer`` keyword arguments (loggers and callbacks as
+    objects); ``max_steps`` comes from ``prior_cfg`` (``max_epochs`` is then unlimited) and a
+    step-based ``ModelCheckpoint`` writing ``out_dir/checkpoints/last.ckpt`` replaces any
+    other ModelCheckpoint, so a rerun with the same ``out_dir`` resumes.
+    Returns ``out_dir/prior``: a diffusers folder loadable with :func:`load_prior`.
+    """
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from singexp.modules.prior import DiffusionPriorModule
+
+    out_dir = Path(out_dir)
+    cfg = dict(prior_cfg)
+    batch_size = cfg.get("batch_size")
+    if batch_size is not None and hasattr(datamodule, "batch_size"):
+        datamodule.batch_size = int(batch_size)
+    image_size = int(datamodule.image_size)
+    if cfg.get("image_size") is not None and int(cfg["image_size"]) != image_size:
+        raise ConfigError(
+            "prior.image_size",
+            f"is {cfg['image_size']} but dataset.image_size={image_size}; set them equal",
+        )
+    module = DiffusionPriorModule(
+        image_size=image_size,
+        **{k: cfg[k] for k in MODULE_KEYS if k in cfg and cfg[k] is not None},
+        sample_dir=str(out_dir / "samples") if cfg.get("save_grids", True) else None,
+    )
+    log.info("prior UNet: %.2f M parameters", count_parameters(module.unet) / 1e6)
+
+    kwargs = dict(trainer_kwargs)
+    kwargs.pop("_target_", None)
+    every = int(cfg.get("checkpoint_every", 100))
+    checkpoint = ModelCheckpoint(
+        dirpath=str(out_dir / "checkpoints"),
+        filename="step{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=every,
+        save_top_k=1,
+        monitor="step",
+        mode="max",
+        save_last=True,
+    )
+    callbacks = [
+        cb for cb in (kwargs.pop("callbacks", None) or []) if not isinstance(cb, ModelCheckpoint)
+    ]
+    kwargs["callbacks"] = [*callbacks, checkpoint]
+    if cfg.get("max_steps") is not None:
+        kwargs["max_steps"] = int(cfg["max_steps"])
+        kwargs["max_epochs"] = -1
+    val_every = cfg.get("val_every")
+    if val_every:
+        kwargs["val_check_interval"] = int(val_every)
+        kwargs["check_val_every_n_epoch"] = None
+    if cfg.get("val_batches") is not None:
+        kwargs["limit_val_batches"] = int(cfg["val_batches"])
+    kwargs.setdefault("default_root_dir", str(out_dir))
+    trainer = L.Trainer(**kwargs)
+
+    last = out_dir / "checkpoints" / "last.ckpt"
+    resume = str(last) if cfg.get("resume", True) and last.is_file() else None
+    if resume:
+        log.info("resuming prior training from %s", resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    export_dir = out_dir / "prior"
+    module.export(export_dir, dtype=cfg.get("export_dtype", "float16"))
+    log.info("prior exported to %s", export_dir)
+    return export_dir
+
+
+def sample_grid_rows(n: int) -> int:
+    """Images per row of a roughly square grid of ``n`` images."""
+    return max(1, math.ceil(math.sqrt(n)))

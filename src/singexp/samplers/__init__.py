@@ -1,0 +1,40 @@
+"""Diffusion samplers: one scheduler loop with pluggable x0 corrections (SING.md §3, §7).
+
+- :mod:`~singexp.samplers.loop` — :func:`sample`, the update forms (``posterior``, ``ddnm``),
+  time travel.
+- :mod:`~singexp.samplers.corrections` — :class:`NullSpace` (DDNM), :class:`NullSpacePlus`
+  (DDNM+).
+- :mod:`~singexp.samplers.sing_zero` — :func:`sing_zero` (Algorithm 1) and :func:`restore`,
+  the ``sampler`` config group's entry point (``none``, ``sing_zero``).
+"""
+
+from singexp.samplers.base import Correction, StepInfo
+from singexp.samplers.corrections import CORRECTIONS, NullSpace, NullSpacePlus, build_correction
+from singexp.samplers.loop import (
+    UPDATES,
+    DDNMUpdate,
+    PosteriorUpdate,
+    TimeTravel,
+    UpdateForm,
+    sample,
+)
+from singexp.samplers.sing_zero import SAMPLERS, SingZeroConfig, restore, sing_zero
+
+__all__ = [
+    "CORRECTIONS",
+    "SAMPLERS",
+    "UPDATES",
+    "Correction",
+    "DDNMUpdate",
+    "NullSpace",
+    "NullSpacePlus",
+    "PosteriorUpdate",
+    "SingZeroConfig",
+    "StepInfo",
+    "TimeTravel",
+    "UpdateForm",
+    "build_correction",
+    "restore",
+    "sample",
+    "sing_zero",
+]

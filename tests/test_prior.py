@@ -1,0 +1,277 @@
+"""The diffusion prior: building, schedule, offline loading and its errors, training, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import UNet2DModel
+
+from singexp import prior
+from singexp.errors import ConfigError
+from singexp.modules.prior import DiffusionPriorModule, ddim_sample
+from singexp.prior import build_scheduler, build_unet, load_prior, resolve_source
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread (several threads thrash on a shared CPU)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+TINY = {"image_size": 16, "block_out_channels": (8, 16), "layers_per_block": 1}
+
+
+def tiny_module(**kwargs) -> DiffusionPriorModule:
+    torch.manual_seed(0)
+    return DiffusionPriorModule(**{**TINY, **kwargs})
+
+
+def fixed_batch(n: int = 8, size: int = 16) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    # smooth images (not white noise) so a few steps of training have something to learn
+    low = torch.rand(n, 3, 4, 4, generator=g) * 2 - 1
+    return torch.nn.functional.interpolate(low, size=size, mode="bilinear", align_corners=False)
+
+
+def train_steps(module: DiffusionPriorModule, batch: torch.Tensor, steps: int) -> None:
+    opt = torch.optim.AdamW(module.unet.parameters(), lr=module.hparams.lr)
+    for i in range(steps):
+        loss = module.diffusion_loss(batch, torch.Generator().manual_seed(i))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        module.ema.step(module.unet.parameters())
+
+
+def one_line(err: pytest.ExceptionInfo[ConfigError]) -> str:
+    text = str(err.value)
+    assert "\n" not in text
+    return text
+
+
+def test_scheduler_is_the_papers_linear_schedule() -> None:
+    for kind in ("ddpm", "ddim"):
+        s = build_scheduler(kind=kind)
+        assert s.config.num_train_timesteps == 1000
+        assert s.config.prediction_type == "epsilon"
+        expected = torch.linspace(1e-4, 0.02, 1000, dtype=torch.float32)
+        torch.testing.assert_close(s.betas, expected)
+        torch.testing.assert_close(s.alphas_cumprod, torch.cumprod(1 - expected, 0))
+
+
+def test_build_unet_has_no_attention_by_default() -> None:
+    unet = build_unet(32)
+    names = [type(m).__name__ for m in unet.modules()]
+    assert "Attention" not in names
+    assert unet.config.block_out_channels == (32, 64, 128) or list(
+        unet.config.block_out_channels
+    ) == [32, 64, 128]
+    assert 2.0e6 < prior.count_parameters(unet) < 3.0e6  # SING.md §7: 2.5 M
+    with_attention = build_unet(16, block_out_channels=(8, 16), attention=True)
+    assert "Attention" in [type(m).__name__ for m in with_attention.modules()]
+    x = torch.zeros(1, 3, 16, 16)
+    assert with_attention(x, 3).sample.shape == x.shape
+
+
+def test_build_unet_rejects_bad_sizes() -> None:
+    with pytest.raises(ConfigError, match=r"dataset\.image_size"):
+        build_unet(30)  # not divisible by 4
+    with pytest.raises(ConfigError, match=r"prior\.norm_num_groups"):
+        build_unet(16, block_out_channels=(8, 16), norm_num_groups=32)
+
+
+def test_training_lowers_the_loss_and_ema_moves_away() -> None:
+    module = tiny_module(lr=3e-3, ema_decay=0.99)
+    batch = fixed_batch()
+
+    def eval_loss() -> float:
+        with torch.no_grad():
+            losses = [
+                module.diffusion_loss(batch, torch.Generator().manual_seed(100 + i))
+                for i in range(4)
+            ]
+        return float(torch.stack(losses).mean())
+
+    before = eval_loss()
+    train_steps(module, batch, 25)
+    assert eval_loss() < 0.7 * before
+    ema = dict(module.ema_unet().named_parameters())
+    raw = dict(module.unet.named_parameters())
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw)
+    assert module.ema.optimization_step == 25
+
+
+def test_export_round_trip(tmp_path: Path) -> None:
+    module = tiny_module()
+    train_steps(module, fixed_batch(), 3)
+    x = fixed_batch(2)
+    t = torch.tensor([10, 500])
+    with torch.no_grad():
+        reference = module.ema_unet()(x, t).sample
+    for dtype, tol in (("float32", 1e-6), ("float16", 5e-3)):
+        folder = module.export(tmp_path / dtype, dtype=dtype)
+        assert (folder / "diffusion_pytorch_model.safetensors").is_file()
+        assert (folder / "scheduler" / "scheduler_config.json").is_file()
+        loaded = UNet2DModel.from_pretrained(str(folder), local_files_only=True)
+        assert next(loaded.parameters()).dtype == torch.float32  # fp16 file, fp32 model
+        with torch.no_grad():
+            out = loaded(x, t).sample
+        torch.testing.assert_close(out, reference, atol=tol, rtol=0)
+        via_load_prior = load_prior(folder, expected_size=16)
+        with torch.no_grad():
+            torch.testing.assert_close(via_load_prior(x, t).sample, out)
+
+
+def test_load_prior_finds_a_unet_subfolder(tmp_path: Path) -> None:
+    unet = build_unet(16, block_out_channels=(8, 16))
+    unet.save_pretrained(str(tmp_path / "pipe" / "unet"))
+    (tmp_path / "pipe" / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
+    loaded = load_prior(tmp_path / "pipe", expected_size=16)
+    assert loaded.config.sample_size == 16
+
+
+def test_missing_source_is_a_one_line_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_prior(tmp_path / "nowhere", expected_size=32)
+    assert one_line(err).startswith("prior.source:")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ConfigError) as err:
+        load_prior(empty, expected_size=32)
+    assert one_line(err).startswith("prior.source:")
+
+
+def test_uncached_preset_names_the_download_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(
+        UNet2DModel, "from_pretrained", classmethod(_raise_not_cached), raising=True
+    )
+    with pytest.raises(ConfigError) as err:
+        load_prior("google/ddpm-ema-celebahq-256", expected_size=256)
+    text = one_line(err)
+    assert text.startswith("prior.source:")
+    assert "huggingface-cli download google/ddpm-ema-celebahq-256 --local-dir" in text
+
+
+def _raise_not_cached(cls, *args, **kwargs):
+    assert kwargs.get("local_files_only") is True  # never download
+    raise OSError("not in the cache\nmore lines of traceback-like text")
+
+
+def test_size_mismatch_is_a_one_line_error(tmp_path: Path) -> None:
+    build_unet(16, block_out_channels=(8, 16)).save_pretrained(str(tmp_path / "p"))
+    with pytest.raises(ConfigError) as err:
+        load_prior(tmp_path / "p", expected_size=32)
+    text = one_line(err)
+    assert "prior.source" in text and "dataset.image_size" in text
+    with pytest.raises(ConfigError) as err:
+        load_prior(tmp_path / "p", expected_size=16, expected_channels=1)
+    assert "prior.source" in one_line(err)
+
+
+def test_presets_resolve_to_repo_ids() -> None:
+    for name in (
+        "google/ddpm-celebahq-256",
+        "google/ddpm-ema-celebahq-256",
+        "google/ddpm-cifar10-32",
+    ):
+        assert resolve_source(name) == (name, None)
+    assert resolve_source("ddpm_ema_celebahq_256") == ("google/ddpm-ema-celebahq-256", None)
+    assert resolve_source("embedded") == ("embedded", prior.EMBEDDED_DIR)
+    with pytest.raises(ConfigError) as err:
+        resolve_source("no-such-prior")
+    assert one_line(err).startswith("prior.source:")
+
+
+def test_checkpoint_carries_the_ema_state() -> None:
+    module = tiny_module()
+    train_steps(module, fixed_batch(), 2)
+    checkpoint: dict = {}
+    module.on_save_checkpoint(checkpoint)
+    restored = tiny_module()
+    restored.on_load_checkpoint(checkpoint)
+    assert restored.ema.optimization_step == 2
+    for a, b in zip(restored.ema.shadow_params, module.ema.shadow_params, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_sampling_shape_and_range() -> None:
+    module = tiny_module()
+    samples = module.sample(2, steps=3, eta=1.0, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (2, 3, 16, 16)
+    assert samples.abs().max() <= 1.0
+    again = ddim_sample(
+        module.ema_unet(),
+        module.noise_scheduler.config,
+        2,
+        3,
+        1.0,
+        torch.Generator().manual_seed(0),
+    )
+    torch.testing.assert_close(again, samples)
+
+
+@pytest.mark.skipif(
+    not (prior.EMBEDDED_DIR / "config.json").is_file(), reason="embedded prior not shipped"
+)
+def test_embedded_prior_loads() -> None:
+    unet = load_prior("embedded", expected_size=32)
+    assert unet.config.sample_size == 32
+    assert not any(p.requires_grad for p in unet.parameters())
+    with torch.no_grad():
+        out = unet(torch.zeros(1, 3, 32, 32), 500).sample
+    assert out.shape == (1, 3, 32, 32) and torch.isfinite(out).all()
+    with pytest.raises(ConfigError, match=r"dataset\.image_size"):
+        load_prior("embedded", expected_size=64)
+
+
+def test_train_prior_exports_and_resumes(tmp_path: Path) -> None:
+    from singexp.data.shapes import ShapesDataModule
+
+    cfg = {
+        "image_size": 16,
+        "block_out_channels": [8, 16],
+        "lr": 1e-3,
+        "ema_decay": 0.99,
+        "batch_size": 4,
+        "max_steps": 2,
+        "checkpoint_every": 1,
+        "val_every": 2,
+        "val_batches": 1,
+        "grid_size": 2,
+        "grid_steps": 2,
+    }
+    trainer_kwargs = {
+        "_target_": "lightning.Trainer",
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+    }
+
+    def datamodule() -> ShapesDataModule:
+        return ShapesDataModule(image_size=16, batch_size=2, train_size=16, val_size=4, test_size=4)
+
+    out = prior.train_prior(cfg, datamodule(), trainer_kwargs, tmp_path)
+    assert out == tmp_path / "prior"
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert list((tmp_path / "samples").glob("*.png"))
+    assert load_prior(out, expected_size=16).config.sample_size == 16
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["ema"]["optimization_step"] == 2
+    resumed = prior.train_prior({**cfg, "max_steps": 3}, datamodule(), trainer_kwargs, tmp_path)
+    ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3 and ckpt["ema"]["optimization_step"] == 3
+    assert resumed == out
+    with pytest.raises(ConfigError, match=r"prior\.image_size"):
+        prior.train_prior({**cfg, "image_size": 32}, datamodule(), trainer_kwargs, tmp_path / "x")
