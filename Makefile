@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format sync-wandb clean embedded-weights embedded-jscc
+.PHONY: help install run test test-fast lint format sync-wandb clean embedded-weights embedded-jscc embedded-prior embedded-inn
 
 help: ## list the targets
-	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## create .venv and install singexp with its dev tools
 
 run: install ## the main job on the embedded default (ARGS="..." adds Hydra overrides)
-	$(PY) -m singexp +experiment=jscc $(ARGS)
+	$(PY) -m singexp +experiment=sing_inn $(ARGS)
 
 test: install ## the whole test suite
 	$(PY) -m pytest $(ARGS)
@@ -43,12 +43,26 @@ EMBEDDED_JSCC := src/singexp/assets/jscc_shapes32
 
 embedded-jscc: install ## retrain the shipped DeepJSCC codecs (32 px shapes, BCR 1/768, 1/384, 1/192)
 	for r in 1_768 1_384 1_192; do \
-	  $(PY) -m singexp +experiment=embedded_jscc bcr=$$r print_config=false \
+	  OMP_NUM_THREADS=1 $(PY) -m singexp +experiment=embedded_jscc bcr=$$r print_config=false \
 	    jscc.export=$(EMBEDDED_JSCC)/jscc_$$r.safetensors hydra.run.dir=outputs/embedded/jscc_$$r \
 	    || exit 1; \
 	done
 
-embedded-weights: embedded-jscc ## retrain every shipped weight of the embedded default
+EMBEDDED_PRIOR_STEPS ?= 2400
+
+embedded-prior: install ## retrain the shipped 32 px shapes diffusion prior (about an hour on 2 CPU cores)
+	OMP_NUM_THREADS=1 $(PY) -m singexp +experiment=train_prior print_config=false \
+	  prior.max_steps=$(EMBEDDED_PRIOR_STEPS) export_to=src/singexp/assets/prior_shapes32 \
+	  hydra.run.dir=outputs/embedded/prior
+
+embedded-inn: install ## retrain the shipped SING-INN networks, one per BCR, on the shipped codecs
+	for r in 1_768 1_384 1_192; do \
+	  OMP_NUM_THREADS=1 $(PY) -m singexp +experiment=embedded_inn bcr=$$r print_config=false \
+	    inn.export=src/singexp/assets/inn_shapes32/inn_$$r.safetensors \
+	    hydra.run.dir=outputs/embedded/inn_$$r || exit 1; \
+	done
+
+embedded-weights: embedded-jscc embedded-prior embedded-inn ## retrain every shipped weight of the embedded default
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun lightning_logs wandb .pytest_cache .ruff_cache

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import shutil
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +25,19 @@ from singexp.config import Validated, build, validate
 from singexp.errors import ConfigError
 from singexp.loggers import build_loggers, finish_loggers, log_results
 from singexp.metrics import ImageMetrics, psnr
+from singexp.modules.inn import (
+    check_inn_checkpoint,
+    jscc_identity,
+    load_inn,
+    read_inn_metadata,
+    resolve_inn_checkpoint,
+    train_inn,
+)
 from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, export_codec, load_codec
 from singexp.modules.restoration import RestorationModule, Restorer, write_outputs
 from singexp.operators import LinearOperator, build_operator
-from singexp.prior import build_scheduler, load_prior
-from singexp.samplers.sing_zero import restore
+from singexp.prior import build_scheduler, load_prior, train_prior
+from singexp.samplers.registry import restore
 
 log = logging.getLogger("singexp")
 
@@ -50,9 +60,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
-def build_trainer(cfg: DictConfig, loggers: list[Logger]) -> L.Trainer:
+def build_trainer(cfg: DictConfig, loggers: list[Logger], **overrides: Any) -> L.Trainer:
     callbacks = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
-    return build(cfg.trainer, logger=loggers or False, callbacks=callbacks)
+    return build(cfg.trainer, logger=loggers or False, callbacks=callbacks, **overrides)
 
 
 def mean_image_baseline(datamodule: Any) -> dict[str, float]:
@@ -123,12 +133,23 @@ def method_configs(cfg: DictConfig) -> dict[str, Any]:
 
 
 def build_restorers(
-    cfg: DictConfig, v: Validated, configs: dict[str, Any], operator: LinearOperator
+    cfg: DictConfig,
+    v: Validated,
+    configs: dict[str, Any],
+    operator: LinearOperator,
+    inn_path: Path | None,
 ) -> tuple[dict[str, Restorer], dict[str, torch.nn.Module]]:
-    """Restorer callables for ``configs`` and the networks they share (moved by Lightning)."""
+    """Restorer callables for ``configs`` and the networks they share (moved by Lightning).
+
+    The prior is loaded when a method is configured; the INN when ``inn.checkpoint`` is set.
+    """
     if not configs:
         return {}, {}
-    unet = load_prior(cfg.prior.source, expected_size=v.latent.image_size)
+    networks: dict[str, torch.nn.Module] = {
+        "prior": load_prior(cfg.prior.source, expected_size=v.latent.image_size)
+    }
+    if inn_path is not None:
+        networks["inn"] = load_inn(inn_path).inn.eval().requires_grad_(False)
     restorers: dict[str, Restorer] = {}
     for name, scfg in configs.items():
         scheduler = build_scheduler(
@@ -139,27 +160,21 @@ def build_restorers(
             kind=scfg.get("scheduler", "ddim"),
             timestep_spacing=scfg.get("timestep_spacing", "leading"),
         )
-        plain = OmegaConf.to_container(scfg, resolve=True)
+        components = {"unet": networks["prior"], "scheduler": scheduler, "operator": operator}
+        if "inn" in networks:
+            components["inn"] = networks["inn"]
+        restorers[name] = partial(_restore, OmegaConf.to_container(scfg, resolve=True), components)
+    return restorers, networks
 
-        def restorer(
-            x_hat: torch.Tensor,
-            snr: torch.Tensor,
-            generator: torch.Generator,
-            _cfg: Any = plain,
-            _scheduler: Any = scheduler,
-        ) -> torch.Tensor:
-            return restore(
-                _cfg,
-                x_hat,
-                unet=unet,
-                scheduler=_scheduler,
-                operator=operator,
-                generator=generator,
-                snr_db=snr,
-            )
 
-        restorers[name] = restorer
-    return restorers, {"prior": unet}
+def _restore(
+    cfg: dict[str, Any],
+    components: dict[str, Any],
+    x_hat: torch.Tensor,
+    snr_db: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    return restore(cfg, x_hat, generator=generator, snr_db=snr_db, **components)
 
 
 def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
@@ -177,7 +192,12 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
     configs = method_configs(cfg)
     operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
-    restorers, networks = build_restorers(cfg, v, configs, operator)
+    inn_path = resolve_inn_checkpoint(cfg.inn.checkpoint, v.bcr, v.latent.image_size)
+    if inn_path is not None:
+        check_inn_checkpoint(
+            inn_path, {**jscc_identity(v.jscc.checkpoint), "snr_db": v.channel.snr_db}
+        )
+    restorers, networks = build_restorers(cfg, v, configs, operator, inn_path)
     module = RestorationModule(
         codec,
         restorers,
@@ -187,7 +207,8 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         seed=int(cfg.seed),
         grid_images=int(cfg.evaluate.grid_images),
     )
-    trainer = build_trainer(cfg, loggers)
+    # guidance (SING-INN) takes gradients w.r.t. x0: no inference mode, the loop's no_grad suffices
+    trainer = build_trainer(cfg, loggers, inference_mode=False)
     trainer.test(module, datamodule=build(cfg.dataset))
     identity = describe_run(cfg, v)
     title = " · ".join(f"{k} {identity[k]}" for k in ("dataset", "channel", "snr_db", "bcr"))
@@ -209,11 +230,64 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
             ),
         },
         "jscc_checkpoint": v.jscc.checkpoint,
+        "inn_checkpoint": str(inn_path) if inn_path else None,
         "files": files,
     }
 
 
-TASKS: dict[str, Task] = {"jscc": jscc_task, "restore": restore_task}
+def prior_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
+    """Train the unconditional diffusion prior of the ``prior`` group on ``dataset``.
+
+    The EMA weights go to ``<run>/prior`` (diffusers format); ``export_to`` copies them there too
+    (how the embedded prior is rebuilt).
+    """
+    out = Path(cfg.paths.output_dir)
+    callbacks = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    trainer_kwargs = {
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        "logger": loggers or False,
+        "callbacks": callbacks,
+    }
+    prior_cfg = OmegaConf.to_container(cfg.prior, resolve=True)
+    exported = train_prior(prior_cfg, build(cfg.dataset), trainer_kwargs, out)
+    if cfg.get("export_to"):
+        target = Path(cfg.export_to)
+        shutil.copytree(exported, target, dirs_exist_ok=True)
+        log.info("copied the prior to %s", target)
+    return {"prior": str(exported), "export_to": cfg.get("export_to")}
+
+
+def inn_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
+    """Train SING-INN's conditional INN on pairs made by the codec of ``jscc.checkpoint``."""
+    if not v.jscc.checkpoint:
+        raise ConfigError(
+            "jscc.checkpoint",
+            "INN training needs a trained DeepJSCC; set jscc.checkpoint=embedded or a path",
+        )
+    out = Path(cfg.paths.output_dir)
+    callbacks = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    trainer_kwargs = {
+        **OmegaConf.to_container(cfg.trainer, resolve=True),
+        "logger": loggers or False,
+        "callbacks": callbacks,
+    }
+    trainer_kwargs.pop("_target_", None)
+    path = train_inn(
+        OmegaConf.to_container(cfg.inn, resolve=True),
+        datamodule=build(cfg.dataset),
+        codec=v.jscc.checkpoint,
+        out_dir=out,
+        trainer_kwargs=trainer_kwargs,
+    )
+    return {"inn": str(path), "validation": read_inn_metadata(path).get("metrics")}
+
+
+TASKS: dict[str, Task] = {
+    "jscc": jscc_task,
+    "restore": restore_task,
+    "prior": prior_task,
+    "inn": inn_task,
+}
 
 
 def describe_run(cfg: DictConfig, v: Validated) -> dict[str, Any]:
@@ -272,7 +346,7 @@ def print_results(results: dict[str, Any]) -> None:
     )
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for key, value in results.get("test", {}).items():
+    for key, value in (results.get("test") or results.get("validation") or {}).items():
         table.add_row(key, "missing" if value is None else f"{value:.4f}")
     for key, value in results.get("baseline_mean_image", {}).items():
         table.add_row(f"mean-image baseline {key}", f"{value:.4f}")

@@ -4,8 +4,10 @@
   time travel.
 - :mod:`~singexp.samplers.corrections` — :class:`NullSpace` (DDNM), :class:`NullSpacePlus`
   (DDNM+).
-- :mod:`~singexp.samplers.sing_zero` — :func:`sing_zero` (Algorithm 1) and :func:`restore`,
-  the ``sampler`` config group's entry point (``none``, ``sing_zero``).
+- :mod:`~singexp.samplers.sing_zero` — :func:`sing_zero` (Algorithm 1).
+- :mod:`~singexp.samplers.sing_inn` — :func:`sing_inn` (Algorithm 2, INN guidance).
+- :mod:`~singexp.samplers.registry` — :func:`restore`, the ``sampler`` config group's entry
+  point (``none``, ``sing_zero``, ``sing_inn``).
 """
 
 from singexp.samplers.base import Correction, StepInfo
@@ -18,7 +20,8 @@ from singexp.samplers.loop import (
     UpdateForm,
     sample,
 )
-from singexp.samplers.sing_zero import SAMPLERS, SingZeroConfig, restore, sing_zero
+from singexp.samplers.registry import SAMPLERS, restore
+from singexp.samplers.sing_zero import SingZeroConfig, sing_zero
 
 __all__ = [
     "CORRECTIONS",

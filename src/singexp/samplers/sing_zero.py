@@ -2,15 +2,14 @@
 
 :func:`sing_zero` restores a batch of DeepJSCC outputs x̂: y = A x̂, then DDNM (σ_y = 0) or
 DDNM+ (σ_y > 0) through the one loop of :mod:`singexp.samplers.loop`.
-:func:`restore` runs the restorer named by ``sampler.name`` (:data:`SAMPLERS`): ``none``
-(DeepJSCC alone) or ``sing_zero``; other restorers (SING-INN) register here.
+:func:`restore_sing_zero` is its restorer in :mod:`singexp.samplers.registry`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,13 +150,8 @@ def _number(cfg: Mapping[str, Any], key: str, default: Any, kind: type, prefix: 
     return number
 
 
-# ---- restorers by name --------------------------------------------------------------------
-def _restore_none(cfg: Mapping[str, Any], x_hat: Tensor, **_: Any) -> Tensor:
-    """No restoration: evaluate DeepJSCC alone."""
-    return x_hat
-
-
-def _restore_sing_zero(
+# ---- the restorer (registered in singexp.samplers.registry) --------------------------------
+def restore_sing_zero(
     cfg: Mapping[str, Any],
     x_hat: Tensor,
     *,
@@ -182,23 +176,3 @@ def _restore_sing_zero(
         clamp=c.clamp,
         progress=c.progress,
     )
-
-
-#: ``sampler.name`` -> restorer(cfg, x_hat, *, unet, scheduler, operator, generator)
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "none": _restore_none,
-    "sing_zero": _restore_sing_zero,
-}
-
-
-def restore(cfg: Mapping[str, Any], x_hat: Tensor, **components: Any) -> Tensor:
-    """Run the restorer named by ``cfg['name']`` on the DeepJSCC outputs ``x_hat``.
-
-    ``components``: what the restorer needs (``unet``, ``scheduler``, ``operator``,
-    ``generator``); ``none`` needs nothing.
-    """
-    name = str(cfg.get("name", "none"))
-    restorer = SAMPLERS.get(name)
-    if restorer is None:
-        raise ConfigError("sampler.name", f"unknown {name!r}; choose one of {list(SAMPLERS)}")
-    return restorer(cfg, x_hat, **components)

@@ -1,0 +1,631 @@
+"""SING-INN's network, trained on DeepJSCC pairs (SING.md §4): loss, checkpoints, export.
+
+Training loss (the paper's Eq. 16; its exact weights are **open**, so λs come from
+``conf/inn/default.yaml``), per batch of pairs (x, x̂ = DeepJSCC(x, snr), snr):
+
+    (c, d) = f(x; snr),  c_y = coarse(x̂) = A x̂  (A: s×s average pooling, s = inn.scale)
+    loss_c = mean ‖c − c_y‖²                    c matches the DeepJSCC output's coarse part
+    loss_x = mean ‖f⁻¹(c_y, d; snr) − x‖²       the measurement's c with x's d gives back x
+    loss_d = mean ‖d‖²                           d small (= a unit Gaussian NLL on d up to ½
+                                                 and a constant)
+    loss   = λ_c loss_c + λ_x loss_x + λ_d loss_d
+
+Each mean is over the elements of its tensor. ``coarse`` is :meth:`ConditionalINN.coarse`,
+the same A that SING-INN's guidance uses for c_y (samplers/sing_inn.py).
+
+A checkpoint records the DeepJSCC it was trained on (``jscc``: path, a fingerprint of its
+weights and its identity hparams bcr, image_size, channel, downsample) and the training SNR
+range; :func:`check_inn_checkpoint` refuses an INN trained for another BCR or DeepJSCC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import ModelCheckpoint
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from singexp.bcr import parse_ratio
+from singexp.data.pairs import freeze, make_pairs
+from singexp.errors import ConfigError
+from singexp.modules.jscc import DeepJSCCModule, load_codec
+from singexp.modules.jscc import read_hparams as read_jscc_hparams
+from singexp.nn.inn import ConditionalINN
+
+log = logging.getLogger("singexp")
+
+#: the shipped INNs ("embedded"), one per BCR, trained on the embedded 32 px codecs
+EMBEDDED_INN_DIR = Path(__file__).resolve().parents[1] / "assets" / "inn_shapes32"
+
+#: what an INN checkpoint must share with the config that loads it -> the config key to change
+IDENTITY_KEYS: dict[str, str] = {
+    "bcr": "bcr.ratio",
+    "image_size": "dataset.image_size",
+    "channel": "channel.name",
+    "downsample": "jscc.downsample",
+    "fingerprint": "jscc.checkpoint",
+}
+
+PSNR_MAX_DB = 100.0
+
+
+# ---- config --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class INNConfig:
+    """``conf/inn/default.yaml``, checked: errors name the ``inn.*`` key."""
+
+    scale: int = 4
+    pairs: int = 4
+    cond_blocks: int = 2
+    width: int = 32
+    emb_dim: int = 64
+    clamp: float = 2.0
+    lambda_c: float = 1.0
+    lambda_x: float = 1.0
+    lambda_d: float = 0.01
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    train_snr_range: tuple[float, float] = (-5.0, 5.0)
+    val_snr_db: tuple[float, ...] | None = None
+    checkpoint: str | None = None
+    resume: bool = True
+    export: str | None = None
+    export_dtype: str = "float32"
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any] | None) -> INNConfig:
+        cfg = dict(cfg or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        for key in cfg:
+            if key not in known:
+                raise ConfigError(f"inn.{key}", f"unknown key; known: {sorted(known)}")
+        d = cls()
+        scale = _value(cfg, "scale", d.scale, int)
+        if scale < 2 or scale & (scale - 1):
+            raise ConfigError("inn.scale", f"must be a power of two ≥ 2, got {scale}")
+        ints = {k: _value(cfg, k, getattr(d, k), int) for k in ("pairs", "cond_blocks", "width")}
+        if ints["pairs"] < 0:
+            raise ConfigError("inn.pairs", f"must be ≥ 0, got {ints['pairs']}")
+        for key in ("cond_blocks", "width"):
+            if ints[key] < 1:
+                raise ConfigError(f"inn.{key}", f"must be ≥ 1, got {ints[key]}")
+        emb_dim = _value(cfg, "emb_dim", d.emb_dim, int)
+        if emb_dim < 1:
+            raise ConfigError("inn.emb_dim", f"must be ≥ 1, got {emb_dim}")
+        floats = {
+            k: _value(cfg, k, getattr(d, k), float)
+            for k in ("clamp", "lambda_c", "lambda_x", "lambda_d", "lr", "weight_decay")
+        }
+        for key in ("clamp", "lr"):
+            if floats[key] <= 0:
+                raise ConfigError(f"inn.{key}", f"must be > 0, got {floats[key]}")
+        for key in ("lambda_c", "lambda_x", "lambda_d", "weight_decay"):
+            if floats[key] < 0:
+                raise ConfigError(f"inn.{key}", f"must be ≥ 0, got {floats[key]}")
+        if floats["lambda_c"] == floats["lambda_x"] == floats["lambda_d"] == 0:
+            raise ConfigError("inn.lambda_c", "all loss weights are 0; set λ_c, λ_x or λ_d > 0")
+        snr_range = _numbers(cfg, "train_snr_range", d.train_snr_range)
+        if snr_range is None or len(snr_range) != 2 or snr_range[0] > snr_range[1]:
+            raise ConfigError(
+                "inn.train_snr_range", f"must be [low, high] with low ≤ high, got {snr_range}"
+            )
+        val_snr = _numbers(cfg, "val_snr_db", None)
+        if val_snr is not None and not val_snr:
+            raise ConfigError("inn.val_snr_db", "must be null or a non-empty list of SNRs in dB")
+        dtype = str(cfg.get("export_dtype", d.export_dtype))
+        if dtype not in ("float32", "float16", "bfloat16"):
+            raise ConfigError("inn.export_dtype", f"float32, float16 or bfloat16, got {dtype!r}")
+        for key in ("checkpoint", "export"):
+            value = cfg.get(key)
+            if value is not None and not isinstance(value, str | Path):
+                raise ConfigError(f"inn.{key}", f"must be a path or null, got {value!r}")
+        return cls(
+            scale=scale,
+            emb_dim=emb_dim,
+            **ints,
+            **floats,
+            train_snr_range=(snr_range[0], snr_range[1]),
+            val_snr_db=val_snr,
+            checkpoint=None if cfg.get("checkpoint") is None else str(cfg["checkpoint"]),
+            resume=bool(cfg.get("resume", d.resume)),
+            export=None if cfg.get("export") is None else str(cfg["export"]),
+            export_dtype=dtype,
+        )
+
+    def module_kwargs(self) -> dict[str, Any]:
+        """The INNModule arguments this config sets."""
+        keys = ("scale", "pairs", "cond_blocks", "width", "emb_dim", "clamp", "lambda_c")
+        kwargs = {k: getattr(self, k) for k in (*keys, "lambda_x", "lambda_d", "lr")}
+        return {
+            **kwargs,
+            "weight_decay": self.weight_decay,
+            "train_snr": self.train_snr_range,
+            "val_snr_db": self.val_snr_db,
+        }
+
+
+def _value(cfg: Mapping[str, Any], key: str, default: Any, kind: type) -> Any:
+    value = cfg.get(key, default)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = kind(value)
+        if kind is int and number != float(value):
+            raise ValueError
+        if not math.isfinite(float(number)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ConfigError(f"inn.{key}", f"{value!r} is not a valid {kind.__name__}") from None
+    return number
+
+
+def _numbers(cfg: Mapping[str, Any], key: str, default: Any) -> tuple[float, ...] | None:
+    value = cfg.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
+        value = [value]
+    try:
+        if any(isinstance(v, bool) for v in value):
+            raise ValueError
+        out = tuple(float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"inn.{key}", f"{value!r} is not a list of numbers") from None
+    if not all(math.isfinite(v) for v in out):
+        raise ConfigError(f"inn.{key}", f"{value!r} has a non-finite value")
+    return out
+
+
+# ---- the DeepJSCC an INN is trained on -----------------------------------------------------
+def codec_fingerprint(codec: Any) -> str:
+    """A short hash of a DeepJSCC's weights (as float16, so a ``.ckpt`` and its float16
+    ``.safetensors`` export have the same fingerprint)."""
+    net = codec.codec if hasattr(codec, "codec") else codec
+    digest = hashlib.sha256()
+    for key, value in sorted(net.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(value.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def jscc_identity(codec: str | Path | DeepJSCCModule, path: str | Path | None = None) -> dict:
+    """What an INN records about its DeepJSCC (and what :func:`check_inn_checkpoint` compares):
+    ``checkpoint`` (path), ``fingerprint`` (:func:`codec_fingerprint`), ``bcr``,
+    ``image_size``, ``channel``, ``downsample``. ``codec``: a checkpoint path or a module
+    (then ``path`` names where it came from, if known)."""
+    if isinstance(codec, str | Path):
+        path = codec if path is None else path
+        hparams = read_jscc_hparams(codec)
+        if "bcr" not in hparams:
+            raise ConfigError(
+                "jscc.checkpoint", f"{codec} is not a singexp DeepJSCC checkpoint (no bcr recorded)"
+            )
+        codec = load_codec(codec)
+    hparams = dict(codec.hparams)
+    return {
+        "checkpoint": None if path is None else str(path),
+        "fingerprint": codec_fingerprint(codec),
+        "bcr": str(hparams.get("bcr")),
+        "image_size": hparams.get("image_size"),
+        "channel": hparams.get("channel"),
+        "downsample": hparams.get("downsample"),
+    }
+
+
+# ---- the LightningModule -------------------------------------------------------------------
+def _psnr(mse: Tensor) -> Tensor:
+    """PSNR in dB of images in [−1, 1] (peak-to-peak 2) from per-image MSEs."""
+    return (10 * torch.log10(4.0 / mse.clamp_min(1e-20))).clamp(max=PSNR_MAX_DB)
+
+
+class INNModule(L.LightningModule):
+    """Trains :class:`ConditionalINN` on pairs made on the fly from a frozen DeepJSCC.
+
+    ``codec``: the trained DeepJSCCModule (not saved in checkpoints; loaded lazily from
+    ``jscc['checkpoint']`` when absent). ``jscc``: its identity (:func:`jscc_identity`;
+    computed from ``codec`` when not given). Batches are image tensors (B, 3, H, W).
+    Validation: for each SNR of ``val_snr_db`` (default: low, middle and high of
+    ``train_snr``) the MSE/PSNR of c vs coarse(x̂) and the PSNR of f⁻¹(coarse(x̂), d) vs x;
+    ``val/psnr`` is the mean c-PSNR over those SNRs (what checkpointing monitors).
+    """
+
+    def __init__(
+        self,
+        *,
+        jscc: dict[str, Any] | None = None,
+        scale: int = 4,
+        pairs: int = 4,
+        cond_blocks: int = 2,
+        width: int = 32,
+        emb_dim: int = 64,
+        clamp: float = 2.0,
+        lambda_c: float = 1.0,
+        lambda_x: float = 1.0,
+        lambda_d: float = 0.01,
+        train_snr: tuple[float, float] = (-5.0, 5.0),
+        val_snr_db: list[float] | tuple[float, ...] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        codec: DeepJSCCModule | None = None,
+    ) -> None:
+        super().__init__()
+        if jscc is None and codec is not None:
+            jscc = jscc_identity(codec)
+        train_snr = (float(train_snr[0]), float(train_snr[1]))
+        val_snr_db = None if val_snr_db is None else [float(v) for v in val_snr_db]
+        self.save_hyperparameters(ignore=["codec"])
+        self.inn = ConditionalINN(3, scale, pairs, cond_blocks, width, emb_dim, clamp)
+        object.__setattr__(self, "_codec", None if codec is None else freeze(codec))
+        self._val: dict[float, dict[str, list[Tensor]]] = {}
+        self.val_summary: dict[str, float] = {}
+
+    # --- the frozen codec and pairs ----------------------------------------------------------
+    @property
+    def codec(self) -> Any:
+        """The frozen DeepJSCC network (loaded from the recorded checkpoint when needed)."""
+        if self._codec is None:
+            jscc = self.hparams.get("jscc") or {}
+            path = jscc.get("checkpoint")
+            if not path or not Path(path).is_file():
+                raise ConfigError(
+                    "jscc.checkpoint",
+                    f"this INN needs its DeepJSCC to make training pairs, but {path!r} is not a "
+                    "file; pass the codec (codec=...) or set jscc.checkpoint",
+                )
+            module = load_codec(path)
+            if jscc.get("fingerprint") and codec_fingerprint(module) != jscc["fingerprint"]:
+                raise ConfigError(
+                    "jscc.checkpoint", f"{path} is not the DeepJSCC this INN was trained on"
+                )
+            object.__setattr__(self, "_codec", freeze(module))
+        return self._codec
+
+    def val_snrs(self) -> list[float]:
+        if self.hparams.val_snr_db:
+            return [float(v) for v in self.hparams.val_snr_db]
+        low, high = self.hparams.train_snr
+        return sorted({float(low), (low + high) / 2.0, float(high)})
+
+    # --- loss ----------------------------------------------------------------------------------
+    def losses(self, x: Tensor, x_hat: Tensor, snr_db: Tensor) -> dict[str, Tensor]:
+        """The loss terms of the module docstring on one batch of pairs."""
+        h = self.hparams
+        c, d = self.inn(x, snr_db)
+        c_y = self.inn.coarse(x_hat)
+        loss_c = F.mse_loss(c, c_y)
+        loss_x = F.mse_loss(self.inn.inverse(c_y, d, snr_db), x)
+        loss_d = d.pow(2).mean()
+        loss = h.lambda_c * loss_c + h.lambda_x * loss_x + h.lambda_d * loss_d
+        return {"loss": loss, "loss_c": loss_c, "loss_x": loss_x, "loss_d": loss_d}
+
+    def forward(self, x: Tensor, snr_db: Tensor | float) -> tuple[Tensor, Tensor]:
+        return self.inn(x, snr_db)
+
+    def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
+        pairs = make_pairs(self.codec, batch, tuple(self.hparams.train_snr))
+        losses = self.losses(*pairs)
+        for key, value in losses.items():
+            self.log(f"train/{key}", value, prog_bar=key == "loss", batch_size=batch.shape[0])
+        return losses["loss"]
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(
+            self.inn.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+        )
+
+    # --- evaluation: c vs coarse(x̂) per SNR, seeded channel noise -----------------------------
+    def _eval_step(self, batch: Tensor, batch_idx: int) -> None:
+        for k, snr in enumerate(self.val_snrs()):
+            generator = torch.Generator(device=batch.device)
+            generator.manual_seed(1_000_003 * batch_idx + k)
+            x, x_hat, snr_t = make_pairs(self.codec, batch, snr, generator)
+            c, d = self.inn(x, snr_t)
+            c_y = self.inn.coarse(x_hat)
+            x_rec = self.inn.inverse(c_y, d, snr_t)
+            stats = {
+                "mse_c": (c - c_y).pow(2).mean(dim=(1, 2, 3)),
+                "mse_x": (x_rec - x).pow(2).mean(dim=(1, 2, 3)),
+                "mse_jscc": (x_hat - x).pow(2).mean(dim=(1, 2, 3)),
+                "loss_d": d.pow(2).mean(dim=(1, 2, 3)),
+            }
+            slot = self._val.setdefault(snr, {})
+            for key, value in stats.items():
+                slot.setdefault(key, []).append(value.detach().cpu())
+
+    def _eval_epoch_end(self, stage: str) -> dict[str, float]:
+        summary: dict[str, float] = {}
+        psnr_c = []
+        for snr, slot in sorted(self._val.items()):
+            values = {key: torch.cat(parts) for key, parts in slot.items()}
+            tag = f"snr{snr:g}"
+            summary[f"mse_c_{tag}"] = float(values["mse_c"].mean())
+            summary[f"psnr_c_{tag}"] = float(_psnr(values["mse_c"]).mean())
+            summary[f"psnr_x_{tag}"] = float(_psnr(values["mse_x"]).mean())
+            summary[f"psnr_jscc_{tag}"] = float(_psnr(values["mse_jscc"]).mean())
+            summary[f"loss_d_{tag}"] = float(values["loss_d"].mean())
+            psnr_c.append(summary[f"psnr_c_{tag}"])
+        if psnr_c:
+            summary["psnr"] = sum(psnr_c) / len(psnr_c)
+        for key, value in summary.items():
+            self.log(f"{stage}/{key}", value, prog_bar=key == "psnr")
+        self._val = {}
+        return summary
+
+    def on_validation_epoch_start(self) -> None:
+        self._val = {}
+
+    @torch.no_grad()
+    def validation_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self.val_summary = self._eval_epoch_end("val")
+        else:
+            self._val = {}
+
+    def on_test_epoch_start(self) -> None:
+        self._val = {}
+
+    @torch.no_grad()
+    def test_step(self, batch: Tensor, batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx)
+
+    def on_test_epoch_end(self) -> None:
+        self.val_summary = self._eval_epoch_end("test")
+
+
+# ---- checkpoints, export, identity checks --------------------------------------------------
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_inn(
+    module: INNModule,
+    path: str | Path,
+    dtype: torch.dtype | str = torch.float32,
+    metrics: Mapping[str, float] | None = None,
+) -> Path:
+    """Write the INN's weights as safetensors with its hyper-parameters (and optionally its
+    validation metrics) in the file's metadata; :func:`load_inn` reads it back."""
+    dtype = _DTYPES[dtype] if isinstance(dtype, str) else dtype
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        k: v.detach().to("cpu", dtype).contiguous() for k, v in module.inn.state_dict().items()
+    }
+    metadata = {"singexp_inn_hparams": json.dumps(_plain(dict(module.hparams)))}
+    if metrics:
+        metadata["singexp_inn_metrics"] = json.dumps(_plain(dict(metrics)))
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def read_inn_metadata(path: str | Path) -> dict[str, Any]:
+    """``{"hparams": ..., "metrics": ...}`` of an INN ``.ckpt`` or exported ``.safetensors``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("inn.checkpoint", f"no such file {str(path)!r}")
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        return {
+            "hparams": json.loads(meta.get("singexp_inn_hparams", "{}")),
+            "metrics": json.loads(meta.get("singexp_inn_metrics", "{}")),
+        }
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as error:  # any unreadable file is the same user error
+        raise ConfigError(
+            "inn.checkpoint", f"{path} is not a readable checkpoint: {error}"
+        ) from None
+    return {"hparams": dict(ckpt.get("hyper_parameters", {})), "metrics": {}}
+
+
+def read_inn_hparams(path: str | Path) -> dict[str, Any]:
+    hparams = read_inn_metadata(path)["hparams"]
+    if "jscc" not in hparams or "scale" not in hparams:
+        raise ConfigError(
+            "inn.checkpoint",
+            f"{Path(path).name} is not a singexp INN checkpoint (no jscc recorded)",
+        )
+    return hparams
+
+
+def load_inn(path: str | Path, **overrides: Any) -> INNModule:
+    """An INNModule (float32, eval mode) from a ``.ckpt`` or an exported ``.safetensors``.
+
+    The DeepJSCC is not loaded (only needed to train or validate; see ``INNModule.codec``).
+    """
+    path = Path(path)
+    hparams = read_inn_hparams(path)
+    if path.suffix != ".safetensors":
+        module = INNModule.load_from_checkpoint(path, map_location="cpu", **overrides)
+    else:
+        hparams["train_snr"] = tuple(hparams.get("train_snr", (-5.0, 5.0)))
+        module = INNModule(**{**hparams, **overrides})
+        module.inn.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return module.eval()
+
+
+def inn_checkpoint_identity(path: str | Path) -> dict[str, Any]:
+    """What the INN at ``path`` was trained for: its DeepJSCC's identity and the SNR range."""
+    hparams = read_inn_hparams(path)
+    jscc = dict(hparams.get("jscc") or {})
+    return {
+        **{k: jscc.get(k) for k in IDENTITY_KEYS},
+        "jscc_checkpoint": jscc.get("checkpoint"),
+        "train_snr": tuple(hparams.get("train_snr", ())),
+        "scale": hparams.get("scale"),
+    }
+
+
+def _same(key: str, found: Any, expected: Any) -> bool:
+    if key == "bcr":
+        try:
+            return parse_ratio(found) == parse_ratio(expected)
+        except ConfigError:
+            pass
+    return str(found) == str(expected)
+
+
+def check_inn_checkpoint(path: str | Path, expected: Mapping[str, Any]) -> None:
+    """Raise a one-line ConfigError naming ``inn.checkpoint`` when the INN at ``path`` was
+    trained for another BCR, image size, channel or DeepJSCC than ``expected``.
+
+    ``expected``: any of ``bcr``, ``image_size``, ``channel``, ``downsample``, ``fingerprint``
+    (:func:`jscc_identity` of the configured ``jscc.checkpoint`` gives all of them). An
+    ``snr_db`` outside the INN's training range only logs a warning.
+    """
+    found = inn_checkpoint_identity(path)
+    name = Path(path).name
+    for key, cfg_key in IDENTITY_KEYS.items():
+        if key not in expected or expected[key] is None or found[key] is None:
+            continue
+        if _same(key, found[key], expected[key]):
+            continue
+        if key == "fingerprint":
+            raise ConfigError(
+                "inn.checkpoint",
+                f"{name} was trained on another DeepJSCC (weights {found[key]}, from "
+                f"{found['jscc_checkpoint']}) than {cfg_key} (weights {expected[key]}); use the "
+                "INN trained for this codec or train one: python -m singexp +experiment=train_inn",
+            )
+        raise ConfigError(
+            "inn.checkpoint",
+            f"{name} was trained for {key}={found[key]} but the config has "
+            f"{cfg_key}={expected[key]}; use an INN trained for {key}={expected[key]} "
+            "(python -m singexp +experiment=train_inn) or change the config to match",
+        )
+    snr = expected.get("snr_db")
+    low_high = found["train_snr"]
+    if snr is not None and len(low_high) == 2 and not low_high[0] <= float(snr) <= low_high[1]:
+        log.warning(
+            "inn.checkpoint %s was trained for SNRs in [%g, %g] dB; evaluating at %g dB",
+            name,
+            low_high[0],
+            low_high[1],
+            float(snr),
+        )
+
+
+def embedded_inn(ratio: Fraction | str, image_size: int) -> Path:
+    """The shipped INN for ``ratio`` at 32 px (``inn.checkpoint=embedded``), or a one-line error."""
+    rho = ratio if isinstance(ratio, Fraction) else parse_ratio(ratio)
+    path = EMBEDDED_INN_DIR / f"inn_{rho.numerator}_{rho.denominator}.safetensors"
+    if int(image_size) != 32 or not path.is_file():
+        raise ConfigError(
+            "inn.checkpoint",
+            f"no embedded INN for bcr {rho.numerator}/{rho.denominator} at {image_size} px; "
+            "train one with `python -m singexp +experiment=train_inn` and set inn.checkpoint=PATH",
+        )
+    return path
+
+
+def resolve_inn_checkpoint(value: Any, ratio: Fraction | str, image_size: int) -> Path | None:
+    """``inn.checkpoint`` as a file: null → None, ``embedded`` → :func:`embedded_inn`, else the
+    path (which must exist)."""
+    if value is None:
+        return None
+    if str(value) == "embedded":
+        return embedded_inn(ratio, image_size)
+    path = Path(str(value))
+    if not path.is_file():
+        raise ConfigError("inn.checkpoint", f"no such file {str(value)!r}")
+    return path
+
+
+# ---- training --------------------------------------------------------------------------------
+def train_inn(
+    cfg: Mapping[str, Any] | INNConfig | None,
+    *,
+    datamodule: L.LightningDataModule,
+    codec: str | Path | DeepJSCCModule,
+    out_dir: str | Path,
+    trainer_kwargs: Mapping[str, Any] | None = None,
+    trainer: L.Trainer | None = None,
+    jscc_checkpoint: str | Path | None = None,
+) -> Path:
+    """Train the SING-INN network on pairs from ``codec`` and export it; returns the exported
+    ``.safetensors`` (``inn.export`` or ``out_dir/inn.safetensors``), loadable by
+    :func:`load_inn` and usable as ``inn.checkpoint``.
+
+    ``cfg``: the ``inn`` config node (:class:`INNConfig`). ``codec``: the DeepJSCC checkpoint
+    path (``jscc.checkpoint``) or a loaded DeepJSCCModule (then pass ``jscc_checkpoint`` to
+    record where it came from). ``trainer``: a ready Lightning Trainer; else one is built from
+    ``trainer_kwargs`` with ``default_root_dir=out_dir`` and, unless the kwargs bring one, a
+    ModelCheckpoint in ``out_dir/checkpoints`` (best by ``val/psnr`` and ``last.ckpt``).
+    With ``inn.resume`` the fit resumes from ``out_dir/checkpoints/last.ckpt`` when it exists.
+    The best checkpoint's weights (the last ones without validation) are exported, with their
+    validation metrics in the file's metadata (:func:`read_inn_metadata`).
+    """
+    c = cfg if isinstance(cfg, INNConfig) else INNConfig.from_config(cfg)
+    out = Path(out_dir)
+    if isinstance(codec, str | Path):
+        jscc_checkpoint = codec if jscc_checkpoint is None else jscc_checkpoint
+        codec = load_codec(codec)
+    identity = jscc_identity(codec, jscc_checkpoint)
+    size = getattr(datamodule, "image_size", identity.get("image_size"))
+    if size is not None and int(size) % c.scale:
+        raise ConfigError(
+            "inn.scale",
+            f"{c.scale} does not divide the image size {size}; use a power of two that divides it",
+        )
+    module = INNModule(jscc=identity, codec=codec, **c.module_kwargs())
+    if trainer is None:
+        kwargs = {"default_root_dir": str(out), **dict(trainer_kwargs or {})}
+        callbacks = list(kwargs.get("callbacks") or [])
+        if kwargs.get("enable_checkpointing", True) and not any(
+            isinstance(cb, ModelCheckpoint) for cb in callbacks
+        ):
+            validates = kwargs.get("limit_val_batches", 1) not in (0, 0.0)
+            callbacks.append(
+                ModelCheckpoint(
+                    dirpath=out / "checkpoints",
+                    filename="epoch{epoch:03d}",
+                    auto_insert_metric_name=False,
+                    monitor="val/psnr" if validates else None,
+                    mode="max",
+                    save_top_k=1,
+                    save_last=True,
+                )
+            )
+        kwargs["callbacks"] = callbacks
+        trainer = L.Trainer(**kwargs)
+    last = out / "checkpoints" / "last.ckpt"
+    resume = str(last) if c.resume and last.is_file() else None
+    if resume:
+        log.info("resuming INN training from %s", resume)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    callback = trainer.checkpoint_callback
+    best = getattr(callback, "best_model_path", "") if callback is not None else ""
+    if best and Path(best).is_file():
+        state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+        module.load_state_dict(state)
+        log.info("best INN checkpoint: %s", best)
+        trainer.validate(module, datamodule=datamodule, verbose=False)  # its metrics
+    path = Path(c.export) if c.export else out / "inn.safetensors"
+    export_inn(module, path, c.export_dtype, metrics=module.val_summary)
+    log.info("exported the INN to %s", path)
+    return path

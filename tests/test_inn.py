@@ -1,0 +1,290 @@
+"""SING-INN's network, pairs, training module, checkpoints and export (SING.md §4)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from singexp.config import CONF_DIR
+from singexp.data.pairs import PairMaker, make_pairs
+from singexp.data.shapes import ShapesDataModule
+from singexp.errors import ConfigError
+from singexp.modules.inn import (
+    INNConfig,
+    INNModule,
+    check_inn_checkpoint,
+    codec_fingerprint,
+    export_inn,
+    jscc_identity,
+    load_inn,
+    read_inn_metadata,
+    resolve_inn_checkpoint,
+    train_inn,
+)
+from singexp.modules.jscc import DeepJSCCModule, export_codec
+from singexp.nn.inn import ConditionalINN, haar_down, haar_up, pairs_per_level
+from singexp.operators import AveragePool
+
+TINY = {"pairs": 2, "cond_blocks": 2, "width": 8, "emb_dim": 16}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models: one thread avoids OpenMP spinning on a loaded 2-core machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def randomize(net: nn.Module, std: float = 0.1, seed: int = 0) -> nn.Module:
+    """Give the zero-initialised output convolutions random weights (couplings ≠ identity)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * std)
+    return net
+
+
+def codec(bcr: str = "1/192", seed: int = 0) -> DeepJSCCModule:
+    torch.manual_seed(seed)
+    return DeepJSCCModule(
+        bcr=bcr, image_size=16, latent_channels=8, width=8, metrics={"lpips": False}
+    )
+
+
+# ---- the network -----------------------------------------------------------------------------
+def test_haar_is_orthonormal_and_invertible() -> None:
+    x = torch.randn(2, 3, 8, 8)
+    y = haar_down(x)
+    assert y.shape == (2, 12, 4, 4)
+    torch.testing.assert_close(y.norm(), x.norm())
+    torch.testing.assert_close(haar_up(y), x, rtol=0, atol=1e-6)
+    torch.testing.assert_close(y[:, :3], 2 * AveragePool(2).A(x), rtol=0, atol=1e-6)
+
+
+def test_pairs_spread_over_levels() -> None:
+    assert pairs_per_level(4, 2) == [2, 2]
+    assert pairs_per_level(1, 2) == [0, 1]
+    assert pairs_per_level(3, 2) == [1, 2]
+    assert pairs_per_level(4, 3) == [1, 1, 2]
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_forward_then_inverse_reconstructs(scale: int) -> None:
+    torch.manual_seed(scale)
+    net = randomize(ConditionalINN(scale=scale, **TINY), seed=scale)
+    x = torch.randn(3, 3, 16, 16)
+    snr = torch.rand(3) * 10 - 5
+    c, d = net(x, snr)
+    assert c.shape == (3, 3, 16 // scale, 16 // scale)
+    assert d.shape == (3, 3 * (scale**2 - 1), 16 // scale, 16 // scale)
+    # the couplings really act: c is not the plain low-pass any more
+    assert (c - AveragePool(scale).A(x)).abs().max() > 1e-2
+    with torch.no_grad():
+        torch.testing.assert_close(net.inverse(c, d, snr), x, rtol=0, atol=1e-5)
+
+
+def test_snr_changes_the_output() -> None:
+    net = randomize(ConditionalINN(scale=4, **TINY))
+    x = torch.randn(2, 3, 16, 16)
+    c1, d1 = net(x, torch.full((2,), -5.0))
+    c2, d2 = net(x, torch.full((2,), 5.0))
+    assert (c1 - c2).abs().max() > 1e-3 and (d1 - d2).abs().max() > 1e-3
+    # per-image SNRs: each image gets its own conditioning
+    c3, _ = net(x, torch.tensor([-5.0, 5.0]))
+    torch.testing.assert_close(c3[0], c1[0])
+    torch.testing.assert_close(c3[1], c2[1])
+
+
+def test_fresh_inn_is_the_haar_split() -> None:
+    """The sub-networks' last convolutions are zero-initialised: couplings start as identity."""
+    net = ConditionalINN(scale=4, **TINY)
+    x = torch.randn(2, 3, 16, 16)
+    c, d = net(x, torch.tensor([-3.0, 4.0]))
+    torch.testing.assert_close(c, AveragePool(4).A(x), rtol=0, atol=1e-6)
+    torch.testing.assert_close(c, net.coarse(x), rtol=0, atol=1e-6)
+    c0, d0 = net.split(x)
+    torch.testing.assert_close(c, c0, rtol=0, atol=0)
+    torch.testing.assert_close(d, d0, rtol=0, atol=0)
+
+
+def test_bad_shapes_and_arguments() -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        ConditionalINN(scale=3)
+    net = ConditionalINN(scale=4, **TINY)
+    with pytest.raises(ValueError, match="divisible"):
+        net(torch.randn(1, 3, 10, 12), 0.0)
+
+
+# ---- pairs -----------------------------------------------------------------------------------
+def test_pairs_are_reproducible_and_in_range() -> None:
+    m = codec()
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    a = make_pairs(m, x, (-5.0, 5.0), torch.Generator().manual_seed(1))
+    b = make_pairs(m, x, (-5.0, 5.0), torch.Generator().manual_seed(1))
+    assert a.x_hat.shape == x.shape and a.snr_db.shape == (4,)
+    assert ((a.snr_db >= -5) & (a.snr_db <= 5)).all() and a.snr_db.unique().numel() == 4
+    torch.testing.assert_close(a.x_hat, b.x_hat, rtol=0, atol=0)
+    assert not a.x_hat.requires_grad and not any(p.requires_grad for p in m.parameters())
+    fixed = PairMaker(m, (-5.0, 5.0)).at(x, 2.0)
+    assert (fixed.snr_db == 2.0).all()
+
+
+# ---- training --------------------------------------------------------------------------------
+def test_a_few_steps_lower_the_loss() -> None:
+    torch.manual_seed(0)
+    m = codec()
+    module = INNModule(codec=m, scale=4, **TINY, lr=3e-3)
+    x = torch.nn.functional.interpolate(torch.rand(4, 3, 4, 4) * 2 - 1, size=16, mode="bilinear")
+    pairs = make_pairs(m, x, (-5.0, 5.0), torch.Generator().manual_seed(0))
+    opt = module.configure_optimizers()
+    first = module.losses(*pairs)
+    assert set(first) == {"loss", "loss_c", "loss_x", "loss_d"}
+    for _ in range(25):
+        opt.zero_grad()
+        loss = module.losses(*pairs)["loss"]
+        loss.backward()
+        opt.step()
+    last = module.losses(*pairs)
+    assert last["loss"] < 0.7 * first["loss"]
+    assert last["loss_c"] < first["loss_c"]
+
+
+def test_hparams_record_the_deepjscc() -> None:
+    m = codec()
+    module = INNModule(codec=m, scale=4, **TINY, train_snr=(-4, 6))
+    jscc = module.hparams["jscc"]
+    assert jscc["bcr"] == "1/192" and jscc["image_size"] == 16 and jscc["channel"] == "awgn"
+    assert jscc["fingerprint"] == codec_fingerprint(m)
+    assert tuple(module.hparams["train_snr"]) == (-4.0, 6.0)
+    assert module.val_snrs() == [-4.0, 1.0, 6.0]
+
+
+class StepCounter(L.Callback):
+    steps = 0
+
+    def on_train_batch_end(self, *args: object) -> None:
+        self.steps += 1
+
+
+def test_train_inn_exports_and_resumes(tmp_path: Path) -> None:
+    path = export_codec(codec(), tmp_path / "jscc.safetensors")
+    data = ShapesDataModule(image_size=16, batch_size=4, train_size=8, val_size=4, test_size=4)
+    kwargs = {
+        "max_epochs": 1,
+        "limit_train_batches": 2,
+        "limit_val_batches": 1,
+        "logger": False,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+    }
+    cfg = {**TINY, "scale": 4, "val_snr_db": [0.0, 5.0]}
+    out = train_inn(cfg, datamodule=data, codec=path, trainer_kwargs=kwargs, out_dir=tmp_path)
+    assert out == tmp_path / "inn.safetensors" and (tmp_path / "checkpoints/last.ckpt").is_file()
+    meta = read_inn_metadata(out)
+    assert meta["hparams"]["jscc"]["checkpoint"] == str(path)
+    assert set(meta["metrics"]) >= {"psnr", "psnr_c_snr0", "psnr_c_snr5", "psnr_x_snr0"}
+    check_inn_checkpoint(out, jscc_identity(path))  # the INN matches its own codec
+    # resumable: a second call continues from last.ckpt, running only the one more epoch
+    counter = StepCounter()
+    train_inn(
+        cfg,
+        datamodule=data,
+        codec=path,
+        trainer_kwargs={**kwargs, "max_epochs": 2, "callbacks": [counter]},
+        out_dir=tmp_path,
+    )
+    ckpt = torch.load(tmp_path / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["global_step"] == 4 and counter.steps == 2
+
+
+# ---- checkpoints -----------------------------------------------------------------------------
+def _ckpt(module: INNModule, path: Path) -> Path:
+    trainer = L.Trainer(
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, max_epochs=0
+    )
+    trainer.strategy.connect(module)
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
+def test_another_bcr_or_deepjscc_is_one_line(tmp_path: Path, suffix: str) -> None:
+    trained_on = codec("1/192", seed=0)
+    module = INNModule(codec=trained_on, scale=4, **TINY)
+    path = tmp_path / f"inn{suffix}"
+    _ = _ckpt(module, path) if suffix == ".ckpt" else export_inn(module, path)
+
+    check_inn_checkpoint(path, jscc_identity(trained_on))
+    with pytest.raises(ConfigError) as info:
+        check_inn_checkpoint(path, jscc_identity(codec("1/384")))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("inn.checkpoint: ")
+    assert "bcr=1/192" in message and "bcr.ratio=1/384" in message
+
+    with pytest.raises(ConfigError) as info:
+        check_inn_checkpoint(path, jscc_identity(codec("1/192", seed=1)))
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("inn.checkpoint: ")
+    assert "another DeepJSCC" in message
+
+    with pytest.raises(ConfigError, match=r"^inn\.checkpoint: .*image_size=16"):
+        check_inn_checkpoint(path, {"image_size": 32})
+
+
+def test_not_an_inn_checkpoint(tmp_path: Path) -> None:
+    jscc = export_codec(codec(), tmp_path / "jscc.safetensors")
+    with pytest.raises(ConfigError, match=r"^inn\.checkpoint: .*not a singexp INN"):
+        load_inn(jscc)
+    with pytest.raises(ConfigError, match=r"^inn\.checkpoint: no such file"):
+        check_inn_checkpoint(tmp_path / "missing.safetensors", {})
+    assert resolve_inn_checkpoint(None, "1/192", 32) is None
+    with pytest.raises(ConfigError, match=r"^inn\.checkpoint: no such file"):
+        resolve_inn_checkpoint(tmp_path / "nope.ckpt", "1/192", 32)
+
+
+def test_export_load_round_trip(tmp_path: Path) -> None:
+    module = INNModule(codec=codec(), scale=4, **TINY, train_snr=(-2, 3))
+    randomize(module.inn)
+    x, snr = torch.randn(2, 3, 16, 16), torch.tensor([-1.0, 2.0])
+    c, d = module(x, snr)
+    for dtype, tol in ((torch.float32, 0.0), (torch.float16, 5e-2)):
+        loaded = load_inn(export_inn(module, tmp_path / f"inn_{dtype}.safetensors", dtype))
+        assert loaded.hparams["jscc"] == module.hparams["jscc"]
+        assert tuple(loaded.hparams["train_snr"]) == (-2.0, 3.0)
+        c2, d2 = loaded(x, snr)
+        torch.testing.assert_close(c2, c, rtol=0, atol=tol)
+        torch.testing.assert_close(d2, d, rtol=0, atol=tol)
+        with torch.no_grad():  # the loaded network is still exactly invertible
+            torch.testing.assert_close(loaded.inn.inverse(c2, d2, snr), x, rtol=0, atol=1e-5)
+    loaded = load_inn(_ckpt(module, tmp_path / "inn.ckpt"))
+    torch.testing.assert_close(loaded(x, snr)[0], c, rtol=0, atol=0)
+
+
+# ---- config ----------------------------------------------------------------------------------
+def test_config_file_is_valid_and_errors_name_the_key() -> None:
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "inn" / "default.yaml"))
+    c = INNConfig.from_config(cfg)
+    assert (c.scale, c.pairs, c.cond_blocks, c.train_snr_range) == (4, 4, 2, (-5.0, 5.0))
+    assert c.checkpoint is None
+    INNModule(**c.module_kwargs())  # every architecture/loss key reaches the module
+    for bad, key in (
+        ({"scale": 6}, "inn.scale"),
+        ({"pairs": "x"}, "inn.pairs"),
+        ({"lambda_d": -1}, "inn.lambda_d"),
+        ({"train_snr_range": [5, -5]}, "inn.train_snr_range"),
+        ({"widht": 3}, "inn.widht"),
+    ):
+        with pytest.raises(ConfigError, match=f"^{re.escape(key)}: "):
+            INNConfig.from_config({**cfg, **bad})
