@@ -95,6 +95,13 @@ def _is_number(value: Any) -> bool:
         return False
 
 
+def config_number(key: str, value: Any, kind: type) -> Any:
+    """``value`` as a finite float or a whole int (``kind``); else a ConfigError naming ``key``."""
+    if kind is int:
+        return _coerce(key, value, int)
+    return _coerce(key, value, float)
+
+
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert one config value to the schema's type or raise a ConfigError naming ``key``."""
     optional = type(None) in getattr(hint, "__args__", ())

@@ -40,6 +40,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from singexp.bcr import parse_ratio
+from singexp.config import config_number
 from singexp.data.pairs import freeze, make_pairs
 from singexp.errors import ConfigError
 from singexp.modules.jscc import DeepJSCCModule, load_codec
@@ -159,18 +160,7 @@ class INNConfig:
 
 
 def _value(cfg: Mapping[str, Any], key: str, default: Any, kind: type) -> Any:
-    value = cfg.get(key, default)
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = kind(value)
-        if kind is int and number != float(value):
-            raise ValueError
-        if not math.isfinite(float(number)):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(f"inn.{key}", f"{value!r} is not a valid {kind.__name__}") from None
-    return number
+    return config_number(f"inn.{key}", cfg.get(key, default), kind)
 
 
 def _numbers(cfg: Mapping[str, Any], key: str, default: Any) -> tuple[float, ...] | None:

@@ -8,7 +8,6 @@ DDNM+ (σ_y > 0) through the one loop of :mod:`singexp.samplers.loop`.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from singexp.config import config_number
 from singexp.errors import ConfigError
 from singexp.operators import LinearOperator
 from singexp.samplers.base import Correction
@@ -134,20 +134,7 @@ class SingZeroConfig:
 
 
 def _number(cfg: Mapping[str, Any], key: str, default: Any, kind: type, prefix: str = "") -> Any:
-    value = cfg.get(key, default)
-    try:
-        if isinstance(value, bool):
-            raise ValueError
-        number = kind(value)
-        if kind is int and number != float(value):
-            raise ValueError
-        if kind is float and not math.isfinite(number):
-            raise ValueError
-    except (TypeError, ValueError):
-        raise ConfigError(
-            f"sampler.{prefix}{key}", f"{value!r} is not a valid {kind.__name__}"
-        ) from None
-    return number
+    return config_number(f"sampler.{prefix}{key}", cfg.get(key, default), kind)
 
 
 # ---- the restorer (registered in singexp.samplers.registry) --------------------------------
