@@ -7,6 +7,8 @@ and exit status 2, without a traceback.
 from __future__ import annotations
 
 import sys
+import traceback
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
@@ -22,12 +24,26 @@ def _fail(error: SingexpError) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def hydra_main(cfg: DictConfig) -> None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
     from singexp.tasks import run
 
     try:
         run(cfg)
-    except SingexpError as error:
-        _fail(error)
+    except Exception as error:
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # one failing grid point is recorded in its folder; the sweep goes on
+            out = Path(HydraConfig.get().runtime.output_dir)
+            (out / "error.txt").write_text(traceback.format_exc())
+            print(
+                f"singexp: error in {out.name}: {error} (details: {out / 'error.txt'})",
+                file=sys.stderr,
+            )
+            return
+        if isinstance(error, SingexpError):
+            _fail(error)
+        raise
 
 
 def main() -> None:
@@ -35,7 +51,10 @@ def main() -> None:
         check_group_overrides(sys.argv[1:])
     except SingexpError as error:
         _fail(error)
-    sys.argv[1:] = quote_group_overrides(sys.argv[1:])
+    # `+experiment=x -m a=1,2`: argparse refuses overrides on both sides of a flag; flags first
+    flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
+    rest = [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
+    sys.argv[1:] = flags + quote_group_overrides(rest)
     hydra_main()
 
 

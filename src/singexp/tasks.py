@@ -356,6 +356,19 @@ def print_results(results: dict[str, Any]) -> None:
             print(f"note: {key}: {why}")
 
 
+def finished_results(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
+    """The results of an earlier run of exactly this config in ``out``, unless ``force``."""
+    done, saved = out / "metrics.json", out / "config.yaml"
+    if cfg.get("force", False) or not done.is_file() or not saved.is_file():
+        return None
+    ignore = {"force", "print_config"}
+    now = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ignore}
+    before = {
+        k: v for k, v in OmegaConf.to_container(OmegaConf.load(saved)).items() if k not in ignore
+    }
+    return json.loads(done.read_text()) if now == before else None
+
+
 def _single_log_stream() -> None:
     """Lightning adds its own console handler; under Hydra's root handlers every line would
     print twice. Let Lightning's records reach the root handlers (console and the run's log)."""
@@ -372,6 +385,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _single_log_stream()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    previous = finished_results(cfg, out)
+    if previous is not None:
+        log.info("%s already holds this config's results: reusing them (force=true re-runs)", out)
+        print_results(previous)
+        return previous
     if cfg.get("print_config", True):
         print(OmegaConf.to_yaml(cfg, resolve=True))
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
@@ -380,8 +398,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     loggers = build_loggers(cfg.get("logger"))
     failed = True
     try:
+        # the grid keys at the top level, so dashboards can group, filter and plot by them
+        grid_keys = {**describe_run(cfg, v), "method": list(method_configs(cfg)) or ["deepjscc"]}
         for logger in loggers:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_hyperparams({**grid_keys, **OmegaConf.to_container(cfg, resolve=True)})
         results = {**describe_run(cfg, v), **TASKS[cfg.task](cfg, v, loggers)}
         write_json(out / "metrics.json", results)
         log.info("results written to %s", out / "metrics.json")

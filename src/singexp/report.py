@@ -1,0 +1,186 @@
+"""Sweep folder → paper-ready tables and figures.
+
+    python -m singexp.report SWEEP_DIR
+
+Reads every grid point's ``metrics.json`` (and ``per_image.csv`` for confidence intervals) under
+SWEEP_DIR and writes ``results.csv``, ``results.md`` and figures (metric vs SNR, one line per
+method, one panel per BCR; PNG and PDF) into SWEEP_DIR/report. :class:`ReportCallback` does the
+same at the end of a Hydra multirun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from matplotlib.figure import Figure
+from omegaconf import DictConfig
+
+log = logging.getLogger("singexp.report")
+
+METRICS = ("psnr", "ssim", "stlpips", "lpips")
+Z95 = 1.959964  # two-sided 95% normal quantile
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """Mean and half-width of the 95% confidence interval of the mean (normal approximation)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, float("nan")
+    var = sum((v - mean) ** 2 for v in values) / (n - 1)
+    return mean, Z95 * math.sqrt(var / n)
+
+
+def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+    """One row per (grid point, method, metric) with mean, 95% CI and the number of images."""
+    rows: list[dict[str, Any]] = []
+    for path in sorted(sweep_dir.rglob("metrics.json")):
+        if "report" in path.parts:
+            continue
+        point = json.loads(path.read_text())
+        if "methods" not in point:
+            continue
+        per_image: dict[tuple[str, str], list[float]] = defaultdict(list)
+        csv_path = path.parent / "per_image.csv"
+        if csv_path.is_file():
+            with csv_path.open() as f:
+                for r in csv.DictReader(f):
+                    for m in METRICS:
+                        if r.get(m) not in (None, ""):
+                            per_image[(r["method"], m)].append(float(r[m]))
+        for method, summary in point["methods"].items():
+            for metric in METRICS:
+                values = per_image.get((method, metric))
+                if values:
+                    mean, ci = mean_ci(values)
+                elif summary.get(metric) is not None:
+                    mean, ci = float(summary[metric]), float("nan")
+                else:
+                    continue
+                rows.append(
+                    {
+                        "dataset": point.get("dataset"),
+                        "channel": point.get("channel"),
+                        "bcr": point.get("bcr"),
+                        "snr_db": float(point.get("snr_db")),
+                        "method": method,
+                        "metric": metric,
+                        "mean": mean,
+                        "ci95": ci,
+                        "images": len(values) if values else summary.get("images"),
+                    }
+                )
+    return rows
+
+
+def _bcr_value(bcr: str) -> float:
+    num, _, den = str(bcr).partition("/")
+    return float(num) / float(den) if den else float(num)
+
+
+def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
+    """``results.csv`` (one row per point, method and metric) and a Markdown table."""
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["dataset", "channel", "bcr", "snr_db", "method", "metric", "mean", "ci95", "images"]
+    csv_path = out / "results.csv"
+    with csv_path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
+    table: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
+    for r in rows:
+        cell = f"{r['mean']:.3f}" + ("" if math.isnan(r["ci95"]) else f" ± {r['ci95']:.3f}")
+        table[(r["bcr"], r["snr_db"], r["method"])][r["metric"]] = cell
+    lines = [
+        "| BCR | SNR (dB) | method | " + " | ".join(m.upper() for m in metrics) + " |",
+        "|---|---|---|" + "---|" * len(metrics),
+    ]
+    for (bcr, snr, method), cells in sorted(
+        table.items(), key=lambda k: (_bcr_value(k[0][0]), k[0][1])
+    ):
+        lines.append(
+            f"| {bcr} | {snr:g} | {method} | "
+            + " | ".join(cells.get(m, "—") for m in metrics)
+            + " |"
+        )
+    md_path = out / "results.md"
+    md_path.write_text(
+        "Mean ± 95% confidence interval over test images.\n\n" + "\n".join(lines) + "\n"
+    )
+    return csv_path, md_path
+
+
+def plot(rows: list[dict[str, Any]], metric: str, out: Path) -> list[Path]:
+    """``metric`` vs SNR: one panel per BCR, one line per method, CI error bars (PNG + PDF)."""
+    rows = [r for r in rows if r["metric"] == metric]
+    if not rows:
+        return []
+    bcrs = sorted({r["bcr"] for r in rows}, key=_bcr_value)
+    fig = Figure(figsize=(4 * len(bcrs), 3.2), dpi=150)
+    axes = fig.subplots(1, len(bcrs), squeeze=False)[0]
+    for ax, bcr in zip(axes, bcrs, strict=True):
+        for method in sorted({r["method"] for r in rows}):
+            pts = sorted(
+                (r["snr_db"], r["mean"], r["ci95"])
+                for r in rows
+                if r["bcr"] == bcr and r["method"] == method
+            )
+            if pts:
+                snr, mean, ci = zip(*pts, strict=True)
+                err = [0.0 if math.isnan(c) else c for c in ci]
+                ax.errorbar(snr, mean, yerr=err, marker="o", capsize=3, label=method)
+        ax.set_title(f"BCR {bcr}")
+        ax.set_xlabel("SNR (dB)")
+        ax.set_ylabel(metric.upper() if metric != "stlpips" else "ST-LPIPS")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    paths = [out / f"{metric}_vs_snr.{ext}" for ext in ("png", "pdf")]
+    for path in paths:
+        fig.savefig(path)
+    return paths
+
+
+def report(sweep_dir: str | Path) -> dict[str, Any]:
+    """Tables and figures for every finished grid point under ``sweep_dir``."""
+    sweep_dir = Path(sweep_dir)
+    rows = collect(sweep_dir)
+    out = sweep_dir / "report"
+    if not rows:
+        log.warning("no finished restoration results under %s", sweep_dir)
+        return {"points": 0, "rows": 0, "files": []}
+    files = [*write_tables(rows, out)]
+    for metric in ("stlpips", "lpips", "psnr"):
+        files += plot(rows, metric, out)
+    points = len({(r["bcr"], r["snr_db"]) for r in rows})
+    log.info("report of %d grid points written to %s", points, out)
+    return {"points": points, "rows": len(rows), "files": [str(f) for f in files]}
+
+
+class ReportCallback(Callback):
+    """Hydra callback: aggregate the sweep when a multirun ends."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        report(config.hydra.sweep.dir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Aggregate a singexp sweep folder.")
+    parser.add_argument("sweep_dir", type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = report(args.sweep_dir)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

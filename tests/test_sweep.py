@@ -1,0 +1,138 @@
+"""Hydra multirun sweeps: reuse of finished points, resuming a killed sweep, failures, report."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from singexp.report import collect, mean_ci, report
+
+FAST = [
+    "methods.sing_zero.steps=2",
+    "methods.sing_inn.steps=2",
+    "methods.sing_zero.progress=false",
+    "methods.sing_inn.progress=false",
+    "dataset.test_size=4",
+    "dataset.batch_size=4",
+    "logger=csv",
+    "print_config=false",
+]
+GRID = ["+experiment=sing_inn", "-m", "channel.snr_db=-5,5", "bcr=1_768"]
+
+
+def _points(sweep: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep.glob("*/metrics.json"))
+
+
+def test_mean_ci() -> None:
+    mean, ci = mean_ci([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert ci == pytest.approx(1.959964 * math.sqrt((2.25 + 0.25 + 0.25 + 2.25) / 3 / 4))
+    assert math.isnan(mean_ci([1.0])[1])
+
+
+@pytest.mark.slow
+def test_sweep_reuses_finished_points_and_writes_report(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    first = run_cli(*GRID, *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert len(_points(sweep)) == 2
+    stamps = {p: (p / "metrics.json").stat().st_mtime_ns for p in _points(sweep)}
+    rows = collect(sweep)
+    assert {(r["snr_db"], r["method"]) for r in rows if r["metric"] == "psnr"} == {
+        (s, m) for s in (-5.0, 5.0) for m in ("deepjscc", "sing_zero", "sing_inn")
+    }
+    for name in ("results.csv", "results.md", "stlpips_vs_snr.png", "psnr_vs_snr.pdf"):
+        assert (sweep / "report" / name).is_file()
+    again = run_cli(*GRID, *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert again.returncode == 0
+    assert (again.stdout + again.stderr).count("reusing them") == 2
+    assert {p: (p / "metrics.json").stat().st_mtime_ns for p in _points(sweep)} == stamps
+
+
+@pytest.mark.slow
+def test_killed_sweep_completes_on_rerun_with_each_point_once(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "singexp", *GRID, *FAST, f"hydra.sweep.dir={sweep}"]
+    cmd[cmd.index("channel.snr_db=-5,5")] = "channel.snr_db=-5,0,5"
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.time() + 300
+    while not _points(sweep) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done_before = _points(sweep)
+    assert 1 <= len(done_before) < 3
+    rerun = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    points = _points(sweep)
+    assert len(points) == 3  # the grid is complete, one folder per point
+    snrs = sorted(json.loads((p / "metrics.json").read_text())["snr_db"] for p in points)
+    assert snrs == [-5.0, 0.0, 5.0]
+    assert (rerun.stdout + rerun.stderr).count("reusing them") == len(done_before)
+
+
+@pytest.mark.slow
+def test_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        "+experiment=sing_inn",
+        "-m",
+        "channel.snr_db=-5",
+        "jscc.checkpoint=embedded,missing.ckpt",
+        *FAST,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_points(sweep)) == 1
+    (error,) = sweep.glob("*/error.txt")
+    assert "jscc.checkpoint" in error.read_text()
+    assert "jscc.checkpoint" in result.stderr
+
+
+def test_report_of_an_empty_folder(tmp_path: Path) -> None:
+    assert report(tmp_path)["points"] == 0
+
+
+@pytest.mark.slow
+def test_joblib_sweep_with_wandb_offline_runs_one_run_per_point(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    args = [*GRID[:-1], "bcr=1_768,1_192", "launcher=joblib", *FAST, "logger=csv_wandb"]
+    env = {"WANDB_MODE": "offline", "WANDB_API_KEY": None}
+    result = run_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(_points(sweep)) == 4 and (sweep / "report" / "results.md").is_file()
+    runs = sorted(sweep.glob("*/wandb/offline-run-*"))
+    assert len(runs) == 4  # no two points share a run
+    for run in runs:
+        (record,) = run.glob("run-*.wandb")
+        data = record.read_bytes()
+        assert b"sing_inn" in data and b"snr_db" in data and b"bcr_value" in data
+    again = run_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
+    assert (again.stdout + again.stderr).count("reusing them") == 4
+
+
+@pytest.mark.slow
+def test_submitit_local_two_point_sweep(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    result = run_cli(
+        *GRID, "launcher=submitit_local", *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    snrs = sorted(json.loads((p / "metrics.json").read_text())["snr_db"] for p in _points(sweep))
+    assert snrs == [-5.0, 5.0]
+    assert (sweep / "report" / "psnr_vs_snr.png").is_file()
