@@ -136,3 +136,42 @@ def test_submitit_local_two_point_sweep(tmp_path: Path) -> None:
     snrs = sorted(json.loads((p / "metrics.json").read_text())["snr_db"] for p in _points(sweep))
     assert snrs == [-5.0, 5.0]
     assert (sweep / "report" / "psnr_vs_snr.png").is_file()
+
+
+@pytest.mark.slow
+def test_two_jobs_needing_the_same_missing_codec_train_it_once(tmp_path: Path) -> None:
+    art = tmp_path / "artifacts"
+    base = [
+        sys.executable,
+        "-m",
+        "singexp",
+        "+experiment=sing_zero",
+        "jscc.checkpoint=auto",
+        "debug=fast",
+        "sampler.steps=2",
+        "sampler.progress=false",
+        "dataset.test_size=4",
+        "logger=none",
+        "print_config=false",
+        f"paths.artifacts={art}",
+        "channel.train_snr_range=[-5,5]",  # one codec serves both test SNRs
+    ]
+    procs = [
+        subprocess.Popen(
+            [*base, f"channel.snr_db={snr}", f"hydra.run.dir={tmp_path / str(snr)}"],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for snr in (-3, 3)
+    ]
+    outputs = [p.communicate(timeout=600)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs[0][-2000:] + outputs[1][-2000:]
+    text = "".join(outputs)
+    assert text.count("training jscc artifact") == 1 and text.count("reusing jscc artifact") == 1
+    (folder,) = (art / "jscc").iterdir()
+    assert (folder / "codec.safetensors").is_file()
+    for snr in (-3, 3):
+        metrics = json.loads((tmp_path / str(snr) / "metrics.json").read_text())
+        assert metrics["jscc_checkpoint"] == str(folder / "codec.safetensors")

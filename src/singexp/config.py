@@ -193,7 +193,7 @@ def validate(cfg: DictConfig) -> Validated:
     latent = latent_shape(ratio, size, jscc.downsample)
     if jscc.checkpoint == "embedded":
         jscc.checkpoint = str(embedded_codec(ratio, size))
-    if jscc.checkpoint is not None and not Path(jscc.checkpoint).is_file():
+    if jscc.checkpoint not in (None, "auto") and not Path(jscc.checkpoint).is_file():
         raise ConfigError("jscc.checkpoint", f"no such file {jscc.checkpoint!r}")
     return Validated(channel=channel, bcr=ratio, latent=latent, jscc=jscc)
 

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from singexp.artifacts import ensure
 from singexp.bcr import format_ratio
 from singexp.config import Validated, build, validate
 from singexp.errors import ConfigError
@@ -177,8 +178,39 @@ def _restore(
     return restore(cfg, x_hat, generator=generator, snr_db=snr_db, **components)
 
 
+def resolve_auto_codec(cfg: DictConfig, v: Validated) -> None:
+    """``jscc.checkpoint=auto``: the codec this config would train, trained once and shared."""
+    if v.jscc.checkpoint != "auto":
+        return
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    drop = {"checkpoint", "export", "resume"}
+    identity = {
+        "dataset": {
+            k: val for k, val in plain["dataset"].items() if k not in ("batch_size", "num_workers")
+        },
+        "bcr": format_ratio(v.bcr),
+        "channel": {"name": v.channel.name, "train_snr": list(v.channel.train_range())},
+        "jscc": {k: val for k, val in plain["jscc"].items() if k not in drop},
+        "trainer": {k: val for k, val in plain["trainer"].items() if k != "default_root_dir"},
+        "seed": plain["seed"],
+    }
+
+    def train(folder: Path) -> Path:
+        sub = OmegaConf.create(plain)
+        sub.task, sub.paths.output_dir, sub.callbacks = "jscc", str(folder), {}
+        sub.jscc.checkpoint, sub.jscc.export = None, str(folder / "codec.safetensors")
+        trainer_dir = folder / "checkpoints"
+        sub.trainer.default_root_dir = str(trainer_dir)
+        results = jscc_task(sub, validate(sub), [])
+        write_json(folder / "metrics.json", results)
+        return Path(sub.jscc.export)
+
+    v.jscc.checkpoint = str(ensure(Path(cfg.paths.artifacts), "jscc", identity, train))
+
+
 def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """DeepJSCC at ``channel.snr_db`` then each restorer, on the same received images."""
+    resolve_auto_codec(cfg, v)
     if not v.jscc.checkpoint:
         raise ConfigError(
             "jscc.checkpoint",
@@ -259,6 +291,7 @@ def prior_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str
 
 def inn_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """Train SING-INN's conditional INN on pairs made by the codec of ``jscc.checkpoint``."""
+    resolve_auto_codec(cfg, v)
     if not v.jscc.checkpoint:
         raise ConfigError(
             "jscc.checkpoint",

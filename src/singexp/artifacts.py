@@ -1,0 +1,47 @@
+"""Shared trained models, identified by the config that trains them, built once under a lock.
+
+A grid point that needs a model (``jscc.checkpoint=auto``) asks for it by its training identity;
+the first job trains it into ``<paths.artifacts>/<kind>/<hash>/``, the others wait on the
+folder's file lock and reuse the result. Explicit checkpoint paths in config always win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+log = logging.getLogger("singexp.artifacts")
+
+
+def identity_hash(identity: dict[str, Any]) -> str:
+    """A short, stable hash of a JSON-able training identity."""
+    text = json.dumps(identity, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def ensure(root: Path, kind: str, identity: dict[str, Any], build: Callable[[Path], Path]) -> Path:
+    """The artifact ``kind`` for ``identity``: reused when present, else ``build(folder)`` once.
+
+    Concurrent callers with the same identity serialise on ``folder/.lock``; the first builds,
+    the rest find ``artifact.json`` and return its path.
+    """
+    folder = Path(root) / kind / identity_hash(identity)
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / "artifact.json"
+    with FileLock(str(folder / ".lock")):
+        if record.is_file():
+            path = Path(json.loads(record.read_text())["path"])
+            if path.is_file():
+                log.info("reusing %s artifact %s", kind, path)
+                return path
+        log.info("training %s artifact in %s", kind, folder)
+        (folder / "identity.json").write_text(json.dumps(identity, indent=2, default=str))
+        path = build(folder)
+        record.write_text(json.dumps({"path": str(path)}))
+        return path
