@@ -89,3 +89,33 @@ def test_inn_for_another_bcr_is_one_line_error(tmp_path: Path) -> None:
     assert result.returncode == 2 and "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("singexp: error:")]
     assert len(errors) == 1 and errors[0].startswith("singexp: error: inn.checkpoint")
+
+
+def test_training_tasks_for_the_inn_and_the_prior(tmp_path: Path) -> None:
+    inn = run_cli(
+        "+experiment=train_inn",
+        "debug=fast",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "print_config=false",
+        f"hydra.run.dir={tmp_path / 'inn'}",
+        cwd=tmp_path,
+    )
+    assert inn.returncode == 0, inn.stderr[-3000:]
+    metrics = json.loads((tmp_path / "inn" / "metrics.json").read_text())
+    assert metrics["inn"].endswith("inn.safetensors") and metrics["validation"]["psnr"] > 0
+    prior = run_cli(
+        "+experiment=train_prior",
+        "debug=fast",
+        "prior.max_steps=2",
+        "prior.val_every=null",
+        "prior.grid_size=0",
+        "logger=none",
+        "print_config=false",
+        f"hydra.run.dir={tmp_path / 'prior'}",
+        "export_to=" + str(tmp_path / "copy"),
+        cwd=tmp_path,
+    )
+    assert prior.returncode == 0, prior.stderr[-3000:]
+    assert (tmp_path / "copy" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (tmp_path / "prior" / "checkpoints" / "last.ckpt").is_file()

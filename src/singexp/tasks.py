@@ -61,6 +61,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
+def trainer_kwargs(cfg: DictConfig, loggers: list[Logger]) -> dict[str, Any]:
+    """``lightning.Trainer`` keyword arguments of the config, with loggers and callbacks built."""
+    kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs.pop("_target_", None)
+    callbacks = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    return {**kwargs, "logger": loggers or False, "callbacks": callbacks}
+
+
 def build_trainer(cfg: DictConfig, loggers: list[Logger], **overrides: Any) -> L.Trainer:
     callbacks = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
     return build(cfg.trainer, logger=loggers or False, callbacks=callbacks, **overrides)
@@ -178,6 +186,16 @@ def _restore(
     return restore(cfg, x_hat, generator=generator, snr_db=snr_db, **components)
 
 
+def require_codec(cfg: DictConfig, v: Validated, purpose: str) -> None:
+    """A trained codec for ``purpose``: ``jscc.checkpoint`` set, ``auto`` resolved (below)."""
+    if not v.jscc.checkpoint:
+        raise ConfigError(
+            "jscc.checkpoint",
+            f"{purpose} needs a trained DeepJSCC; set jscc.checkpoint=embedded, auto or a path",
+        )
+    resolve_auto_codec(cfg, v)
+
+
 def resolve_auto_codec(cfg: DictConfig, v: Validated) -> None:
     """``jscc.checkpoint=auto``: the codec this config would train, trained once and shared."""
     if v.jscc.checkpoint != "auto":
@@ -210,12 +228,7 @@ def resolve_auto_codec(cfg: DictConfig, v: Validated) -> None:
 
 def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """DeepJSCC at ``channel.snr_db`` then each restorer, on the same received images."""
-    resolve_auto_codec(cfg, v)
-    if not v.jscc.checkpoint:
-        raise ConfigError(
-            "jscc.checkpoint",
-            "restoration needs a trained DeepJSCC; set jscc.checkpoint=embedded or a file path",
-        )
+    require_codec(cfg, v, "restoration")
     check_checkpoint(
         v.jscc.checkpoint, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size}
     )
@@ -274,14 +287,8 @@ def prior_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str
     (how the embedded prior is rebuilt).
     """
     out = Path(cfg.paths.output_dir)
-    callbacks = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
-    trainer_kwargs = {
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        "logger": loggers or False,
-        "callbacks": callbacks,
-    }
     prior_cfg = OmegaConf.to_container(cfg.prior, resolve=True)
-    exported = train_prior(prior_cfg, build(cfg.dataset), trainer_kwargs, out)
+    exported = train_prior(prior_cfg, build(cfg.dataset), trainer_kwargs(cfg, loggers), out)
     if cfg.get("export_to"):
         target = Path(cfg.export_to)
         shutil.copytree(exported, target, dirs_exist_ok=True)
@@ -291,26 +298,14 @@ def prior_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str
 
 def inn_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """Train SING-INN's conditional INN on pairs made by the codec of ``jscc.checkpoint``."""
-    resolve_auto_codec(cfg, v)
-    if not v.jscc.checkpoint:
-        raise ConfigError(
-            "jscc.checkpoint",
-            "INN training needs a trained DeepJSCC; set jscc.checkpoint=embedded or a path",
-        )
+    require_codec(cfg, v, "INN training")
     out = Path(cfg.paths.output_dir)
-    callbacks = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
-    trainer_kwargs = {
-        **OmegaConf.to_container(cfg.trainer, resolve=True),
-        "logger": loggers or False,
-        "callbacks": callbacks,
-    }
-    trainer_kwargs.pop("_target_", None)
     path = train_inn(
         OmegaConf.to_container(cfg.inn, resolve=True),
         datamodule=build(cfg.dataset),
         codec=v.jscc.checkpoint,
         out_dir=out,
-        trainer_kwargs=trainer_kwargs,
+        trainer_kwargs=trainer_kwargs(cfg, loggers),
     )
     return {"inn": str(path), "validation": read_inn_metadata(path).get("metrics")}
 
