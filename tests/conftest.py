@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from diffusers import UNet2DModel
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+from torch import nn
 
 from singexp.config import CONF_DIR, quote_group_overrides
 
@@ -53,3 +55,29 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="module")
+def unet() -> UNet2DModel:
+    """A tiny random ε-prediction UNet for 16×16 images (sampler tests)."""
+    torch.manual_seed(0)
+    model = UNet2DModel(
+        sample_size=16,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )
+    return model.eval().requires_grad_(False)
+
+
+def randomize(net: nn.Module, std: float = 0.1, seed: int = 0) -> nn.Module:
+    """Give the zero-initialised output convolutions random weights (couplings ≠ identity)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * std)
+    return net

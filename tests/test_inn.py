@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
-from torch import nn
 
+from conftest import randomize
 from singexp.config import CONF_DIR
 from singexp.data.pairs import PairMaker, make_pairs
 from singexp.data.shapes import ShapesDataModule
@@ -33,26 +32,6 @@ from singexp.nn.inn import ConditionalINN, haar_down, haar_up, pairs_per_level
 from singexp.operators import AveragePool
 
 TINY = {"pairs": 2, "cond_blocks": 2, "width": 8, "emb_dim": 16}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one thread avoids OpenMP spinning on a loaded 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def randomize(net: nn.Module, std: float = 0.1, seed: int = 0) -> nn.Module:
-    """Give the zero-initialised output convolutions random weights (couplings ≠ identity)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * std)
-    return net
 
 
 def codec(bcr: str = "1/192", seed: int = 0) -> DeepJSCCModule:

@@ -14,16 +14,6 @@ from singexp.errors import ConfigError
 from singexp.modules.prior import DiffusionPriorModule, ddim_sample
 from singexp.prior import build_scheduler, build_unet, load_prior, resolve_source
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread (several threads thrash on a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 TINY = {"image_size": 16, "block_out_channels": (8, 16), "layers_per_block": 1}
 
 

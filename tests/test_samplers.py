@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -31,29 +30,6 @@ from singexp.samplers import (
 
 SHAPE = (3, 3, 16, 16)
 STEPS = 8
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """Tiny models: one thread avoids OpenMP spinning on a loaded 2-core machine (100× faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def unet() -> UNet2DModel:
-    torch.manual_seed(0)
-    model = UNet2DModel(
-        sample_size=16,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
-    return model.eval().requires_grad_(False)
 
 
 def ddim(**kw: Any) -> DDIMScheduler:

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import pytest
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
 from omegaconf import OmegaConf
-from torch import Tensor, nn
+from torch import Tensor
 
+from conftest import randomize
 from singexp.config import CONF_DIR
 from singexp.errors import ConfigError
 from singexp.modules.inn import INNModule
@@ -29,40 +29,8 @@ TINY = {"pairs": 1, "cond_blocks": 1, "width": 8, "emb_dim": 16}
 SHAPE = (2, 3, 16, 16)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def randomize(net: nn.Module, std: float = 0.1, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.Conv2d):
-                m.weight.copy_(torch.randn(m.weight.shape, generator=g) * std)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=g) * std)
-    return net
-
-
 def images(seed: int) -> Tensor:
     return torch.rand(SHAPE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
-
-
-@pytest.fixture(scope="module")
-def unet() -> UNet2DModel:
-    torch.manual_seed(0)
-    model = UNet2DModel(
-        sample_size=16,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
-    return model.eval().requires_grad_(False)
 
 
 def step_info() -> object:
