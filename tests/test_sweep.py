@@ -116,12 +116,32 @@ def test_joblib_sweep_with_wandb_offline_runs_one_run_per_point(tmp_path: Path) 
     result = run_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(_points(sweep)) == 4 and (sweep / "report" / "results.md").is_file()
-    runs = sorted(sweep.glob("*/wandb/offline-run-*"))
+    runs = sorted(r for p in _points(sweep) for r in p.glob("wandb/offline-run-*"))
     assert len(runs) == 4  # no two points share a run
     for run in runs:
         (record,) = run.glob("run-*.wandb")
         data = record.read_bytes()
         assert b"sing_inn" in data and b"snr_db" in data and b"bcr_value" in data
+        assert b"sing_inn-sweep" in data  # the sweep's group: <experiment_name>-<sweep folder>
+    # at the end, one report run in the same group holds the aggregated table as a W&B Table
+    (report_run,) = (sweep / "report" / "wandb").glob("offline-run-*")
+    (record,) = report_run.glob("run-*.wandb")
+    assert b"sing_inn-sweep" in record.read_bytes()
+    (table_file,) = report_run.glob("files/media/table/results_*.table.json")
+    table = json.loads(table_file.read_text())
+    col = {name: i for i, name in enumerate(table["columns"])}
+    cells = {
+        (row[col["bcr"]], row[col["snr_db"]], row[col["method"]])
+        for row in table["data"]
+        if row[col["metric"]] == "psnr"
+    }
+    assert cells == {
+        (b, s, m)
+        for b in ("1/768", "1/192")
+        for s in (-5.0, 5.0)
+        for m in ("deepjscc", "sing_zero", "sing_inn")
+    }
+    assert list(report_run.glob("files/media/images/figures/psnr_vs_snr_*.png"))
     again = run_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
     assert (again.stdout + again.stderr).count("reusing them") == 4
 

@@ -8,6 +8,7 @@ one line. ``finish_loggers`` closes the W&B run so multirun jobs never share a r
 from __future__ import annotations
 
 import logging
+import math
 import netrc
 import os
 import shutil
@@ -108,3 +109,57 @@ def finish_loggers(loggers: list[Logger], failed: bool) -> None:
                 wandb.finish(exit_code=1 if failed else 0)
         else:
             logger.finalize("failed" if failed else "success")
+
+
+WANDB_TARGET = "singexp.loggers.wandb_logger"
+
+
+def wandb_spec(node: DictConfig | Mapping[str, Any] | None) -> DictConfig | None:
+    """The W&B entry of a ``logger`` group, if any."""
+    for spec in (node or {}).values():
+        if spec and spec.get("_target_") == WANDB_TARGET:
+            return spec
+    return None
+
+
+def log_sweep_table(
+    spec: Mapping[str, Any],
+    group: str,
+    rows: list[dict[str, Any]],
+    figures: list[Path],
+    save_dir: Path,
+) -> Path | None:
+    """One W&B run (``job_type=report``) in the sweep's ``group`` holding the aggregated table
+    as a W&B Table and the figures as images; its folder (the offline run, for ``wandb sync``)
+    or None when W&B is disabled."""
+    import wandb
+
+    mode, why = resolve_wandb_mode(str(spec.get("mode", "auto")))
+    if mode == "disabled":
+        return None
+    save_dir.mkdir(parents=True, exist_ok=True)
+    columns = list(rows[0]) if rows else []
+
+    def cell(value: Any) -> Any:  # NaN (no CI from one image) is not valid JSON
+        return None if isinstance(value, float) and not math.isfinite(value) else value
+
+    run = wandb.init(
+        project=spec.get("project"),
+        entity=spec.get("entity"),
+        group=group,
+        job_type="report",
+        name=f"{group}-report",
+        dir=str(save_dir),
+        mode=mode,
+        config={"sweep_group": group, "points": len({(r["bcr"], r["snr_db"]) for r in rows})},
+    )
+    try:
+        table = wandb.Table(columns=columns, data=[[cell(r[c]) for c in columns] for r in rows])
+        images = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures if p.suffix == ".png"}
+        run.log({"results": table, **images})
+        folder = Path(run.dir).parent
+    finally:
+        run.finish()
+    if mode == "offline":
+        log.info("W&B report run offline (%s): `wandb sync %s`", why, folder)
+    return folder

@@ -167,10 +167,27 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
 
 
 class ReportCallback(Callback):
-    """Hydra callback: aggregate the sweep when a multirun ends."""
+    """Hydra callback: aggregate the sweep when a multirun ends; with W&B on, also log the table
+    as a W&B Table (and the figures) in the sweep's group."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        report(config.hydra.sweep.dir)
+        from singexp.loggers import log_sweep_table, wandb_spec  # torch-heavy: only when needed
+
+        sweep_dir = Path(config.hydra.sweep.dir)
+        summary = report(sweep_dir)
+        spec = wandb_spec(config.get("logger"))
+        if spec is None or not summary["points"]:
+            return
+        try:
+            log_sweep_table(
+                spec,
+                str(spec.group),
+                collect(sweep_dir),
+                [Path(f) for f in summary["files"]],
+                sweep_dir / "report",
+            )
+        except Exception as error:  # the table and figures are on disk already
+            log.warning("could not log the sweep table to W&B: %s", error)
 
 
 def main() -> None:

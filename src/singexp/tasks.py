@@ -9,21 +9,24 @@ from __future__ import annotations
 import json
 import logging
 import math
+import random
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from singexp.artifacts import ensure
+from singexp.artifacts import ensure, file_digest
 from singexp.bcr import format_ratio
 from singexp.config import Validated, build, validate
-from singexp.errors import ConfigError
+from singexp.errors import ConfigError, SingexpError
 from singexp.loggers import build_loggers, finish_loggers, log_results
 from singexp.metrics import ImageMetrics, psnr
 from singexp.modules.inn import (
@@ -147,15 +150,18 @@ def build_restorers(
     configs: dict[str, Any],
     operator: LinearOperator,
     inn_path: Path | None,
+    prior_source: str | None = None,
 ) -> tuple[dict[str, Restorer], dict[str, torch.nn.Module]]:
     """Restorer callables for ``configs`` and the networks they share (moved by Lightning).
 
-    The prior is loaded when a method is configured; the INN when ``inn.checkpoint`` is set.
+    The prior (``prior_source``, default: :func:`resolve_prior_source`) is loaded when a method
+    is configured; the INN when ``inn_path`` is given.
     """
     if not configs:
         return {}, {}
+    source = resolve_prior_source(cfg) if prior_source is None else prior_source
     networks: dict[str, torch.nn.Module] = {
-        "prior": load_prior(cfg.prior.source, expected_size=v.latent.image_size)
+        "prior": load_prior(source, expected_size=v.latent.image_size)
     }
     if inn_path is not None:
         networks["inn"] = load_inn(inn_path).inn.eval().requires_grad_(False)
@@ -196,34 +202,161 @@ def require_codec(cfg: DictConfig, v: Validated, purpose: str) -> None:
     resolve_auto_codec(cfg, v)
 
 
+def _without(node: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: val for k, val in node.items() if k not in keys}
+
+
+def _node(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """The config group ``key`` as a resolved plain dict."""
+    return OmegaConf.to_container(cfg[key], resolve=True)
+
+
+def _training_identity(cfg: DictConfig, **parts: Any) -> dict[str, Any]:
+    """What every trained artifact depends on (the data, not how it is batched or loaded nor the
+    test split; the trainer, not where it writes; the seed) plus ``parts``."""
+    return {
+        "dataset": _without(_node(cfg, "dataset"), "batch_size", "num_workers", "test_size"),
+        "trainer": _without(_node(cfg, "trainer"), "default_root_dir"),
+        "seed": cfg.seed,
+        **parts,
+    }
+
+
+@contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    """Run the body from ``seed``, then give the caller back its own random state (a job's
+    results must not depend on whether it trained an artifact or reused one)."""
+    state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=range(torch.cuda.device_count())):
+            L.seed_everything(seed, workers=True, verbose=False)
+            yield
+    finally:
+        random.setstate(state[0])
+        np.random.set_state(state[1])
+
+
+def train_artifact(
+    cfg: DictConfig,
+    task: str,
+    identity: dict[str, Any],
+    artifact: str,
+    overrides: Callable[[Path], dict[str, Any]],
+) -> Path:
+    """The model that ``task`` trains for ``identity``, trained once and shared (:func:`ensure`).
+
+    The first caller runs ``task`` on a copy of ``cfg`` (seeded by ``seed``) whose run folder is
+    the artifact folder, with no callbacks and the dotted keys of ``overrides(folder)``; it writes
+    ``folder/metrics.json`` and ``folder/<artifact>`` (a file or a folder), the path returned.
+    """
+    plain = OmegaConf.to_container(cfg, resolve=True)
+
+    def train(folder: Path) -> Path:
+        sub = OmegaConf.create(plain)
+        settings = {
+            "task": task,
+            "paths.output_dir": str(folder),
+            "callbacks": {},
+            "trainer.default_root_dir": str(folder / "checkpoints"),
+            **overrides(folder),
+        }
+        for key, value in settings.items():
+            OmegaConf.update(sub, key, value, merge=False, force_add=True)
+        with _seeded(int(sub.seed)):
+            results = TASKS[task](sub, validate(sub), [])
+        write_json(folder / "metrics.json", results)
+        path = folder / artifact
+        if not path.exists():
+            raise SingexpError(f"training the {task} artifact in {folder} wrote no {artifact}")
+        return path
+
+    return ensure(Path(cfg.paths.artifacts), task, identity, train)
+
+
+def codec_artifact_identity(cfg: DictConfig, v: Validated) -> dict[str, Any]:
+    """What ``jscc.checkpoint=auto`` depends on: data, BCR, channel, ``jscc`` training keys."""
+    return _training_identity(
+        cfg,
+        bcr=format_ratio(v.bcr),
+        channel={"name": v.channel.name, "train_snr": list(v.channel.train_range())},
+        jscc=_without(_node(cfg, "jscc"), "checkpoint", "export", "resume"),
+    )
+
+
 def resolve_auto_codec(cfg: DictConfig, v: Validated) -> None:
     """``jscc.checkpoint=auto``: the codec this config would train, trained once and shared."""
     if v.jscc.checkpoint != "auto":
         return
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    drop = {"checkpoint", "export", "resume"}
-    identity = {
-        "dataset": {
-            k: val for k, val in plain["dataset"].items() if k not in ("batch_size", "num_workers")
+    path = train_artifact(
+        cfg,
+        "jscc",
+        codec_artifact_identity(cfg, v),
+        "codec.safetensors",
+        lambda folder: {"jscc.checkpoint": None, "jscc.export": str(folder / "codec.safetensors")},
+    )
+    v.jscc.checkpoint = str(path)
+
+
+def inn_artifact_identity(cfg: DictConfig, v: Validated) -> dict[str, Any]:
+    """What ``inn.checkpoint=auto`` depends on: data, the ``inn`` training keys and the codec in
+    use (``v.jscc.checkpoint``, resolved: its content, not its path)."""
+    return _training_identity(
+        cfg,
+        bcr=format_ratio(v.bcr),
+        codec={"sha256": file_digest(v.jscc.checkpoint), "bcr": format_ratio(v.bcr)},
+        inn=_without(_node(cfg, "inn"), "checkpoint", "export", "resume"),
+    )
+
+
+def resolve_inn(cfg: DictConfig, v: Validated) -> Path | None:
+    """``inn.checkpoint`` as a file (:func:`resolve_inn_checkpoint`: null, ``embedded``, a path);
+    ``auto`` = the INN this config's ``inn`` keys train on the codec in use, trained once."""
+    if str(cfg.inn.checkpoint) != "auto":
+        return resolve_inn_checkpoint(cfg.inn.checkpoint, v.bcr, v.latent.image_size)
+    require_codec(cfg, v, "inn.checkpoint=auto")
+    codec = v.jscc.checkpoint
+    return train_artifact(
+        cfg,
+        "inn",
+        inn_artifact_identity(cfg, v),
+        "inn.safetensors",
+        lambda folder: {
+            "inn.checkpoint": None,
+            "inn.export": str(folder / "inn.safetensors"),
+            "jscc.checkpoint": codec,
         },
-        "bcr": format_ratio(v.bcr),
-        "channel": {"name": v.channel.name, "train_snr": list(v.channel.train_range())},
-        "jscc": {k: val for k, val in plain["jscc"].items() if k not in drop},
-        "trainer": {k: val for k, val in plain["trainer"].items() if k != "default_root_dir"},
-        "seed": plain["seed"],
-    }
+    )
 
-    def train(folder: Path) -> Path:
-        sub = OmegaConf.create(plain)
-        sub.task, sub.paths.output_dir, sub.callbacks = "jscc", str(folder), {}
-        sub.jscc.checkpoint, sub.jscc.export = None, str(folder / "codec.safetensors")
-        trainer_dir = folder / "checkpoints"
-        sub.trainer.default_root_dir = str(trainer_dir)
-        results = jscc_task(sub, validate(sub), [])
-        write_json(folder / "metrics.json", results)
-        return Path(sub.jscc.export)
 
-    v.jscc.checkpoint = str(ensure(Path(cfg.paths.artifacts), "jscc", identity, train))
+#: prior keys that do not change the trained weights (where they come from, monitoring)
+PRIOR_RUN_KEYS = (
+    "source",
+    "resume",
+    "checkpoint_every",
+    "val_every",
+    "val_batches",
+    "grid_size",
+    "grid_steps",
+    "save_grids",
+)
+
+
+def prior_artifact_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What ``prior.source=auto`` depends on: data and the ``prior`` training keys."""
+    prior = _without(_node(cfg, "prior"), *PRIOR_RUN_KEYS)
+    # prior.batch_size=null trains with dataset.batch_size: then that one counts
+    prior["batch_size"] = prior.get("batch_size") or cfg.dataset.get("batch_size")
+    return _training_identity(cfg, prior=prior)
+
+
+def resolve_prior_source(cfg: DictConfig) -> str:
+    """``prior.source``; ``auto`` = the exported folder of the prior this config's ``prior`` keys
+    train on this dataset, trained once and shared."""
+    source = str(cfg.prior.source)
+    if source != "auto":
+        return source
+    identity = prior_artifact_identity(cfg)
+    return str(train_artifact(cfg, "prior", identity, "prior", lambda _: {"export_to": None}))
 
 
 def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
@@ -237,12 +370,15 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
     configs = method_configs(cfg)
     operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
-    inn_path = resolve_inn_checkpoint(cfg.inn.checkpoint, v.bcr, v.latent.image_size)
+    # auto models are trained only for a job that restores (a bare DeepJSCC run needs none)
+    needs_inn = bool(configs) or str(cfg.inn.checkpoint) != "auto"
+    inn_path = resolve_inn(cfg, v) if needs_inn else None
+    prior_source = resolve_prior_source(cfg) if configs else None
     if inn_path is not None:
         check_inn_checkpoint(
             inn_path, {**jscc_identity(v.jscc.checkpoint), "snr_db": v.channel.snr_db}
         )
-    restorers, networks = build_restorers(cfg, v, configs, operator, inn_path)
+    restorers, networks = build_restorers(cfg, v, configs, operator, inn_path, prior_source)
     module = RestorationModule(
         codec,
         restorers,
@@ -276,6 +412,7 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         },
         "jscc_checkpoint": v.jscc.checkpoint,
         "inn_checkpoint": str(inn_path) if inn_path else None,
+        "prior_source": prior_source,
         "files": files,
     }
 

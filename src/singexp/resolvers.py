@@ -1,0 +1,62 @@
+"""OmegaConf resolvers used by ``conf/`` (registered on ``import singexp``).
+
+- ``${singexp.group:NAME}`` — the W&B group of a run: ``NAME`` for a single run, one group per
+  sweep in a multirun (:func:`sweep_group`), so that dashboards can tell sweeps apart.
+- ``${singexp.dirname:TEXT}`` — ``TEXT`` (Hydra's ``override_dirname``) made into one safe folder
+  name: no quotes, no path separators, bounded length.
+
+They live in a light module imported by the package itself, so that launcher worker processes
+(joblib, submitit), which resolve ``hydra.sweep.subdir`` before running a job, know them too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+MAX_DIRNAME = 180  # characters; file systems allow 255 bytes per name
+
+
+def sweep_group(name: str, sweep_dir: str | Path) -> str:
+    """One group per sweep: ``NAME`` when the sweep folder is named after the experiment (as
+    ``paper_grid``'s fixed folder is), else ``NAME-<sweep folder>`` (a timestamp by default)."""
+    folder = Path(str(sweep_dir)).name
+    return name if folder in ("", name) else f"{name}-{folder}"
+
+
+def run_group(name: str, *, _root_: Any = None) -> str:
+    """``name`` for a single run; :func:`sweep_group` of the current sweep in a multirun.
+
+    Reads the ``hydra`` node of the config when it has one (the sweep's own config, as Hydra
+    callbacks see it), else Hydra's job config (a job's config has no ``hydra`` node)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = _root_.get("hydra") if _root_ is not None else None
+    if hydra_cfg is None and HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+    mode = None if hydra_cfg is None else hydra_cfg.get("mode")
+    if getattr(mode, "name", mode) != RunMode.MULTIRUN.name:
+        return str(name)
+    return sweep_group(str(name), hydra_cfg.sweep.dir)
+
+
+def safe_dirname(text: str) -> str:
+    """``text`` as a single folder name: quotes dropped, ``/``, ``\\`` and spaces replaced by
+    ``_``; names longer than :data:`MAX_DIRNAME` are cut and end in a hash of the full text."""
+    name = re.sub(r"[/\\\s]+", "_", str(text).replace("'", "").replace('"', ""))
+    name = name.strip("._") or "run"
+    if len(name) > MAX_DIRNAME:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = f"{name[: MAX_DIRNAME - 9]}-{digest}"
+    return name
+
+
+def register() -> None:
+    """Register the resolvers (idempotent)."""
+    OmegaConf.register_new_resolver("singexp.group", run_group, replace=True)
+    OmegaConf.register_new_resolver("singexp.dirname", safe_dirname, replace=True)
