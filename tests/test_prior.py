@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -263,5 +264,11 @@ def test_train_prior_exports_and_resumes(tmp_path: Path) -> None:
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 3 and ckpt["ema"]["optimization_step"] == 3
     assert resumed == out
+    # resuming a run whose checkpoints were moved (or copied) keeps writing last.ckpt
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp_path / "checkpoints", moved / "checkpoints")
+    prior.train_prior({**cfg, "max_steps": 4}, datamodule(), trainer_kwargs, moved)
+    assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
+    assert not list((moved / "checkpoints").glob("last-v*.ckpt"))
     with pytest.raises(ConfigError, match=r"prior\.image_size"):
         prior.train_prior({**cfg, "image_size": 32}, datamodule(), trainer_kwargs, tmp_path / "x")

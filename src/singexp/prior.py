@@ -358,6 +358,8 @@ def train_prior(
         monitor="step",
         mode="max",
         save_last=True,
+        # always overwrite last.ckpt (a resumed run must not leave its steps in last-v1.ckpt)
+        enable_version_counter=False,
     )
     callbacks = [
         cb for cb in (kwargs.pop("callbacks", None) or []) if not isinstance(cb, ModelCheckpoint)
