@@ -116,6 +116,8 @@ def test_joblib_sweep_with_wandb_offline_runs_one_run_per_point(tmp_path: Path) 
     result = run_cli(*args, f"hydra.sweep.dir={sweep}", cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert len(_points(sweep)) == 4 and (sweep / "report" / "results.md").is_file()
+    # workers print Lightning's lines once (through Hydra's handlers), not twice
+    assert (result.stdout + result.stderr).count("GPU available") == 4
     runs = sorted(r for p in _points(sweep) for r in p.glob("wandb/offline-run-*"))
     assert len(runs) == 4  # no two points share a run
     for run in runs:

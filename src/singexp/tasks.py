@@ -535,11 +535,14 @@ def finished_results(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
 
 
 def _single_log_stream() -> None:
-    """Lightning adds its own console handler; under Hydra's root handlers every line would
-    print twice. Let Lightning's records reach the root handlers (console and the run's log)."""
+    """Lightning adds its own console handler when imported before logging is set up (always
+    so in launcher workers); under Hydra's root handlers every line would print twice. Let
+    Lightning's records reach the root handlers (console and the run's log) only."""
     if logging.getLogger().handlers:
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).handlers.clear()
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logger = logging.getLogger(name)
+            logger.handlers.clear()
+            logger.propagate = True
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
