@@ -197,3 +197,42 @@ def test_two_jobs_needing_the_same_missing_codec_train_it_once(tmp_path: Path) -
     for snr in (-3, 3):
         metrics = json.loads((tmp_path / str(snr) / "metrics.json").read_text())
         assert metrics["jscc_checkpoint"] == str(folder / "codec.safetensors")
+
+
+def _fake_point(folder: Path, snr: float, psnr: dict[str, float]) -> None:
+    folder.mkdir(parents=True)
+    methods = {m: {"psnr": v, "images": 1} for m, v in psnr.items()}
+    point = {"dataset": "shapes", "channel": "awgn", "bcr": "1/768", "snr_db": snr}
+    (folder / "metrics.json").write_text(json.dumps({**point, "methods": methods}))
+
+
+def test_report_cli_logs_the_table_to_wandb_on_demand(tmp_path: Path) -> None:
+    sweep = tmp_path / "my_sweep"
+    _fake_point(sweep / "0", -5.0, {"deepjscc": 12.0, "sing_inn": 12.5})
+    _fake_point(sweep / "1", 5.0, {"deepjscc": 20.0, "sing_inn": 21.0})
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("WANDB_API_KEY", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "singexp.report", str(sweep), "--wandb"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["points"] == 2
+    run = Path(summary["wandb_run"])
+    assert run.parent == sweep / "report" / "wandb"
+    assert b"my_sweep" in next(run.glob("run-*.wandb")).read_bytes()  # group: the folder's name
+    (table_file,) = run.glob("files/media/table/results_*.table.json")
+    table = json.loads(table_file.read_text())
+    col = {name: i for i, name in enumerate(table["columns"])}
+    means = {(r[col["snr_db"]], r[col["method"]]): r[col["mean"]] for r in table["data"]}
+    assert means == {
+        (-5.0, "deepjscc"): 12.0,
+        (-5.0, "sing_inn"): 12.5,
+        (5.0, "deepjscc"): 20.0,
+        (5.0, "sing_inn"): 21.0,
+    }

@@ -1,6 +1,6 @@
 """Sweep folder → paper-ready tables and figures.
 
-    python -m singexp.report SWEEP_DIR
+    python -m singexp.report SWEEP_DIR [--wandb]
 
 Reads every grid point's ``metrics.json`` (and ``per_image.csv`` for confidence intervals) under
 SWEEP_DIR and writes ``results.csv``, ``results.md`` and figures (metric vs SNR, one line per
@@ -21,7 +21,9 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+
+from singexp.resolvers import sweep_group
 
 log = logging.getLogger("singexp.report")
 
@@ -166,36 +168,65 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
     return {"points": points, "rows": len(rows), "files": [str(f) for f in files]}
 
 
+def report_to_wandb(
+    sweep_dir: Path, summary: dict[str, Any], config: DictConfig | None, always: bool = False
+) -> Path | None:
+    """Log the sweep's table (a W&B Table) and figures in one ``report`` run of its W&B group.
+
+    ``config``: the sweep's config (as Hydra callbacks get it, or ``multirun.yaml``); its W&B
+    logger entry gives project, entity, mode and group. Without one nothing is logged unless
+    ``always`` (then project ``singexp``, group :func:`sweep_group` of the folder). Failures are
+    one warning: the table and figures are on disk already."""
+    from singexp.loggers import log_sweep_table, wandb_spec  # torch-heavy: only when needed
+
+    spec = wandb_spec(config.get("logger")) if config is not None else None
+    if spec is None and not always:
+        return None
+    if not summary["points"]:
+        return None
+    if spec is None:
+        name = config.get("experiment_name") if config is not None else None
+        group = sweep_group(str(name), sweep_dir) if name else sweep_dir.resolve().name
+        spec = OmegaConf.create({"mode": "auto", "project": "singexp", "group": group})
+    try:
+        return log_sweep_table(
+            spec,
+            str(spec.group),
+            collect(sweep_dir),
+            [Path(f) for f in summary["files"]],
+            sweep_dir / "report",
+        )
+    except Exception as error:
+        log.warning("could not log the sweep table to W&B: %s", error)
+        return None
+
+
 class ReportCallback(Callback):
     """Hydra callback: aggregate the sweep when a multirun ends; with W&B on, also log the table
     as a W&B Table (and the figures) in the sweep's group."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from singexp.loggers import log_sweep_table, wandb_spec  # torch-heavy: only when needed
-
         sweep_dir = Path(config.hydra.sweep.dir)
-        summary = report(sweep_dir)
-        spec = wandb_spec(config.get("logger"))
-        if spec is None or not summary["points"]:
-            return
-        try:
-            log_sweep_table(
-                spec,
-                str(spec.group),
-                collect(sweep_dir),
-                [Path(f) for f in summary["files"]],
-                sweep_dir / "report",
-            )
-        except Exception as error:  # the table and figures are on disk already
-            log.warning("could not log the sweep table to W&B: %s", error)
+        report_to_wandb(sweep_dir, report(sweep_dir), config)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description="Aggregate a singexp sweep folder.")
     parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument(
+        "--wandb",
+        action="store_true",
+        help="also log the table and figures to W&B (the sweep's group; offline without "
+        "credentials or network)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     result = report(args.sweep_dir)
+    if args.wandb:
+        saved = args.sweep_dir / "multirun.yaml"
+        config = OmegaConf.load(saved) if saved.is_file() else None
+        folder = report_to_wandb(args.sweep_dir, result, config, always=True)
+        result["wandb_run"] = str(folder) if folder else None
     print(json.dumps(result, indent=2))
 
 
