@@ -27,6 +27,8 @@ def test_one_group_per_sweep() -> None:
     )
     assert sweep_group("paper_grid", Path("outputs/sweeps/paper_grid")) == "paper_grid"
     assert sweep_group("a", "x/s1") != sweep_group("a", "x/s2")
+    long = [sweep_group("a", "x/" + "y" * 300 + end) for end in "12"]
+    assert all(len(g) <= 128 for g in long) and long[0] != long[1]  # W&B's limit, still distinct
 
 
 def test_group_resolver_reads_the_run_mode() -> None:
@@ -41,3 +43,15 @@ def test_group_resolver_reads_the_run_mode() -> None:
 def test_dirname_resolver_in_a_config() -> None:
     cfg = OmegaConf.create({"d": "bcr='1_768',p=/x/y", "s": "${singexp.dirname:${d}}"})
     assert cfg.s == "bcr=1_768,p=_x_y"
+
+
+def test_sweep_dirname_is_shared_by_the_jobs_of_a_sweep() -> None:
+    """Hydra resolves the sweep folder in the sweep's config, then copies the resolver cache
+    into each job's config (whose own override_dirname differs): all get the sweep's folder."""
+    node = "${singexp.sweep_dirname:${overrides}}"
+    sweep = OmegaConf.create({"overrides": "bcr='1_768',snr=-5,5", "dir": node})
+    assert sweep.dir == "bcr=1_768,snr=-5,5"
+    job = OmegaConf.create({"overrides": "bcr='1_768',snr=-5", "dir": node})
+    OmegaConf.copy_cache(from_config=sweep, to_config=job)
+    assert job.dir == sweep.dir
+    assert OmegaConf.create({"overrides": "", "dir": node}).dir == "sweep"

@@ -40,9 +40,12 @@ def test_mean_ci() -> None:
 
 @pytest.mark.slow
 def test_sweep_reuses_finished_points_and_writes_report(tmp_path: Path) -> None:
-    sweep = tmp_path / "sweep"
-    first = run_cli(*GRID, *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    env = {"SINGEXP_OUTPUT": None}
+    first = run_cli(*GRID, *FAST, cwd=tmp_path, env=env)
     assert first.returncode == 0, first.stderr[-3000:]
+    # the sweep's folder is named after its command's overrides (the same command, the same one)
+    (sweep,) = (tmp_path / "outputs" / "sing_inn" / "multiruns").iterdir()
+    assert sweep.name.startswith("bcr=1_768,channel.snr_db=-5,5,dataset.batch_size=4")
     assert len(_points(sweep)) == 2
     stamps = {p: (p / "metrics.json").stat().st_mtime_ns for p in _points(sweep)}
     rows = collect(sweep)
@@ -51,9 +54,10 @@ def test_sweep_reuses_finished_points_and_writes_report(tmp_path: Path) -> None:
     }
     for name in ("results.csv", "results.md", "stlpips_vs_snr.png", "psnr_vs_snr.pdf"):
         assert (sweep / "report" / name).is_file()
-    again = run_cli(*GRID, *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    again = run_cli(*GRID, *FAST, cwd=tmp_path, env=env)
     assert again.returncode == 0
     assert (again.stdout + again.stderr).count("reusing them") == 2
+    assert len(list(sweep.parent.iterdir())) == 1
     assert {p: (p / "metrics.json").stat().st_mtime_ns for p in _points(sweep)} == stamps
 
 
@@ -137,6 +141,7 @@ def test_joblib_sweep_with_wandb_offline_runs_one_run_per_point(tmp_path: Path) 
         for row in table["data"]
         if row[col["metric"]] == "psnr"
     }
+    assert len(table["data"]) == len(collect(sweep))  # each point once (no W&B file copies)
     assert cells == {
         (b, s, m)
         for b in ("1/768", "1/192")
@@ -236,3 +241,31 @@ def test_report_cli_logs_the_table_to_wandb_on_demand(tmp_path: Path) -> None:
         (5.0, "deepjscc"): 20.0,
         (5.0, "sing_inn"): 21.0,
     }
+
+
+@pytest.mark.slow
+def test_rerun_with_another_config_keeps_the_old_results(tmp_path: Path) -> None:
+    run_dir = tmp_path / "point"
+    args = [
+        "+experiment=sing_zero",
+        "sampler.progress=false",
+        "dataset.test_size=4",
+        "dataset.batch_size=4",
+        "logger=csv",
+        "print_config=false",
+        f"hydra.run.dir={run_dir}",
+    ]
+    assert run_cli(*args, "sampler.steps=2", cwd=tmp_path).returncode == 0
+    first = json.loads((run_dir / "metrics.json").read_text())
+    second = run_cli(*args, "sampler.steps=3", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert "moved to" in second.stdout + second.stderr
+    (old,) = (run_dir / "superseded").iterdir()
+    assert json.loads((old / "metrics.json").read_text()) == first
+    assert (old / "per_image.csv").is_file() and (old / "grid.png").is_file()
+    assert "steps: 2" in (old / "config.yaml").read_text()
+    new = json.loads((run_dir / "metrics.json").read_text())
+    assert new["samplers"]["sing_zero"]["steps"] == 3
+    # the report reads the current results only
+    assert {r["images"] for r in collect(run_dir)} == {4}
+    assert len(collect(run_dir)) == len({(r["method"], r["metric"]) for r in collect(run_dir)})

@@ -29,6 +29,8 @@ log = logging.getLogger("singexp.report")
 
 METRICS = ("psnr", "ssim", "stlpips", "lpips")
 Z95 = 1.959964  # two-sided 95% normal quantile
+#: folders whose metrics.json is not a grid point's (W&B run copies, old results, the report)
+NOT_POINTS = frozenset({"report", "wandb", "superseded"})
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
@@ -45,7 +47,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per (grid point, method, metric) with mean, 95% CI and the number of images."""
     rows: list[dict[str, Any]] = []
     for path in sorted(sweep_dir.rglob("metrics.json")):
-        if "report" in path.parts:
+        if NOT_POINTS.intersection(path.relative_to(sweep_dir).parts[:-1]):
             continue
         point = json.loads(path.read_text())
         if "methods" not in point:

@@ -4,6 +4,8 @@
   sweep in a multirun (:func:`sweep_group`), so that dashboards can tell sweeps apart.
 - ``${singexp.dirname:TEXT}`` — ``TEXT`` (Hydra's ``override_dirname``) made into one safe folder
   name: no quotes, no path separators, bounded length.
+- ``${singexp.sweep_dirname:}`` — the sweep's own command-line overrides as a folder name, so
+  that the same sweep command always writes to (and resumes in) the same folder.
 
 They live in a light module imported by the package itself, so that launcher worker processes
 (joblib, submitit), which resolve ``hydra.sweep.subdir`` before running a job, know them too.
@@ -19,13 +21,18 @@ from typing import Any
 from omegaconf import OmegaConf
 
 MAX_DIRNAME = 180  # characters; file systems allow 255 bytes per name
+MAX_GROUP = 120  # characters; W&B allows 128
 
 
 def sweep_group(name: str, sweep_dir: str | Path) -> str:
     """One group per sweep: ``NAME`` when the sweep folder is named after the experiment (as
     ``paper_grid``'s fixed folder is), else ``NAME-<sweep folder>`` (a timestamp by default)."""
     folder = Path(str(sweep_dir)).name
-    return name if folder in ("", name) else f"{name}-{folder}"
+    group = name if folder in ("", name) else f"{name}-{folder}"
+    if len(group) > MAX_GROUP:  # W&B limits group names to 128 characters
+        digest = hashlib.sha256(group.encode()).hexdigest()[:8]
+        group = f"{group[: MAX_GROUP - 9]}-{digest}"
+    return group
 
 
 def run_group(name: str, *, _root_: Any = None) -> str:
@@ -56,7 +63,21 @@ def safe_dirname(text: str) -> str:
     return name
 
 
+def sweep_dirname(text: str) -> str:
+    """The sweep's overrides (Hydra's ``override_dirname`` of the sweep's config, e.g.
+    ``bcr=1_768,1_192,channel.snr_db=-5,5``) as a folder name; ``sweep`` when there are none.
+
+    Registered with a cache, which OmegaConf keys by the argument's text, not its value: Hydra
+    resolves ``hydra.sweep.dir`` in the sweep's config first and copies the cache into every
+    job's config (as for ``${now:}``), so all jobs share the sweep's folder although each job's
+    own ``override_dirname`` differs."""
+    return safe_dirname(text) if text else "sweep"
+
+
 def register() -> None:
     """Register the resolvers (idempotent)."""
     OmegaConf.register_new_resolver("singexp.group", run_group, replace=True)
     OmegaConf.register_new_resolver("singexp.dirname", safe_dirname, replace=True)
+    OmegaConf.register_new_resolver(
+        "singexp.sweep_dirname", sweep_dirname, replace=True, use_cache=True
+    )

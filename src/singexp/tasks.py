@@ -13,6 +13,7 @@ import random
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -534,6 +535,27 @@ def finished_results(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
     return json.loads(done.read_text()) if now == before else None
 
 
+#: what a finished run leaves in its folder besides checkpoints and logger folders
+RESULT_FILES = ("metrics.json", "config.yaml", "per_image.csv", "grid.png")
+
+
+def archive_results(out: Path) -> Path | None:
+    """Move the results of an earlier run of another config (or a forced re-run) in ``out`` to
+    ``out/superseded/<time of its metrics.json>/`` so that nothing is overwritten; checkpoints
+    stay (training resumes from them)."""
+    done = out / "metrics.json"
+    if not done.is_file():
+        return None
+    stamp = datetime.fromtimestamp(done.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S")
+    target = out / "superseded" / stamp
+    target.mkdir(parents=True, exist_ok=True)
+    for name in RESULT_FILES:
+        if (out / name).is_file():
+            shutil.move(out / name, target / name)
+    log.warning("%s held results of another config (or force=true): moved to %s", out, target)
+    return target
+
+
 def _single_log_stream() -> None:
     """Lightning adds its own console handler when imported before logging is set up (always
     so in launcher workers); under Hydra's root handlers every line would print twice. Let
@@ -558,6 +580,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         log.info("%s already holds this config's results: reusing them (force=true re-runs)", out)
         print_results(previous)
         return previous
+    archive_results(out)
     if cfg.get("print_config", True):
         print(OmegaConf.to_yaml(cfg, resolve=True))
     OmegaConf.save(cfg, out / "config.yaml", resolve=True)
