@@ -37,7 +37,7 @@ format: install ## ruff format and autofix
 	$(VENV)/bin/ruff check --fix src tests
 
 sync-wandb: install ## upload offline W&B runs under outputs/
-	find $${SINGEXP_OUTPUT:-outputs} -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync --include-offline {} +
+	find $${SINGEXP_OUTPUT:-outputs} -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
 
 EMBEDDED_JSCC := src/singexp/assets/jscc_shapes32
 

@@ -67,3 +67,22 @@ def test_every_option_of_every_group_composes(make_cfg: MakeCfg) -> None:
         for option in group_options(group):
             cfg = make_cfg(f"{group}={option}")
             assert cfg[group] is not None or option in ("none",)
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without GPU")
+def test_gpu_trainer_without_a_gpu_is_a_one_line_error(make_cfg: MakeCfg) -> None:
+    with pytest.raises(ConfigError, match=r"trainer\.accelerator.*no CUDA GPU.*trainer=cpu"):
+        validate(make_cfg("trainer=gpu"))
+    validate(make_cfg("trainer=cpu"))  # and the fix works
+
+
+def test_sampler_override_that_methods_would_ignore_is_an_error(make_cfg: MakeCfg) -> None:
+    from singexp.tasks import method_configs
+
+    main_job = make_cfg("+experiment=sing_inn")
+    assert list(method_configs(main_job)) == ["sing_zero", "sing_inn"]
+    for override in ("sampler=sing_zero", "+sampler.steps=10"):
+        with pytest.raises(ConfigError, match=r"sampler.*methods\.sing_zero\.steps=10"):
+            method_configs(make_cfg("+experiment=sing_inn", override))
+    single = make_cfg("+experiment=sing_zero", "sampler.steps=7")
+    assert method_configs(single)["sing_zero"].steps == 7

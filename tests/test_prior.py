@@ -150,7 +150,7 @@ def test_uncached_preset_names_the_download_command(
         load_prior("google/ddpm-ema-celebahq-256", expected_size=256)
     text = one_line(err)
     assert text.startswith("prior.source:")
-    assert "huggingface-cli download google/ddpm-ema-celebahq-256 --local-dir" in text
+    assert "hf download google/ddpm-ema-celebahq-256 --local-dir" in text
 
 
 def _raise_not_cached(cls, *args, **kwargs):

@@ -101,11 +101,17 @@ def test_failing_point_is_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None
         f"hydra.sweep.dir={sweep}",
         cwd=tmp_path,
     )
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 1, result.stderr[-3000:]  # the sweep went on, then says so
     assert len(_points(sweep)) == 1
     (error,) = sweep.glob("*/error.txt")
     assert "jscc.checkpoint" in error.read_text()
     assert "jscc.checkpoint" in result.stderr
+    assert "1 grid point(s) failed" in result.stderr.splitlines()[-1]
+    report_md = (sweep / "report" / "results.md").read_text()
+    assert f"failed point: {error.parent.name}" in report_md
+    # LPIPS without its AlexNet weights (offline) is said under the table, not hidden
+    status = json.loads((_points(sweep)[0] / "metrics.json").read_text())["metric_status"]
+    assert ("LPIPS not measured" in report_md) == (status["lpips"] != "ok")
 
 
 def test_report_of_an_empty_folder(tmp_path: Path) -> None:
@@ -269,3 +275,12 @@ def test_rerun_with_another_config_keeps_the_old_results(tmp_path: Path) -> None
     # the report reads the current results only
     assert {r["images"] for r in collect(run_dir)} == {4}
     assert len(collect(run_dir)) == len({(r["method"], r["metric"]) for r in collect(run_dir)})
+
+
+def test_report_run_in_wandb_only_when_the_table_changed(tmp_path: Path) -> None:
+    sweep = tmp_path / "s"
+    _fake_point(sweep / "0", -5.0, {"deepjscc": 12.0})
+    assert report(sweep)["unchanged"] is False
+    assert report(sweep)["unchanged"] is True  # nothing new: the callback logs no report run
+    _fake_point(sweep / "1", 5.0, {"deepjscc": 20.0})
+    assert report(sweep)["unchanged"] is False

@@ -56,6 +56,12 @@ def main() -> None:
     rest = [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
     sys.argv[1:] = flags + quote_group_overrides(rest)
     hydra_main()
+    from singexp.report import FAILED_POINTS
+
+    if FAILED_POINTS:  # the sweep went on past them; its exit status still says so
+        names = ", ".join(p.name for p in FAILED_POINTS)
+        print(f"singexp: {len(FAILED_POINTS)} grid point(s) failed: {names}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -170,6 +170,20 @@ def validate_channel(node: DictConfig) -> ChannelConfig:
     return ch
 
 
+def check_accelerator(trainer: Any) -> None:
+    """A GPU trainer needs a visible CUDA GPU: say so in one line instead of Lightning's
+    MisconfigurationException deep in instantiation."""
+    import torch
+
+    accelerator = str((trainer or {}).get("accelerator", "auto"))
+    if accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.accelerator",
+            f"is {accelerator!r} but no CUDA GPU is visible; use trainer=default (picks what "
+            "there is) or trainer=cpu",
+        )
+
+
 def validate(cfg: DictConfig) -> Validated:
     """Check the composed config early; raise a one-line ConfigError naming the key."""
     channel = validate_channel(cfg.channel)
@@ -195,6 +209,7 @@ def validate(cfg: DictConfig) -> Validated:
         jscc.checkpoint = str(embedded_codec(ratio, size))
     if jscc.checkpoint not in (None, "auto") and not Path(jscc.checkpoint).is_file():
         raise ConfigError("jscc.checkpoint", f"no such file {jscc.checkpoint!r}")
+    check_accelerator(cfg.get("trainer"))
     return Validated(channel=channel, bcr=ratio, latent=latent, jscc=jscc)
 
 

@@ -198,8 +198,8 @@ def _not_found(repo: str) -> ConfigError:
     return ConfigError(
         "prior.source",
         f"{repo} not found locally (offline: nothing is downloaded); on a machine with network "
-        f"run `huggingface-cli download {repo} --local-dir DIR`, copy DIR here and set "
-        "prior.source=DIR",
+        f"run `hf download {repo} --local-dir DIR` (older huggingface_hub: `huggingface-cli "
+        "download`), copy DIR here and set prior.source=DIR",
     )
 
 

@@ -31,6 +31,8 @@ METRICS = ("psnr", "ssim", "stlpips", "lpips")
 Z95 = 1.959964  # two-sided 95% normal quantile
 #: folders whose metrics.json is not a grid point's (W&B run copies, old results, the report)
 NOT_POINTS = frozenset({"report", "wandb", "superseded"})
+#: failed points of the multiruns of this process (python -m singexp exits 1 when any)
+FAILED_POINTS: list[Path] = []
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
@@ -46,9 +48,8 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per (grid point, method, metric) with mean, 95% CI and the number of images."""
     rows: list[dict[str, Any]] = []
-    for path in sorted(sweep_dir.rglob("metrics.json")):
-        if NOT_POINTS.intersection(path.relative_to(sweep_dir).parts[:-1]):
-            continue
+    for folder in _point_folders(sweep_dir, "metrics.json"):
+        path = folder / "metrics.json"
         point = json.loads(path.read_text())
         if "methods" not in point:
             continue
@@ -90,8 +91,11 @@ def _bcr_value(bcr: str) -> float:
     return float(num) / float(den) if den else float(num)
 
 
-def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
-    """``results.csv`` (one row per point, method and metric) and a Markdown table."""
+def write_tables(
+    rows: list[dict[str, Any]], out: Path, notes: list[str] | None = None
+) -> tuple[Path, Path]:
+    """``results.csv`` (one row per point, method and metric) and a Markdown table, followed by
+    ``notes`` (metrics not measured, failed points)."""
     out.mkdir(parents=True, exist_ok=True)
     fields = ["dataset", "channel", "bcr", "snr_db", "method", "metric", "mean", "ci95", "images"]
     csv_path = out / "results.csv"
@@ -117,9 +121,10 @@ def write_tables(rows: list[dict[str, Any]], out: Path) -> tuple[Path, Path]:
             + " |"
         )
     md_path = out / "results.md"
-    md_path.write_text(
-        "Mean ± 95% confidence interval over test images.\n\n" + "\n".join(lines) + "\n"
-    )
+    text = "Mean ± 95% confidence interval over test images.\n\n" + "\n".join(lines) + "\n"
+    if notes:
+        text += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
+    md_path.write_text(text)
     return csv_path, md_path
 
 
@@ -154,20 +159,61 @@ def plot(rows: list[dict[str, Any]], metric: str, out: Path) -> list[Path]:
     return paths
 
 
+def _point_folders(sweep_dir: Path, name: str) -> list[Path]:
+    """Folders under ``sweep_dir`` holding ``name`` that are grid points (not W&B copies, old
+    results or the report)."""
+    return [
+        path.parent
+        for path in sorted(sweep_dir.rglob(name))
+        if not NOT_POINTS.intersection(path.relative_to(sweep_dir).parts[:-1])
+    ]
+
+
+def failed_points(sweep_dir: Path) -> list[Path]:
+    """Points whose job failed (``error.txt``, no ``metrics.json``)."""
+    return [p for p in _point_folders(sweep_dir, "error.txt") if not (p / "metrics.json").is_file()]
+
+
+def unmeasured(sweep_dir: Path) -> dict[str, str]:
+    """Table metrics some point could not measure, with the reason it gave (e.g. LPIPS without
+    its AlexNet weights offline)."""
+    reasons: dict[str, str] = {}
+    for folder in _point_folders(sweep_dir, "metrics.json"):
+        status = json.loads((folder / "metrics.json").read_text()).get("metric_status") or {}
+        for metric in METRICS:
+            if metric in status and status[metric] != "ok":
+                reasons.setdefault(metric, str(status[metric]))
+    return reasons
+
+
 def report(sweep_dir: str | Path) -> dict[str, Any]:
-    """Tables and figures for every finished grid point under ``sweep_dir``."""
+    """Tables and figures for every finished grid point under ``sweep_dir``; failed points and
+    metrics that could not be measured are listed under the table. ``unchanged``: the table is
+    the one already there (nothing new was evaluated)."""
     sweep_dir = Path(sweep_dir)
     rows = collect(sweep_dir)
     out = sweep_dir / "report"
+    failed = failed_points(sweep_dir)
+    for folder in failed:
+        log.error("grid point failed: %s (see %s)", folder.name, folder / "error.txt")
     if not rows:
         log.warning("no finished restoration results under %s", sweep_dir)
-        return {"points": 0, "rows": 0, "files": []}
-    files = [*write_tables(rows, out)]
+        return {"points": 0, "rows": 0, "files": [], "failed": [str(f) for f in failed]}
+    before = (out / "results.csv").read_text() if (out / "results.csv").is_file() else None
+    notes = [f"{m.upper()} not measured: {why}" for m, why in unmeasured(sweep_dir).items()]
+    notes += [f"failed point: {f.relative_to(sweep_dir)} (see its error.txt)" for f in failed]
+    files = [*write_tables(rows, out, notes)]
     for metric in ("stlpips", "lpips", "psnr"):
         files += plot(rows, metric, out)
     points = len({(r["bcr"], r["snr_db"]) for r in rows})
     log.info("report of %d grid points written to %s", points, out)
-    return {"points": points, "rows": len(rows), "files": [str(f) for f in files]}
+    return {
+        "points": points,
+        "rows": len(rows),
+        "files": [str(f) for f in files],
+        "failed": [str(f) for f in failed],
+        "unchanged": before == (out / "results.csv").read_text(),
+    }
 
 
 def report_to_wandb(
@@ -184,8 +230,8 @@ def report_to_wandb(
     spec = wandb_spec(config.get("logger")) if config is not None else None
     if spec is None and not always:
         return None
-    if not summary["points"]:
-        return None
+    if not summary["points"] or (summary.get("unchanged") and not always):
+        return None  # nothing new since the last report run
     if spec is None:
         name = config.get("experiment_name") if config is not None else None
         group = sweep_group(str(name), sweep_dir) if name else sweep_dir.resolve().name
@@ -209,11 +255,15 @@ class ReportCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        report_to_wandb(sweep_dir, report(sweep_dir), config)
+        summary = report(sweep_dir)
+        FAILED_POINTS.extend(Path(f) for f in summary["failed"])
+        report_to_wandb(sweep_dir, summary, config)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="Aggregate a singexp sweep folder.")
+    parser = argparse.ArgumentParser(
+        prog="python -m singexp.report", description="Aggregate a singexp sweep folder."
+    )
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument(
         "--wandb",

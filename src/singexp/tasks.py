@@ -100,7 +100,7 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
     if v.jscc.checkpoint:
         check_checkpoint(v.jscc.checkpoint, identity)
         module = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db, metrics=metrics_cfg)
-        trainer.test(module, datamodule=datamodule)
+        trainer.test(module, datamodule=datamodule, verbose=False)
         checkpoint = v.jscc.checkpoint
     else:
         module = DeepJSCCModule(
@@ -120,7 +120,7 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
             log.info("resuming training from %s", resume)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         checkpoint = best or None
         if v.jscc.export:
             checkpoint = str(export_codec(module, v.jscc.export))
@@ -139,9 +139,16 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
 def method_configs(cfg: DictConfig) -> dict[str, Any]:
     """The restorers to evaluate: ``methods`` (name → sampler config) or the one ``sampler``."""
     methods = cfg.get("methods")
-    if methods:
-        return {str(name): node for name, node in methods.items()}
     sampler = cfg.get("sampler")
+    if methods:
+        if sampler and (sampler.get("name", "none") != "none" or len(sampler) > 1):
+            first = next(iter(methods))
+            raise ConfigError(
+                "sampler",
+                f"is ignored by this experiment, which evaluates methods {', '.join(methods)}; "
+                f"set their keys instead, e.g. methods.{first}.steps=10",
+            )
+        return {str(name): node for name, node in methods.items()}
     return {} if not sampler or sampler.get("name", "none") == "none" else {sampler.name: sampler}
 
 
@@ -391,7 +398,7 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     )
     # guidance (SING-INN) takes gradients w.r.t. x0: no inference mode, the loop's no_grad suffices
     trainer = build_trainer(cfg, loggers, inference_mode=False)
-    trainer.test(module, datamodule=build(cfg.dataset))
+    trainer.test(module, datamodule=build(cfg.dataset), verbose=False)
     identity = describe_run(cfg, v)
     title = " · ".join(f"{k} {identity[k]}" for k in ("dataset", "channel", "snr_db", "bcr"))
     files = write_outputs(module, out, title)
@@ -572,6 +579,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if cfg.task not in TASKS:
         raise ConfigError("task", f"unknown task {cfg.task!r}; choose one of {sorted(TASKS)}")
     v = validate(cfg)
+    method_configs(cfg)  # a sampler override that methods would ignore fails here, early
     _single_log_stream()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
