@@ -60,6 +60,8 @@ def test_unknown_group_option_is_one_line() -> None:
     check_group_overrides(["dataset=shapes,photos", "channel.snr_db=3", "+experiment=jscc"])
     with pytest.raises(ConfigError, match="experiment"):
         check_group_overrides(["+experiment=nope"])
+    with pytest.raises(ConfigError, match=r"bcr\.ratio=1/768"):  # a ratio by value: the key
+        check_group_overrides(["bcr=1/768"])
 
 
 def test_every_option_of_every_group_composes(make_cfg: MakeCfg) -> None:

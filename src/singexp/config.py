@@ -237,8 +237,11 @@ def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
             if option in ("null", "") or option.startswith(("glob(", "choice(", "range(")):
                 continue
             if option not in options:
+                hint = ""
+                if key == "bcr" and "/" in option:  # a ratio by value is bcr.ratio
+                    hint = f" (or any ratio by value: bcr.ratio={option})"
                 raise ConfigError(
-                    key, f"unknown option {option!r}; choose one of: {', '.join(options)}"
+                    key, f"unknown option {option!r}; choose one of: {', '.join(options)}{hint}"
                 )
 
 
