@@ -183,6 +183,15 @@ def test_presets_resolve_to_repo_ids() -> None:
     assert one_line(err).startswith("prior.source:")
 
 
+def test_embedded_wins_over_a_folder_of_that_name_in_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "embedded").mkdir()  # e.g. a run folder called "embedded"
+    monkeypatch.chdir(tmp_path)
+    assert resolve_source("embedded") == ("embedded", prior.EMBEDDED_DIR)
+    assert resolve_source("./embedded") == ("embedded", Path("embedded"))
+
+
 def test_checkpoint_carries_the_ema_state() -> None:
     module = tiny_module()
     train_steps(module, fixed_batch(), 2)

@@ -165,18 +165,19 @@ def count_parameters(model: torch.nn.Module) -> int:
 def resolve_source(source: str | Path) -> tuple[str, Path | None]:
     """``(repo id or description, local folder or None)`` for a ``prior.source`` value.
 
-    An existing folder wins; otherwise ``embedded`` is the shipped folder and the other presets
-    are Hugging Face repo ids (looked up in the local cache only by :func:`load_prior`).
+    ``embedded`` is the shipped folder (``./embedded`` names a local one); otherwise an existing
+    folder wins, and the other presets are Hugging Face repo ids (looked up in the local cache
+    only by :func:`load_prior`).
     """
     text = str(source).strip()
     if not text:
         raise ConfigError("prior.source", "is empty; use embedded, a preset name or a folder")
+    if PRESETS.get(text) == "embedded":  # the shipped prior, whatever folders the cwd holds
+        return "embedded", EMBEDDED_DIR
     path = Path(text).expanduser()
     if path.is_dir():
         return str(path), path
     preset = PRESETS.get(text)
-    if preset == "embedded":
-        return "embedded", EMBEDDED_DIR
     if preset is not None:
         return preset, None
     raise ConfigError(
