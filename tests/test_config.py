@@ -88,3 +88,20 @@ def test_sampler_override_that_methods_would_ignore_is_an_error(make_cfg: MakeCf
             method_configs(make_cfg("+experiment=sing_inn", override))
     single = make_cfg("+experiment=sing_zero", "sampler.steps=7")
     assert method_configs(single)["sing_zero"].steps == 7
+
+
+def test_overrides_hydra_would_refuse_are_rewritten() -> None:
+    from singexp.config import quote_group_overrides
+
+    assert quote_group_overrides(["bcr=1_768,1_192", "channel.snr_db=1_0"]) == [
+        "bcr='1_768','1_192'",
+        "channel.snr_db=1_0",  # not a group option: left to Hydra
+    ]
+    assert quote_group_overrides(["experiment=sing_inn", "+experiment=jscc"]) == [
+        "+experiment=sing_inn",
+        "+experiment=jscc",
+    ]
+
+
+def test_experiment_without_plus_composes(make_cfg: MakeCfg) -> None:
+    assert make_cfg("experiment=sing_inn").task == "restore"

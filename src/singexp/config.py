@@ -259,13 +259,16 @@ def build(node: Any, **kwargs: Any) -> Any:
 
 
 def quote_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
-    """Quote group options that Hydra's override grammar would read as numbers.
+    """Quote group options that Hydra's override grammar would read as numbers, and append
+    ``experiment=NAME`` as ``+experiment=NAME`` (the group has no default to override).
 
     ``bcr=1_768`` is the integer 1768 to Hydra (underscores are digit separators), which it
     refuses as a group option; ``bcr='1_768'`` is the option named 1_768.
     """
     quoted = []
     for arg in args:
+        if arg.startswith("experiment="):  # not in the defaults list: Hydra wants it appended
+            arg = f"+{arg}"
         key, sep, value = arg.partition("=")
         group = key.lstrip("+~")
         if sep and "." not in group and (conf_dir / group).is_dir():
