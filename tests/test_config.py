@@ -105,3 +105,22 @@ def test_overrides_hydra_would_refuse_are_rewritten() -> None:
 
 def test_experiment_without_plus_composes(make_cfg: MakeCfg) -> None:
     assert make_cfg("experiment=sing_inn").task == "restore"
+
+
+def test_key_typos_are_one_line_with_the_nearest_keys() -> None:
+    from singexp.config import check_override_keys
+
+    cases = {
+        "channel.snr=5": r"channel\.snr: is not a config key; did you mean channel\.snr_db\?",
+        "methods.sing_inn.stepz=5": r"did you mean methods\.sing_inn\.steps\?",
+        "chanel.snr_db=3": r"chanel\.snr_db: .*did you mean channel\?",
+    }
+    for override, pattern in cases.items():
+        with pytest.raises(ConfigError, match=pattern):
+            check_override_keys(["+experiment=sing_inn", override])
+    # a sweep is checked at its first point; valid commands and appended keys pass
+    with pytest.raises(ConfigError, match="seeed"):
+        check_override_keys(["+experiment=sing_inn", "channel.snr_db=-5,5", "seeed=1"])
+    check_override_keys(["+experiment=sing_inn", "channel.snr_db=-5,5", "bcr='1_768','1_192'"])
+    check_override_keys(["+experiment=paper_grid", "+channel.extra=1", "hydra.sweep.dir=x"])
+    check_override_keys(["--cfg", "job"])  # not overrides: left to Hydra

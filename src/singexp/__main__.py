@@ -13,7 +13,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from singexp.config import CONF_DIR, check_group_overrides, quote_group_overrides
+from singexp.config import (
+    CONF_DIR,
+    check_group_overrides,
+    check_override_keys,
+    quote_group_overrides,
+)
 from singexp.errors import SingexpError
 
 
@@ -54,7 +59,12 @@ def main() -> None:
     # `+experiment=x -m a=1,2`: argparse refuses overrides on both sides of a flag; flags first
     flags = [a for a in sys.argv[1:] if a in ("-m", "--multirun")]
     rest = [a for a in sys.argv[1:] if a not in ("-m", "--multirun")]
-    sys.argv[1:] = flags + quote_group_overrides(rest)
+    rest = quote_group_overrides(rest)
+    try:
+        check_override_keys(rest)
+    except SingexpError as error:
+        _fail(error)
+    sys.argv[1:] = flags + rest
     hydra_main()
     from singexp.report import FAILED_POINTS
 

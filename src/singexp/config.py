@@ -245,6 +245,64 @@ def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
                 )
 
 
+def _first_values(args: list[str]) -> list[str]:
+    """The overrides with each sweep (``a=1,2``, ``range(...)``) replaced by its first value and
+    Hydra's own keys left out: one config of the sweep, composable without Hydra's runtime."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    single = []
+    for override in OverridesParser.create().parse_overrides(args):
+        if override.key_or_group.startswith("hydra"):
+            continue
+        if override.is_sweep_override():
+            key = override.input_line.partition("=")[0]
+            single.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
+        else:
+            single.append(override.input_line)
+    return single
+
+
+def check_override_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """A key that is not in the config (``channel.snr=5``) in one line, with the nearest keys;
+    Hydra's own message spans several lines. Composes the config once (a sweep's first point);
+    any other problem is left for Hydra to report."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import ConfigCompositionException
+
+    def composed(overrides: list[str]) -> DictConfig:
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            return compose("config", overrides=overrides)
+
+    try:
+        single = _first_values(args)
+        composed(single)
+        return
+    except ConfigCompositionException as error:
+        message = str(error)
+    except Exception:  # not ours to judge: Hydra reports it with its own message
+        return
+    if not message.startswith("Could not override '"):
+        return
+    key = message.split("'")[1]
+    try:  # the nearest keys where the path first leaves the config
+        node: Any = composed([a for a in single if a.partition("=")[0].lstrip("+~") != key])
+        path: list[str] = []
+        for part in key.split("."):
+            if not isinstance(node, DictConfig) or part not in node:
+                known = [str(k) for k in node] if isinstance(node, DictConfig) else []
+                near = [".".join([*path, k]) for k in difflib.get_close_matches(part, known, n=3)]
+                break
+            node, path = node[part], [*path, part]
+        else:
+            near = []
+    except Exception:
+        near = []
+    hint = f"; did you mean {' or '.join(near)}?" if near else ""
+    raise ConfigError(key, f"is not a config key{hint} (a new key is added with +{key}=...)")
+
+
 def build(node: Any, **kwargs: Any) -> Any:
     """``hydra.utils.instantiate`` that lets singexp's one-line errors through unwrapped."""
     try:
