@@ -69,12 +69,16 @@ def trainer_kwargs(cfg: DictConfig, loggers: list[Logger]) -> dict[str, Any]:
     """``lightning.Trainer`` keyword arguments of the config, with loggers and callbacks built."""
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs.pop("_target_", None)
-    callbacks = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
-    return {**kwargs, "logger": loggers or False, "callbacks": callbacks}
+    return {**kwargs, "logger": loggers or False, "callbacks": build_callbacks(cfg)}
+
+
+def build_callbacks(cfg: DictConfig) -> list[Any]:
+    """The Lightning callbacks of the ``callbacks`` group."""
+    return [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
 
 
 def build_trainer(cfg: DictConfig, loggers: list[Logger], **overrides: Any) -> L.Trainer:
-    callbacks = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    callbacks = build_callbacks(cfg)
     return build(cfg.trainer, logger=loggers or False, callbacks=callbacks, **overrides)
 
 
