@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import DDIMScheduler, UNet2DModel
+from diffusers import UNet2DModel
 
 from singexp.operators import AveragePool, scale_for_bcr
+from singexp.prior import build_scheduler
 from singexp.samplers import sing_zero
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -70,7 +71,7 @@ def bare_loop(
     unet: torch.nn.Module, shape: tuple[int, ...], steps: int, seed: int, eta: float = 0.0
 ) -> None:
     """The plain diffusers loop (as DDIMPipeline); eta = 0 is the loop the target refers to."""
-    scheduler = DDIMScheduler()
+    scheduler = build_scheduler(kind="ddim")  # restoration's settings (no clipping)
     scheduler.set_timesteps(steps)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(shape, generator=generator)
@@ -90,7 +91,7 @@ def sing_zero_run(
     operator = AveragePool(scale_for_bcr("1/192", x_hat.shape[-1]))
     sing_zero(
         unet,
-        DDIMScheduler(),
+        build_scheduler(kind="ddim"),
         operator,
         x_hat,
         steps=steps,
@@ -205,7 +206,7 @@ def main() -> None:
         "warmup": args.warmup,
         "unet_parameters": sum(p.numel() for p in unet.parameters()),
         "operator": f"avgpool scale {scale_for_bcr('1/192', args.size)} (rho = 1/192)",
-        "bare_loop": "DDIMScheduler(); for t: eps = unet(x, t).sample; "
+        "bare_loop": "build_scheduler(kind='ddim'); for t: eps = unet(x, t).sample; "
         "x = scheduler.step(eps, t, x).prev_sample  (eta = 0)",
         "load_average_before": load_before,
         "load_average_after": load_after,

@@ -87,7 +87,16 @@ def test_sampler_override_that_methods_would_ignore_is_an_error(make_cfg: MakeCf
         with pytest.raises(ConfigError, match=r"sampler.*methods\.sing_zero\.steps=10"):
             method_configs(make_cfg("+experiment=sing_inn", override))
     single = make_cfg("+experiment=sing_zero", "sampler.steps=7")
-    assert method_configs(single)["sing_zero"].steps == 7
+    assert method_configs(single)["sing_zero"].config.steps == 7
+    # every method's keys are checked before anything runs, under the key the user typed
+    for override, key in (
+        ("methods.sing_inn.steps=0", "methods.sing_inn.steps"),
+        ("methods.sing_inn.zeta=abc", "methods.sing_inn.zeta"),
+        ("methods.sing_zero.eta=2", "methods.sing_zero.eta"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            method_configs(make_cfg("+experiment=sing_inn", override))
+        assert err.value.key == key
 
 
 def test_overrides_hydra_would_refuse_are_rewritten() -> None:

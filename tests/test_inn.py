@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import pytest
@@ -252,8 +253,20 @@ def test_export_load_round_trip(tmp_path: Path) -> None:
 
 
 # ---- config ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("overrides", "scale"),
+    [(("bcr=1_768",), 16), (("bcr=1_384",), 8), (("bcr=1_192",), 8), (("operator.scale=4",), 4)],
+)
+def test_inn_scale_follows_sing_zeros_operator(make_cfg: Any, overrides: tuple, scale: int) -> None:
+    """SING-INN measures with SING-Zero's A: inn.scale defaults to the resolved operator.scale."""
+    cfg = make_cfg("+experiment=train_inn", *overrides)
+    assert INNConfig.from_config(OmegaConf.to_container(cfg.inn, resolve=True)).scale == scale
+
+
 def test_config_file_is_valid_and_errors_name_the_key() -> None:
     cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "inn" / "default.yaml"))
+    assert "operator.scale" in cfg["scale"]  # an interpolation (test above); a number here
+    cfg["scale"] = 4
     c = INNConfig.from_config(cfg)
     assert (c.scale, c.pairs, c.cond_blocks, c.train_snr_range) == (4, 4, 2, (-5.0, 5.0))
     assert c.checkpoint is None

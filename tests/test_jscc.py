@@ -1,9 +1,16 @@
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
+from torch import Tensor, nn
 
+from singexp.channel import power_normalize, to_complex, to_real
+from singexp.config import embedded_codec
+from singexp.data.shapes import render_shapes
 from singexp.errors import ConfigError
 from singexp.modules.jscc import (
     DeepJSCCModule,
@@ -104,3 +111,77 @@ def test_export_and_load_round_trip(tmp_path: Path) -> None:
     assert checkpoint_identity(path)["bcr"] == "1/192"
     with pytest.raises(ConfigError, match=r"bcr\.ratio=1/192"):
         check_checkpoint(path, {"bcr": "1/384"})
+
+
+# ---- the SNR reaches both networks (ADJSCC attention), on the shipped BCR 1/768 codec ----------
+@pytest.fixture(scope="module")
+def shipped_codec() -> DeepJSCCModule:
+    return load_codec(embedded_codec(Fraction(1, 768), 32), metrics={"lpips": False}).eval()
+
+
+def _shapes(n: int = 8, seed: int = 0) -> Tensor:
+    rng = np.random.default_rng(seed)
+    return torch.stack([torch.from_numpy(render_shapes(rng, 32)) for _ in range(n)]) * 2 - 1
+
+
+def _full(snr_db: float, n: int = 8) -> Tensor:
+    return torch.full((n,), snr_db)
+
+
+@torch.no_grad()
+def test_decoder_output_depends_on_the_snr_it_is_told(shipped_codec: DeepJSCCModule) -> None:
+    codec, x = shipped_codec.codec, _shapes()
+    # ONE channel output (sent at -5 dB), decoded twice: only the decoder's SNR input changes
+    z = codec.encoder(x, _full(-5.0))
+    sent = power_normalize(to_complex(z))
+    noise = torch.randn((2, *sent.shape), generator=torch.Generator().manual_seed(1))
+    # AWGN at -5 dB, written here: CN(0, σ²) with σ² = 10^(5/10), σ²/2 per real component
+    received = sent + (10 ** (5.0 / 10) / 2) ** 0.5 * torch.complex(noise[0], noise[1])
+    y = to_real(received, z.shape)
+    told_low, told_high = codec.decoder(y, _full(-5.0)), codec.decoder(y, _full(20.0))
+    told_mid = codec.decoder(y, _full(5.0))
+    # images live in [-1, 1]: a mean change of 0.05 is 2.5 % of the range (measured: 0.11-0.26)
+    assert (told_low - told_mid).abs().mean() > 0.05
+    assert (told_low - told_high).abs().mean() > 0.1
+    # and it is used as trained: the true SNR (-5 dB) decodes better than a claimed 20 dB
+    mse_true, mse_wrong = ((told_low - x) ** 2).mean(), ((told_high - x) ** 2).mean()
+    assert mse_true < 0.9 * mse_wrong
+
+
+@torch.no_grad()
+def test_encoder_output_depends_on_the_snr(shipped_codec: DeepJSCCModule) -> None:
+    codec, x = shipped_codec.codec, _shapes()
+    low, high = codec.encode(x, _full(-5.0)), codec.encode(x, _full(5.0))
+    # both are unit-power symbol vectors (|s|² averages 1): the SNR changes what is sent
+    assert (low - high).abs().mean() > 0.1
+
+
+@torch.no_grad()
+def test_the_chain_hands_its_snr_to_every_snr_input(shipped_codec: DeepJSCCModule) -> None:
+    """Encoder, channel, decoder and each attention module inside them see the image's SNR."""
+    codec, x = shipped_codec.codec, _shapes(4)
+    snr = torch.tensor([-5.0, 0.0, 3.0, 10.0])  # one per image
+    seen: dict[str, Tensor] = {}
+
+    def spy(name: str) -> Any:
+        def hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            seen[name] = kwargs["snr_db"] if "snr_db" in kwargs else args[1]
+
+        return hook
+
+    watched = {name: getattr(codec, name) for name in ("encoder", "channel", "decoder")}
+    # ADJSCC: one attention module per stage, encoder and decoder alike
+    watched.update(
+        (name, m) for name, m in codec.named_modules() if type(m).__name__ == "SNRAttention"
+    )
+    assert sum(name.startswith("decoder.") for name in watched) >= 2
+    assert sum(name.startswith("encoder.") for name in watched) >= 2
+    handles = [m.register_forward_pre_hook(spy(n), with_kwargs=True) for n, m in watched.items()]
+    try:
+        codec(x, snr, generator=torch.Generator().manual_seed(0))
+    finally:
+        for handle in handles:
+            handle.remove()
+    assert set(seen) == set(watched)
+    for name, value in seen.items():
+        torch.testing.assert_close(value.reshape(-1).float(), snr, msg=f"{name} got another SNR")

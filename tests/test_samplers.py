@@ -15,29 +15,49 @@ from torch import Tensor
 from singexp.config import CONF_DIR
 from singexp.errors import ConfigError
 from singexp.operators import AveragePool, ColorToGray, Identity, LinearOperator
+from singexp.prior import build_scheduler
 from singexp.samplers import (
     Correction,
+    DDNMUpdate,
     NullSpace,
     NullSpacePlus,
     PosteriorUpdate,
     SingZeroConfig,
     StepInfo,
     TimeTravel,
+    check_method,
     restore,
     sample,
     sing_zero,
 )
+from singexp.samplers.loop import step_infos
 
 SHAPE = (3, 3, 16, 16)
 STEPS = 8
 
 
+#: the schedule of the shipped prior, as restoration builds its schedulers (tasks.build_restorers)
+PRIOR = OmegaConf.load(CONF_DIR / "prior" / "embedded.yaml")
+
+
+def production(kind: str, **kw: Any) -> DDIMScheduler | DDPMScheduler:
+    """The scheduler restoration uses: :func:`build_scheduler` with the prior's schedule."""
+    return build_scheduler(
+        num_train_timesteps=PRIOR.num_train_timesteps,
+        beta_start=PRIOR.beta_start,
+        beta_end=PRIOR.beta_end,
+        schedule=PRIOR.schedule,
+        kind=kind,
+        **kw,
+    )
+
+
 def ddim(**kw: Any) -> DDIMScheduler:
-    return DDIMScheduler(clip_sample=False, **kw)
+    return production("ddim", **kw)
 
 
 def ddpm(**kw: Any) -> DDPMScheduler:
-    return DDPMScheduler(clip_sample=False, **kw)
+    return production("ddpm", **kw)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -119,67 +139,78 @@ def test_posterior_with_identity_correction_is_the_bare_loop(
     assert torch.equal(out, expected)
 
 
-def test_posterior_hands_the_scheduler_the_equivalent_noise(unet: UNet2DModel) -> None:
-    # reference: ε' = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t) into DDIMScheduler.step (SING.md §7)
-    scheduler, g = ddim(), gen(5)
+def test_production_schedulers_do_not_clip() -> None:
+    """Restoration's schedulers leave x̂0 alone inside ``step`` (clipping is ``clip_x0``)."""
+    assert not ddim().config.clip_sample and not ddpm().config.clip_sample
+
+
+def one_step(scheduler: Any, form: Any, index: int, eta: float) -> StepInfo:
+    form.bind(scheduler, eta, Correction())
     scheduler.set_timesteps(STEPS)
-    x = randn_tensor(SHAPE, generator=g)
-    for t in scheduler.timesteps:
-        ab = scheduler.alphas_cumprod[t]
-        eps = unet(x, t).sample
-        x0_hat = (x - (1 - ab).sqrt() * eps) / ab.sqrt() + 0.1
-        eps_prime = (x - ab.sqrt() * x0_hat) / (1 - ab).sqrt()
-        x = scheduler.step(eps_prime, t, x, eta=0.5, generator=g).prev_sample
-    out = sample(
-        unet, ddim(), SHAPE, Shift(), steps=STEPS, eta=0.5, generator=gen(5), progress=False
-    )
-    torch.testing.assert_close(out, x0_hat, rtol=1e-5, atol=1e-4)
+    return step_infos(scheduler, form)[index]
 
 
-def test_posterior_step_is_algorithm_1(unet: UNet2DModel) -> None:
-    """With DDPM, one step is q(x_t−1 | x_t, x̂0) of SING.md §2, computed by hand."""
+def test_posterior_step_is_algorithm_1() -> None:
+    """With DDPM, one step is q(x_t−1 | x_t, x̂0) of SING.md §2, computed by hand, for an
+    x̂0 far outside [−1, 1] (a clipping step would not match)."""
     scheduler = ddpm()
     scheduler.set_timesteps(STEPS)
     t, t_prev = scheduler.timesteps[2], scheduler.timesteps[3]
     ab, ab_prev = scheduler.alphas_cumprod[t].double(), scheduler.alphas_cumprod[t_prev].double()
     beta = 1 - ab / ab_prev  # the respaced β_t
-    x_t, x0_hat, eps = images(7), images(8), images(9)
+    x_t, x0_hat, eps = images(7), 3 * images(8), images(9)
     form = PosteriorUpdate()
-    form.bind(scheduler, 1.0, Correction())
-    a, sigma = form.coefficients(float(ab), float(ab_prev))
-    info = StepInfo(
-        2,
-        STEPS,
-        t,
-        ab.float(),
-        ab_prev.float(),
-        ab.float() ** 0.5,
-        (1 - ab.float()) ** 0.5,
-        a,
-        sigma,
-    )
-    got = form(scheduler, x_t, eps, x_t, x0_hat, info, None, gen(11))
+    info = one_step(scheduler, form, 2, 1.0)
+    got = form(scheduler, x_t, eps, x_t, x0_hat, info, Correction(), gen(11))
     z = randn_tensor(SHAPE, generator=gen(11))
     mean = (ab_prev.sqrt() * beta / (1 - ab)) * x0_hat.double() + (
         (1 - beta).sqrt() * (1 - ab_prev) / (1 - ab)
     ) * x_t.double()
     std = ((1 - ab_prev) / (1 - ab) * beta).sqrt()
     torch.testing.assert_close(got.double(), mean + std * z.double(), rtol=1e-5, atol=1e-5)
-    assert math.isclose(a, float(ab_prev.sqrt() * beta / (1 - ab)), rel_tol=1e-9)
-    assert math.isclose(sigma, float(std), rel_tol=1e-9)
+    # η_t: the fresh noise's share of the budget √(1−ᾱ_t')
+    assert math.isclose(info.eta, float(std / (1 - ab_prev).sqrt()), rel_tol=1e-6)
 
 
-def test_posterior_coefficients_general_eta() -> None:
-    """a_t, σ_t of the DDIM step written as a·x̂0 + b·x_t + σ z, for any η."""
+@pytest.mark.parametrize("eta", [0.0, 0.85])
+def test_posterior_step_is_ddim_in_the_main_jobs_setting(eta: float) -> None:
+    """DDIM (the main job's scheduler, η = 0.85 there) by DDIM eq. 12, x̂0 far outside [−1, 1]:
+    x_t' = √ᾱ' x̂0 + √(1−ᾱ'−σ²) ε' + σ z, ε' = (x_t − √ᾱ x̂0)/√(1−ᾱ), σ = η σ_DDPM."""
+    scheduler = ddim()
     form = PosteriorUpdate()
-    form.bind(ddim(), 0.3, Correction())
-    ab, ab_prev = 0.4, 0.7
-    a, sigma = form.coefficients(ab, ab_prev)
-    # x̂0 = 1, x_t = 0: DDIM's x_t' = √ᾱ' x̂0 + √(1−ᾱ'−σ²) ε' with ε' = −√ᾱ x̂0/√(1−ᾱ)
-    eps_prime = -math.sqrt(ab) / math.sqrt(1 - ab)
-    direct = math.sqrt(ab_prev) + math.sqrt(1 - ab_prev - sigma**2) * eps_prime
-    assert math.isclose(a, direct, rel_tol=1e-12)
-    assert math.isclose(sigma, 0.3 * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev)))
+    info = one_step(scheduler, form, 3, eta)
+    ab, ab_prev = float(info.alpha_bar), float(info.alpha_bar_prev)
+    x_t, x0, x0_hat, eps = images(31), images(32), 4 * images(33), images(34)
+    got = form(scheduler, x_t, eps, x0, x0_hat, info, Correction(), gen(12))
+    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab) * (1 - ab / ab_prev))
+    eps_prime = (x_t.double() - math.sqrt(ab) * x0_hat.double()) / math.sqrt(1 - ab)
+    z = randn_tensor(SHAPE, generator=gen(12)).double()
+    want = (
+        math.sqrt(ab_prev) * x0_hat.double()
+        + math.sqrt(1 - ab_prev - sigma**2) * eps_prime
+        + (sigma * z if eta > 0 else 0)
+    )
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+
+
+def test_clip_x0_clips_only_when_asked(unet: UNet2DModel) -> None:
+    """A correction pushing x̂0 out of [−1, 1]: clip_x0 clips every x̂0|t, the default does not."""
+    seen: dict[bool, list[Tensor]] = {True: [], False: []}
+    for clip in (False, True):
+        sample(
+            unet,
+            ddim(),
+            SHAPE,
+            Shift(),
+            steps=STEPS,
+            eta=0.85,
+            clip_x0=clip,
+            generator=gen(3),
+            progress=False,
+            callback=lambda s, x, x0, c=clip: seen[c].append(x0),
+        )
+    assert max(float(x.abs().max()) for x in seen[False]) > 1.5
+    assert max(float(x.abs().max()) for x in seen[True]) <= 1.0
 
 
 # ---- update form (b): DDNM's released form -------------------------------------------------
@@ -300,65 +331,153 @@ def test_ddnm_plus_with_zero_sigma_is_ddnm(unet: UNet2DModel, update: str) -> No
     assert not torch.allclose(mixed[1], plain[1], atol=1e-3 * scale)
 
 
-def test_ddnm_plus_lambda_rule() -> None:
-    op = AveragePool(2)
-    y = torch.zeros(2, 3, 4, 4)
-    corr = NullSpacePlus(op, y, torch.tensor([0.1, 1.0]))
-    info = StepInfo(
-        0,
-        10,
-        torch.tensor(500),
-        torch.tensor(0.5),
-        torch.tensor(0.6),
-        torch.tensor(0.5) ** 0.5,
-        torch.tensor(0.5) ** 0.5,
-        x0_coeff=0.5,
-        noise_std=0.1,
+def dense(op: LinearOperator, shape: tuple[int, ...]) -> Tensor:
+    """The matrix of ``op`` on flattened images of ``shape`` (C, H, W)."""
+    n = math.prod(shape)
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, *shape)
+    return op.A(basis).reshape(n, -1).T  # (m, n)
+
+
+def ddnm_plus_reference(
+    matrix: Tensor,
+    x_t: Tensor,
+    eps: Tensor,
+    y: Tensor,
+    z: Tensor,
+    ab: float,
+    ab_prev: float,
+    eta: float,
+    sigma_y: float,
+    direction: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """One step of DDNM's ``ddnm_plus_diffusion`` (DDNM paper eq. 17-19; the code's Lambda and
+    Lambda_noise rules per singular value), written here with a dense SVD A = U S Vᵀ, on
+    flattened images (B, n). Returns (x̂0, x_t'). ``direction``: the e of the noise term
+    (DDNM: ε_θ). The code multiplies the noise by V without Vᵀ first; here both z and e are
+    taken in the V basis (Vᵀ then V), which the paper's Σ_t = V diag(λ) Vᵀ means."""
+    e = eps if direction is None else direction
+    u, sv, vh = torch.linalg.svd(matrix, full_matrices=True)
+    n = matrix.shape[1]
+    sing = torch.zeros(n, dtype=torch.float64)
+    sing[: sv.numel()] = sv
+    inv = torch.where(sing > 0, 1 / sing.clamp_min(1e-300), torch.zeros(()))
+    a, sigma_t = math.sqrt(ab_prev), math.sqrt(1 - ab_prev)
+    x0 = (x_t - eps * math.sqrt(1 - ab)) / math.sqrt(ab)
+    # Eq. 17 with Lambda: λ per V-component of A†(A x0 − y)
+    coeff = torch.zeros(x0.shape[0], n, dtype=torch.float64)
+    coeff[:, : sv.numel()] = ((x0 @ matrix.T - y) @ u) / sv
+    lam = torch.ones(n, dtype=torch.float64)
+    d1 = torch.full((n,), sigma_t * eta, dtype=torch.float64)
+    d2 = torch.full((n,), sigma_t * math.sqrt(1 - eta**2), dtype=torch.float64)
+    if sigma_y != 0:
+        below = sigma_t < a * sigma_y * inv
+        lam = torch.where(below, sing * sigma_t * math.sqrt(1 - eta**2) / a / sigma_y, lam)
+        d1 = torch.where(below, sigma_t * eta, d1)
+        d2 = torch.where(below, 0.0, d2)
+        above = sigma_t > a * sigma_y * inv
+        d1 = torch.where(above, (sigma_t**2 - a**2 * sigma_y**2 * inv**2).clamp_min(0).sqrt(), d1)
+        d2 = torch.where(above, 0.0, d2)
+        null = sing == 0
+        d1 = torch.where(null, sigma_t * eta, d1)
+        d2 = torch.where(null, sigma_t * math.sqrt(1 - eta**2), d2)
+    x0_hat = x0 - (lam * coeff) @ vh
+    x_next = a * x0_hat + (d1 * (z @ vh.T) + d2 * (e @ vh.T)) @ vh
+    return x0_hat, x_next
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.85])
+@pytest.mark.parametrize("sigma_y", [0.05, 0.2])
+@pytest.mark.parametrize("index", [0, 3, 6, STEPS - 1])
+@pytest.mark.parametrize("op", [AveragePool(4), AveragePool(2), ColorToGray()], ids=repr)
+def test_ddnm_plus_one_update_is_ddnms(
+    eta: float, sigma_y: float, index: int, op: LinearOperator
+) -> None:
+    """DDNM+ (update=ddnm) against the independent dense-SVD reference on identical inputs."""
+    shape = (3, 8, 8)
+    scheduler, form = ddim(), DDNMUpdate()
+    info = one_step(scheduler, form, index, eta)
+    x_t, eps = 2 * images(40, (2, *shape)), images(41, (2, *shape))
+    y = op.A(images(42, (2, *shape)))
+    x0 = (x_t - info.sqrt_one_minus_alpha_bar * eps) / info.sqrt_alpha_bar
+    corr = NullSpacePlus(op, y, sigma_y)
+    x0_hat = corr(x0, info)
+    got = form(scheduler, x_t, eps, x0, x0_hat, info, corr, gen(43))
+    z = randn_tensor(x_t.shape, generator=gen(43))
+    flat = {k: v.double().reshape(2, -1) for k, v in {"x": x_t, "e": eps, "y": y, "z": z}.items()}
+    ref_x0_hat, ref_next = ddnm_plus_reference(
+        dense(op, shape),
+        flat["x"],
+        flat["e"],
+        flat["y"],
+        flat["z"],
+        float(info.alpha_bar),
+        float(info.alpha_bar_prev),
+        eta,
+        sigma_y,
     )
-    lam, scale = corr._lambda_and_scale(info)
-    # σ_y = 0.1: a σ_y = 0.05 ≤ σ = 0.1 → λ = 1, Φ = 0.01 − 0.0025
-    # σ_y = 1:   a σ_y = 0.5 > 0.1 → λ = 0.2, Φ = 0
-    assert torch.allclose(lam.flatten(), torch.tensor([1.0, 0.2]))
-    assert torch.allclose(scale.flatten(), torch.tensor([math.sqrt(0.0075) / 0.1, 0.0]))
-    assert corr.noise_scale(info) is not None
-    assert NullSpacePlus(op, y, 0.0).noise_scale(info) is None
+    scale = float(ref_next.abs().max())
+    torch.testing.assert_close(got.double().reshape(2, -1), ref_next, rtol=0, atol=1e-5 * scale)
+    torch.testing.assert_close(
+        x0_hat.double().reshape(2, -1),
+        ref_x0_hat,
+        rtol=0,
+        atol=1e-5 * float(ref_x0_hat.abs().max()),
+    )
 
 
-@pytest.mark.parametrize(("update", "make"), [("ddnm", ddim), ("ddnm", ddpm), ("posterior", ddim)])
-def test_ddnm_plus_reduces_the_step_noise(unet: UNet2DModel, update: str, make: Any) -> None:
-    """With σ_y huge, Φ_t = 0 at every step: the run no longer depends on the noise drawn."""
-    op, x_hat = AveragePool(4), images(25)
-    x_T = images(26)
-    corr = NullSpacePlus(op, op.A(x_hat), 1e6)
-    outs = [
-        sample(
-            unet,
-            make(),
-            SHAPE,
-            corr,
-            steps=STEPS,
-            eta=0.85 if make is ddim else 1.0,
-            update=update,
-            generator=gen(seed),
-            x_T=x_T,
-            progress=False,
-        )
-        for seed in (1, 2)
+@pytest.mark.parametrize("eta", [0.0, 0.85])
+def test_ddnm_plus_posterior_form_is_the_same_rule_on_the_equivalent_noise(eta: float) -> None:
+    """update=posterior: DDNM's rule with e = ε' and η_t = σ_DDIM(η)/√(1−ᾱ_t')."""
+    shape, op, sigma_y = (3, 8, 8), AveragePool(4), 0.1
+    scheduler, form = ddim(), PosteriorUpdate()
+    info = one_step(scheduler, form, 2, eta)
+    ab, ab_prev = float(info.alpha_bar), float(info.alpha_bar_prev)
+    x_t, eps = 2 * images(44, (2, *shape)), images(45, (2, *shape))
+    y = op.A(images(46, (2, *shape)))
+    x0 = (x_t - info.sqrt_one_minus_alpha_bar * eps) / info.sqrt_alpha_bar
+    corr = NullSpacePlus(op, y, sigma_y)
+    x0_hat = corr(x0, info)
+    got = form(scheduler, x_t, eps, x0, x0_hat, info, corr, gen(47))
+    eta_t = eta * math.sqrt((1 - ab / ab_prev) / (1 - ab))
+    flat = [
+        v.double().reshape(2, -1) for v in (x_t, eps, y, randn_tensor(x_t.shape, generator=gen(47)))
     ]
-    assert torch.equal(outs[0], outs[1])
+    ref_x0_hat, _ = ddnm_plus_reference(dense(op, shape), *flat, ab, ab_prev, eta_t, sigma_y)
+    eps_prime = (flat[0] - math.sqrt(ab) * ref_x0_hat) / math.sqrt(1 - ab)
+    _, want = ddnm_plus_reference(
+        dense(op, shape), *flat, ab, ab_prev, eta_t, sigma_y, direction=eps_prime
+    )
+    torch.testing.assert_close(
+        got.double().reshape(2, -1), want, rtol=0, atol=1e-5 * float(want.abs().max())
+    )
+
+
+@pytest.mark.parametrize("update", ["posterior", "ddnm"])
+def test_ddnm_plus_uses_the_measurement_at_eta_zero(unet: UNet2DModel, update: str) -> None:
+    """η = 0 leaves no fresh noise, yet DDNM+ must still pull A x̃ toward y (it did not)."""
+    op, x_hat = AveragePool(4), images(48)
+    y = op.A(x_hat)
+    kw: dict[str, Any] = {"steps": STEPS, "eta": 0.0, "update": update, "progress": False}
+    free = sample(unet, ddim(), SHAPE, None, generator=gen(5), **kw)
+    plus = sample(unet, ddim(), SHAPE, NullSpacePlus(op, y, 0.05), generator=gen(5), **kw)
+    free_err = float((op.A(free) - y).abs().max())
+    plus_err = float((op.A(plus) - y).abs().max())
+    assert plus_err < 0.5 * free_err, (plus_err, free_err)
 
 
 def test_posterior_refuses_what_ddpm_cannot_do(unet: UNet2DModel) -> None:
     op, x_hat = AveragePool(4), images(27)
-    with pytest.raises(ConfigError) as err:
-        sing_zero(unet, ddpm(), op, x_hat, sigma_y=0.1, steps=2, eta=1.0, progress=False)
-    assert err.value.key == "sampler.update"
     with pytest.raises(ConfigError) as err:
         sing_zero(unet, ddpm(), op, x_hat, steps=2, eta=0.85, progress=False)
     assert err.value.key == "sampler.eta"
     with pytest.raises(ConfigError) as err:
         sing_zero(unet, ddim(), op, x_hat, steps=2, update="ddrm", progress=False)
     assert err.value.key == "sampler.update"
+
+
+def test_a_clipping_scheduler_is_refused(unet: UNet2DModel) -> None:
+    with pytest.raises(ValueError, match="clip_sample=False"):
+        sample(unet, ddim(clip_sample=True), SHAPE, steps=2, progress=False)
 
 
 # ---- time travel --------------------------------------------------------------------------
@@ -427,6 +546,9 @@ def test_sampler_configs(unet: UNet2DModel) -> None:
         ({"steps": 2.5}, "sampler.steps"),
         ({"eta": "x"}, "sampler.eta"),
         ({"sigma_y": -1}, "sampler.sigma_y"),
+        ({"sigma_y": "often"}, "sampler.sigma_y"),
+        ({"eta": 2}, "sampler.eta"),
+        ({"clip_x0": "yes"}, "sampler.clip_x0"),
         ({"stepz": 3}, "sampler.stepz"),
         ({"time_travel": {"lenght": 3}}, "sampler.time_travel.lenght"),
         ({"time_travel": {"length": -1}}, "sampler.time_travel"),
@@ -437,6 +559,14 @@ def test_sampler_config_errors(override: dict[str, Any], key: str) -> None:
     with pytest.raises(ConfigError) as err:
         SingZeroConfig.from_config({**zero, **override})
     assert err.value.key == key
+
+
+def test_errors_name_the_key_the_user_typed() -> None:
+    zero = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sampler" / "sing_zero.yaml"))
+    with pytest.raises(ConfigError) as err:
+        check_method({**zero, "steps": 0}, "methods.sing_zero")
+    assert err.value.key == "methods.sing_zero.steps"
+    assert check_method({**zero, "sigma_y": "auto"}).config.sigma_y == "auto"
 
 
 def test_unknown_sampler_name() -> None:

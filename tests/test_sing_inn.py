@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import re
+from typing import Any
 
 import pytest
 import torch
@@ -11,19 +14,25 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from conftest import randomize
-from singexp.config import CONF_DIR
+from singexp.config import CONF_DIR, build, validate
 from singexp.errors import ConfigError
+from singexp.metrics import periodic_energy
 from singexp.modules.inn import INNModule
+from singexp.modules.jscc import load_codec
+from singexp.modules.restoration import batch_generator
 from singexp.nn.inn import ConditionalINN
-from singexp.operators import AveragePool
-from singexp.samplers import NullSpace, StepInfo
+from singexp.operators import AveragePool, build_operator
+from singexp.prior import build_scheduler
+from singexp.samplers import NullSpace, StepInfo, sample
 from singexp.samplers.sing_inn import (
     INNGuidance,
     SingINNConfig,
     TwoPhase,
+    check_measurement,
     restore_sing_inn,
     sing_inn,
 )
+from singexp.tasks import build_restorers, method_configs, resolve_inn, resolve_prior_source
 
 TINY = {"pairs": 1, "cond_blocks": 1, "width": 8, "emb_dim": 16}
 SHAPE = (2, 3, 16, 16)
@@ -31,6 +40,10 @@ SHAPE = (2, 3, 16, 16)
 
 def images(seed: int) -> Tensor:
     return torch.rand(SHAPE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+def ddim() -> DDIMScheduler:
+    return build_scheduler(kind="ddim")  # the production settings (no clipping)
 
 
 def step_info() -> object:
@@ -97,7 +110,7 @@ def test_sing_inn_is_reproducible_under_a_seed(unet: UNet2DModel) -> None:
     def run(seed: int) -> Tensor:
         return sing_inn(
             unet,
-            DDIMScheduler(clip_sample=False),
+            ddim(),
             module,
             x_hat,
             snr,
@@ -118,36 +131,42 @@ def test_restorer_reads_the_config_file(unet: UNet2DModel) -> None:
     cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sampler" / "sing_inn.yaml"))
     assert cfg["name"] == "sing_inn"
     c = SingINNConfig.from_config(cfg)
-    assert (c.zeta, c.gradient, c.switch_t, c.steps, c.eta, c.update) == (
-        0.5,
-        "constant",
-        300,
+    # the default is the paper's Algorithm 2: guidance at every step (DPS form, ζ_t = ζ √ᾱ_t)
+    assert (c.variant, c.zeta, c.gradient, c.zeta_schedule, c.steps, c.eta, c.update) == (
+        "algorithm2",
+        1.0,
+        "dps",
+        "sqrt_alpha_bar",
         100,
         0.85,
         "posterior",
     )
+    assert (c.measurement, c.clip_x0) == ("operator", False)
     inn = randomize(ConditionalINN(scale=4, **TINY))
-    cfg.update(steps=2, progress=False, gradient="constant")
+    c = dataclasses.replace(c, steps=2, progress=False)
     x_hat, snr = images(8), torch.tensor([0.0, 1.0])
-    kwargs = {"unet": unet, "scheduler": DDIMScheduler(clip_sample=False), "snr_db": snr}
-    out = restore_sing_inn(
-        cfg, x_hat, inn=inn, generator=torch.Generator().manual_seed(0), **kwargs
-    )
-    again = sing_inn(
+    kwargs = {"unet": unet, "scheduler": ddim(), "snr_db": snr}
+    out = restore_sing_inn(c, x_hat, inn=inn, generator=torch.Generator().manual_seed(0), **kwargs)
+    # Algorithm 2 = the one loop with INNGuidance at every step
+    c_y = inn.coarse(x_hat)
+    again = sample(
         unet,
-        DDIMScheduler(clip_sample=False),
-        inn,
-        x_hat,
-        snr,
-        gradient="constant",
-        switch_t=300,
+        ddim(),
+        x_hat.shape,
+        INNGuidance(inn, c_y, snr, 1.0, "dps", "sqrt_alpha_bar"),
         steps=2,
+        eta=0.85,
         generator=torch.Generator().manual_seed(0),
         progress=False,
-    )
+    ).clamp(-1, 1)
     torch.testing.assert_close(out, again, rtol=0, atol=0)
+    two = dataclasses.replace(c, variant="two_phase", switch_t=300)
+    other = restore_sing_inn(
+        two, x_hat, inn=inn, generator=torch.Generator().manual_seed(0), **kwargs
+    )
+    assert (other - out).abs().max() > 1e-3
     with pytest.raises(ConfigError, match=r"^inn\.checkpoint: "):
-        restore_sing_inn(cfg, x_hat, **kwargs)
+        restore_sing_inn(c, x_hat, **kwargs)
 
 
 @pytest.mark.parametrize(
@@ -155,15 +174,28 @@ def test_restorer_reads_the_config_file(unet: UNet2DModel) -> None:
     [
         ({"zeta": -1}, "sampler.zeta"),
         ({"zeta": "big"}, "sampler.zeta"),
-        ({"gradient": "dps"}, "sampler.gradient"),
+        ({"gradient": "dpss"}, "sampler.gradient"),
+        ({"variant": "three_phase"}, "sampler.variant"),
+        ({"zeta_schedule": "cosine"}, "sampler.zeta_schedule"),
+        ({"measurement": "both"}, "sampler.measurement"),
         ({"steps": 0}, "sampler.steps"),
+        ({"eta": 2}, "sampler.eta"),
         ({"sigma_y": 0.1}, "sampler.sigma_y"),
         ({"zetta": 1}, "sampler.zetta"),
+        ({"clip_x0": "no"}, "sampler.clip_x0"),
     ],
 )
 def test_config_errors_name_the_key(bad: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=f"^{re.escape(key)}: "):
         SingINNConfig.from_config({"name": "sing_inn", **bad})
+    methods_key = key.replace("sampler.", "methods.sing_inn.")
+    with pytest.raises(ConfigError, match=f"^{re.escape(methods_key)}: "):
+        SingINNConfig.from_config({"name": "sing_inn", **bad}, "methods.sing_inn")
+
+
+def info(t: int, alpha_bar: float = 0.5) -> StepInfo:
+    ab = torch.tensor(alpha_bar)
+    return StepInfo(0, 2, torch.tensor(t), ab, ab, ab.sqrt(), (1 - ab).sqrt(), 0.0)
 
 
 def test_two_phase_switches_from_null_space_to_inn_guidance() -> None:
@@ -173,12 +205,118 @@ def test_two_phase_switches_from_null_space_to_inn_guidance() -> None:
     snr = torch.zeros(x_hat.shape[0])
     early, late = NullSpace(AveragePool(4), c_y), INNGuidance(inn, c_y, snr, 0.5, "constant")
     two = TwoPhase(early, late, switch_t=300)
-
-    def info(t: int) -> StepInfo:
-        one = torch.tensor(0.5)
-        return StepInfo(0, 2, torch.tensor(t), one, one, one, one, 1.0, 0.0)
-
     torch.testing.assert_close(two(x0, info(600)), early(x0, info(600)))
     torch.testing.assert_close(two(x0, info(300)), early(x0, info(300)))
     torch.testing.assert_close(two(x0, info(299)), late(x0, info(299)))
     assert not torch.allclose(early(x0, info(0)), late(x0, info(0)))
+
+
+def test_zeta_schedule() -> None:
+    inn = randomize(ConditionalINN(scale=4, **TINY))
+    x0, c_y, snr = images(9), inn.coarse(images(10)), torch.zeros(2)
+    const = INNGuidance(inn, c_y, snr, 0.4, "constant")
+    sched = INNGuidance(inn, c_y, snr, 0.4, "constant", zeta_schedule="sqrt_alpha_bar")
+    x_inv = const.inverse_estimate(x0)
+    # ζ_t = ζ √ᾱ_t: x0 − 2·0.4·√0.25·(x0 − x_inv)
+    torch.testing.assert_close(sched(x0, info(500, 0.25)), x0 - 2 * 0.4 * 0.5 * (x0 - x_inv))
+    torch.testing.assert_close(const(x0, info(500, 0.25)), x0 - 2 * 0.4 * (x0 - x_inv))
+
+
+@pytest.mark.parametrize("gradient", ["autograd", "constant", "dps"])
+def test_the_snr_reaches_the_guidance(unet: UNet2DModel, gradient: str) -> None:
+    """The INN is conditioned on the channel SNR: another SNR, another restoration."""
+    inn = randomize(ConditionalINN(scale=4, **TINY), std=0.3)
+    x_hat = images(11)
+
+    def run(snr_db: float) -> Tensor:
+        return sing_inn(
+            unet,
+            ddim(),
+            inn,
+            x_hat,
+            torch.full((2,), snr_db),
+            gradient=gradient,
+            steps=3,
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        )
+
+    assert (run(-5.0) - run(5.0)).abs().max() > 1e-3
+
+
+def test_dps_guidance_is_the_gradient_through_the_unet(unet: UNet2DModel) -> None:
+    """x_t' −= ζ/‖r‖ ∇_{x_t}‖r‖², r = x0|t(x_t) − x_inv: ∇ checked by a central difference."""
+    net = copy.deepcopy(unet).double()
+    inn = randomize(ConditionalINN(scale=4, **TINY)).double()
+    x_t = images(12).double() * 0.3
+    c_y, snr = inn.coarse(images(13).double()), torch.tensor([-2.0, 2.0])
+    zeta = 0.7
+    guide = INNGuidance(inn, c_y, snr, zeta, "dps")
+    t, ab = torch.tensor(100), torch.tensor(0.9, dtype=torch.float64)
+    step = StepInfo(0, 2, t, ab, ab, ab.sqrt(), (1 - ab).sqrt(), 0.0)
+
+    def x0_of(x: Tensor) -> Tensor:
+        return (x - (1 - ab).sqrt() * net(x, t).sample) / ab.sqrt()
+
+    def loss(x: Tensor, i: int) -> Tensor:  # ‖r_i‖² of image i
+        x0 = x0_of(x)
+        return (x0 - guide.inverse_estimate(x0))[i].pow(2).sum()
+
+    with torch.enable_grad():
+        x_in = x_t.clone().requires_grad_(True)
+        push = guide.x_t_guidance(x_in, x0_of(x_in), step).detach()
+    assert guide(x_t, step) is x_t  # DPS leaves x0|t alone
+    v = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    h = 1e-6
+    with torch.no_grad():
+        for i in range(2):
+            numeric = (loss(x_t + h * v, i) - loss(x_t - h * v, i)) / (2 * h)
+            norm = loss(x_t, i).sqrt()
+            torch.testing.assert_close(
+                (push[i] * v[i]).sum(), zeta / norm * numeric, rtol=1e-4, atol=1e-9
+            )
+
+
+def test_measurement_must_be_sing_zeros_a() -> None:
+    inn = ConditionalINN(scale=4, **TINY)
+    c = SingINNConfig()
+    check_measurement(c, inn, AveragePool(4), "methods.sing_inn")  # the same A: fine
+    with pytest.raises(ConfigError, match=r"^methods\.sing_inn\.measurement: .*inn\.scale=8"):
+        check_measurement(c, inn, AveragePool(8), "methods.sing_inn")
+    check_measurement(dataclasses.replace(c, measurement="inn"), inn, AveragePool(8), "x")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "grid_free"),
+    [
+        ((), True),  # the default: Algorithm 2, DPS form
+        (("methods.sing_inn.gradient=autograd", "methods.sing_inn.zeta=0.5"), False),
+        (("methods.sing_inn.gradient=constant", "methods.sing_inn.variant=two_phase"), False),
+    ],
+)
+def test_default_sing_inn_draws_no_grid_pattern(
+    make_cfg: Any, overrides: tuple[str, ...], grid_free: bool
+) -> None:
+    """The main job's SING-INN on shipped weights: the share of spectral energy at period 2
+    (the INN's finest Haar level) stays near the originals'; x0-space guidance raised it."""
+    cfg = make_cfg(
+        "+experiment=sing_inn",
+        "~methods.sing_zero",
+        "methods.sing_inn.steps=25",
+        "methods.sing_inn.progress=false",
+        *overrides,
+    )
+    v = validate(cfg)
+    operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
+    restorers, _ = build_restorers(
+        cfg, v, method_configs(cfg), operator, resolve_inn(cfg, v), resolve_prior_source(cfg)
+    )
+    codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db).eval()
+    x = build(cfg.dataset).test_images(8)
+    snr = torch.full((8,), v.channel.snr_db)
+    with torch.no_grad():
+        x_hat = codec(x, snr, batch_generator(0, 0, 0, x.device)).clamp(-1, 1)
+    out = restorers["sing_inn"](x_hat, snr, batch_generator(0, 0, 1, x.device))
+    ratio = float(periodic_energy(out, 2).mean() / periodic_energy(x, 2).mean())
+    assert (ratio < 2.5) == grid_free, ratio

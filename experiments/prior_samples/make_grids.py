@@ -32,7 +32,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     unet = load_prior(args.prior, expected_size=32)
-    schedule = build_scheduler(kind="ddpm").config
+    schedule = build_scheduler(kind="ddpm", clip_sample=True).config
     rows = sample_grid_rows(args.n)
     grids = []
     for eta in (1.0, 0.0):

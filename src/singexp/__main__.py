@@ -20,6 +20,7 @@ from singexp.config import (
     quote_group_overrides,
 )
 from singexp.errors import SingexpError
+from singexp.faults import SIGTERM_EXIT, Terminated, sigterm_ends_point
 
 
 def _fail(error: SingexpError) -> None:
@@ -38,13 +39,17 @@ def hydra_main(cfg: DictConfig) -> None:
         run(cfg)
     except Exception as error:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
+            from singexp.report import FAILED_POINTS
+
             # one failing grid point is recorded in its folder; the sweep goes on
             out = Path(HydraConfig.get().runtime.output_dir)
-            (out / "error.txt").write_text(traceback.format_exc())
-            print(
-                f"singexp: error in {out.name}: {error} (details: {out / 'error.txt'})",
-                file=sys.stderr,
-            )
+            FAILED_POINTS.append(out)
+            try:
+                (out / "error.txt").write_text(traceback.format_exc())
+                details = f"details: {out / 'error.txt'}"
+            except OSError as write_error:  # a full disk: the line below is all there is
+                details = f"error.txt not written: {write_error}"
+            print(f"singexp: error in {out.name}: {error} ({details})", file=sys.stderr)
             return
         if isinstance(error, SingexpError):
             _fail(error)
@@ -65,12 +70,22 @@ def main() -> None:
     except SingexpError as error:
         _fail(error)
     sys.argv[1:] = flags + rest
-    hydra_main()
+    try:
+        with sigterm_ends_point():  # between points too; the current point ends as on Ctrl-C
+            hydra_main()
+    except Terminated:
+        print(
+            "singexp: stopped by SIGTERM; finished results are kept, the unfinished point has "
+            "none: re-run the same command to resume",
+            file=sys.stderr,
+        )
+        sys.exit(SIGTERM_EXIT)
     from singexp.report import FAILED_POINTS
 
-    if FAILED_POINTS:  # the sweep went on past them; its exit status still says so
-        names = ", ".join(p.name for p in FAILED_POINTS)
-        print(f"singexp: {len(FAILED_POINTS)} grid point(s) failed: {names}", file=sys.stderr)
+    failed = list(dict.fromkeys(p.resolve() for p in FAILED_POINTS))
+    if failed:  # the sweep went on past them; its exit status still says so
+        names = ", ".join(p.name for p in failed)
+        print(f"singexp: {len(failed)} grid point(s) failed: {names}", file=sys.stderr)
         sys.exit(1)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from filelock import FileLock
 
+from singexp.faults import atomic_write_text, read_results
+
 log = logging.getLogger("singexp.artifacts")
 
 
@@ -46,13 +48,13 @@ def ensure(root: Path, kind: str, identity: dict[str, Any], build: Callable[[Pat
     folder.mkdir(parents=True, exist_ok=True)
     record = folder / "artifact.json"
     with FileLock(str(folder / ".lock")):
-        if record.is_file():
-            path = Path(json.loads(record.read_text())["path"])
-            if path.exists():
-                log.info("reusing %s artifact %s", kind, path)
-                return path
+        done, _ = read_results(record, ("path",))  # a torn record (a killed job) does not count
+        if done is not None and Path(done["path"]).exists():
+            path = Path(done["path"])
+            log.info("reusing %s artifact %s", kind, path)
+            return path
         log.info("training %s artifact in %s", kind, folder)
-        (folder / "identity.json").write_text(json.dumps(identity, indent=2, default=str))
+        atomic_write_text(folder / "identity.json", json.dumps(identity, indent=2, default=str))
         path = build(folder)
-        record.write_text(json.dumps({"path": str(path)}))
+        atomic_write_text(record, json.dumps({"path": str(path)}))
         return path

@@ -40,7 +40,10 @@ def parse_ratio(value: object, key: str = "bcr.ratio") -> Fraction:
         raise ConfigError(
             key, f"the bandwidth compression ratio must satisfy 0 < ρ ≤ 1, got {value}"
         )
-    return ratio.limit_denominator(100_000)
+    limited = ratio.limit_denominator(100_000)
+    if limited == 0:  # e.g. 1e-6: no latent channel at all
+        raise ConfigError(key, f"{value} is too small: the smallest ratio is 1/100000")
+    return limited
 
 
 def format_ratio(ratio: Fraction) -> str:

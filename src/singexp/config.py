@@ -27,6 +27,10 @@ CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 # the embedded default's DeepJSCC codecs (built by `make embedded-weights`)
 EMBEDDED_JSCC_DIR = ASSETS_DIR / "jscc_shapes32"
+#: |SNR| in dB beyond which noise is numerically zero or swamps the signal (metrics become NaN)
+MAX_SNR_DB = 100.0
+#: seeds numpy and Lightning accept
+MAX_SEED = 2**32 - 1
 
 
 def embedded_codec(ratio: Fraction, image_size: int) -> Path:
@@ -48,6 +52,7 @@ class ChannelConfig:
     snr_db: float = 0.0
     train_snr_db: float | None = None
     train_snr_range: list[float] | None = None
+    auto_train_snr_range: list[float] | None = field(default_factory=lambda: [-5.0, 5.0])
 
     def train_range(self) -> tuple[float, float]:
         """(low, high) of the training SNR in dB; low == high for a fixed SNR."""
@@ -55,6 +60,15 @@ class ChannelConfig:
             return float(self.train_snr_range[0]), float(self.train_snr_range[1])
         fixed = self.snr_db if self.train_snr_db is None else self.train_snr_db
         return fixed, fixed
+
+    def shared_train_range(self) -> tuple[float, float]:
+        """The training SNR of a shared codec (``jscc.checkpoint=auto``): :meth:`train_range`
+        when the training SNR is set, else ``auto_train_snr_range`` (not the test SNR, so every
+        point of an SNR sweep shares one codec and one INN; set to null, the test SNR)."""
+        unset = self.train_snr_range is None and self.train_snr_db is None
+        if unset and self.auto_train_snr_range is not None:
+            return float(self.auto_train_snr_range[0]), float(self.auto_train_snr_range[1])
+        return self.train_range()
 
 
 @dataclass
@@ -162,12 +176,31 @@ def validate_channel(node: DictConfig) -> ChannelConfig:
         raise ConfigError(
             "channel.name", f"unknown channel {ch.name!r}; choose one of {sorted(CHANNELS)}"
         )
-    snr_range = ch.train_snr_range
-    if snr_range is not None and (len(snr_range) != 2 or snr_range[0] > snr_range[1]):
-        raise ConfigError(
-            "channel.train_snr_range", "must be [low, high] with low ≤ high, e.g. [-5,5]"
-        )
+    for key in ("train_snr_range", "auto_train_snr_range"):
+        snr_range = getattr(ch, key)
+        if snr_range is not None and (len(snr_range) != 2 or snr_range[0] > snr_range[1]):
+            raise ConfigError(f"channel.{key}", "must be [low, high] with low ≤ high, e.g. [-5,5]")
+    values = {"snr_db": ch.snr_db, "train_snr_db": ch.train_snr_db}
+    for key in ("train_snr_range", "auto_train_snr_range"):
+        values.update({f"{key}[{i}]": x for i, x in enumerate(getattr(ch, key) or [])})
+    for key, snr in values.items():
+        if snr is not None and abs(snr) > MAX_SNR_DB:
+            raise ConfigError(
+                f"channel.{key}",
+                f"{snr:g} dB is out of range; SNRs must lie in [-{MAX_SNR_DB:g}, "
+                f"{MAX_SNR_DB:g}] dB (beyond, noise is nil or swamps the signal: NaN metrics)",
+            )
     return ch
+
+
+def validate_seed(value: Any) -> int:
+    """``seed`` as a whole number in numpy's and Lightning's range ``[0, 2**32 - 1]``."""
+    seed = _coerce("seed", value, int)
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(
+            "seed", f"{seed} is out of range; write a whole number in [0, {MAX_SEED}]"
+        )
+    return seed
 
 
 def check_accelerator(trainer: Any) -> None:
@@ -186,6 +219,7 @@ def check_accelerator(trainer: Any) -> None:
 
 def validate(cfg: DictConfig) -> Validated:
     """Check the composed config early; raise a one-line ConfigError naming the key."""
+    validate_seed(cfg.get("seed"))
     channel = validate_channel(cfg.channel)
     bcr_node = cfg.get("bcr")
     if not isinstance(bcr_node, DictConfig) or "ratio" not in bcr_node:
@@ -207,10 +241,41 @@ def validate(cfg: DictConfig) -> Validated:
     latent = latent_shape(ratio, size, jscc.downsample)
     if jscc.checkpoint == "embedded":
         jscc.checkpoint = str(embedded_codec(ratio, size))
-    if jscc.checkpoint not in (None, "auto") and not Path(jscc.checkpoint).is_file():
-        raise ConfigError("jscc.checkpoint", f"no such file {jscc.checkpoint!r}")
+    if jscc.checkpoint not in (None, "auto"):
+        check_model_file("jscc.checkpoint", jscc.checkpoint)
+    inn = cfg.get("inn")
+    inn_checkpoint = inn.get("checkpoint") if isinstance(inn, DictConfig) else None
+    if inn_checkpoint is not None and str(inn_checkpoint) not in ("embedded", "auto"):
+        check_model_file("inn.checkpoint", inn_checkpoint)
     check_accelerator(cfg.get("trainer"))
     return Validated(channel=channel, bcr=ratio, latent=latent, jscc=jscc)
+
+
+def check_model_file(key: str, path: str | Path) -> None:
+    """A one-line ConfigError naming ``key`` unless ``path`` is a whole model file: a
+    ``.safetensors`` whose header parses and covers the file, or a torch/Lightning checkpoint
+    (a ``.ckpt``) that loads and holds a ``state_dict``. Truncated or foreign files fail here, up
+    front, instead of in a traceback deep in loading."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(key, f"no such file {str(path)!r}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as f:  # checks the header covers the file
+                f.metadata()
+            return
+        import torch
+
+        ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as error:  # any unreadable file is the same user error
+        why = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ConfigError(
+            key, f"{path} is not a readable checkpoint (truncated or another format): {why}"
+        ) from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise ConfigError(key, f"{path} is not a Lightning checkpoint (no state_dict in it)")
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:

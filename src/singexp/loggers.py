@@ -1,84 +1,181 @@
 """Experiment loggers from the ``logger`` config group, and W&B that never hangs offline.
 
-``wandb_logger`` resolves ``mode: auto`` to ``online`` only when there are credentials and the
-W&B host answers; otherwise it runs ``offline`` (sync later with ``wandb sync``), saying why in
-one line. ``finish_loggers`` closes the W&B run so multirun jobs never share a run.
+``wandb_logger`` resolves ``mode: auto`` (and ``online``) to ``online`` only when there are
+credentials (as wandb itself stores them) and the W&B server answers an HTTP request within a few
+seconds; then ``wandb.init`` gets ``init_timeout`` seconds (``logger.wandb.init_timeout``, default
+15). Otherwise, or when init fails, it runs ``offline`` (sync later with ``make sync-wandb``),
+saying why in one line: metrics.json never waits on W&B. ``finish_loggers`` closes the W&B run so
+multirun jobs never share a run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
-import netrc
 import os
 import shutil
-import socket
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig
 
-from singexp.config import build
+from singexp.config import build, config_number
 from singexp.errors import ConfigError
 
 log = logging.getLogger("singexp.loggers")
 
 WANDB_MODES = ("auto", "online", "offline", "disabled")
+#: seconds ``wandb.init`` may take online before the run falls back to offline (wandb's own
+#: default is 90); ``logger.wandb.init_timeout``
+INIT_TIMEOUT = 15.0
+#: seconds the W&B server has to answer the reachability probe
+PROBE_TIMEOUT = 3.0
 
 
-def _wandb_host() -> str:
-    return (
-        urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-        or "api.wandb.ai"
-    )
+def wandb_base_url() -> str:
+    """The W&B server wandb itself uses: WANDB_BASE_URL, wandb's settings files or its default
+    (``https://api.forge.coreweave.com`` in wandb 0.31)."""
+    if os.environ.get("WANDB_BASE_URL"):  # read now: wandb's settings are cached per process
+        return os.environ["WANDB_BASE_URL"]
+    try:
+        from wandb.sdk import wandb_setup
+
+        return str(wandb_setup.singleton().settings.base_url)
+    except Exception:
+        return os.environ.get("WANDB_BASE_URL") or "https://api.wandb.ai"
 
 
-def has_wandb_credentials() -> bool:
-    """True when an API key is in the environment or in ~/.netrc for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
+def has_wandb_credentials(base_url: str | None = None) -> bool:
+    """True when wandb would find an API key for ``base_url``: WANDB_API_KEY (or an identity
+    token file), the ``.netrc`` entry ``wandb login`` wrote, read by wandb's own reader (machine
+    = the server's host: ``api.forge.coreweave.com`` for wandb 0.31's default server, which also
+    accepts ``api.wandb.ai``), or an API key in wandb's settings."""
+    if os.environ.get("WANDB_API_KEY") or os.environ.get("WANDB_IDENTITY_TOKEN_FILE"):
         return True
+    url = base_url or wandb_base_url()
     try:
-        return netrc.netrc().authenticators(_wandb_host()) is not None
-    except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        return False
+        from wandb.sdk.lib import wbauth
 
-
-def host_reachable(host: str, port: int = 443, timeout: float = 2.0) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
+        if wbauth.read_netrc_auth(host=url):
             return True
-    except OSError:
+    except Exception:  # a malformed .netrc or URL: no usable credentials
+        pass
+    try:
+        from wandb.sdk import wandb_setup
+
+        return bool(wandb_setup.singleton().settings.api_key)
+    except Exception:
         return False
+
+
+def server_answers(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
+    """True when the server at ``url`` answers an HTTP request (any status) within ``timeout``
+    seconds in all. A host that accepts the connection but never answers does not count (a bare
+    TCP connect would, and wandb.init would then wait on it)."""
+    import urllib.error
+    import urllib.request
+
+    answered = threading.Event()
+
+    def probe() -> None:
+        try:
+            request = urllib.request.Request(url, method="HEAD")
+            urllib.request.urlopen(request, timeout=timeout).close()
+            answered.set()
+        except urllib.error.HTTPError:  # an HTTP status is an answer
+            answered.set()
+        except Exception:
+            pass
+
+    thread = threading.Thread(target=probe, name="singexp-wandb-probe", daemon=True)
+    thread.start()
+    thread.join(timeout)  # bounded whatever the socket does
+    return answered.is_set()
 
 
 def resolve_wandb_mode(mode: str) -> tuple[str, str]:
-    """The W&B mode to use and why: explicit config, WANDB_MODE, or auto-detection."""
+    """The W&B mode to use and why: config, else WANDB_MODE, else auto. ``online`` (asked for
+    either way) and ``auto`` need credentials and a server that answers, else ``offline``."""
     if mode not in WANDB_MODES:
         raise ConfigError("logger.wandb.mode", f"{mode!r} is not one of {', '.join(WANDB_MODES)}")
-    if mode != "auto":
-        return mode, "set in config"
+    source = "logger.wandb.mode"
     env = os.environ.get("WANDB_MODE")
     if env == "":
         del os.environ["WANDB_MODE"]  # wandb itself rejects an empty mode
-    if env in ("online", "offline", "disabled", "dryrun"):
-        return ("offline" if env == "dryrun" else env), "set by WANDB_MODE"
-    if not has_wandb_credentials():
-        return "offline", "no W&B credentials (WANDB_API_KEY or `wandb login`)"
-    if not host_reachable(_wandb_host()):
-        return "offline", f"{_wandb_host()} is not reachable"
-    return "online", "credentials and network found"
+    if mode == "auto" and env in ("online", "offline", "disabled", "dryrun"):
+        mode, source = ("offline" if env == "dryrun" else env), "WANDB_MODE"
+    if mode in ("offline", "disabled"):
+        return mode, f"set by {source}"
+    asked = f"{source}=online asks for online, but " if mode == "online" else ""
+    url = wandb_base_url()
+    if not has_wandb_credentials(url):
+        return "offline", f"{asked}no W&B credentials (WANDB_API_KEY or `wandb login`)"
+    if not server_answers(url):
+        return "offline", f"{asked}{url} does not answer within {PROBE_TIMEOUT:g} s"
+    return "online", "credentials found and the server answers"
 
 
-def wandb_logger(mode: str = "auto", save_dir: str = ".", **kwargs: Any) -> WandbLogger:
-    """A Lightning WandbLogger whose mode is resolved so that it never waits for a network."""
+def _drop_wandb_telemetry() -> None:
+    """After a failed online ``wandb.init``: wandb 0.31 would still flush its own usage telemetry
+    to that server when the process exits (two 10 s requests per attempt against a server that
+    does not answer). Mark the server as not taking it, so the exit does not wait."""
+    try:
+        import gc
+        import warnings
+
+        from wandb.analytics import OpenTelemetryProxy
+
+        with warnings.catch_warnings():  # isinstance on deprecated torch aliases warns
+            warnings.simplefilter("ignore")
+            for obj in gc.get_objects():
+                if isinstance(obj, OpenTelemetryProxy):
+                    obj._server_supports_proxy = False
+    except Exception:  # another wandb version: at worst the exit waits for wandb's timeouts
+        pass
+
+
+def _start_online(save_dir: str, init_timeout: float, kwargs: dict[str, Any]) -> WandbLogger | str:
+    """An online WandbLogger whose run has started within ``init_timeout`` seconds, or why not."""
+    import wandb
+
+    settings = wandb.Settings(init_timeout=init_timeout)
+    logger = WandbLogger(
+        mode="online", save_dir=save_dir, dir=save_dir, settings=settings, **kwargs
+    )
+    try:
+        logger.experiment  # noqa: B018 -- starts the run now, bounded by init_timeout
+        return logger
+    except Exception as error:
+        with contextlib.suppress(Exception):  # whatever the failed init left behind
+            wandb.finish(exit_code=1)
+        _drop_wandb_telemetry()
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        return f"wandb.init failed within {init_timeout:g} s: {first}"
+
+
+def wandb_logger(
+    mode: str = "auto", save_dir: str = ".", init_timeout: float = INIT_TIMEOUT, **kwargs: Any
+) -> WandbLogger:
+    """A Lightning WandbLogger that never waits long for a network: online only with credentials
+    and a server that answers, its ``wandb.init`` bounded by ``init_timeout`` seconds; otherwise
+    offline, said in one line."""
+    timeout = config_number("logger.wandb.init_timeout", init_timeout, float)
+    if timeout <= 0:
+        raise ConfigError("logger.wandb.init_timeout", f"must be > 0 seconds, got {timeout:g}")
     resolved, why = resolve_wandb_mode(mode)
-    if resolved == "offline":
-        log.warning("W&B runs offline (%s); upload later with `wandb sync %s/wandb`", why, save_dir)
     os.makedirs(save_dir, exist_ok=True)
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    if resolved == "online":
+        started = _start_online(save_dir, timeout, kwargs)
+        if isinstance(started, WandbLogger):
+            return started
+        resolved, why = "offline", started
+    if resolved == "offline":
+        log.warning("W&B runs offline (%s); upload later with `make sync-wandb`", why)
     return WandbLogger(mode=resolved, save_dir=save_dir, dir=save_dir, **kwargs)
 
 
@@ -143,16 +240,24 @@ def log_sweep_table(
     def cell(value: Any) -> Any:  # NaN (no CI from one image) is not valid JSON
         return None if isinstance(value, float) and not math.isfinite(value) else value
 
-    run = wandb.init(
-        project=spec.get("project"),
-        entity=spec.get("entity"),
-        group=group,
-        job_type="report",
-        name=f"{group}-report",
-        dir=str(save_dir),
-        mode=mode,
-        config={"sweep_group": group, "points": len({(r["bcr"], r["snr_db"]) for r in rows})},
-    )
+    init = {
+        "project": spec.get("project"),
+        "entity": spec.get("entity"),
+        "group": group,
+        "job_type": "report",
+        "name": f"{group}-report",
+        "dir": str(save_dir),
+        "config": {"sweep_group": group, "points": len({(r["bcr"], r["snr_db"]) for r in rows})},
+    }
+    timeout = float(spec.get("init_timeout") or INIT_TIMEOUT)
+    try:
+        run = wandb.init(**init, mode=mode, settings=wandb.Settings(init_timeout=timeout))
+    except Exception as error:
+        if mode != "online":
+            raise
+        _drop_wandb_telemetry()
+        mode, why = "offline", f"wandb.init failed within {timeout:g} s: {error}"
+        run = wandb.init(**init, mode=mode)
     try:
         table = wandb.Table(columns=columns, data=[[cell(r[c]) for c in columns] for r in rows])
         images = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures if p.suffix == ".png"}

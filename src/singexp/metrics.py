@@ -529,6 +529,25 @@ def summarize(
 # --------------------------------------------------------------------------- ImageMetrics
 
 
+def periodic_energy(x: Tensor, period: int) -> Tensor:
+    """Per image (B,): the share of the spectral energy (DC excluded) at the frequencies of a
+    pattern repeating every ``period`` pixels (rows or columns of the 2-D FFT at multiples of
+    H/period, W/period). A grid pattern of that period raises it far above natural images'.
+    """
+    h, w = x.shape[-2:]
+    if period < 2 or h % period or w % period:
+        raise ValueError(f"period must be ≥ 2 and divide {h}x{w}, got {period}")
+    power = torch.fft.fft2(x.double() - x.double().mean(dim=(-2, -1), keepdim=True)).abs() ** 2
+    rows = torch.zeros(h, dtype=torch.bool, device=x.device)
+    cols = torch.zeros(w, dtype=torch.bool, device=x.device)
+    rows[:: h // period] = True
+    cols[:: w // period] = True
+    rows[0] = cols[0] = False  # frequency 0 along one axis: not a pattern of that period
+    mask = rows[:, None] | cols[None, :]
+    total = power.sum(dim=(-3, -2, -1)).clamp_min(1e-30)
+    return (power * mask).sum(dim=(-3, -2, -1)) / total
+
+
 class ImageMetrics:
     """All metrics of one evaluation, configured by ``conf/metrics/default.yaml``.
 
@@ -696,6 +715,7 @@ __all__ = [
     "ms_ssim_supported",
     "perceptual_input_hw",
     "perceptual_resize",
+    "periodic_energy",
     "psnr",
     "sliced_wasserstein",
     "ssim",

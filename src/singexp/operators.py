@@ -34,6 +34,9 @@ class LinearOperator:
     """A linear map A on images (B, C, H, W) with its pseudo-inverse A† and adjoint Aᵀ."""
 
     name: str = "linear"
+    #: the one non-zero singular value σ of A when A Aᵀ = σ² I (every operator here), else None;
+    #: DDNM+ scales y's noise by 1/σ in A's range (DDNM's ``ddnm_plus_diffusion``)
+    singular_value: float | None = None
 
     def A(self, x: Tensor) -> Tensor:
         raise NotImplementedError
@@ -63,6 +66,7 @@ class Identity(LinearOperator):
     """A = I (no degradation): SING-Zero then returns the measurement itself."""
 
     name = "identity"
+    singular_value = 1.0
 
     def A(self, x: Tensor) -> Tensor:
         return x
@@ -89,6 +93,7 @@ class AveragePool(LinearOperator):
         if isinstance(scale, bool) or int(scale) != scale or scale < 1:
             raise ValueError(f"scale must be a positive integer, got {scale!r}")
         self.scale = int(scale)
+        self.singular_value = 1.0 / self.scale  # A Aᵀ = I/s²
 
     def A(self, x: Tensor) -> Tensor:
         s = self.scale
@@ -123,6 +128,7 @@ class ColorToGray(LinearOperator):
 
     def __init__(self, channels: int = 3) -> None:
         self.channels = int(channels)
+        self.singular_value = 1.0 / math.sqrt(self.channels)  # A Aᵀ = I/C
 
     def A(self, x: Tensor) -> Tensor:
         return x.mean(dim=-3, keepdim=True)
@@ -192,3 +198,10 @@ def build_operator(
     if factory is None:
         raise ConfigError("operator.name", f"unknown {name!r}; choose one of {list(OPERATORS)}")
     return factory(scale, ratio, int(image_size))
+
+
+def measurement_noise_std(operator: LinearOperator, x: Tensor, x_hat: Tensor) -> float:
+    """σ_y of y = A x̂ taken as a noisy measurement of A x: the RMS of A x̂ − A x over every
+    value (DDNM+'s effective noise std, SING.md §3; ``sampler.sigma_y=auto`` measures it on
+    held-out images sent through the codec at the test SNR)."""
+    return float((operator.A(x_hat) - operator.A(x)).double().pow(2).mean().sqrt())

@@ -128,13 +128,15 @@ def build_scheduler(
     beta_end: float = 0.02,
     schedule: str = "linear",
     kind: str = "ddim",
+    clip_sample: bool = False,
     **kwargs: Any,
 ) -> DDPMScheduler | DDIMScheduler:
     """A diffusers scheduler with the paper's noise schedule (linear β 1e-4..0.02, T = 1000).
 
-    ``schedule``: linear | scaled_linear | cosine; ``kind``: ddim | ddpm. The model predicts ε,
-    samples are clipped to [-1, 1] (``clip_sample``), extra keyword arguments go to the
-    scheduler (e.g. ``timestep_spacing``).
+    ``schedule``: linear | scaled_linear | cosine; ``kind``: ddim | ddpm. The model predicts ε;
+    x0 is not clipped inside ``step`` unless ``clip_sample`` (restoration never does: its loop
+    clips only with ``sampler.clip_x0``); extra keyword arguments go to the scheduler (e.g.
+    ``timestep_spacing``).
     """
     if schedule not in SCHEDULES:
         raise ConfigError(
@@ -150,7 +152,7 @@ def build_scheduler(
         "beta_end": float(beta_end),
         "beta_schedule": SCHEDULES[schedule],
         "prediction_type": "epsilon",
-        "clip_sample": True,
+        "clip_sample": bool(clip_sample),
     }
     options.update(kwargs)
     return SCHEDULER_KINDS[kind](**options)

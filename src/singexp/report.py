@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
+from singexp.faults import atomic_write_text, read_results
 from singexp.resolvers import sweep_group
 
 log = logging.getLogger("singexp.report")
@@ -50,8 +52,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for folder in _point_folders(sweep_dir, "metrics.json"):
         path = folder / "metrics.json"
-        point = json.loads(path.read_text())
-        if "methods" not in point:
+        point, _ = read_results(path, ("methods", "bcr", "snr_db"))
+        if point is None:  # torn, or not a restoration point: failed_points() names the former
             continue
         per_image: dict[tuple[str, str], list[float]] = defaultdict(list)
         csv_path = path.parent / "per_image.csv"
@@ -99,10 +101,11 @@ def write_tables(
     out.mkdir(parents=True, exist_ok=True)
     fields = ["dataset", "channel", "bcr", "snr_db", "method", "metric", "mean", "ci95", "images"]
     csv_path = out / "results.csv"
-    with csv_path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(csv_path, buffer.getvalue())
     metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
     table: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
     for r in rows:
@@ -124,7 +127,7 @@ def write_tables(
     text = "Mean ± 95% confidence interval over test images.\n\n" + "\n".join(lines) + "\n"
     if notes:
         text += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
-    md_path.write_text(text)
+    atomic_write_text(md_path, text)
     return csv_path, md_path
 
 
@@ -169,9 +172,30 @@ def _point_folders(sweep_dir: Path, name: str) -> list[Path]:
     ]
 
 
+def torn_points(sweep_dir: Path) -> dict[Path, str]:
+    """Points whose ``metrics.json`` does not parse (a torn write), with why: unfinished."""
+    torn = {}
+    for folder in _point_folders(sweep_dir, "metrics.json"):
+        data, why = read_results(folder / "metrics.json")
+        if data is None:
+            torn[folder] = why
+    return torn
+
+
 def failed_points(sweep_dir: Path) -> list[Path]:
-    """Points whose job failed (``error.txt``, no ``metrics.json``)."""
-    return [p for p in _point_folders(sweep_dir, "error.txt") if not (p / "metrics.json").is_file()]
+    """Points whose job failed (``error.txt`` without a valid ``metrics.json``) or whose
+    ``metrics.json`` is torn; each said in one line."""
+    torn = torn_points(sweep_dir)
+    for folder, why in torn.items():
+        log.error("unfinished point %s: %s (a re-run recomputes it)", folder.name, why)
+    errored = [
+        p
+        for p in _point_folders(sweep_dir, "error.txt")
+        if p not in torn and read_results(p / "metrics.json")[0] is None
+    ]
+    for folder in errored:
+        log.error("grid point failed: %s (see %s)", folder.name, folder / "error.txt")
+    return sorted({*torn, *errored})
 
 
 def unmeasured(sweep_dir: Path) -> dict[str, str]:
@@ -179,7 +203,8 @@ def unmeasured(sweep_dir: Path) -> dict[str, str]:
     its AlexNet weights offline)."""
     reasons: dict[str, str] = {}
     for folder in _point_folders(sweep_dir, "metrics.json"):
-        status = json.loads((folder / "metrics.json").read_text()).get("metric_status") or {}
+        data, _ = read_results(folder / "metrics.json")
+        status = (data or {}).get("metric_status") or {}
         for metric in METRICS:
             if metric in status and status[metric] != "ok":
                 reasons.setdefault(metric, str(status[metric]))
@@ -194,14 +219,17 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
     rows = collect(sweep_dir)
     out = sweep_dir / "report"
     failed = failed_points(sweep_dir)
-    for folder in failed:
-        log.error("grid point failed: %s (see %s)", folder.name, folder / "error.txt")
     if not rows:
         log.warning("no finished restoration results under %s", sweep_dir)
         return {"points": 0, "rows": 0, "files": [], "failed": [str(f) for f in failed]}
     before = (out / "results.csv").read_text() if (out / "results.csv").is_file() else None
     notes = [f"{m.upper()} not measured: {why}" for m, why in unmeasured(sweep_dir).items()]
-    notes += [f"failed point: {f.relative_to(sweep_dir)} (see its error.txt)" for f in failed]
+    notes += [
+        f"failed point: {f.relative_to(sweep_dir)} (see its error.txt)"
+        if (f / "error.txt").is_file()
+        else f"unfinished point: {f.relative_to(sweep_dir)} (torn metrics.json)"
+        for f in failed
+    ]
     files = [*write_tables(rows, out, notes)]
     for metric in ("stlpips", "lpips", "psnr"):
         files += plot(rows, metric, out)
@@ -254,8 +282,11 @@ class ReportCallback(Callback):
     as a W&B Table (and the figures) in the sweep's group."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from filelock import FileLock
+
         sweep_dir = Path(config.hydra.sweep.dir)
-        summary = report(sweep_dir)
+        with FileLock(str(sweep_dir / ".report.lock")):  # two copies of a sweep end together
+            summary = report(sweep_dir)
         FAILED_POINTS.extend(Path(f) for f in summary["failed"])
         report_to_wandb(sweep_dir, summary, config)
 
@@ -280,6 +311,8 @@ def main() -> None:
         folder = report_to_wandb(args.sweep_dir, result, config, always=True)
         result["wandb_run"] = str(folder) if folder else None
     print(json.dumps(result, indent=2))
+    if result["failed"]:  # said above, one line each; the exit status says so too
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

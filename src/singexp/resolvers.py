@@ -6,6 +6,10 @@
   name: no quotes, no path separators, bounded length.
 - ``${singexp.sweep_dirname:}`` — the sweep's own command-line overrides as a folder name, so
   that the same sweep command always writes to (and resumes in) the same folder.
+- ``${singexp.pid:}`` — the process id, in ``hydra.run.dir``: two runs started in the same
+  second never share a run folder.
+- ``${singexp.operator_scale:SCALE,RATIO,SIZE}`` — ``operator.scale`` resolved to a number
+  (``auto`` by the BCR rule): ``inn.scale``'s default, so SING-INN and SING-Zero measure alike.
 
 They live in a light module imported by the package itself, so that launcher worker processes
 (joblib, submitit), which resolve ``hydra.sweep.subdir`` before running a job, know them too.
@@ -14,6 +18,7 @@ They live in a light module imported by the package itself, so that launcher wor
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -74,8 +79,25 @@ def sweep_dirname(text: str) -> str:
     return safe_dirname(text) if text else "sweep"
 
 
+def operator_scale(scale: Any, ratio: Any, image_size: Any) -> int:
+    """``operator.scale`` as a number (``auto``: the BCR rule of
+    :func:`singexp.operators.scale_for_bcr`), so the INN measures with SING-Zero's A."""
+    from singexp.operators import build_operator
+
+    op = build_operator("avgpool", scale, ratio, int(image_size))
+    return int(op.scale)  # type: ignore[attr-defined]
+
+
+def process_id() -> str:
+    """This process's id: with the start time, a run folder that no other job on the host has
+    (``hydra.run.dir``)."""
+    return str(os.getpid())
+
+
 def register() -> None:
     """Register the resolvers (idempotent)."""
+    OmegaConf.register_new_resolver("singexp.pid", process_id, replace=True)
+    OmegaConf.register_new_resolver("singexp.operator_scale", operator_scale, replace=True)
     OmegaConf.register_new_resolver("singexp.group", run_group, replace=True)
     OmegaConf.register_new_resolver("singexp.dirname", safe_dirname, replace=True)
     OmegaConf.register_new_resolver(

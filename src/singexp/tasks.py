@@ -6,6 +6,7 @@ A task receives the composed config, returns JSON-ready metrics, and :func:`run`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -28,6 +29,15 @@ from singexp.artifacts import ensure, file_digest
 from singexp.bcr import format_ratio
 from singexp.config import Validated, build, validate
 from singexp.errors import ConfigError, SingexpError
+from singexp.faults import (
+    Terminated,
+    atomic_write_text,
+    point_lock,
+    read_results,
+    required_result_keys,
+    set_aside_unfinished_wandb,
+    sigterm_ends_point,
+)
 from singexp.loggers import build_loggers, finish_loggers, log_results
 from singexp.metrics import ImageMetrics, psnr
 from singexp.modules.inn import (
@@ -40,9 +50,11 @@ from singexp.modules.inn import (
 )
 from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, export_codec, load_codec
 from singexp.modules.restoration import RestorationModule, Restorer, write_outputs
-from singexp.operators import LinearOperator, build_operator
+from singexp.operators import LinearOperator, build_operator, measurement_noise_std
 from singexp.prior import build_scheduler, load_prior, train_prior
-from singexp.samplers.registry import restore
+from singexp.samplers.registry import Method, check_method, restore
+from singexp.samplers.sing_inn import check_measurement
+from singexp.samplers.sing_zero import SIGMA_Y_AUTO
 
 log = logging.getLogger("singexp")
 
@@ -61,8 +73,8 @@ def _jsonable(value: Any) -> Any:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
+    """Write ``data`` atomically (temp file + rename): ``path`` is never left torn."""
+    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
 def trainer_kwargs(cfg: DictConfig, loggers: list[Logger]) -> dict[str, Any]:
@@ -140,8 +152,9 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
     }
 
 
-def method_configs(cfg: DictConfig) -> dict[str, Any]:
-    """The restorers to evaluate: ``methods`` (name → sampler config) or the one ``sampler``."""
+def method_configs(cfg: DictConfig) -> dict[str, Method]:
+    """The restorers to evaluate, checked before anything runs: ``methods`` (name → sampler
+    config; errors name ``methods.<name>.<key>``) or the one ``sampler``."""
     methods = cfg.get("methods")
     sampler = cfg.get("sampler")
     if methods:
@@ -152,24 +165,68 @@ def method_configs(cfg: DictConfig) -> dict[str, Any]:
                 f"is ignored by this experiment, which evaluates methods {', '.join(methods)}; "
                 f"set their keys instead, e.g. methods.{first}.steps=10",
             )
-        return {str(name): node for name, node in methods.items()}
-    return {} if not sampler or sampler.get("name", "none") == "none" else {sampler.name: sampler}
+        return {
+            str(name): check_method(OmegaConf.to_container(node, resolve=True), f"methods.{name}")
+            for name, node in methods.items()
+        }
+    if not sampler or sampler.get("name", "none") == "none":
+        return {}
+    return {sampler.name: check_method(OmegaConf.to_container(sampler, resolve=True))}
+
+
+def measured_sigma_y(
+    cfg: DictConfig, v: Validated, methods: dict[str, Method], codec: DeepJSCCModule, operator: Any
+) -> float | None:
+    """σ_y for ``sigma_y=auto``: the RMS of A x̂ − A x over up to 64 validation images sent
+    through the codec at the test SNR (:func:`~singexp.operators.measurement_noise_std`)."""
+    if not any(getattr(m.config, "sigma_y", None) == SIGMA_Y_AUTO for m in methods.values()):
+        return None
+    datamodule = build(cfg.dataset)
+    val = datamodule.val_dataset
+    x = torch.stack([val[i] for i in range(min(64, len(val)))])
+    generator = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + 2)
+    with torch.no_grad():
+        x_hat = codec.eval()(x, v.channel.snr_db, generator).clamp(-1, 1)
+    return measurement_noise_std(operator, x, x_hat)
+
+
+def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None) -> dict:
+    """What ran, for metrics.json: every key of the method's config (variant, update form,
+    clipping, ...) plus the measurement it used and σ_y as measured for ``auto``."""
+    record: dict[str, Any] = {**method.raw}
+    if method.config is None:
+        return record
+    record.update(
+        {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
+    )
+    record["time_travel"] = dataclasses.asdict(method.config.time_travel)
+    record["clip_x0"] = method.config.clip_x0
+    if method.name == "sing_zero":
+        record["measurement_operator"] = repr(operator)
+        if method.config.sigma_y == SIGMA_Y_AUTO:
+            record["sigma_y_measured"] = sigma_y
+    if method.name == "sing_inn":
+        scale = getattr(inn, "scale", None)
+        record["measurement_operator"] = f"AveragePool(scale={scale})"
+        record["inn_input_clip"] = "x0|t clipped to [-1, 1] before the INN"
+    return record
 
 
 def build_restorers(
     cfg: DictConfig,
     v: Validated,
-    configs: dict[str, Any],
+    methods: dict[str, Method],
     operator: LinearOperator,
     inn_path: Path | None,
     prior_source: str | None = None,
+    sigma_y: float | None = None,
 ) -> tuple[dict[str, Restorer], dict[str, torch.nn.Module]]:
-    """Restorer callables for ``configs`` and the networks they share (moved by Lightning).
+    """Restorer callables for ``methods`` and the networks they share (moved by Lightning).
 
     The prior (``prior_source``, default: :func:`resolve_prior_source`) is loaded when a method
-    is configured; the INN when ``inn_path`` is given.
+    is configured; the INN when ``inn_path`` is given. ``sigma_y``: what ``sigma_y=auto`` means.
     """
-    if not configs:
+    if not methods:
         return {}, {}
     source = resolve_prior_source(cfg) if prior_source is None else prior_source
     networks: dict[str, torch.nn.Module] = {
@@ -178,30 +235,37 @@ def build_restorers(
     if inn_path is not None:
         networks["inn"] = load_inn(inn_path).inn.eval().requires_grad_(False)
     restorers: dict[str, Restorer] = {}
-    for name, scfg in configs.items():
+    for name, method in methods.items():
+        if method.name == "sing_inn" and "inn" in networks:
+            check_measurement(method.config, networks["inn"], operator, method.prefix)
         scheduler = build_scheduler(
             num_train_timesteps=cfg.prior.num_train_timesteps,
             beta_start=cfg.prior.beta_start,
             beta_end=cfg.prior.beta_end,
             schedule=cfg.prior.schedule,
-            kind=scfg.get("scheduler", "ddim"),
-            timestep_spacing=scfg.get("timestep_spacing", "leading"),
+            kind=method.raw.get("scheduler", "ddim"),
+            timestep_spacing=method.raw.get("timestep_spacing", "leading"),
         )
-        components = {"unet": networks["prior"], "scheduler": scheduler, "operator": operator}
+        components = {
+            "unet": networks["prior"],
+            "scheduler": scheduler,
+            "operator": operator,
+            "sigma_y": sigma_y,
+        }
         if "inn" in networks:
             components["inn"] = networks["inn"]
-        restorers[name] = partial(_restore, OmegaConf.to_container(scfg, resolve=True), components)
+        restorers[name] = partial(_restore, method, components)
     return restorers, networks
 
 
 def _restore(
-    cfg: dict[str, Any],
+    method: Method,
     components: dict[str, Any],
     x_hat: torch.Tensor,
     snr_db: torch.Tensor,
     generator: torch.Generator,
 ) -> torch.Tensor:
-    return restore(cfg, x_hat, generator=generator, snr_db=snr_db, **components)
+    return restore(method, x_hat, generator=generator, snr_db=snr_db, **components)
 
 
 def require_codec(cfg: DictConfig, v: Validated, purpose: str) -> None:
@@ -286,11 +350,12 @@ def train_artifact(
 
 
 def codec_artifact_identity(cfg: DictConfig, v: Validated) -> dict[str, Any]:
-    """What ``jscc.checkpoint=auto`` depends on: data, BCR, channel, ``jscc`` training keys."""
+    """What ``jscc.checkpoint=auto`` depends on: data, BCR, channel, ``jscc`` training keys; the
+    training SNR (``ChannelConfig.shared_train_range``), never the test SNR ``channel.snr_db``."""
     return _training_identity(
         cfg,
         bcr=format_ratio(v.bcr),
-        channel={"name": v.channel.name, "train_snr": list(v.channel.train_range())},
+        channel={"name": v.channel.name, "train_snr": list(v.channel.shared_train_range())},
         jscc=_without(_node(cfg, "jscc"), "checkpoint", "export", "resume"),
     )
 
@@ -304,7 +369,11 @@ def resolve_auto_codec(cfg: DictConfig, v: Validated) -> None:
         "jscc",
         codec_artifact_identity(cfg, v),
         "codec.safetensors",
-        lambda folder: {"jscc.checkpoint": None, "jscc.export": str(folder / "codec.safetensors")},
+        lambda folder: {
+            "jscc.checkpoint": None,
+            "jscc.export": str(folder / "codec.safetensors"),
+            "channel.train_snr_range": list(v.channel.shared_train_range()),
+        },
     )
     v.jscc.checkpoint = str(path)
 
@@ -380,17 +449,20 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     out = Path(cfg.paths.output_dir)
     metrics = ImageMetrics.from_config(cfg.metrics)
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
-    configs = method_configs(cfg)
+    methods = method_configs(cfg)
     operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
     # auto models are trained only for a job that restores (a bare DeepJSCC run needs none)
-    needs_inn = bool(configs) or str(cfg.inn.checkpoint) != "auto"
+    needs_inn = bool(methods) or str(cfg.inn.checkpoint) != "auto"
     inn_path = resolve_inn(cfg, v) if needs_inn else None
-    prior_source = resolve_prior_source(cfg) if configs else None
+    prior_source = resolve_prior_source(cfg) if methods else None
     if inn_path is not None:
         check_inn_checkpoint(
             inn_path, {**jscc_identity(v.jscc.checkpoint), "snr_db": v.channel.snr_db}
         )
-    restorers, networks = build_restorers(cfg, v, configs, operator, inn_path, prior_source)
+    sigma_y = measured_sigma_y(cfg, v, methods, codec, operator)
+    restorers, networks = build_restorers(
+        cfg, v, methods, operator, inn_path, prior_source, sigma_y
+    )
     module = RestorationModule(
         codec,
         restorers,
@@ -413,15 +485,11 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         "methods": module.summary,
         "metric_status": metrics.status(),
         "perceptual_size": metrics.perceptual_size,
-        "samplers": {name: OmegaConf.to_container(c, resolve=True) for name, c in configs.items()},
-        "operator": {
-            "name": cfg.operator.name,
-            "scale": getattr(
-                build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size),
-                "scale",
-                None,
-            ),
+        "samplers": {
+            name: method_record(m, operator, networks.get("inn"), sigma_y)
+            for name, m in methods.items()
         },
+        "operator": {"name": cfg.operator.name, "scale": getattr(operator, "scale", None)},
         "jscc_checkpoint": v.jscc.checkpoint,
         "inn_checkpoint": str(inn_path) if inn_path else None,
         "prior_source": prior_source,
@@ -504,6 +572,37 @@ def print_method_table(results: dict[str, Any]) -> None:
             name, *("missing" if summary.get(k) is None else f"{summary[k]:.4f}" for k in keys)
         )
     Console().print(table)
+    for name, record in (results.get("samplers") or {}).items():
+        print(f"{name}: {describe_sampler(record)}")
+
+
+def describe_sampler(record: dict[str, Any]) -> str:
+    """One line saying which variant, update form and clipping a method ran (metrics.json)."""
+    parts: list[str] = []
+    if record.get("name") == "sing_inn":
+        variant = record.get("variant")
+        parts.append(
+            "Algorithm 2 (INN guidance at every step)"
+            if variant == "algorithm2"
+            else f"{variant} (not the paper's: DDNM until t < {record.get('switch_t')}, then INN)"
+        )
+        parts.append(
+            f"gradient {record.get('gradient')}, ζ {record.get('zeta')} "
+            f"({record.get('zeta_schedule')})"
+        )
+    elif record.get("name") == "sing_zero":
+        sigma_y = record.get("sigma_y")
+        if sigma_y == SIGMA_Y_AUTO:
+            parts.append(f"DDNM+ σ_y auto = {record.get('sigma_y_measured', float('nan')):.4f}")
+        else:
+            parts.append("DDNM (noise-free)" if not sigma_y else f"DDNM+ σ_y {sigma_y}")
+    parts.append(
+        f"update {record.get('update')}, η {record.get('eta')}, {record.get('steps')} steps "
+        f"({record.get('scheduler')}), clip_x0 {'on' if record.get('clip_x0') else 'off'}"
+    )
+    if record.get("measurement_operator"):
+        parts.append(f"A = {record['measurement_operator']}")
+    return "; ".join(parts)
 
 
 def print_results(results: dict[str, Any]) -> None:
@@ -533,17 +632,44 @@ def print_results(results: dict[str, Any]) -> None:
             print(f"note: {key}: {why}")
 
 
+#: config keys that do not change a run's results: how it prints, and where things are written
+#: (``paths``: a moved or copied run or sweep folder is reused, not recomputed)
+REUSE_IGNORED = ("force", "print_config", "paths")
+
+
+def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A resolved config as reuse compares it: without :data:`REUSE_IGNORED`, and with paths
+    inside its own run folder (logger and checkpoint folders) written relative to ``<run>``."""
+    out = str((config.get("paths") or {}).get("output_dir") or "")
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [strip(v) for v in value]
+        if isinstance(value, str) and out and (value == out or value.startswith(out + "/")):
+            return "<run>" + value[len(out) :]
+        return value
+
+    return {k: strip(v) for k, v in config.items() if k not in REUSE_IGNORED}
+
+
 def finished_results(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
-    """The results of an earlier run of exactly this config in ``out``, unless ``force``."""
+    """The results of an earlier run of exactly this config in ``out``, unless ``force``; a
+    ``metrics.json`` that does not parse or is incomplete (a torn write) does not count."""
     done, saved = out / "metrics.json", out / "config.yaml"
     if cfg.get("force", False) or not done.is_file() or not saved.is_file():
         return None
-    ignore = {"force", "print_config"}
-    now = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k not in ignore}
-    before = {
-        k: v for k, v in OmegaConf.to_container(OmegaConf.load(saved)).items() if k not in ignore
-    }
-    return json.loads(done.read_text()) if now == before else None
+    results, why = read_results(done, required_result_keys(str(cfg.task)))
+    if results is None:
+        log.warning("%s: %s; the run counts as unfinished and runs again", out, why)
+        return None
+    try:
+        before = OmegaConf.to_container(OmegaConf.load(saved))
+    except Exception:  # a config.yaml that does not parse is not this config's
+        return None
+    now = OmegaConf.to_container(cfg, resolve=True)
+    return results if comparable_config(now) == comparable_config(before) else None
 
 
 #: what a finished run leaves in its folder besides checkpoints and logger folders
@@ -563,7 +689,12 @@ def archive_results(out: Path) -> Path | None:
     for name in RESULT_FILES:
         if (out / name).is_file():
             shutil.move(out / name, target / name)
-    log.warning("%s held results of another config (or force=true): moved to %s", out, target)
+    log.warning(
+        "%s held results that are not this config's (another config, force=true or a torn "
+        "metrics.json): moved to %s",
+        out,
+        target,
+    )
     return target
 
 
@@ -579,7 +710,11 @@ def _single_log_stream() -> None:
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
-    """Validate, seed, run the configured task, write config.yaml and metrics.json."""
+    """Validate, seed, run the configured task, write config.yaml and metrics.json.
+
+    One job at a time computes a run folder (:func:`point_lock`: a second copy of a sweep waits,
+    then reuses); SIGTERM ends the run like Ctrl-C (:class:`Terminated`), leaving no results.
+    """
     if cfg.task not in TASKS:
         raise ConfigError("task", f"unknown task {cfg.task!r}; choose one of {sorted(TASKS)}")
     v = validate(cfg)
@@ -587,15 +722,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _single_log_stream()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    with sigterm_ends_point(), point_lock(out):
+        try:
+            return _run_locked(cfg, v, out)
+        except Terminated:
+            log.warning("SIGTERM: %s stopped unfinished; re-run the same command to resume", out)
+            raise
+
+
+def _run_locked(cfg: DictConfig, v: Validated, out: Path) -> dict[str, Any]:
+    """:func:`run` in the run folder ``out``, whose lock this job holds."""
     previous = finished_results(cfg, out)
     if previous is not None:
         log.info("%s already holds this config's results: reusing them (force=true re-runs)", out)
         print_results(previous)
         return previous
     archive_results(out)
+    set_aside_unfinished_wandb(out)
     if cfg.get("print_config", True):
         print(OmegaConf.to_yaml(cfg, resolve=True))
-    OmegaConf.save(cfg, out / "config.yaml", resolve=True)
+    atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
     loggers = build_loggers(cfg.get("logger"))
@@ -607,6 +753,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             logger.log_hyperparams({**grid_keys, **OmegaConf.to_container(cfg, resolve=True)})
         results = {**describe_run(cfg, v), **TASKS[cfg.task](cfg, v, loggers)}
         write_json(out / "metrics.json", results)
+        (out / "error.txt").unlink(missing_ok=True)  # of an earlier, failed attempt
         log.info("results written to %s", out / "metrics.json")
         print_results(results)
         flat = {

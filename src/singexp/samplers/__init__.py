@@ -5,7 +5,7 @@
 - :mod:`~singexp.samplers.corrections` — :class:`NullSpace` (DDNM), :class:`NullSpacePlus`
   (DDNM+).
 - :mod:`~singexp.samplers.sing_zero` — :func:`sing_zero` (Algorithm 1).
-- :mod:`~singexp.samplers.sing_inn` — :func:`sing_inn` (Algorithm 2, INN guidance).
+- :mod:`~singexp.samplers.sing_inn` — :func:`sing_inn` (Algorithm 2, INN guidance; DPS form).
 - :mod:`~singexp.samplers.registry` — :func:`restore`, the ``sampler`` config group's entry
   point (``none``, ``sing_zero``, ``sing_inn``).
 """
@@ -16,11 +16,12 @@ from singexp.samplers.loop import (
     UPDATES,
     DDNMUpdate,
     PosteriorUpdate,
+    SamplingError,
     TimeTravel,
     UpdateForm,
     sample,
 )
-from singexp.samplers.registry import SAMPLERS, restore
+from singexp.samplers.registry import SAMPLERS, Method, check_method, restore
 from singexp.samplers.sing_zero import SingZeroConfig, sing_zero
 
 __all__ = [
@@ -29,14 +30,17 @@ __all__ = [
     "UPDATES",
     "Correction",
     "DDNMUpdate",
+    "Method",
     "NullSpace",
     "NullSpacePlus",
     "PosteriorUpdate",
+    "SamplingError",
     "SingZeroConfig",
     "StepInfo",
     "TimeTravel",
     "UpdateForm",
     "build_correction",
+    "check_method",
     "restore",
     "sample",
     "sing_zero",

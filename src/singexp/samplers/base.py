@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from torch import Tensor
@@ -13,8 +14,14 @@ class StepInfo:
 
     ``alpha_bar``/``alpha_bar_prev`` are ᾱ_t and ᾱ_t' as the scheduler holds them (0-dim);
     ``sqrt_*`` are precomputed the way diffusers computes them, so x0|t matches the scheduler's
-    own bit for bit. ``x0_coeff`` (a_t) and ``noise_std`` (σ_t) describe the update form in use:
-    x_t' = a_t·x̂0 + (terms in x_t) + σ_t·z, which DDNM+ needs (SING.md §3).
+    own bit for bit. Every update form writes its step as (SING.md §7)
+
+        x_t' = √ᾱ_t' · x̂0 + σ_t · (η_t · z + √(1 − η_t²) · e),     σ_t = √(1 − ᾱ_t')
+
+    with z fresh noise and e a direction (the model's ε_θ for ``ddnm``, the equivalent noise ε'
+    for ``posterior``); ``eta`` is that form's η_t at this step (DDNM code: its η; DDIM with η:
+    σ_DDIM(η)/σ_t). σ_t is the step's whole noise budget, which DDNM+ shares out (DDNM's
+    ``ddnm_plus_diffusion``).
     """
 
     index: int
@@ -24,31 +31,52 @@ class StepInfo:
     alpha_bar_prev: Tensor
     sqrt_alpha_bar: Tensor
     sqrt_one_minus_alpha_bar: Tensor
-    x0_coeff: float
-    noise_std: float
+    eta: float
 
     @property
     def is_last(self) -> bool:
         return self.index == self.num_steps - 1
 
+    @property
+    def sqrt_alpha_bar_prev(self) -> float:
+        """√ᾱ_t': x̂0's coefficient in x_t'."""
+        return math.sqrt(float(self.alpha_bar_prev))
+
+    @property
+    def budget(self) -> float:
+        """σ_t = √(1 − ᾱ_t'): the noise std that x_t' must carry in all."""
+        return math.sqrt(max(1.0 - float(self.alpha_bar_prev), 0.0))
+
 
 class Correction:
     """x0|t → x̂0|t between the model and the update; the base class changes nothing.
 
-    ``noise_scale`` may return a factor (a float or a (B, 1, 1, 1) tensor) for the step's fresh
-    noise σ_t·z (DDNM+); None keeps it. ``scales_noise`` says in advance whether it ever will,
-    so an update form that cannot scale noise fails before sampling. A correction that needs
-    gradients (guidance) opens ``torch.enable_grad()`` itself: the loop runs under no_grad.
-    Returning ``x0`` itself (the same object) tells the loop nothing changed.
+    Two optional hooks, each announced by a flag so the loop can check the update form before
+    sampling:
+
+    - ``replaces_noise`` / :meth:`step_noise`: the noise term of x_t' (DDNM+ shares σ_t
+      between y's noise and fresh noise); None keeps the update form's own term.
+    - ``guides_x_t`` / :meth:`x_t_guidance`: a term subtracted from x_t' that needs gradients
+      through the UNet with respect to x_t (DPS); the loop then keeps the UNet's graph.
+
+    A correction that needs gradients in x0 (guidance) opens ``torch.enable_grad()`` itself: the
+    loop runs under no_grad. Returning ``x0`` itself (the same object) tells the loop nothing
+    changed.
     """
 
-    scales_noise: bool = False
+    replaces_noise: bool = False
+    guides_x_t: bool = False
 
     def __call__(self, x0: Tensor, step: StepInfo) -> Tensor:
         return x0
 
-    def noise_scale(self, step: StepInfo) -> Tensor | float | None:
+    def step_noise(self, step: StepInfo, z: Tensor, direction: Tensor) -> Tensor | None:
+        """x_t' − √ᾱ_t' x̂0 for fresh noise ``z`` and the form's ``direction`` (ε_θ or ε')."""
         return None
+
+    def x_t_guidance(self, x_t: Tensor, x0: Tensor, step: StepInfo) -> Tensor:
+        """The term subtracted from x_t'; ``x0`` = x0|t(x_t) with its graph to ``x_t``."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -6,6 +6,7 @@ x0|t to x̂0|t. Registered by name in :data:`CORRECTIONS` for config-driven cons
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -50,47 +51,68 @@ def _per_image(value: float | Tensor, like: Tensor) -> Tensor:
 
 
 class NullSpacePlus(Correction):
-    """DDNM+ for a noisy y: x̂0 = x0|t − λ_t A†(A x0|t − y) (SING.md §3; DDNM paper eq. 17).
+    """DDNM+ for a noisy y, as DDNM's released ``ddnm_plus_diffusion`` (DDNM paper eq. 17-19 in
+    its SVD form; SING.md §3).
 
-    λ_t = 1 if σ_t ≥ a_t σ_y else σ_t / (a_t σ_y), where a_t is x̂0's coefficient in the update
-    and σ_t its fresh-noise std (DDNM paper eq. 19); the step's noise variance is reduced to
-    Φ_t = σ_t² − (a_t λ_t σ_y)², so the noise a_t λ_t A†n carried in from y makes up the rest:
-    :meth:`noise_scale` returns √Φ_t / σ_t. ``sigma_y`` is a number or one value per image.
+    With a_t = √ᾱ_t', σ_t = √(1−ᾱ_t') (the step's whole noise budget), η_t the update form's
+    share of fresh noise (:class:`~singexp.samplers.base.StepInfo`) and σ_A the operator's
+    singular value, y's noise has std τ/a_t = σ_y/σ_A along A's range directions. With
+    τ = a_t σ_y / σ_A, in A's range:
 
-    This is DDNM's simplified (scalar) rule: σ_y is the per-pixel std of A†n. For average
-    pooling A†n is constant on s×s blocks and lives in A's range only, so the exact SVD rule
-    would use s·σ_y in the range and keep full noise in the null space; not done here.
-    With σ_y = 0 this equals :class:`NullSpace` (λ_t = 1, full noise).
+    - σ_t > τ: λ_t = 1 and the noise term is √(σ_t² − τ²) z (y's noise fills the rest);
+    - σ_t < τ: λ_t = σ_t √(1−η_t²) / τ and the noise term is σ_t η_t z;
+    - σ_t = τ, or σ_y = 0: λ_t = 1 and the update form's own σ_t (η_t z + √(1−η_t²) e).
+
+    In A's null space the noise term is always the update form's own. So
+    x̂0 = x0 − λ_t A†(A x0 − y) and x_t' = a_t x̂0 + P·(range term) + (I − P)·(own term) with
+    P = A†A. ``sigma_y`` is a number or one value per image, in the units of y (image units).
+    With σ_y = 0 this equals :class:`NullSpace` and the update form's own step (tested).
     """
 
+    replaces_noise = True
+
     def __init__(self, operator: LinearOperator, y: Tensor, sigma_y: float | Tensor) -> None:
+        if operator.singular_value is None:
+            raise ConfigError(
+                "sampler.sigma_y",
+                f"DDNM+ needs an operator with one singular value (A Aᵀ = σ² I); {operator!r} "
+                "has none: set sigma_y=0",
+            )
         self.operator = operator
         self.y = y
         self.sigma_y = _per_image(sigma_y, y)
-        self.scales_noise = bool((self.sigma_y > 0).any())
-        self._cache: tuple[int, Tensor, Tensor] | None = None
+        self._cache: tuple[int, Tensor, Tensor, Tensor] | None = None
 
-    def _lambda_and_scale(self, step: StepInfo) -> tuple[Tensor, Tensor]:
+    def _rule(self, step: StepInfo) -> tuple[Tensor, Tensor, Tensor]:
+        """(λ_t, d1, d2) per image: x̂0's weight and the range part's z and e coefficients."""
         if self._cache is not None and self._cache[0] == step.index:
-            return self._cache[1], self._cache[2]
-        sigma_t, a_t = step.noise_std, abs(step.x0_coeff)
-        carried = a_t * self.sigma_y  # std of the y-noise a_t·A†n in x_t' (per pixel)
-        # DDNM paper eq. 19: λ_t = 1 if σ_t ≥ a_t σ_y else σ_t / (a_t σ_y)
-        full = sigma_t >= carried
-        lam = torch.where(full, 1.0, sigma_t / carried.clamp_min(1e-30))
-        # Φ_t = σ_t² − (a_t λ_t σ_y)²: σ_t² − (a_t σ_y)² when λ_t = 1, else exactly 0
-        phi = torch.where(full, sigma_t**2 - carried**2, 0.0)
-        scale = phi.sqrt() / sigma_t if sigma_t > 0 else torch.ones_like(lam)
-        lam, scale = lam.to(self.y.dtype), scale.to(self.y.dtype)
-        self._cache = (step.index, lam, scale)
-        return lam, scale
+            return self._cache[1:]
+        sigma_t, eta = step.budget, step.eta
+        own_z, own_e = sigma_t * eta, sigma_t * math.sqrt(max(1 - eta**2, 0.0))
+        tau = step.sqrt_alpha_bar_prev * self.sigma_y / self.operator.singular_value
+        active = self.sigma_y > 0
+        above, below = active & (sigma_t > tau), active & (sigma_t < tau)
+        # DDNM Lambda: λ = σ_A σ_t √(1−η²) / (a σ_y) below the threshold, else 1
+        lam = torch.where(below, own_e / tau.clamp_min(1e-30), 1.0)
+        # DDNM Lambda_noise: d1 = √(σ_t² − τ²) above, σ_t η otherwise; d2 = 0 above or below
+        d1 = torch.where(above, (sigma_t**2 - tau**2).clamp_min(0).sqrt(), own_z)
+        d2 = torch.where(above | below, 0.0, own_e)
+        dtype = self.y.dtype
+        rule = (lam.to(dtype), d1.to(dtype), d2.to(dtype))
+        self._cache = (step.index, *rule)
+        return rule
 
     def __call__(self, x0: Tensor, step: StepInfo) -> Tensor:
-        lam, _ = self._lambda_and_scale(step)
+        lam, _, _ = self._rule(step)
         return x0 - lam * self.operator.A_pinv(self.operator.A(x0) - self.y)
 
-    def noise_scale(self, step: StepInfo) -> Tensor | None:
-        return self._lambda_and_scale(step)[1] if self.scales_noise else None
+    def step_noise(self, step: StepInfo, z: Tensor, direction: Tensor) -> Tensor:
+        _, d1, d2 = self._rule(step)
+        sigma_t, eta = step.budget, step.eta
+        own_z, own_e = sigma_t * eta, sigma_t * math.sqrt(max(1 - eta**2, 0.0))
+        own = own_z * z + own_e * direction
+        # range part replaced: P (d1 z + d2 e) instead of P (own_z z + own_e e)
+        return own + self.operator.project((d1 - own_z) * z + (d2 - own_e) * direction)
 
     def __repr__(self) -> str:
         return f"NullSpacePlus({self.operator!r})"

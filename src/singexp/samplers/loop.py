@@ -5,22 +5,26 @@ Per step of the respaced schedule (``scheduler.set_timesteps(N)`` over T = 1000)
     ε = unet(x_t, t).sample
     x0|t = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t            (SING.md §2)
     x̂0|t = correction(x0|t, step)               (null space, DDNM+, guidance, ...)
+    x̂0|t = clip(x̂0|t, −1, 1)                    (only with ``clip_x0=True``; off by default)
     x_t' = update(x_t, ε, x̂0|t)                 (a named update form, :data:`UPDATES`)
+    x_t' = x_t' − correction.x_t_guidance(...)   (only for corrections that guide x_t: DPS)
 
-Update forms (SING.md §7; which one a result used must be reported):
+Both update forms are x_t' = √ᾱ_t' x̂0 + σ_t (η_t z + √(1−η_t²) e) with σ_t = √(1−ᾱ_t')
+(:class:`~singexp.samplers.base.StepInfo`); which one a result used must be reported:
 
-- ``posterior``: hand the scheduler the equivalent noise ε' = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t) and call
-  ``scheduler.step(ε', t, x_t, eta=η)``. DDIM with η (DDIM eq. 12); with a DDPM scheduler (or
-  DDIM with η = 1) it is Algorithm 1's posterior step q(x_t' | x_t, x̂0). DDNM+'s reduced noise
-  is passed as ``variance_noise`` (DDIM); a scheduler whose ``step`` cannot take it (DDPM)
-  refuses σ_y > 0 with a named error instead of silently keeping full noise.
-- ``ddnm``: DDNM's released form x_t' = √ᾱ_t' x̂0 + √(1−ᾱ_t') (η z + √(1−η²) ε_θ), with the
-  model's ε_θ (DDNM code ``ddnm_diffusion``); DDNM+ scales the η z term.
+- ``posterior``: e = the equivalent noise ε' = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t), handed to
+  ``scheduler.step(ε', t, x_t, eta=η)``: DDIM with η (DDIM eq. 12), so η_t = σ_DDIM(η)/σ_t; with
+  a DDPM scheduler (or DDIM at η = 1) it is Algorithm 1's posterior step q(x_t' | x_t, x̂0).
+- ``ddnm``: e = the model's ε_θ and η_t = η (DDNM code ``ddnm_diffusion``).
 
-The output is the last x̂0|t (DDNM returns ``x0_preds[-1]``): with ᾱ_t' = 1 at the last step
-the final update returns x̂0 exactly anyway, and this keeps A x̃ = y even when the scheduler
-clips or uses ᾱ_0 < 1 as its final value. The schedulers must be stateless in t (DDPM, DDIM):
-time travel revisits timesteps.
+A correction that replaces the noise term (DDNM+) gets z and e and returns the whole term; the
+scheduler's step is then written out by the formula above (equal to it; tested).
+
+Nothing is clipped unless ``clip_x0`` is set (DDNM does not clip; the schedulers are built with
+``clip_sample=False``). The output is the last x̂0|t (DDNM returns ``x0_preds[-1]``): with
+ᾱ_t' = 1 at the last step the final update returns x̂0 exactly anyway. The schedulers must be
+stateless in t (DDPM, DDIM): time travel revisits timesteps. Non-finite values stop the loop
+with a :class:`SamplingError` naming the step.
 """
 
 from __future__ import annotations
@@ -36,10 +40,18 @@ from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from singexp.errors import ConfigError
+from singexp.errors import ConfigError, SingexpError
 from singexp.samplers.base import Correction, StepInfo
 
 Generator = torch.Generator | list[torch.Generator] | None
+
+
+class SamplingError(SingexpError):
+    """Sampling produced NaN or infinite values (a diverging correction or a bad setting)."""
+
+
+def _noise(like: Tensor, generator: Generator) -> Tensor:
+    return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
 
 
 # ---- update forms -------------------------------------------------------------------------
@@ -51,8 +63,8 @@ class UpdateForm:
     def bind(self, scheduler: Any, eta: float, correction: Correction) -> None:
         self.eta = float(eta)
 
-    def coefficients(self, alpha_bar: float, alpha_bar_prev: float) -> tuple[float, float]:
-        """(a_t, σ_t): x̂0's coefficient in x_t' and the std of the fresh noise."""
+    def step_eta(self, alpha_bar: float, alpha_bar_prev: float) -> float:
+        """η_t: the share of fresh noise in the step's noise budget σ_t = √(1−ᾱ_t')."""
         raise NotImplementedError
 
     def __call__(
@@ -63,10 +75,20 @@ class UpdateForm:
         x0: Tensor,
         x0_hat: Tensor,
         step: StepInfo,
-        noise_scale: Tensor | float | None,
+        correction: Correction,
         generator: Generator,
     ) -> Tensor:
         raise NotImplementedError
+
+
+def _written_out(
+    x0_hat: Tensor, direction: Tensor, step: StepInfo, correction: Correction, generator: Generator
+) -> Tensor:
+    """x_t' = √ᾱ_t' x̂0 + (the correction's noise term for z and e) — module docstring."""
+    noise = correction.step_noise(step, _noise(x0_hat, generator), direction)
+    if noise is None:
+        raise TypeError(f"{correction!r} announced replaces_noise but returned no noise term")
+    return step.sqrt_alpha_bar_prev * x0_hat + noise
 
 
 class PosteriorUpdate(UpdateForm):
@@ -78,30 +100,21 @@ class PosteriorUpdate(UpdateForm):
         super().bind(scheduler, eta, correction)
         params = inspect.signature(scheduler.step).parameters
         self.takes_eta = "eta" in params
-        kind = type(scheduler).__name__
         if not self.takes_eta and self.eta != 1.0:
             raise ConfigError(
                 "sampler.eta",
-                f"{kind}.step has no η (its posterior step is η = 1); set sampler.eta=1.0 "
-                "or use a DDIM scheduler",
-            )
-        if correction.scales_noise and "variance_noise" not in params:
-            raise ConfigError(
-                "sampler.update",
-                f"DDNM+ (sigma_y > 0) reduces the step noise, which {kind}.step cannot take; "
-                "use sampler.update=ddnm, or a DDIM scheduler (η = 1 is the DDPM posterior step)",
+                f"{type(scheduler).__name__}.step has no η (its posterior step is η = 1); "
+                "set sampler.eta=1.0 or use a DDIM scheduler",
             )
 
-    def coefficients(self, alpha_bar: float, alpha_bar_prev: float) -> tuple[float, float]:
+    def step_eta(self, alpha_bar: float, alpha_bar_prev: float) -> float:
         eta = self.eta if self.takes_eta else 1.0
-        # DDIM eq. 16: σ_t(η)² = η² (1−ᾱ_t')/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_t'); η = 1: DDPM posterior
-        var = (1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
-        sigma = eta * math.sqrt(max(var, 0.0))
-        # DDIM eq. 12 with ε' substituted: a = √ᾱ_t' − √(1−ᾱ_t'−σ²) √ᾱ_t/√(1−ᾱ_t);
-        # at η = 1 this is √ᾱ_t' β_t / (1−ᾱ_t) (SING.md §3)
-        direction = math.sqrt(max(1 - alpha_bar_prev - sigma**2, 0.0))
-        a = math.sqrt(alpha_bar_prev) - direction * math.sqrt(alpha_bar / (1 - alpha_bar))
-        return a, sigma
+        budget2 = 1 - alpha_bar_prev
+        if budget2 <= 0:
+            return 0.0
+        # DDIM eq. 16: σ_DDIM(η)² = η² (1−ᾱ_t')/(1−ᾱ_t) (1 − ᾱ_t/ᾱ_t'); η = 1: DDPM posterior
+        var = budget2 / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)
+        return min(eta * math.sqrt(max(var, 0.0) / budget2), 1.0)
 
     def __call__(
         self,
@@ -111,20 +124,19 @@ class PosteriorUpdate(UpdateForm):
         x0: Tensor,
         x0_hat: Tensor,
         step: StepInfo,
-        noise_scale: Tensor | float | None,
+        correction: Correction,
         generator: Generator,
     ) -> Tensor:
         if x0_hat is x0:  # nothing corrected: the model's ε is the equivalent noise, exactly
             eps_step = eps
         else:  # SING.md §7: ε' = (x_t − √ᾱ_t x̂0) / √(1−ᾱ_t)
             eps_step = (x_t - step.sqrt_alpha_bar * x0_hat) / step.sqrt_one_minus_alpha_bar
+        if correction.replaces_noise:
+            return _written_out(x0_hat, eps_step, step, correction, generator)
         kwargs: dict[str, Any] = {"eta": self.eta} if self.takes_eta else {}
-        if noise_scale is None:
-            kwargs["generator"] = generator
-        else:  # the same draw diffusers would make, scaled (DDNM+)
-            z = randn_tensor(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-            kwargs["variance_noise"] = noise_scale * z
-        return scheduler.step(eps_step, step.timestep, x_t, **kwargs).prev_sample
+        return scheduler.step(
+            eps_step, step.timestep, x_t, generator=generator, **kwargs
+        ).prev_sample
 
 
 class DDNMUpdate(UpdateForm):
@@ -137,8 +149,8 @@ class DDNMUpdate(UpdateForm):
         if not 0.0 <= self.eta <= 1.0:
             raise ConfigError("sampler.eta", f"must lie in [0, 1] for update=ddnm, got {eta}")
 
-    def coefficients(self, alpha_bar: float, alpha_bar_prev: float) -> tuple[float, float]:
-        return math.sqrt(alpha_bar_prev), self.eta * math.sqrt(1 - alpha_bar_prev)
+    def step_eta(self, alpha_bar: float, alpha_bar_prev: float) -> float:
+        return self.eta
 
     def __call__(
         self,
@@ -148,16 +160,15 @@ class DDNMUpdate(UpdateForm):
         x0: Tensor,
         x0_hat: Tensor,
         step: StepInfo,
-        noise_scale: Tensor | float | None,
+        correction: Correction,
         generator: Generator,
     ) -> Tensor:
-        ab_prev = float(step.alpha_bar_prev)
-        c_eps = math.sqrt(1 - ab_prev) * math.sqrt(1 - self.eta**2)
-        x = math.sqrt(ab_prev) * x0_hat + c_eps * eps
+        if correction.replaces_noise:
+            return _written_out(x0_hat, eps, step, correction, generator)
+        sigma = step.budget
+        x = step.sqrt_alpha_bar_prev * x0_hat + sigma * math.sqrt(1 - self.eta**2) * eps
         if self.eta > 0:
-            z = randn_tensor(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
-            c_z = step.noise_std if noise_scale is None else step.noise_std * noise_scale
-            x = x + c_z * z
+            x = x + sigma * self.eta * _noise(x_t, generator)
         return x
 
 
@@ -194,7 +205,6 @@ def step_infos(scheduler: Any, form: UpdateForm) -> list[StepInfo]:
     for k, t in enumerate(timesteps):
         ab = scheduler.alphas_cumprod[int(t)]
         ab_prev = previous_alpha_bar(scheduler, t)
-        a, sigma = form.coefficients(float(ab), float(ab_prev))
         infos.append(
             StepInfo(
                 index=k,
@@ -204,8 +214,7 @@ def step_infos(scheduler: Any, form: UpdateForm) -> list[StepInfo]:
                 alpha_bar_prev=ab_prev,
                 sqrt_alpha_bar=ab**0.5,  # as diffusers: alpha_prod_t ** 0.5
                 sqrt_one_minus_alpha_bar=(1 - ab) ** 0.5,  # beta_prod_t ** 0.5
-                x0_coeff=a,
-                noise_std=sigma,
+                eta=form.step_eta(float(ab), float(ab_prev)),
             )
         )
     return infos
@@ -261,6 +270,23 @@ def _device_dtype(unet: Any) -> tuple[torch.device, torch.dtype]:
     return param.device, param.dtype
 
 
+def _model_step(
+    unet: Any, scheduler: Any, x: Tensor, step: StepInfo, channels: int
+) -> tuple[Tensor, Tensor]:
+    """ε_θ(x_t, t) and x0|t = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t (SING.md §2)."""
+    t = step.timestep
+    eps = unet(scheduler.scale_model_input(x, t), t).sample[:, :channels]
+    return eps, (x - step.sqrt_one_minus_alpha_bar * eps) / step.sqrt_alpha_bar
+
+
+def _check_finite(x: Tensor, step: StepInfo, desc: str) -> None:
+    if not torch.isfinite(x).all():
+        raise SamplingError(
+            f"{desc}: non-finite values at step {step.index + 1}/{step.num_steps} "
+            f"(t = {int(step.timestep)}); lower the guidance step (zeta) or check the settings"
+        )
+
+
 @torch.no_grad()
 def sample(
     unet: Any,
@@ -273,6 +299,7 @@ def sample(
     update: str | UpdateForm = "posterior",
     generator: Generator = None,
     time_travel: TimeTravel | None = None,
+    clip_x0: bool = False,
     x_T: Tensor | None = None,
     callback: StepCallback | None = None,
     progress: bool = True,
@@ -282,14 +309,17 @@ def sample(
 
     ``unet``: an ε-prediction diffusers ``UNet2DModel`` (``unet(x, t).sample``; learned-variance
     outputs with 2C channels use the first C). ``scheduler``: DDPMScheduler / DDIMScheduler
-    (``set_timesteps(steps)`` is called here). ``update``: a name in :data:`UPDATES` or an
-    :class:`UpdateForm`. ``generator``: a torch.Generator, one per image, or None; the same
-    seed gives identical outputs. ``callback(step, x_t, x̂0)`` runs after each correction.
+    (``set_timesteps(steps)`` is called here), built with ``clip_sample=False``: clipping is
+    ``clip_x0`` (x̂0|t to [−1, 1] after the correction). ``update``: a name in :data:`UPDATES`
+    or an :class:`UpdateForm`. ``generator``: a torch.Generator, one per image, or None; the
+    same seed gives identical outputs. ``callback(step, x_t, x̂0)`` runs after each correction.
     Returns the last x̂0|t (module docstring).
     """
     correction = correction if correction is not None else Correction()
     form = make_update(update)
     form.bind(scheduler, eta, correction)
+    if getattr(scheduler.config, "clip_sample", False):
+        raise ValueError("build the scheduler with clip_sample=False; clipping is clip_x0")
     scheduler.set_timesteps(int(steps))
     infos = step_infos(scheduler, form)
     moves = (time_travel or TimeTravel()).plan(len(infos))
@@ -311,13 +341,24 @@ def sample(
             x = _renoise(x, alpha_from, float(infos[k_to].alpha_bar), generator)
             continue
         step = infos[k]
-        t = step.timestep
-        eps = unet(scheduler.scale_model_input(x, t), t).sample[:, :channels]
-        x0 = (x - step.sqrt_one_minus_alpha_bar * eps) / step.sqrt_alpha_bar  # SING.md §2
+        push = None
+        if correction.guides_x_t:  # DPS: keep the UNet's graph from x_t to x0|t
+            with torch.enable_grad():
+                x_in = x.detach().requires_grad_(True)
+                eps, x0 = _model_step(unet, scheduler, x_in, step, channels)
+                push = correction.x_t_guidance(x_in, x0, step).detach()
+            eps, x0 = eps.detach(), x0.detach()
+        else:
+            eps, x0 = _model_step(unet, scheduler, x, step, channels)
         x0_hat = correction(x0, step)
+        if clip_x0:
+            x0_hat = x0_hat.clamp(-1, 1)
         if callback is not None:
             callback(step, x, x0_hat)
-        x = form(scheduler, x, eps, x0, x0_hat, step, correction.noise_scale(step), generator)
+        x = form(scheduler, x, eps, x0, x0_hat, step, correction, generator)
+        if push is not None:
+            x = x - push
+        _check_finite(x, step, desc)
         bar.update()
     bar.close()
     return x0_hat

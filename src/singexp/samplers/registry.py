@@ -3,36 +3,62 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import Tensor
 
 from singexp.errors import ConfigError
-from singexp.samplers.sing_inn import restore_sing_inn
-from singexp.samplers.sing_zero import restore_sing_zero
+from singexp.samplers.sing_inn import SingINNConfig, restore_sing_inn
+from singexp.samplers.sing_zero import SingZeroConfig, restore_sing_zero
 
 
-def restore_none(cfg: Mapping[str, Any], x_hat: Tensor, **_: Any) -> Tensor:
+def restore_none(c: Any, x_hat: Tensor, **_: Any) -> Tensor:
     """No restoration: evaluate DeepJSCC alone."""
     return x_hat
 
 
-#: ``sampler.name`` -> restorer(cfg, x_hat, *, unet, scheduler, operator, inn, generator, snr_db)
-SAMPLERS: dict[str, Callable[..., Tensor]] = {
-    "none": restore_none,
-    "sing_zero": restore_sing_zero,
-    "sing_inn": restore_sing_inn,
+def _no_keys(cfg: Mapping[str, Any], prefix: str) -> None:
+    for key in cfg:
+        if key != "name":
+            raise ConfigError(f"{prefix}.{key}", "unknown key; sampler=none has no settings")
+
+
+#: ``sampler.name`` -> (config check, restorer(config, x_hat, *, unet, scheduler, operator, inn,
+#: generator, snr_db, sigma_y))
+SAMPLERS: dict[str, tuple[Callable[..., Any], Callable[..., Tensor]]] = {
+    "none": (_no_keys, restore_none),
+    "sing_zero": (SingZeroConfig.from_config, restore_sing_zero),
+    "sing_inn": (SingINNConfig.from_config, restore_sing_inn),
 }
 
 
-def restore(cfg: Mapping[str, Any], x_hat: Tensor, **components: Any) -> Tensor:
-    """Run the restorer named by ``cfg['name']`` on the DeepJSCC outputs ``x_hat``.
+@dataclass(frozen=True)
+class Method:
+    """A checked sampler config: ``name`` in :data:`SAMPLERS`, ``config`` its dataclass,
+    ``prefix`` the key it came from, ``raw`` the node as written (scheduler keys included)."""
+
+    name: str
+    config: Any
+    prefix: str = "sampler"
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+def check_method(cfg: Mapping[str, Any], prefix: str = "sampler") -> Method:
+    """Check one sampler config node before anything runs; errors name ``prefix.key``."""
+    name = str(cfg.get("name", "none"))
+    entry = SAMPLERS.get(name)
+    if entry is None:
+        raise ConfigError(f"{prefix}.name", f"unknown {name!r}; choose one of {list(SAMPLERS)}")
+    return Method(name, entry[0](cfg, prefix), prefix, dict(cfg))
+
+
+def restore(method: Method | Mapping[str, Any], x_hat: Tensor, **components: Any) -> Tensor:
+    """Run the restorer of ``method`` (a :class:`Method` or a sampler config node) on x̂.
 
     ``components``: what the restorers need (``unet``, ``scheduler``, ``operator``, ``inn``,
-    ``generator``, ``snr_db``); each takes what it uses; ``none`` needs nothing.
+    ``generator``, ``snr_db``, ``sigma_y``); each takes what it uses; ``none`` needs nothing.
     """
-    name = str(cfg.get("name", "none"))
-    restorer = SAMPLERS.get(name)
-    if restorer is None:
-        raise ConfigError("sampler.name", f"unknown {name!r}; choose one of {list(SAMPLERS)}")
-    return restorer(cfg, x_hat, **components)
+    if not isinstance(method, Method):
+        method = check_method(method)
+    return SAMPLERS[method.name][1](method.config, x_hat, **components)

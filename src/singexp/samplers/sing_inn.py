@@ -1,23 +1,40 @@
-"""SING-INN (Algorithm 2, SING.md §4): INN guidance as an x0 correction of the one loop.
+"""SING-INN (Algorithm 2, SING.md §4): INN guidance as a correction of the one loop.
 
 The measurement is c_y = coarse(x̂) = A x̂ (s×s average pooling, s = the INN's scale: the
-same definition the INN was trained with, :meth:`ConditionalINN.coarse`). At every step
+same definition the INN was trained with, :meth:`ConditionalINN.coarse`; by default the same A
+as SING-Zero's at the point, ``measurement=operator``). At every step (``variant=algorithm2``)
 
     (c_t, d_t) = f(x0|t; snr)
     x_inv      = f⁻¹(c_y, d_t; snr)             x0|t's details on the measurement's coarse part
-    x̂0|t       = x0|t − ζ ∇_{x0|t} ‖x0|t − x_inv‖²
+    L          = ‖x0|t − x_inv‖²
+    x̂0|t       = x0|t − ζ_t ∇_{x0|t} L          (gradient=autograd | constant)
+    or x_t'    = x_t' − ζ_t/√L · ∇_{x_t} L      (gradient=dps, through the UNet)
 
 then the usual update to t' (:mod:`~singexp.samplers.loop`). ``gradient``:
 
-- ``autograd`` (default): the exact gradient, through x_inv's dependence on x0|t via d_t
-  (one INN forward + inverse + their backward per step).
+- ``dps`` (default): diffusion posterior sampling (Chung et al., ICLR 2023, Algorithm 1 with
+  ζ_i = ζ/‖r‖): the gradient of L with respect to x_t through the UNet, applied to x_t'.
+- ``autograd``: the exact x0-space gradient, through x_inv's dependence on x0|t via d_t (one
+  INN forward + inverse + their backward per step).
 - ``constant``: x_inv treated as a constant, ∇ = 2(x0|t − x_inv), so
   x̂0|t = x0|t − 2ζ (x0|t − x_inv); no backward pass (ζ = ½ replaces x0|t by x_inv).
 
-With identity couplings (a fresh INN: the pure Haar split) both give
+ζ_t = ζ (``zeta_schedule=constant``) or ζ √ᾱ_t (``sqrt_alpha_bar``, the default: weak while
+x0|t is mostly noise; SING.md §4 leaves the schedule open). ``variant=two_phase`` (ours, not the
+paper's) keeps DDNM null-space consistency with the INN's linear coarse part for timesteps
+≥ ``switch_t`` and guides below.
+
+Why ``dps`` is the default (measured, README): the embedded INN's inverse f⁻¹(c_y, d) is exact
+for d of a clean image but, for d of a blurry or noisy x0|t (every step but the last few), it
+returns colour-shifted images with a period-2 checkerboard (its finest Haar level). The x0-space
+forms write that x_inv into x̂0|t at every step, so the artifacts accumulate (the grid pattern of
+the earlier default, ``two_phase`` + ``constant``, whose output is the last x_inv); through the
+UNet's Jacobian (``dps``) they are filtered out.
+
+With identity couplings (a fresh INN: the pure Haar split) the x0-space forms give
 x0|t − 2ζ A†(A x0|t − c_y): at ζ = ½ exactly DDNM's null-space correction (SING-Zero).
-The DPS-style gradient w.r.t. x_t through the UNet needs the loop to keep the UNet's graph and
-is not offered here.
+The INN sees x0|t clipped to [−1, 1] (the image range it was trained on; at early steps x0|t
+reaches hundreds and its exponential couplings would overflow): results record this.
 """
 
 from __future__ import annotations
@@ -33,13 +50,16 @@ from torch import Tensor
 
 from singexp.errors import ConfigError
 from singexp.nn.inn import ConditionalINN
-from singexp.operators import AveragePool
+from singexp.operators import AveragePool, LinearOperator
 from singexp.samplers.base import Correction, StepInfo
 from singexp.samplers.corrections import NullSpace
 from singexp.samplers.loop import Generator, TimeTravel, sample
-from singexp.samplers.sing_zero import SHARED_KEYS, SingZeroConfig
+from singexp.samplers.sing_zero import Keys, SingZeroConfig
 
-GRADIENTS: tuple[str, ...] = ("autograd", "constant")
+VARIANTS: tuple[str, ...] = ("algorithm2", "two_phase")
+GRADIENTS: tuple[str, ...] = ("autograd", "constant", "dps")
+ZETA_SCHEDULES: tuple[str, ...] = ("constant", "sqrt_alpha_bar")
+MEASUREMENTS: tuple[str, ...] = ("operator", "inn")
 
 
 def as_inn(inn: Any) -> ConditionalINN:
@@ -51,7 +71,7 @@ def as_inn(inn: Any) -> ConditionalINN:
 
 
 class INNGuidance(Correction):
-    """x̂0 = x0 − ζ ∇_{x0} ‖x0 − f⁻¹(c_y, d(x0); snr)‖² per image (module docstring).
+    """INN guidance of Algorithm 2 (module docstring), per image.
 
     ``c_y``: the measurement (B, C, H/s, W/s); ``snr_db``: (B,) or a number; ``zeta``: a number
     or one value per image (B,). The INN's weights are not changed (no parameter gradients).
@@ -64,10 +84,16 @@ class INNGuidance(Correction):
         snr_db: Tensor | float,
         zeta: float | Tensor = 0.5,
         gradient: str = "autograd",
+        zeta_schedule: str = "constant",
     ) -> None:
         if gradient not in GRADIENTS:
             raise ConfigError(
                 "sampler.gradient", f"unknown {gradient!r}; choose one of {GRADIENTS}"
+            )
+        if zeta_schedule not in ZETA_SCHEDULES:
+            raise ConfigError(
+                "sampler.zeta_schedule",
+                f"unknown {zeta_schedule!r}; choose one of {ZETA_SCHEDULES}",
             )
         self.inn = as_inn(inn)
         self.c_y = c_y
@@ -76,49 +102,73 @@ class INNGuidance(Correction):
         zeta_t = torch.as_tensor(zeta, dtype=c_y.dtype, device=c_y.device)
         self.zeta = zeta_t.reshape(-1, 1, 1, 1) if zeta_t.ndim == 1 else zeta_t
         self.gradient = gradient
+        self.zeta_schedule = zeta_schedule
+        self.guides_x_t = gradient == "dps"
+
+    def zeta_at(self, step: StepInfo) -> Tensor:
+        """ζ_t of the schedule."""
+        if self.zeta_schedule == "sqrt_alpha_bar":
+            return self.zeta * float(step.sqrt_alpha_bar)
+        return self.zeta
 
     def inverse_estimate(self, x0: Tensor) -> Tensor:
-        """x_inv = f⁻¹(c_y, d(x0); snr).
-
-        x0 is clipped to the image range [-1, 1] first, as the scheduler clips x0|t
-        (``clip_sample``): at early steps x0|t = (x_t − √(1−ᾱ_t) ε)/√ᾱ_t reaches hundreds, far
-        outside what the INN was trained on, and its exponential couplings overflow.
-        """
+        """x_inv = f⁻¹(c_y, d(clip(x0)); snr) (module docstring)."""
         _, d = self.inn(x0.clamp(-1, 1), self.snr_db)
         return self.inn.inverse(self.c_y, d, self.snr_db)
 
     def __call__(self, x0: Tensor, step: StepInfo) -> Tensor:
+        if self.gradient == "dps":  # guidance acts on x_t' (x_t_guidance)
+            return x0
+        zeta = self.zeta_at(step)
         if self.gradient == "constant":
             with torch.no_grad():
                 x_inv = self.inverse_estimate(x0)
-            return x0 - 2 * self.zeta * (x0 - x_inv)
+            return x0 - 2 * zeta * (x0 - x_inv)
         with torch.enable_grad():  # the loop runs under no_grad; only x0's gradient is taken
             x = x0.detach().requires_grad_(True)
             loss = (x - self.inverse_estimate(x)).pow(2).sum()  # a sum over images: per-image ∇
             (grad,) = torch.autograd.grad(loss, x)
-        return x0 - self.zeta * grad
+        return x0 - zeta * grad
+
+    def x_t_guidance(self, x_t: Tensor, x0: Tensor, step: StepInfo) -> Tensor:
+        """ζ_t/‖r‖ ∇_{x_t} ‖r‖², r = x0|t(x_t) − x_inv (DPS, Chung et al. 2023, Alg. 1)."""
+        residual = x0 - self.inverse_estimate(x0)
+        sq = residual.pow(2).flatten(1).sum(1)  # ‖r‖² per image
+        (grad,) = torch.autograd.grad(sq.sum(), x_t)
+        norm = sq.detach().sqrt().clamp_min(1e-12).reshape(-1, 1, 1, 1)
+        return self.zeta_at(step) * grad / norm
 
     def __repr__(self) -> str:
-        return f"INNGuidance(scale={self.inn.scale}, gradient={self.gradient!r})"
+        return (
+            f"INNGuidance(scale={self.inn.scale}, gradient={self.gradient!r}, "
+            f"zeta_schedule={self.zeta_schedule!r})"
+        )
 
 
 class TwoPhase(Correction):
     """``early`` while the step's timestep is ≥ ``switch_t``, ``late`` below it.
 
-    SING-INN's default (our choice where SING.md §4 is open): the INN was trained on images, and
-    at high noise x0|t is far from one, so its inverse there is unreliable (measured: guidance at
-    every step lowers PSNR by 3 dB on the embedded default). Early steps therefore keep
-    consistency with the INN's *linear* coarse part (DDNM null-space filling with
-    A = average pooling by ``inn.scale``, exactly the INN's c for identity couplings); once
-    t < ``switch_t`` the INN guidance takes over.
+    ``variant=two_phase`` (ours; SING.md §4's Algorithm 2 guides at every step): the INN was
+    trained on images, and at high noise x0|t is far from one, so early steps keep consistency
+    with the INN's *linear* coarse part (DDNM null-space filling with A = average pooling by
+    ``inn.scale``, exactly the INN's c for identity couplings); once t < ``switch_t`` the INN
+    guidance takes over.
     """
 
     def __init__(self, early: Correction, late: Correction, switch_t: int) -> None:
         self.early, self.late, self.switch_t = early, late, int(switch_t)
+        self.guides_x_t = late.guides_x_t
+
+    def _late(self, step: StepInfo) -> bool:
+        return int(step.timestep) < self.switch_t
 
     def __call__(self, x0: Tensor, step: StepInfo) -> Tensor:
-        phase = self.early if int(step.timestep) >= self.switch_t else self.late
-        return phase(x0, step)
+        return (self.late if self._late(step) else self.early)(x0, step)
+
+    def x_t_guidance(self, x_t: Tensor, x0: Tensor, step: StepInfo) -> Tensor:
+        if self._late(step):
+            return self.late.x_t_guidance(x_t, x0, step)
+        return torch.zeros_like(x_t)
 
     def __repr__(self) -> str:
         return f"TwoPhase({self.early!r} until t<{self.switch_t}, then {self.late!r})"
@@ -131,33 +181,38 @@ def sing_inn(
     y_image: Tensor,
     snr_db: Tensor | float,
     *,
-    zeta: float | Tensor = 0.5,
-    gradient: str = "autograd",
-    switch_t: int = 0,
+    zeta: float | Tensor = 1.0,
+    gradient: str = "dps",
+    zeta_schedule: str = "sqrt_alpha_bar",
+    variant: str = "algorithm2",
+    switch_t: int = 300,
     steps: int = 100,
     eta: float = 0.85,
     update: str = "posterior",
     generator: Generator = None,
     time_travel: TimeTravel | None = None,
+    clip_x0: bool = False,
     clamp: bool = True,
     progress: bool = True,
 ) -> Tensor:
     """SING-INN on a batch of DeepJSCC outputs ``y_image`` = x̂ (B, C, H, W) in [-1, 1].
 
     c_y = coarse(x̂) (the INN's A); ``snr_db``: the channel SNR per image (B,) or a number (the
-    INN's conditioning). ``switch_t`` > 0: null-space consistency with the INN's linear coarse
-    operator for timesteps ≥ ``switch_t``, INN guidance below (:class:`TwoPhase`); 0: INN guidance
-    at every step. Other arguments as in :func:`~singexp.samplers.sing_zero.sing_zero`.
-    The same ``generator`` seed gives identical outputs.
+    INN's conditioning). ``variant``: ``algorithm2`` (INN guidance at every step, the paper) or
+    ``two_phase`` (:class:`TwoPhase` at ``switch_t``). Other arguments as in
+    :func:`~singexp.samplers.sing_zero.sing_zero`. The same ``generator`` seed gives identical
+    outputs.
     """
+    if variant not in VARIANTS:
+        raise ConfigError("sampler.variant", f"unknown {variant!r}; choose one of {VARIANTS}")
     net = as_inn(inn)
     param = next(unet.parameters())
     net.to(param.device)
     x_hat = y_image.to(param.device, param.dtype)
     with torch.no_grad():
         c_y = net.coarse(x_hat)
-    correction: Correction = INNGuidance(net, c_y, snr_db, zeta, gradient)
-    if switch_t > 0:
+    correction: Correction = INNGuidance(net, c_y, snr_db, zeta, gradient, zeta_schedule)
+    if variant == "two_phase":
         correction = TwoPhase(NullSpace(AveragePool(net.scale), c_y), correction, switch_t)
     out = sample(
         unet,
@@ -169,6 +224,7 @@ def sing_inn(
         update=update,
         generator=generator,
         time_travel=time_travel,
+        clip_x0=clip_x0,
         progress=progress,
         desc="SING-INN",
     )
@@ -176,62 +232,77 @@ def sing_inn(
 
 
 # ---- config --------------------------------------------------------------------------------
+_OWN_KEYS = frozenset({"zeta", "gradient", "zeta_schedule", "variant", "switch_t", "measurement"})
+
+
 @dataclass(frozen=True)
 class SingINNConfig:
-    """``conf/sampler/sing_inn.yaml``, checked: errors name the ``sampler.*`` key."""
+    """``conf/sampler/sing_inn.yaml``, checked: errors name the key under ``prefix``."""
 
     steps: int = 100
     eta: float = 0.85
     update: str = "posterior"
-    zeta: float = 0.5
-    gradient: str = "autograd"
-    switch_t: int = 0
+    variant: str = "algorithm2"
+    zeta: float = 1.0
+    gradient: str = "dps"
+    zeta_schedule: str = "sqrt_alpha_bar"
+    switch_t: int = 300
+    measurement: str = "operator"
     time_travel: TimeTravel = dataclasses.field(default_factory=TimeTravel)
+    clip_x0: bool = False
     clamp: bool = True
     progress: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> SingINNConfig:
-        known = {f.name for f in dataclasses.fields(cls)} | SHARED_KEYS
-        for key in cfg:
-            if key not in known:
-                raise ConfigError(f"sampler.{key}", f"unknown key; known: {sorted(known)}")
+    def from_config(cls, cfg: Mapping[str, Any], prefix: str = "sampler") -> SingINNConfig:
         # the keys shared with SING-Zero are checked by its schema (same names, same messages)
         shared = SingZeroConfig.from_config(
-            {k: v for k, v in cfg.items() if k not in ("zeta", "gradient", "switch_t")}
+            {k: v for k, v in cfg.items() if k != "sigma_y"}, prefix, extra=_OWN_KEYS
         )
-        zeta = cfg.get("zeta", 0.5)
-        try:
-            if isinstance(zeta, bool):
-                raise ValueError
-            zeta = float(zeta)
-        except (TypeError, ValueError):
-            raise ConfigError("sampler.zeta", f"{zeta!r} is not a number") from None
+        if "sigma_y" in cfg:
+            raise ConfigError(f"{prefix}.sigma_y", "is a SING-Zero key; SING-INN has no σ_y")
+        k = Keys(cfg, prefix, set(cfg))
+        zeta = k.number("zeta", cls.zeta, float)
         if not math.isfinite(zeta) or zeta < 0:
-            raise ConfigError("sampler.zeta", f"must be a finite number ≥ 0, got {zeta}")
-        gradient = str(cfg.get("gradient", "autograd"))
-        if gradient not in GRADIENTS:
-            raise ConfigError(
-                "sampler.gradient", f"unknown {gradient!r}; choose one of {list(GRADIENTS)}"
-            )
-        switch_t = cfg.get("switch_t", 0)
-        if isinstance(switch_t, bool) or not isinstance(switch_t, int) or switch_t < 0:
-            raise ConfigError("sampler.switch_t", f"must be a whole number ≥ 0, got {switch_t!r}")
+            raise k.fail("zeta", f"must be a finite number ≥ 0, got {zeta}")
+        switch_t = k.number("switch_t", 300, int)
+        if not 0 <= switch_t <= 1000:
+            raise k.fail("switch_t", f"must lie in 0..1000, got {switch_t}")
         return cls(
-            switch_t=switch_t,
             steps=shared.steps,
             eta=shared.eta,
             update=shared.update,
+            variant=k.choice("variant", "algorithm2", VARIANTS),
             zeta=zeta,
-            gradient=gradient,
+            gradient=k.choice("gradient", cls.gradient, GRADIENTS),
+            zeta_schedule=k.choice("zeta_schedule", cls.zeta_schedule, ZETA_SCHEDULES),
+            switch_t=switch_t,
+            measurement=k.choice("measurement", "operator", MEASUREMENTS),
             time_travel=shared.time_travel,
+            clip_x0=shared.clip_x0,
             clamp=shared.clamp,
             progress=shared.progress,
         )
 
 
+def check_measurement(c: SingINNConfig, inn: Any, operator: LinearOperator, prefix: str) -> None:
+    """``measurement=operator``: the INN's coarse part must be SING-Zero's A at this point."""
+    if c.measurement != "operator":
+        return
+    scale = as_inn(inn).scale
+    if not isinstance(operator, AveragePool) or operator.scale != scale:
+        wanted = getattr(operator, "scale", "?")
+        raise ConfigError(
+            f"{prefix}.measurement",
+            f"the INN measures c = {scale}×{scale} average pooling but SING-Zero's A is "
+            f"{operator!r} (operator.*): use an INN trained with inn.scale={wanted} "
+            f"(inn.scale follows operator.scale by default), or set {prefix}.measurement=inn "
+            "to compare the methods on different measurements",
+        )
+
+
 def restore_sing_inn(
-    cfg: Mapping[str, Any],
+    c: SingINNConfig,
     x_hat: Tensor,
     *,
     unet: Any,
@@ -250,7 +321,6 @@ def restore_sing_inn(
         raise ConfigError(
             "inn.checkpoint", "sampler=sing_inn needs a trained INN; set inn.checkpoint=PATH"
         )
-    c = SingINNConfig.from_config(cfg)
     return sing_inn(
         unet,
         scheduler,
@@ -259,12 +329,15 @@ def restore_sing_inn(
         snr_db,
         zeta=c.zeta,
         gradient=c.gradient,
+        zeta_schedule=c.zeta_schedule,
+        variant=c.variant,
         switch_t=c.switch_t,
         steps=c.steps,
         eta=c.eta,
         update=c.update,
         generator=generator,
         time_travel=c.time_travel,
+        clip_x0=c.clip_x0,
         clamp=c.clamp,
         progress=c.progress,
     )

@@ -1,4 +1,4 @@
-"""SING-Zero (Algorithm 1, SING.md §3) and the ``sampler`` config group's restorers.
+"""SING-Zero (Algorithm 1, SING.md §3) and the ``sampler`` config group's shared keys.
 
 :func:`sing_zero` restores a batch of DeepJSCC outputs x̂: y = A x̂, then DDNM (σ_y = 0) or
 DDNM+ (σ_y > 0) through the one loop of :mod:`singexp.samplers.loop`.
@@ -8,6 +8,7 @@ DDNM+ (σ_y > 0) through the one loop of :mod:`singexp.samplers.loop`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,9 @@ from singexp.samplers.base import Correction
 from singexp.samplers.corrections import NullSpace, NullSpacePlus
 from singexp.samplers.loop import UPDATES, Generator, TimeTravel, sample
 
+#: ``sigma_y`` value that asks for σ_y measured from the codec at the test SNR (README)
+SIGMA_Y_AUTO = "auto"
+
 
 def sing_zero(
     unet: Any,
@@ -35,6 +39,7 @@ def sing_zero(
     update: str = "posterior",
     generator: Generator = None,
     time_travel: TimeTravel | None = None,
+    clip_x0: bool = False,
     clamp: bool = True,
     progress: bool = True,
 ) -> Tensor:
@@ -42,8 +47,9 @@ def sing_zero(
 
     The measurement is y = A x̂ (SING.md §3), one per image. ``sigma_y``: 0 → noise-free DDNM
     (:class:`NullSpace`), a number or one value per image → DDNM+ (:class:`NullSpacePlus`).
-    ``clamp`` clips the result to [-1, 1] (which may break A x̃ = y where x̂0 leaves that
-    range). Other arguments as in :func:`~singexp.samplers.loop.sample`.
+    ``clip_x0`` clips x̂0|t at every step (off: DDNM does not clip); ``clamp`` clips the result
+    to [-1, 1] (which may break A x̃ = y where x̂0 leaves that range). Other arguments as in
+    :func:`~singexp.samplers.loop.sample`.
     """
     y = operator.A(y_image)
     noisy = bool((torch.as_tensor(sigma_y) > 0).any())
@@ -60,6 +66,7 @@ def sing_zero(
         update=update,
         generator=generator,
         time_travel=time_travel,
+        clip_x0=clip_x0,
         progress=progress,
         desc="SING-Zero",
     )
@@ -71,95 +78,134 @@ def sing_zero(
 SHARED_KEYS: frozenset[str] = frozenset({"name", "scheduler", "timestep_spacing"})
 
 
+class Keys:
+    """Reads one sampler config node; errors name the key as the user wrote it
+    (``sampler.eta`` or ``methods.sing_inn.eta``)."""
+
+    def __init__(self, cfg: Mapping[str, Any], prefix: str, known: set[str]) -> None:
+        self.cfg, self.prefix = cfg, prefix
+        for key in cfg:
+            if key not in known:
+                raise ConfigError(self.key(key), f"unknown key; known: {sorted(known)}")
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}"
+
+    def number(self, name: str, default: Any, kind: type, node: Mapping[str, Any] | None = None):
+        source = self.cfg if node is None else node
+        return config_number(self.key(name), source.get(name.split(".")[-1], default), kind)
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.cfg.get(name, default)
+        if not isinstance(value, bool):
+            raise ConfigError(self.key(name), f"{value!r} is not true or false")
+        return value
+
+    def choice(self, name: str, default: str, options: Any) -> str:
+        value = str(self.cfg.get(name, default))
+        if value not in options:
+            raise ConfigError(self.key(name), f"unknown {value!r}; choose one of {list(options)}")
+        return value
+
+    def fail(self, name: str, message: str) -> ConfigError:
+        return ConfigError(self.key(name), message)
+
+
 @dataclass(frozen=True)
 class SingZeroConfig:
-    """``conf/sampler/sing_zero.yaml``, checked: errors name the ``sampler.*`` key."""
+    """``conf/sampler/sing_zero.yaml``, checked: errors name the key under ``prefix``."""
 
     steps: int = 100
     eta: float = 0.85
     update: str = "posterior"
-    sigma_y: float = 0.0
+    sigma_y: float | str = 0.0
     time_travel: TimeTravel = field(default_factory=TimeTravel)
+    clip_x0: bool = False
     clamp: bool = True
     progress: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any]) -> SingZeroConfig:
-        known = {f.name for f in dataclasses.fields(cls)} | SHARED_KEYS
-        for key in cfg:
-            if key not in known:
-                raise ConfigError(f"sampler.{key}", f"unknown key; known: {sorted(known)}")
-        steps = _number(cfg, "steps", 100, int)
+    def from_config(
+        cls, cfg: Mapping[str, Any], prefix: str = "sampler", extra: frozenset[str] = frozenset()
+    ) -> SingZeroConfig:
+        """Check the keys SING-Zero and SING-INN share; ``extra``: the caller's own keys."""
+        known = {f.name for f in dataclasses.fields(cls)} | SHARED_KEYS | extra
+        k = Keys(cfg, prefix, known)
+        steps = k.number("steps", 100, int)
         if not 1 <= steps <= 1000:
-            raise ConfigError("sampler.steps", f"must lie in 1..1000 (T = 1000), got {steps}")
-        eta = _number(cfg, "eta", 0.85, float)
-        if eta < 0:
-            raise ConfigError("sampler.eta", f"must be ≥ 0, got {eta}")
-        update = str(cfg.get("update", "posterior"))
-        if update not in UPDATES:
-            raise ConfigError(
-                "sampler.update", f"unknown {update!r}; choose one of {list(UPDATES)}"
-            )
-        sigma_y = _number(cfg, "sigma_y", 0.0, float)
-        if sigma_y < 0:
-            raise ConfigError("sampler.sigma_y", f"must be ≥ 0, got {sigma_y}")
+            raise k.fail("steps", f"must lie in 1..1000 (T = 1000), got {steps}")
+        eta = k.number("eta", 0.85, float)
+        if not 0 <= eta <= 1:
+            raise k.fail("eta", f"must lie in [0, 1] (0: DDIM, 1: DDPM posterior), got {eta}")
+        update = k.choice("update", "posterior", UPDATES)
+        sigma_y: float | str = cfg.get("sigma_y", 0.0)
+        if str(sigma_y).strip().lower() == SIGMA_Y_AUTO:
+            sigma_y = SIGMA_Y_AUTO
+        else:
+            sigma_y = k.number("sigma_y", 0.0, float)
+            if sigma_y < 0:
+                raise k.fail("sigma_y", f"must be ≥ 0 or auto, got {sigma_y}")
         tt = cfg.get("time_travel") or {}
         for key in tt:
             if key not in {"length", "repeat", "every"}:
-                raise ConfigError(
-                    f"sampler.time_travel.{key}", "unknown key; known: length, repeat, every"
-                )
+                raise k.fail(f"time_travel.{key}", "unknown key; known: length, repeat, every")
+        every = tt.get("every")
         travel = TimeTravel(
-            length=_number(tt, "length", 0, int, "time_travel."),
-            repeat=_number(tt, "repeat", 1, int, "time_travel."),
-            every=None if tt.get("every") is None else _number(tt, "every", 1, int, "time_travel."),
+            length=k.number("time_travel.length", 0, int, tt),
+            repeat=k.number("time_travel.repeat", 1, int, tt),
+            every=None if every is None else k.number("time_travel.every", 1, int, tt),
         )
         if (
             travel.length < 0
             or travel.repeat < 1
             or (travel.every is not None and travel.every < 1)
         ):
-            raise ConfigError(
-                "sampler.time_travel", f"needs length ≥ 0, repeat ≥ 1, every ≥ 1: {travel}"
-            )
+            raise k.fail("time_travel", f"needs length ≥ 0, repeat ≥ 1, every ≥ 1: {travel}")
         return cls(
             steps=steps,
             eta=eta,
             update=update,
             sigma_y=sigma_y,
             time_travel=travel,
-            clamp=bool(cfg.get("clamp", True)),
-            progress=bool(cfg.get("progress", True)),
+            clip_x0=k.flag("clip_x0", False),
+            clamp=k.flag("clamp", True),
+            progress=k.flag("progress", True),
         )
 
-
-def _number(cfg: Mapping[str, Any], key: str, default: Any, kind: type, prefix: str = "") -> Any:
-    return config_number(f"sampler.{prefix}{key}", cfg.get(key, default), kind)
+    def sigma_y_value(self, measured: float | None) -> float:
+        """σ_y as a number: ``measured`` (the codec's, at the test SNR) when ``auto``."""
+        if self.sigma_y != SIGMA_Y_AUTO:
+            return float(self.sigma_y)
+        if measured is None or not math.isfinite(measured):
+            raise ConfigError("sampler.sigma_y", "auto needs σ_y measured from the codec")
+        return float(measured)
 
 
 # ---- the restorer (registered in singexp.samplers.registry) --------------------------------
 def restore_sing_zero(
-    cfg: Mapping[str, Any],
+    c: SingZeroConfig,
     x_hat: Tensor,
     *,
     unet: Any,
     scheduler: Any,
     operator: LinearOperator,
     generator: Generator = None,
+    sigma_y: float | None = None,
     **_: Any,
 ) -> Tensor:
-    c = SingZeroConfig.from_config(cfg)
+    """``sigma_y``: the measured σ_y that ``sigma_y=auto`` stands for (tasks measure it)."""
     return sing_zero(
         unet,
         scheduler,
         operator,
         x_hat,
-        sigma_y=c.sigma_y,
+        sigma_y=c.sigma_y_value(sigma_y),
         steps=c.steps,
         eta=c.eta,
         update=c.update,
         generator=generator,
         time_travel=c.time_travel,
+        clip_x0=c.clip_x0,
         clamp=c.clamp,
         progress=c.progress,
     )

@@ -1,0 +1,210 @@
+"""What keeps results whole under faults (README "Faults"): a kill, SIGTERM, a full disk, two
+jobs at once, a moved folder.
+
+- :func:`atomic_write_text`: results are written to a temporary file beside the target, then
+  renamed over it, so a file is either the old one, the new one, or absent, never torn.
+- :func:`read_results`: a ``metrics.json`` counts only when it parses and is complete.
+- :func:`point_lock`: one job at a time computes a run folder (a grid point); a second copy of
+  the same sweep waits for it and then reuses its results.
+- :func:`sigterm_ends_point`: SIGTERM ends the current point as Ctrl-C does (:class:`Terminated`);
+  a framework that already handles SIGTERM (submitit: it requeues on its own signal) is left be.
+- :func:`set_aside_unfinished_wandb`: offline W&B runs of attempts that never finished are renamed
+  so that ``make sync-wandb`` does not upload them beside the finished run.
+- :class:`OutputCheck`: a Hydra callback that refuses, in one line, an output folder that cannot
+  be written and ``launcher=slurm`` without Slurm, before Hydra creates anything.
+
+Light imports only: ``singexp.report`` uses it without torch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+from singexp.errors import ConfigError
+
+log = logging.getLogger("singexp.faults")
+
+#: the keys every point's metrics.json has (``tasks.describe_run``), and per task its results key
+RESULT_KEYS = ("task", "dataset", "channel", "snr_db", "bcr", "seed")
+TASK_RESULT_KEY = {"jscc": "test", "restore": "methods", "prior": "prior", "inn": "inn"}
+#: exit status of a job ended by SIGTERM (128 + 15, as the shell reports it)
+SIGTERM_EXIT = 128 + int(signal.SIGTERM)
+# the process's umask (read by setting it, then restored): the mode open() would give a new file
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, flushed to disk,
+    then renamed over ``path``. On any failure (a full disk, SIGTERM) ``path`` is untouched and the
+    temporary file is removed; a SIGKILL may leave a ``.NAME.*.tmp`` beside it, which nothing
+    reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; results are as open() makes
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_results(path: Path, required: Iterable[str] = ()) -> tuple[dict[str, Any] | None, str]:
+    """``(results, "")`` when ``path`` parses as a JSON object holding every ``required`` key;
+    else ``(None, why)``: missing, torn (unparsable) or incomplete."""
+    path = Path(path)
+    if not path.is_file():
+        return None, "no metrics.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        return None, f"{path.name} is torn or unreadable ({type(error).__name__}: {error})"
+    if not isinstance(data, dict):
+        return None, f"{path.name} is not a JSON object"
+    missing = [key for key in required if key not in data]
+    if missing:
+        return None, f"{path.name} is incomplete (no {', '.join(missing)})"
+    return data, ""
+
+
+def required_result_keys(task: str) -> tuple[str, ...]:
+    """What a finished run of ``task`` has in its metrics.json."""
+    extra = TASK_RESULT_KEY.get(task)
+    return (*RESULT_KEYS, extra) if extra else RESULT_KEYS
+
+
+@contextmanager
+def point_lock(out: Path) -> Iterator[None]:
+    """Hold ``out/.lock`` while computing the run folder ``out``: another job (a second copy of
+    the same sweep) that reaches the same point waits, then finds its results and reuses them.
+    The lock is the kernel's (``flock``): a killed holder releases it."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(str(Path(out) / ".lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        log.info("another job is computing %s: waiting for it, then reusing its results", out)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: the current point stops like on Ctrl-C (no results written, loggers
+    closed as failed); a re-run of the same command resumes. A BaseException, so that neither
+    the sweep's per-point error handling nor Lightning turns it into a failed point."""
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"received signal {signal.Signals(signum).name}")
+
+
+@contextmanager
+def sigterm_ends_point() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` in the body, unless something else already handles
+    SIGTERM (submitit bypasses it and checkpoints/requeues on its own signal; an outer use of
+    this function) or this is not the main thread."""
+    install = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    )
+    if not install:
+        yield
+        return
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def set_aside_unfinished_wandb(out: Path) -> list[Path]:
+    """Rename the offline W&B runs in ``out/wandb`` of attempts that did not finish (no copy of
+    ``metrics.json`` among their files: killed, terminated or failed) to ``aborted-<name>``, so
+    that ``make sync-wandb`` (which uploads ``offline-run-*``) never uploads a partial duplicate
+    of a point. Returns the new folders."""
+    moved = []
+    for run in sorted((Path(out) / "wandb").glob("offline-run-*")):
+        if run.is_dir() and not run.is_symlink() and not (run / "files" / "metrics.json").is_file():
+            target = run.with_name(f"aborted-{run.name}")
+            shutil.move(run, target)
+            moved.append(target)
+    if moved:
+        log.warning(
+            "set aside %d unfinished W&B run(s) of an earlier attempt (not synced): %s",
+            len(moved),
+            ", ".join(p.name for p in moved),
+        )
+    return moved
+
+
+def check_writable(key: str, folder: str | Path) -> None:
+    """A one-line ConfigError naming ``key`` when ``folder`` cannot be created or written (a
+    read-only file system or folder, a file in the way). Creates ``folder`` (as Hydra would)."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".singexp-write-test-", dir=folder)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise ConfigError(
+            key,
+            f"cannot write to {folder} ({error.strerror or error}); point paths.root (or "
+            "SINGEXP_OUTPUT), hydra.run.dir or hydra.sweep.dir at a writable folder",
+        ) from None
+
+
+def check_launcher(launcher: Any) -> None:
+    """``launcher=slurm`` needs Slurm's ``sbatch``: say so in one line, not in submitit's
+    traceback."""
+    target = str((launcher or {}).get("_target_", ""))
+    if "Slurm" in target and shutil.which("sbatch") is None:
+        raise ConfigError(
+            "launcher",
+            "slurm needs Slurm (no sbatch on PATH on this machine); run it on the cluster's "
+            "login node, or use launcher=joblib or launcher=submitit_local here",
+        )
+
+
+class OutputCheck(Callback):
+    """Hydra callback: before Hydra creates the run (or sweep) folder, refuse in one line (exit
+    status 2) a folder that cannot be written and a Slurm launcher without Slurm."""
+
+    @staticmethod
+    def _check(check: Any, *args: Any) -> None:
+        try:
+            check(*args)
+        except ConfigError as error:  # Hydra would print a traceback: one line, as __main__ does
+            print(f"singexp: error: {error}", file=sys.stderr)
+            sys.exit(2)
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(check_writable, "hydra.run.dir", config.hydra.run.dir)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(check_launcher, config.hydra.get("launcher"))
+        self._check(check_writable, "hydra.sweep.dir", config.hydra.sweep.dir)
