@@ -28,10 +28,15 @@ from singexp.modules.inn import load_inn
 from singexp.modules.jscc import load_codec
 from singexp.modules.restoration import batch_generator
 from singexp.operators import build_operator
-from singexp.prior import build_scheduler, load_prior
+from singexp.prior import load_prior
 from singexp.samplers import check_method, restore
 from singexp.samplers.sing_inn import check_measurement
-from singexp.tasks import measured_sigma_y, resolve_inn, resolve_prior_source
+from singexp.tasks import (
+    measured_sigma_y,
+    method_scheduler,
+    resolve_inn,
+    resolve_prior_source,
+)
 from singexp.visualize import save_comparison_grid
 
 HERE = Path(__file__).resolve().parent
@@ -121,14 +126,7 @@ def main() -> None:
         for name, method in methods.items():
             if method.name == "sing_inn":
                 check_measurement(method.config, inn, operator, "methods.sing_inn")
-            scheduler = build_scheduler(
-                num_train_timesteps=cfg.prior.num_train_timesteps,
-                beta_start=cfg.prior.beta_start,
-                beta_end=cfg.prior.beta_end,
-                schedule=cfg.prior.schedule,
-                kind=method.raw.get("scheduler", "ddim"),
-                timestep_spacing=method.raw.get("timestep_spacing", "leading"),
-            )
+            scheduler = method_scheduler(cfg, method)
             t0 = time.perf_counter()
             out = restore(
                 method,

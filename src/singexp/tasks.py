@@ -212,6 +212,19 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
     return record
 
 
+def method_scheduler(cfg: DictConfig, method: Method) -> Any:
+    """The diffusers scheduler of one method: the prior's schedule, the method's kind and
+    spacing, no clipping inside ``step`` (:func:`~singexp.prior.build_scheduler`)."""
+    return build_scheduler(
+        num_train_timesteps=cfg.prior.num_train_timesteps,
+        beta_start=cfg.prior.beta_start,
+        beta_end=cfg.prior.beta_end,
+        schedule=cfg.prior.schedule,
+        kind=method.raw.get("scheduler", "ddim"),
+        timestep_spacing=method.raw.get("timestep_spacing", "leading"),
+    )
+
+
 def build_restorers(
     cfg: DictConfig,
     v: Validated,
@@ -238,17 +251,9 @@ def build_restorers(
     for name, method in methods.items():
         if method.name == "sing_inn" and "inn" in networks:
             check_measurement(method.config, networks["inn"], operator, method.prefix)
-        scheduler = build_scheduler(
-            num_train_timesteps=cfg.prior.num_train_timesteps,
-            beta_start=cfg.prior.beta_start,
-            beta_end=cfg.prior.beta_end,
-            schedule=cfg.prior.schedule,
-            kind=method.raw.get("scheduler", "ddim"),
-            timestep_spacing=method.raw.get("timestep_spacing", "leading"),
-        )
         components = {
             "unet": networks["prior"],
-            "scheduler": scheduler,
+            "scheduler": method_scheduler(cfg, method),
             "operator": operator,
             "sigma_y": sigma_y,
         }
