@@ -22,6 +22,7 @@ from singexp.samplers import (
     NullSpace,
     NullSpacePlus,
     PosteriorUpdate,
+    SamplingError,
     SingZeroConfig,
     StepInfo,
     TimeTravel,
@@ -573,3 +574,17 @@ def test_unknown_sampler_name() -> None:
     with pytest.raises(ConfigError) as err:
         restore({"name": "sing_one"}, images(30))
     assert err.value.key == "sampler.name"
+
+
+class Diverge(Correction):
+    """A correction that blows up at its third step."""
+
+    def __call__(self, x0: Tensor, step: StepInfo) -> Tensor:
+        return x0 * float("inf") if step.index == 2 else x0
+
+
+def test_non_finite_values_stop_sampling_naming_the_step(unet: UNet2DModel) -> None:
+    with pytest.raises(SamplingError, match=r"^SING-Zero: non-finite values at step 3/8 "):
+        sample(
+            unet, ddim(), SHAPE, Diverge(), steps=STEPS, eta=0.85, desc="SING-Zero", progress=False
+        )
