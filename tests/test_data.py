@@ -24,7 +24,7 @@ from singexp.data import (
     folder,
 )
 from singexp.data.photos import COLOUR_PHOTOS, PHOTOS, load_photo
-from singexp.errors import ConfigError
+from singexp.errors import ConfigError, SingexpError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 
@@ -201,7 +201,7 @@ def image_dir(tmp_path: Path) -> Path:
 def test_folder_loads_good_files_and_warns_once(
     image_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dm = ImageFolderDataModule(root=str(image_dir), image_size=24, batch_size=4)
+    dm = ImageFolderDataModule(root=str(image_dir), image_size=24, batch_size=4, min_test_images=1)
     with caplog.at_level(logging.WARNING, logger="singexp.data"):
         dm.setup("fit")
         dm.setup("test")
@@ -233,8 +233,8 @@ def test_folder_resize_and_centre_crop(tmp_path: Path) -> None:
     assert (image[1] > 0.9).all() and (image[0] < -0.9).all() and (image[2] < -0.9).all()
 
 
-def test_folder_decode_failure_falls_back(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+def test_folder_decode_failure_later_is_an_error_not_a_substitute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tmp_path / "late"
     root.mkdir()
@@ -246,17 +246,15 @@ def test_folder_decode_failure_falls_back(
     assert [f.name for f in dm.files("train")] == ["0.png", "1.png"]
     original = folder.load_image
 
-    def flaky(path: Path, size: int) -> torch.Tensor:  # passes the setup check, fails later
-        if path.name == "0.png":
+    def flaky(path: Path, size: int, background: tuple[int, int, int]) -> torch.Tensor:
+        if path.name == "0.png":  # passed the indexing check, fails later (file changed)
             raise OSError("image file is truncated")
-        return original(path, size)
+        return original(path, size, background)
 
     monkeypatch.setattr(folder, "load_image", flaky)
-    with caplog.at_level(logging.WARNING, logger="singexp.data"):
-        image = dm.split("train")[0]
+    with pytest.raises(SingexpError, match=r"0\.png.*truncated"):
         dm.split("train")[0]
-    assert torch.equal(image, dm.split("train")[1])
-    assert sum("cannot decode" in r.getMessage() for r in caplog.records) == 1
+    assert torch.equal(dm.split("train")[1], original(root / "1.png", 16, (255, 255, 255)))
 
 
 def test_folder_split_subfolders(tmp_path: Path) -> None:

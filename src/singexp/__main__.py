@@ -1,4 +1,5 @@
-"""``python -m singexp +experiment=NAME [overrides]``: the one entry point.
+"""``singexp +experiment=NAME [overrides]`` (the installed command; ``python -m singexp`` is the
+same, flags such as ``-m`` included): the one entry point.
 
 User mistakes (a bad key, an unknown option, a missing dataset folder) end in one line on stderr
 and exit status 2, without a traceback.

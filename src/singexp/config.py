@@ -402,3 +402,91 @@ def quote_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> list[st
             arg = f"{key}={','.join(parts)}"
         quoted.append(arg)
     return quoted
+
+
+def _quick_node(node: DictConfig, values: Any) -> None:
+    """Set ``values`` (a mapping) into ``node``: keys the node has, and new keys only in a
+    ``_target_`` node (a third-party signature such as lightning.Trainer), never in singexp's
+    schema-checked groups, where an unknown key is an error."""
+    for key, value in values.items():
+        current = node.get(key) if key in node else None
+        if isinstance(value, DictConfig) and isinstance(current, DictConfig):
+            _quick_node(current, value)
+        elif key in node or "_target_" in node:
+            node[key] = value
+
+
+def apply_quick(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> bool:
+    """``quick=true``: overwrite the composed config, the experiment's own settings included,
+    with ``conf/quick.yaml`` (few images, epochs and batches; ``sampler_steps`` steps for the
+    ``sampler`` and every ``methods.<name>``). Returns whether it applied; ``quick`` other than a
+    boolean is a one-line error."""
+    from omegaconf import open_dict
+
+    quick = cfg.get("quick", False)
+    if not isinstance(quick, bool):
+        raise ConfigError("quick", f"must be true or false, got {quick!r}")
+    if not quick:
+        return False
+    settings = OmegaConf.load(conf_dir / "quick.yaml")
+    with open_dict(cfg):
+        _quick_node(cfg, settings.set)
+        samplers = [cfg.get("sampler"), *(cfg.get("methods") or {}).values()]
+        for node in samplers:
+            if isinstance(node, DictConfig) and "steps" in node:
+                node.steps = int(settings.sampler_steps)
+    return True
+
+
+def print_config_mode(value: Any) -> str:
+    """``print_config``: ``short`` (also ``true``), ``full`` or ``false`` (also null)."""
+    if value is None or value is False:
+        return "false"
+    if value is True:
+        return "short"
+    if str(value) in ("short", "full", "false"):
+        return str(value)
+    raise ConfigError("print_config", f"must be short, full or false, got {value!r}")
+
+
+def config_summary(cfg: DictConfig, overrides: list[str]) -> str:
+    """The short config print: the command-line overrides and the resolved keys that say what
+    runs (experiment, data, channel, BCR, methods and their steps)."""
+
+    def get(key: str) -> Any:
+        return OmegaConf.select(cfg, key, default=None)
+
+    lines = [
+        "config (short; print_config=full prints all of it, print_config=false nothing):",
+        f"  overrides: {' '.join(overrides) if overrides else '(none)'}",
+        f"  experiment_name: {get('experiment_name')}",
+        f"  task: {get('task')}",
+        f"  dataset: {get('dataset.name')}, {get('dataset.image_size')} px, "
+        f"test_size {get('dataset.test_size')}, batch_size {get('dataset.batch_size')}",
+        f"  channel: {get('channel.name')}, snr_db {get('channel.snr_db')}",
+        f"  bcr: {get('bcr.ratio')}",
+    ]
+    methods = get("methods") or {}
+    sampler = get("sampler")
+    if not methods and sampler is not None and sampler.get("name", "none") != "none":
+        methods = {sampler.name: sampler}
+    if methods:
+        described = [
+            f"{name} ({node.steps} steps)" if "steps" in node else str(name)
+            for name, node in methods.items()
+        ]
+        lines.append(f"  methods: {', '.join(described)}")
+    if get("task") != "restore":
+        lines.append(f"  trainer.max_epochs: {get('trainer.max_epochs')}")
+    if get("quick"):
+        lines.append("  quick: true")
+    return "\n".join(lines)
+
+
+def show_config(cfg: DictConfig, overrides: list[str]) -> None:
+    """Print the config as ``print_config`` says: short (default), full or nothing."""
+    mode = print_config_mode(cfg.get("print_config", "short"))
+    if mode == "full":
+        print(OmegaConf.to_yaml(cfg, resolve=True))
+    elif mode == "short":
+        print(config_summary(cfg, overrides))

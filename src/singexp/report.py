@@ -310,7 +310,11 @@ def main() -> None:
         config = OmegaConf.load(saved) if saved.is_file() else None
         folder = report_to_wandb(args.sweep_dir, result, config, always=True)
         result["wandb_run"] = str(folder) if folder else None
-    print(json.dumps(result, indent=2))
+    table = args.sweep_dir / "report" / "results.md"
+    if result["rows"] and table.is_file():  # the table it wrote, as a reader wants it
+        print(table.read_text())
+    # the files written, failed points and W&B run, for scripts: one line, last
+    print("summary: " + json.dumps(result))
     if result["failed"]:  # said above, one line each; the exit status says so too
         raise SystemExit(1)
 

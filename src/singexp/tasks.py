@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from singexp.artifacts import ensure, file_digest
 from singexp.bcr import format_ratio
-from singexp.config import Validated, build, validate
+from singexp.config import Validated, apply_quick, build, print_config_mode, show_config, validate
 from singexp.errors import ConfigError, SingexpError
 from singexp.faults import (
     Terminated,
@@ -105,6 +105,7 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
     """Train a DeepJSCC codec (or load ``jscc.checkpoint``) and test it at ``channel.snr_db``."""
     out = Path(cfg.paths.output_dir)
     datamodule = build(cfg.dataset)
+    datamodule.setup()  # index the data (and say the split) before building or training a model
     identity = {
         "bcr": format_ratio(v.bcr),
         "image_size": v.latent.image_size,
@@ -338,7 +339,8 @@ def train_artifact(
             "task": task,
             "paths.output_dir": str(folder),
             "callbacks": {},
-            "trainer.default_root_dir": str(folder / "checkpoints"),
+            # Lightning adds checkpoints/ itself (issue 15: not checkpoints/checkpoints/)
+            "trainer.default_root_dir": str(folder),
             **overrides(folder),
         }
         for key, value in settings.items():
@@ -447,6 +449,9 @@ def resolve_prior_source(cfg: DictConfig) -> str:
 
 def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """DeepJSCC at ``channel.snr_db`` then each restorer, on the same received images."""
+    # index the data first: a bad folder fails, and the split is said, before any auto training
+    datamodule = build(cfg.dataset)
+    datamodule.setup()
     require_codec(cfg, v, "restoration")
     check_checkpoint(
         v.jscc.checkpoint, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size}
@@ -479,7 +484,7 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     )
     # guidance (SING-INN) takes gradients w.r.t. x0: no inference mode, the loop's no_grad suffices
     trainer = build_trainer(cfg, loggers, inference_mode=False)
-    trainer.test(module, datamodule=build(cfg.dataset), verbose=False)
+    trainer.test(module, datamodule=datamodule, verbose=False)
     identity = describe_run(cfg, v)
     title = " · ".join(f"{k} {identity[k]}" for k in ("dataset", "channel", "snr_db", "bcr"))
     files = write_outputs(module, out, title)
@@ -620,6 +625,10 @@ def print_results(results: dict[str, Any]) -> None:
             if why != "ok":
                 print(f"note: {key}: {why}")
         return
+    if results.get("task") == "prior":  # no test metrics: say where the weights went (issue 15)
+        exported = f" (also copied to {results['export_to']})" if results.get("export_to") else ""
+        print(f"prior · {results.get('dataset')}: EMA weights in {results.get('prior')}{exported}")
+        return
 
     table = Table(
         title=f"{results['task']} · {results['dataset']} · "
@@ -722,6 +731,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     if cfg.task not in TASKS:
         raise ConfigError("task", f"unknown task {cfg.task!r}; choose one of {sorted(TASKS)}")
+    apply_quick(cfg)  # after the experiment's own settings, so that quick=true wins over them
+    print_config_mode(cfg.get("print_config", "short"))  # a bad value fails before anything runs
     v = validate(cfg)
     method_configs(cfg)  # a sampler override that methods would ignore fails here, early
     _single_log_stream()
@@ -735,6 +746,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             raise
 
 
+def _command_line_overrides() -> list[str]:
+    """This job's overrides as Hydra received them (a sweep point's own values); none outside
+    Hydra."""
+    from hydra.core.hydra_config import HydraConfig
+
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
 def _run_locked(cfg: DictConfig, v: Validated, out: Path) -> dict[str, Any]:
     """:func:`run` in the run folder ``out``, whose lock this job holds."""
     previous = finished_results(cfg, out)
@@ -744,8 +763,7 @@ def _run_locked(cfg: DictConfig, v: Validated, out: Path) -> dict[str, Any]:
         return previous
     archive_results(out)
     set_aside_unfinished_wandb(out)
-    if cfg.get("print_config", True):
-        print(OmegaConf.to_yaml(cfg, resolve=True))
+    show_config(cfg, _command_line_overrides())
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
@@ -757,6 +775,8 @@ def _run_locked(cfg: DictConfig, v: Validated, out: Path) -> dict[str, Any]:
         for logger in loggers:
             logger.log_hyperparams({**grid_keys, **OmegaConf.to_container(cfg, resolve=True)})
         results = {**describe_run(cfg, v), **TASKS[cfg.task](cfg, v, loggers)}
+        if cfg.get("quick", False):
+            results["quick"] = True
         write_json(out / "metrics.json", results)
         (out / "error.txt").unlink(missing_ok=True)  # of an earlier, failed attempt
         log.info("results written to %s", out / "metrics.json")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -36,6 +37,20 @@ def check_positive(key: str, value: int) -> int:
 
 SPLIT_CODES: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
+_SAID: set[str] = set()  # lines said once per process (several jobs build the same data)
+
+
+def say_once(message: str, level: int = logging.INFO) -> None:
+    """Log `message` on ``singexp.data`` unless this process has already said it."""
+    if message not in _SAID:
+        _SAID.add(message)
+        log.log(level, message)
+
+
+def warn_once(message: str) -> None:
+    """A warning on ``singexp.data``, once per process."""
+    say_once(message, logging.WARNING)
+
 
 class SeededImageDataset(Dataset[Tensor]):
     """``length`` images; image i is drawn by :meth:`draw` from a numpy generator seeded by
@@ -61,6 +76,10 @@ class SeededImageDataset(Dataset[Tensor]):
 
     def draw(self, rng: np.random.Generator) -> Tensor:
         raise NotImplementedError
+
+    def describe_item(self, index: int) -> dict[str, Any]:
+        """Where item `index` comes from: the generated sample's index and seed (issue 15)."""
+        return {"sample": index, "seed": self.seed}
 
 
 class ImageDataModule(L.LightningDataModule):
@@ -100,6 +119,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.datasets = {split: self.make_split(split) for split in SPLITS}
+        say_once(self.describe())  # the split sizes and rule, once per run (issue 15, item 2)
 
     def split(self, split: str) -> Dataset[Tensor]:
         """The dataset of one split (sets the module up if needed)."""
@@ -166,6 +186,8 @@ class ImageDataModule(L.LightningDataModule):
         if self._mean_image is None:
             ds = self.split("train")
             size = len(ds)  # type: ignore[arg-type]
+            if size < 1:
+                raise ConfigError("dataset", f"{self.name} has no training images to average")
             count = min(size, MEAN_IMAGE_MAX)
             indices = np.linspace(0, size - 1, count).round().astype(int)
             total = torch.zeros(3, self.image_size, self.image_size, dtype=torch.float64)

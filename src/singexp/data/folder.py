@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import tempfile
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
-from singexp.data.base import SPLITS, ImageDataModule, to_signed
+from singexp.data.base import ImageDataModule, to_signed, warn_once
 from singexp.errors import ConfigError, SingexpError
 
 log = logging.getLogger("singexp.data")
@@ -20,6 +25,9 @@ IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", "
 HOLDOUT_MODES: tuple[str, ...] = ("interleave", "tail")
 _PROGRESS_MIN = 2000  # show a progress bar when checking at least this many files
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+_NAMED = 20  # skipped files named in the warning; beyond that, a file lists them all
+# (path, mtime, size, image size) -> (why it cannot be used or None, has transparency)
+_CHECKED: dict[tuple[str, int, int, int], tuple[str | None, bool]] = {}
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -35,21 +43,40 @@ def find_images(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: p.relative_to(folder).as_posix())
 
 
-def is_readable(path: Path) -> bool:
-    """Whether PIL can identify and verify the file (cheap; does not decode all pixels)."""
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception:
-        return False
-    return True
+Colour = tuple[int, int, int]
+WHITE: Colour = (255, 255, 255)
 
 
-def load_image(path: Path, size: int) -> Tensor:
-    """Decode, resize the shorter side to `size` (bicubic, antialiased), centre-crop."""
+def _has_transparency(image: Image.Image) -> bool:
+    return image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info
+
+
+def to_rgb(image: Image.Image, background: Colour = WHITE) -> tuple[Image.Image, bool]:
+    """8-bit RGB copy of a decoded image and whether it had real transparency: 16-bit grey is
+    scaled (not clipped to white), alpha is composited on `background` (issue 15, item 4)."""
+    if image.mode.startswith("I"):  # 16-bit grey PNG: "I;16" (or "I" in older Pillow)
+        array = np.asarray(image).astype(np.float64)
+        image = Image.fromarray(np.clip(np.rint(array / 257.0), 0, 255).astype(np.uint8), "L")
+    if _has_transparency(image):
+        rgba = image.convert("RGBA")
+        if rgba.getchannel("A").getextrema()[0] < 255:
+            flat = Image.new("RGBA", rgba.size, (*background, 255))
+            return Image.alpha_composite(flat, rgba).convert("RGB"), True
+        return rgba.convert("RGB"), False
+    return image.convert("RGB"), False
+
+
+def decode(path: Path, size: int, background: Colour = WHITE) -> tuple[Image.Image, bool]:
+    """All pixels of `path` as 8-bit RGB (JPEG: at a reduced scale that stays >= size)."""
     with Image.open(path) as image:
-        image.draft("RGB", (size, size))  # JPEG: decode at a reduced scale that stays >= size
-        image = image.convert("RGB")
+        image.draft("RGB", (size, size))
+        image.load()
+        return to_rgb(image, background)
+
+
+def load_image(path: Path, size: int, background: Colour = WHITE) -> Tensor:
+    """Decode, resize the shorter side to `size` (bicubic, antialiased), centre-crop."""
+    image, _ = decode(path, size, background)
     w, h = image.size
     if min(w, h) != size:
         scale = size / min(w, h)
@@ -71,17 +98,33 @@ def _optional_cap(key: str, value: int | None) -> int | None:
     return value
 
 
+def _colour(value: Sequence[int]) -> Colour:
+    """`dataset.alpha_background` as an (r, g, b) tuple of 0..255 integers."""
+    items = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else []
+    if len(items) != 3 or any(
+        isinstance(c, bool) or not isinstance(c, int) or not 0 <= c <= 255 for c in items
+    ):
+        raise ConfigError(
+            "dataset.alpha_background", f"must be [r, g, b] with 0..255 integers, got {value!r}"
+        )
+    return (items[0], items[1], items[2])
+
+
 def _count(n: int, fraction: float) -> int:
-    return max(1, round(n * fraction)) if fraction > 0 else 0
+    return max(1, round(n * fraction)) if fraction > 0 and n > 0 else 0
 
 
 class ImageFileDataset(Dataset[Tensor]):
-    """Images from a list of files; a file that fails to decode is replaced by the next one."""
+    """Images from a list of files checked when indexed; a file that no longer decodes is an
+    error naming it, never replaced by another image (issue 15, item 4)."""
 
-    def __init__(self, files: list[Path], size: int) -> None:
+    def __init__(
+        self, files: list[Path], size: int, root: Path | None = None, background: Colour = WHITE
+    ) -> None:
         self.files = files
         self.size = size
-        self._warned = False
+        self.root = root
+        self.background = background
 
     def __len__(self) -> int:
         return len(self.files)
@@ -92,15 +135,21 @@ class ImageFileDataset(Dataset[Tensor]):
             index += n
         if not 0 <= index < n:
             raise IndexError(f"index {index} out of range for {n} images")
-        for offset in range(n):
-            path = self.files[(index + offset) % n]
-            try:
-                return load_image(path, self.size)
-            except _DECODE_ERRORS as error:
-                if not self._warned:
-                    self._warned = True
-                    log.warning("cannot decode %s (%s); using the next image instead", path, error)
-        raise SingexpError(f"none of the {n} images could be decoded (first: {self.files[0]})")
+        path = self.files[index]
+        try:
+            return load_image(path, self.size, self.background)
+        except _DECODE_ERRORS as error:
+            raise SingexpError(
+                f"cannot decode {path} ({error}); it decoded when the data set was indexed: "
+                "was it changed since?"
+            ) from error
+
+    def describe_item(self, index: int) -> dict[str, Any]:
+        """Where item `index` comes from: its file, relative to the data set root."""
+        path = self.files[index]
+        if self.root is not None and path.is_relative_to(self.root):
+            return {"file": path.relative_to(self.root).as_posix()}
+        return {"file": str(path)}
 
 
 class ImageFolderDataModule(ImageDataModule):
@@ -124,6 +173,8 @@ class ImageFolderDataModule(ImageDataModule):
         train_dir: str = "train",
         val_dir: str | None = "val",
         test_dir: str = "test",
+        min_test_images: int = 16,
+        alpha_background: Sequence[int] = WHITE,
     ) -> None:
         super().__init__(name, image_size, batch_size, num_workers, seed)
         self.root = self._check_root(root)
@@ -144,8 +195,16 @@ class ImageFolderDataModule(ImageDataModule):
             "test": _optional_cap("test_size", test_size),
         }
         self.train_dir, self.val_dir, self.test_dir = train_dir, val_dir, test_dir
+        if isinstance(min_test_images, bool) or not isinstance(min_test_images, int):
+            raise ConfigError(
+                "dataset.min_test_images", f"must be an integer, got {min_test_images!r}"
+            )
+        self.min_test_images = min_test_images
+        self.alpha_background = _colour(alpha_background)
         self.layout = ""
-        self.skipped: list[Path] = []
+        self._test_only = False  # a test/ subfolder and no other images: no train/val split
+        self.skipped: dict[Path, str] = {}  # file -> why it was skipped
+        self.transparent: list[Path] = []
         self._files: dict[str, list[Path]] | None = None
 
     @staticmethod
@@ -172,18 +231,28 @@ class ImageFolderDataModule(ImageDataModule):
         kept = [f for i, f in enumerate(files) if i not in chosen]
         return kept, [files[i] for i in sorted(chosen)]
 
-    def _images_in(self, folder: Path) -> list[Path]:
-        files = find_images(folder)
+    def _images_in(self, folder: Path, exclude: Path | None = None) -> list[Path]:
+        """The image files under `folder` (not under `exclude`) that decode; bad ones are
+        skipped here, at indexing, before any split is made (issue 15, item 4)."""
+        files = [f for f in find_images(folder) if exclude is None or not f.is_relative_to(exclude)]
+        if not files and exclude is not None:
+            return []
         if not files:
             raise ConfigError(
                 "dataset.root",
                 f"no images ({'/'.join(sorted(e[1:] for e in IMAGE_EXTENSIONS))}) found under "
                 f"{folder}; point dataset.root at a folder of images",
             )
-        return files
+        readable = self._readable(files, f"checking images under {folder}")
+        if not readable:
+            raise ConfigError(
+                "dataset.root",
+                f"no readable images under {folder} ({len(files)} files could not be decoded)",
+            )
+        return readable
 
     def _split_files(self) -> dict[str, list[Path]]:
-        """Candidate files of each split, before the readability check."""
+        """Readable files of each split."""
         train_dir, test_dir = self.root / self.train_dir, self.root / self.test_dir
         if train_dir.is_dir() and test_dir.is_dir():
             train, test = self._images_in(train_dir), self._images_in(test_dir)
@@ -197,17 +266,29 @@ class ImageFolderDataModule(ImageDataModule):
                     f"{self.train_dir}/{self.test_dir} subfolders, val = "
                     f"{self.val_fraction:g} of {self.train_dir}"
                 )
+        elif test_dir.is_dir():  # test/ alone is the test split; the other files train
+            test = self._images_in(test_dir)
+            rest = self._images_in(self.root, exclude=test_dir)
+            train, val = self._holdout(rest, self.val_fraction) if rest else ([], [])
+            self._test_only = not rest
+            self.layout = (
+                f"{self.test_dir}/ subfolder = test, val = {self._rule(len(rest), len(val))} "
+                f"of the other {len(rest)} files, the rest train"
+                if rest
+                else f"only a {self.test_dir}/ subfolder: test only, nothing to train on"
+            )
         else:
             files = self._images_in(self.root)
             rest, test = self._holdout(files, self.test_fraction)
             train, val = self._holdout(rest, self.val_fraction / (1.0 - self.test_fraction))
             self.layout = (
-                f"{self.holdout} split of {len(files)} files "
-                f"(val {self.val_fraction:g}, test {self.test_fraction:g})"
+                f"split of {len(files)} files by sorted path: test = "
+                f"{self._rule(len(files), len(test))} (test_fraction {self.test_fraction:g}), "
+                f"val = {self._rule(len(rest), len(val))} of the rest"
             )
         splits = {"train": train, "val": val, "test": test}
         for split, files in splits.items():
-            if not files:
+            if not files and (split == "test" or not self._test_only):
                 raise ConfigError(
                     "dataset.root",
                     f"too few images under {self.root} for a {split} split; add images or "
@@ -216,44 +297,99 @@ class ImageFolderDataModule(ImageDataModule):
             cap = self.caps[split] if self.caps[split] is not None else self.max_images
             if cap is not None and len(files) > cap:
                 splits[split] = [files[i] for i in spread(len(files), cap)]
+                self.layout += f"; {split} capped at {cap} (evenly spread)"
         return splits
 
-    def _readable(self, files: list[Path], description: str) -> list[Path]:
-        if len(files) < _PROGRESS_MIN:
-            checked = [(f, is_readable(f)) for f in files]
-        else:
-            from rich.progress import track
+    def _rule(self, n: int, k: int) -> str:
+        """How `k` of `n` sorted files are held out (the split rule the split line states)."""
+        return f"the last {k}" if self.holdout == "tail" else f"{k} evenly spread"
 
-            checked = [(f, is_readable(f)) for f in track(files, description, transient=True)]
-        self.skipped.extend(f for f, ok in checked if not ok)
-        return [f for f, ok in checked if ok]
+    def _check(self, path: Path) -> tuple[str | None, bool]:
+        """(why `path` cannot be used or None, whether it has transparency), cached per file."""
+        try:
+            stat = path.stat()
+        except OSError as error:
+            return str(error), False
+        key = (str(path), stat.st_mtime_ns, stat.st_size, self.image_size)
+        if key not in _CHECKED:
+            try:
+                _, transparent = decode(path, self.image_size, self.alpha_background)
+                _CHECKED[key] = (None, transparent)
+            except Exception as error:  # any failure to decode skips the file
+                _CHECKED[key] = (str(error) or type(error).__name__, False)
+        return _CHECKED[key]
+
+    def _readable(self, files: list[Path], description: str) -> list[Path]:
+        """The files that decode completely, as they will be loaded (a truncated JPEG does not);
+        the others are recorded in `skipped`, never replaced by another image."""
+        with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+            results = pool.map(self._check, files)
+            if len(files) >= _PROGRESS_MIN:
+                from rich.progress import track
+
+                results = track(results, description, total=len(files), transient=True)
+            checked = list(zip(files, results, strict=True))
+        self.skipped.update({f: why for f, (why, _) in checked if why is not None})
+        self.transparent += [f for f, (why, alpha) in checked if why is None and alpha]
+        return [f for f, (why, _) in checked if why is None]
+
+    def _name(self, path: Path) -> str:
+        inside = path.is_relative_to(self.root)
+        return path.relative_to(self.root).as_posix() if inside else str(path)
+
+    def _report(self) -> None:
+        """One warning naming every skipped file (the first few, and a file listing all), one
+        note on transparency, one warning on a small test split (issue 15, items 2 and 4)."""
+        if self.skipped:
+            names = [self._name(f) for f in self.skipped]
+            listing = ", ".join(names[:_NAMED])
+            if len(names) > _NAMED:
+                listed = Path(tempfile.gettempdir()) / (
+                    f"singexp-skipped-{hashlib.sha1(str(self.root).encode()).hexdigest()[:10]}.txt"
+                )
+                rows = zip(names, self.skipped.values(), strict=True)
+                listed.write_text("".join(f"{name}\t{why}\n" for name, why in rows))
+                listing += f", ... (all {len(names)} with the reasons in {listed})"
+            warn_once(
+                f"skipped {len(names)} unreadable files under {self.root} (they do not decode): "
+                f"{listing}"
+            )
+        if self.transparent:
+            warn_once(
+                f"{len(self.transparent)} images under {self.root} have transparency (first: "
+                f"{self._name(self.transparent[0])}); composited on dataset.alpha_background="
+                f"{list(self.alpha_background)}"
+            )
+        test = len(self._files["test"]) if self._files else 0
+        if test < self.min_test_images:
+            warn_once(
+                f"the test split of {self.root} has only {test} images (< dataset.min_test_images"
+                f"={self.min_test_images}): its metrics are noisy; add test images or raise "
+                "dataset.test_fraction / dataset.test_size"
+            )
 
     def files(self, split: str) -> list[Path]:
         """Readable image files of one split (scans and checks the folder on first use)."""
         if self._files is None:
-            candidates = self._split_files()
-            self.skipped = []
-            files = {s: self._readable(candidates[s], f"checking {s} images") for s in SPLITS}
-            if self.skipped:
-                log.warning(
-                    "skipped %d unreadable files under %s (first: %s)",
-                    len(self.skipped),
-                    self.root,
-                    self.skipped[0],
-                )
-            for s in SPLITS:
-                if not files[s]:
-                    raise ConfigError(
-                        "dataset.root",
-                        f"no readable images for the {s} split under {self.root} "
-                        f"({len(candidates[s])} files could not be read)",
-                    )
-            self._files = files
+            self.skipped, self.transparent = {}, []
+            self._files = self._split_files()
+            self._report()
         return self._files[split]
 
     def make_split(self, split: str) -> ImageFileDataset:
         """Images of one split, decoded on access."""
-        return ImageFileDataset(self.files(split), self.image_size)
+        return ImageFileDataset(
+            self.files(split), self.image_size, self.root, self.alpha_background
+        )
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader[Tensor]:
+        if not self.files(split):  # only a test/ subfolder: nothing to train or validate on
+            raise ConfigError(
+                "dataset.root",
+                f"{self.root} holds only {self.test_dir}/ (the test split); the {split} split "
+                f"needs images under {self.root / self.train_dir} or beside {self.test_dir}/",
+            )
+        return super()._loader(split, shuffle)
 
     def details(self) -> str:
         """Root folder, split layout and skipped files."""

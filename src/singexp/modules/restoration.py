@@ -63,6 +63,7 @@ class RestorationModule(L.LightningModule):
         self._sets: dict[str, list[Tensor]] = {}
         self.summary: dict[str, dict[str, Any]] = {}
         self._seen = 0
+        self._metric_keys: set[str] = set()
 
     @property
     def methods(self) -> list[str]:
@@ -71,6 +72,7 @@ class RestorationModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self.rows, self.grid, self._sets, self.summary = [], {}, {}, {}
         self._seen = 0
+        self._metric_keys = set()
 
     @torch.no_grad()
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
@@ -85,13 +87,26 @@ class RestorationModule(L.LightningModule):
         first, self._seen = self._seen, self._seen + batch.shape[0]
         for name, images in outputs.items():
             values = self.metrics.per_image(images, batch)
+            self._metric_keys.update(values)
             for i in range(batch.shape[0]):
-                row = {"image": first + i, "method": name, "snr_db": self.snr_db}
+                row = {"image": first + i, **self._describe(first + i)}
+                row.update({"method": name, "snr_db": self.snr_db})
                 row.update({k: float(v[i]) for k, v in values.items()})
                 self.rows.append(row)
             self._sets.setdefault(name, []).append(images.cpu())
         self._sets.setdefault(ORIGINAL, []).append(batch.cpu())
         self._collect_grid({ORIGINAL: batch, **outputs})
+
+    def _describe(self, index: int) -> dict[str, Any]:
+        """Where test image `index` comes from (its file, or generated sample and seed), if the
+        test set says (``describe_item``; issue 15, item 5). The test loader is not shuffled."""
+        try:
+            loaders = self.trainer.test_dataloaders
+        except RuntimeError:  # not attached to a trainer
+            return {}
+        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
+        describe = getattr(getattr(loader, "dataset", None), "describe_item", None)
+        return dict(describe(index)) if callable(describe) else {}
 
     def _collect_grid(self, outputs: Mapping[str, Tensor]) -> None:
         have = sum(t.shape[0] for t in self.grid.get(ORIGINAL, []))
@@ -102,7 +117,7 @@ class RestorationModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         originals = torch.cat(self._sets.pop(ORIGINAL))
-        keys = sorted({k for r in self.rows for k in r} - {"image", "method", "snr_db"})
+        keys = sorted(self._metric_keys)
         for name in self.methods:
             rows = [r for r in self.rows if r["method"] == name]
             summary = self.metrics.summarize({k: [r[k] for r in rows if k in r] for k in keys})

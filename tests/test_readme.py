@@ -1,0 +1,206 @@
+"""Every fenced command of README.md works as written in a new shell at the repository root.
+
+Each ``singexp`` line is composed through the entry point's own override handling
+(:func:`check_group_overrides`, :func:`quote_group_overrides`, :func:`check_override_keys`, then
+Hydra's compose of the first point of a sweep), as ``--cfg job`` would; two run through the
+installed command with ``--cfg job``, and the ``quick=true`` line runs for real (slow).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from singexp.config import (
+    CONF_DIR,
+    _first_values,
+    apply_quick,
+    check_group_overrides,
+    check_override_keys,
+    quote_group_overrides,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+VENV_BIN = ".venv/bin/"
+SWEEP_FLAGS = ("-m", "--multirun")
+
+
+def fenced_lines(text: str) -> list[str]:
+    """The non-empty lines inside ``` fences, comments dropped, continuations joined."""
+    lines, inside, pending = [], False, ""
+    for line in text.splitlines():
+        if line.startswith("```"):
+            inside = not inside
+            continue
+        if not inside:
+            continue
+        line = pending + line
+        if line.rstrip().endswith("\\"):
+            pending = line.rstrip()[:-1] + " "
+            continue
+        pending = ""
+        words = shlex.split(line, comments=True)
+        if words:
+            lines.append(shlex.join(words))
+    return lines
+
+
+COMMANDS = fenced_lines(README.read_text())
+
+
+def singexp_args(command: str) -> list[str] | None:
+    """The arguments of a command that runs the entry point (``singexp ...`` or
+    ``python -m singexp ...``, any prefix), else None."""
+    words = shlex.split(command)
+    if words[0].endswith("singexp"):
+        return words[1:]
+    if words[0].endswith("python") and words[1:3] == ["-m", "singexp"]:
+        return words[3:]
+    return None
+
+
+SINGEXP = [c for c in COMMANDS if singexp_args(c) is not None]
+
+
+def test_readme_has_singexp_commands() -> None:
+    assert len(SINGEXP) >= 15
+    assert any("quick=true" in c for c in SINGEXP)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_works_in_a_new_shell(command: str) -> None:
+    """No bare ``python``/``singexp`` (a new shell has no activated venv): one convention."""
+    program = shlex.split(command)[0]
+    assert program in ("make", f"{VENV_BIN}singexp", f"{VENV_BIN}python"), command
+    if program == "make":
+        targets = re.findall(r"^([a-zA-Z_-]+):", (REPO / "Makefile").read_text(), re.M)
+        assert shlex.split(command)[1] in targets
+    assert not re.search(r"(^|\s)python -m singexp", command)
+
+
+@pytest.mark.parametrize("command", [c for c in COMMANDS if c.startswith(f"{VENV_BIN}python")])
+def test_python_commands_name_what_exists(command: str) -> None:
+    words = shlex.split(command)[1:]
+    if words[0] == "-m":
+        assert importlib.util.find_spec(words[1]) is not None, words[1]
+    else:
+        assert (REPO / words[0]).is_file(), words[0]
+
+
+def overrides_of(command: str) -> list[str]:
+    """A README command's overrides as the entry point hands them to Hydra (flags left out)."""
+    args = [a for a in singexp_args(command) or [] if a not in SWEEP_FLAGS]
+    check_group_overrides(args)
+    args = quote_group_overrides(args)
+    check_override_keys(args)
+    return args
+
+
+@pytest.mark.parametrize("command", SINGEXP)
+def test_singexp_command_composes(command: str) -> None:
+    overrides = _first_values(overrides_of(command))  # a sweep: its first point
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+    assert cfg.task in ("jscc", "restore", "inn", "prior")
+    if "quick=true" in command:
+        assert apply_quick(cfg) and cfg.dataset.test_size <= 8
+
+
+def _installed_singexp() -> Path:
+    for candidate in (REPO / VENV_BIN / "singexp", Path(sys.executable).parent / "singexp"):
+        if candidate.is_file():
+            return candidate
+    pytest.skip("the singexp command is not installed next to this interpreter")
+
+
+def _run(command: str, *extra: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    args = [str(_installed_singexp()), *(singexp_args(command) or []), *extra]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [SINGEXP[0], next(c for c in SINGEXP if "quick=true" in c)],
+)
+def test_installed_command_prints_job_config(command: str) -> None:
+    result = _run(command, "--cfg", "job", cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "experiment_name:" in result.stdout
+
+
+def test_installed_command_accepts_sweep_flag(tmp_path: Path) -> None:
+    """``-m`` anywhere among the overrides, as with ``python -m singexp``: a bad key of a sweep
+    is the entry point's one-line error, so the flag reached it."""
+    sweep = next(c for c in SINGEXP if " -m " in c)
+    result = _run(sweep, "channel.snr=1", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("singexp: error: channel.snr")
+
+
+@pytest.mark.slow
+def test_quick_readme_command_runs(tmp_path: Path) -> None:
+    quick = next(c for c in SINGEXP if "quick=true" in c)
+    result = _run(quick, "logger=none", f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "metrics.json").is_file()
+
+
+def test_report_command_prints_the_markdown_table(tmp_path: Path) -> None:
+    """``python -m singexp.report DIR`` prints the table it writes (results.md), not JSON."""
+    for i, (snr, psnr) in enumerate([(-5.0, 12.0), (5.0, 20.0)]):
+        point = tmp_path / str(i)
+        point.mkdir()
+        results = {"dataset": "shapes", "channel": "awgn", "bcr": "1/768", "snr_db": snr}
+        results["methods"] = {"deepjscc": {"psnr": psnr, "images": 1}}
+        (point / "metrics.json").write_text(json.dumps(results))
+    result = subprocess.run(
+        [sys.executable, "-m", "singexp.report", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (tmp_path / "report" / "results.md").read_text()
+    assert result.stdout.startswith(table)
+    assert "| 1/768 | -5 | deepjscc | 12.000 |" in result.stdout
+    *_, last = result.stdout.strip().splitlines()
+    assert json.loads(last.removeprefix("summary: "))["points"] == 2
+
+
+def test_install_has_no_deprecated_license_table() -> None:
+    """``pip install`` warned about ``license = { text = ... }``: an SPDX string (PEP 639), with
+    a build backend that reads it."""
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert isinstance(project["project"]["license"], str)
+    (setuptools,) = [r for r in project["build-system"]["requires"] if r.startswith("setuptools")]
+    assert int(setuptools.partition(">=")[2].split(".")[0]) >= 77
+
+
+@pytest.mark.slow
+def test_readme_sweep_runs_with_installed_command(tmp_path: Path) -> None:
+    """The README's sweep line through the installed command, ``-m`` where the README has it,
+    cut to its first point and ``quick=true``: one point folder with results."""
+    sweep = next(c for c in SINGEXP if " -m " in c)
+    args = singexp_args(sweep) or []
+    at = args.index("-m")
+    point = [f"{k}={v.split(',')[0]}" for k, _, v in (a.partition("=") for a in args[at + 1 :])]
+    command = shlex.join(["singexp", *args[:at], "-m", *point])
+    extra = ("quick=true", "logger=none", f"hydra.sweep.dir={tmp_path}")
+    result = _run(command, *extra, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (results,) = tmp_path.glob("*/metrics.json")
+    assert json.loads(results.read_text())["quick"] is True
