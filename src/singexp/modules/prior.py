@@ -61,8 +61,10 @@ class DiffusionPriorModule(L.LightningModule):
             attention if isinstance(attention, bool) else tuple(attention),
             norm_num_groups,
         )
+        # unconditional sample grids clip x0 as diffusers' DDPM pipelines do (restoration never
+        # uses this scheduler: it builds its own without clipping)
         self.noise_scheduler = build_scheduler(
-            num_train_timesteps, beta_start, beta_end, schedule, kind="ddpm"
+            num_train_timesteps, beta_start, beta_end, schedule, kind="ddpm", clip_sample=True
         )
         self.ema = EMAModel(self.unet.parameters(), decay=float(ema_decay))
 
