@@ -13,6 +13,7 @@ import struct
 import zlib
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -157,23 +158,17 @@ def test_alpha_composited_on_the_configured_background_with_one_note(
     Image.fromarray(opaque).save(root / "opaque.png")  # RGBA without transparency: no note
     solid(root / "plain.png", (0, 255, 0), 16)
     with caplog.at_level(logging.WARNING, logger="singexp.data"):
-        dm = ImageFolderDataModule(
-            root=root,
-            image_size=16,
-            val_fraction=0.3,
-            test_fraction=0.3,
-            min_test_images=1,
-            alpha_background=[0, 0, 255],
-        )
+        settings: dict[str, Any] = {
+            "root": root,
+            "image_size": 16,
+            "val_fraction": 0.3,
+            "test_fraction": 0.3,
+            "min_test_images": 1,
+            "alpha_background": [0, 0, 255],
+        }
+        dm = ImageFolderDataModule(**settings)
         dm.setup()
-        again = ImageFolderDataModule(
-            root=root,
-            image_size=16,
-            val_fraction=0.3,
-            test_fraction=0.3,
-            min_test_images=1,
-            alpha_background=[0, 0, 255],
-        )
+        again = ImageFolderDataModule(**settings)  # a second module indexing the same folder
         again.setup()
     [note] = [
         m for m in warnings(caplog) if "transparency" in m
