@@ -200,8 +200,7 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
     record.update(
         {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
     )
-    record["time_travel"] = dataclasses.asdict(method.config.time_travel)
-    record["clip_x0"] = method.config.clip_x0
+    record["time_travel"] = dataclasses.asdict(method.config.time_travel)  # JSON-ready
     if method.name == "sing_zero":
         record["measurement_operator"] = repr(operator)
         if method.config.sigma_y == SIGMA_Y_AUTO:

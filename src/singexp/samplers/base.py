@@ -47,6 +47,11 @@ class StepInfo:
         """σ_t = √(1 − ᾱ_t'): the noise std that x_t' must carry in all."""
         return math.sqrt(max(1.0 - float(self.alpha_bar_prev), 0.0))
 
+    @property
+    def noise_coefficients(self) -> tuple[float, float]:
+        """(σ_t η_t, σ_t √(1 − η_t²)): the update form's own coefficients of z and e."""
+        return self.budget * self.eta, self.budget * math.sqrt(max(1 - self.eta**2, 0.0))
+
 
 class Correction:
     """x0|t → x̂0|t between the model and the update; the base class changes nothing.

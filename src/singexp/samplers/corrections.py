@@ -6,7 +6,6 @@ x0|t to x̂0|t. Registered by name in :data:`CORRECTIONS` for config-driven cons
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -87,8 +86,8 @@ class NullSpacePlus(Correction):
         """(λ_t, d1, d2) per image: x̂0's weight and the range part's z and e coefficients."""
         if self._cache is not None and self._cache[0] == step.index:
             return self._cache[1:]
-        sigma_t, eta = step.budget, step.eta
-        own_z, own_e = sigma_t * eta, sigma_t * math.sqrt(max(1 - eta**2, 0.0))
+        sigma_t = step.budget
+        own_z, own_e = step.noise_coefficients
         tau = step.sqrt_alpha_bar_prev * self.sigma_y / self.operator.singular_value
         active = self.sigma_y > 0
         above, below = active & (sigma_t > tau), active & (sigma_t < tau)
@@ -108,8 +107,7 @@ class NullSpacePlus(Correction):
 
     def step_noise(self, step: StepInfo, z: Tensor, direction: Tensor) -> Tensor:
         _, d1, d2 = self._rule(step)
-        sigma_t, eta = step.budget, step.eta
-        own_z, own_e = sigma_t * eta, sigma_t * math.sqrt(max(1 - eta**2, 0.0))
+        own_z, own_e = step.noise_coefficients
         own = own_z * z + own_e * direction
         # range part replaced: P (d1 z + d2 e) instead of P (own_z z + own_e e)
         return own + self.operator.project((d1 - own_z) * z + (d2 - own_e) * direction)

@@ -165,10 +165,10 @@ class DDNMUpdate(UpdateForm):
     ) -> Tensor:
         if correction.replaces_noise:
             return _written_out(x0_hat, eps, step, correction, generator)
-        sigma = step.budget
-        x = step.sqrt_alpha_bar_prev * x0_hat + sigma * math.sqrt(1 - self.eta**2) * eps
+        c_z, c_e = step.noise_coefficients  # η_t = η for this form
+        x = step.sqrt_alpha_bar_prev * x0_hat + c_e * eps
         if self.eta > 0:
-            x = x + sigma * self.eta * _noise(x_t, generator)
+            x = x + c_z * _noise(x_t, generator)
         return x
 
 
