@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
 from diffusers.utils.torch_utils import randn_tensor
 from omegaconf import OmegaConf
@@ -588,3 +589,31 @@ def test_non_finite_values_stop_sampling_naming_the_step(unet: UNet2DModel) -> N
         sample(
             unet, ddim(), SHAPE, Diverge(), steps=STEPS, eta=0.85, desc="SING-Zero", progress=False
         )
+
+
+def test_sigma_y_auto_is_the_rms_of_a_x_hat_minus_a_x(make_cfg: Any) -> None:
+    """``sigma_y=auto``: √mean((A x̂ − A x)²) over the validation images through the codec."""
+    from singexp.config import build, validate
+    from singexp.modules.jscc import load_codec
+    from singexp.operators import build_operator
+    from singexp.tasks import measured_sigma_y, method_configs
+
+    cfg = make_cfg("+experiment=sing_zero", "sampler.sigma_y=auto", "dataset.val_size=8")
+    v = validate(cfg)
+    op = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
+    codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
+    data = build(cfg.dataset)
+    got = measured_sigma_y(cfg, v, method_configs(cfg), codec, op, data)
+    x = torch.stack([data.val_dataset[i] for i in range(8)])
+    g = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + 2)
+    with torch.no_grad():
+        x_hat = codec(x, v.channel.snr_db, g).clamp(-1, 1)
+    s = op.scale
+    want = (F.avg_pool2d(x_hat, s) - F.avg_pool2d(x, s)).double().pow(2).mean().sqrt()
+    assert got == pytest.approx(float(want), rel=1e-9)
+    assert got > 0.05  # at −3 dB the received average colours are noisy
+    # a fixed σ_y needs no measurement
+    assert (
+        measured_sigma_y(cfg, v, method_configs(make_cfg("+experiment=sing_zero")), codec, op, data)
+        is None
+    )

@@ -112,7 +112,7 @@ def main() -> None:
         if args.steps:
             node["steps"] = args.steps
         methods[name] = check_method(node)
-    sigma_y = measured_sigma_y(cfg, v, methods, codec, operator)
+    sigma_y = measured_sigma_y(cfg, v, methods, codec, operator, data)
 
     snr = v.channel.snr_db
     x_hat_all, outputs = [], {name: [] for name in methods}

@@ -176,13 +176,18 @@ def method_configs(cfg: DictConfig) -> dict[str, Method]:
 
 
 def measured_sigma_y(
-    cfg: DictConfig, v: Validated, methods: dict[str, Method], codec: DeepJSCCModule, operator: Any
+    cfg: DictConfig,
+    v: Validated,
+    methods: dict[str, Method],
+    codec: DeepJSCCModule,
+    operator: Any,
+    datamodule: Any,
 ) -> float | None:
-    """σ_y for ``sigma_y=auto``: the RMS of A x̂ − A x over up to 64 validation images sent
-    through the codec at the test SNR (:func:`~singexp.operators.measurement_noise_std`)."""
+    """σ_y for ``sigma_y=auto``: the RMS of A x̂ − A x over up to 64 validation images of
+    ``datamodule`` sent through the codec at the test SNR
+    (:func:`~singexp.operators.measurement_noise_std`)."""
     if not any(getattr(m.config, "sigma_y", None) == SIGMA_Y_AUTO for m in methods.values()):
         return None
-    datamodule = build(cfg.dataset)
     val = datamodule.val_dataset
     x = torch.stack([val[i] for i in range(min(64, len(val)))])
     generator = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + 2)
@@ -468,7 +473,7 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         check_inn_checkpoint(
             inn_path, {**jscc_identity(v.jscc.checkpoint), "snr_db": v.channel.snr_db}
         )
-    sigma_y = measured_sigma_y(cfg, v, methods, codec, operator)
+    sigma_y = measured_sigma_y(cfg, v, methods, codec, operator, datamodule)
     restorers, networks = build_restorers(
         cfg, v, methods, operator, inn_path, prior_source, sigma_y
     )
