@@ -322,3 +322,44 @@ def test_train_prior_exports_and_resumes(tmp_path: Path) -> None:
     assert not list((moved / "checkpoints").glob("last-v*.ckpt"))
     with pytest.raises(ConfigError, match=r"prior\.image_size"):
         prior.train_prior({**cfg, "image_size": 32}, datamodule(), trainer_kwargs, tmp_path / "x")
+
+
+def test_min_snr_weights_follow_hang_et_al() -> None:
+    # Min-SNR-γ for ε-prediction (Hang et al. 2023): w_t = min(SNR_t, γ) / SNR_t,
+    # SNR_t = ᾱ_t / (1 − ᾱ_t); uniform weighting is L_simple (w = 1)
+    from singexp.modules.prior import loss_weights
+
+    alpha_bar = torch.tensor([0.999, 0.9, 5 / 6, 0.5, 0.01])
+    gamma = 5.0
+    expected = []
+    for a in alpha_bar.tolist():
+        snr = a / (1 - a)
+        expected.append(min(snr, gamma) / snr)
+    got = loss_weights(alpha_bar, "min_snr", gamma)
+    assert torch.allclose(got, torch.tensor(expected), atol=1e-6)
+    assert got[0] < 0.01 and got[-1] == pytest.approx(1.0)  # easy steps down-weighted
+    assert torch.equal(loss_weights(alpha_bar, "uniform"), torch.ones(5))
+
+
+def test_min_snr_loss_is_the_weighted_mse() -> None:
+    module = tiny_module(loss_weighting="min_snr", min_snr_gamma=5.0)
+    x0 = fixed_batch(32)
+    weighted = module.diffusion_loss(x0, torch.Generator().manual_seed(3))
+    # the same draws by hand: noise, then t, from the same seeded generator
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(x0.shape, generator=g)
+    t = torch.randint(0, module.noise_scheduler.config.num_train_timesteps, (32,), generator=g)
+    a = module.noise_scheduler.alphas_cumprod[t]
+    x_t = a.sqrt().view(-1, 1, 1, 1) * x0 + (1 - a).sqrt().view(-1, 1, 1, 1) * noise
+    with torch.no_grad():
+        per_image = ((module.unet(x_t, t).sample - noise) ** 2).mean(dim=(1, 2, 3))
+    snr = a / (1 - a)
+    expected = (torch.clamp(snr, max=5.0) / snr * per_image).mean()
+    assert float(weighted) == pytest.approx(float(expected), rel=1e-5)
+    assert float(expected) != pytest.approx(float(per_image.mean()), rel=1e-3)
+
+
+def test_unknown_loss_weighting_is_a_one_line_error() -> None:
+    with pytest.raises(ConfigError, match=r"prior\.loss_weighting") as err:
+        tiny_module(loss_weighting="snr")
+    one_line(err)

@@ -305,6 +305,8 @@ MODULE_KEYS: tuple[str, ...] = (
     "lr",
     "weight_decay",
     "ema_decay",
+    "loss_weighting",
+    "min_snr_gamma",
     "grid_size",
     "grid_steps",
 )

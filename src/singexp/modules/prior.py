@@ -16,16 +16,35 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 from torch import Tensor
 
+from singexp.errors import ConfigError
 from singexp.prior import build_scheduler, build_unet, sample_grid_rows
 
 log = logging.getLogger("singexp.prior")
 
 EXPORT_DTYPES: dict[str, torch.dtype] = {"float16": torch.float16, "float32": torch.float32}
+
+
+LOSS_WEIGHTINGS: tuple[str, ...] = ("uniform", "min_snr")
+
+
+def loss_weights(alpha_bar: Tensor, weighting: str, gamma: float = 5.0) -> Tensor:
+    """Per-image weights of the ε-MSE at noise levels ``alpha_bar`` (ᾱ_t).
+
+    ``uniform``: 1 (Ho et al. 2020, L_simple). ``min_snr``: min(SNR_t, γ) / SNR_t with
+    SNR_t = ᾱ_t / (1 − ᾱ_t) — Min-SNR-γ weighting for ε-prediction (Hang et al., ICCV 2023,
+    "Efficient Diffusion Training via Min-SNR Weighting Strategy", eq. 9/Table 1): the easy
+    low-noise steps no longer dominate, which the paper reports converges ~3.4× faster.
+    """
+    if weighting == "uniform":
+        return torch.ones_like(alpha_bar)
+    if weighting == "min_snr":
+        snr = alpha_bar / (1.0 - alpha_bar)
+        return torch.clamp(snr, max=gamma) / snr
+    raise ConfigError("prior.loss_weighting", f"is {weighting!r}; choose one of {LOSS_WEIGHTINGS}")
 
 
 class DiffusionPriorModule(L.LightningModule):
@@ -47,6 +66,8 @@ class DiffusionPriorModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         ema_decay: float = 0.999,
+        loss_weighting: str = "uniform",
+        min_snr_gamma: float = 5.0,
         grid_size: int = 16,
         grid_steps: int = 50,
         sample_dir: str | None = None,
@@ -67,6 +88,13 @@ class DiffusionPriorModule(L.LightningModule):
             num_train_timesteps, beta_start, beta_end, schedule, kind="ddpm", clip_sample=True
         )
         self.ema = EMAModel(self.unet.parameters(), decay=float(ema_decay))
+        if loss_weighting not in LOSS_WEIGHTINGS:
+            raise ConfigError(
+                "prior.loss_weighting",
+                f"is {loss_weighting!r}; choose one of {', '.join(LOSS_WEIGHTINGS)}",
+            )
+        if loss_weighting == "min_snr" and not float(min_snr_gamma) > 0:
+            raise ConfigError("prior.min_snr_gamma", f"must be > 0, got {min_snr_gamma}")
 
     # ---- training ------------------------------------------------------------------------
     def forward(self, x_t: Tensor, t: Tensor) -> Tensor:
@@ -76,14 +104,20 @@ class DiffusionPriorModule(L.LightningModule):
     def diffusion_loss(
         self, x0: Tensor, generator: torch.Generator | None = None, model: UNet2DModel | None = None
     ) -> Tensor:
-        """MSE between ε and its prediction at uniform random t (seeded by ``generator``)."""
+        """MSE between ε and its prediction at uniform random t (seeded by ``generator``),
+        each image weighted by :func:`loss_weights` (``prior.loss_weighting``)."""
         model = model or self.unet
         b = x0.shape[0]
         steps = self.noise_scheduler.config.num_train_timesteps
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         t = torch.randint(0, steps, (b,), generator=generator, device=x0.device)
         x_t = self.noise_scheduler.add_noise(x0, noise, t)
-        return F.mse_loss(model(x_t, t).sample, noise)
+        per_image = (model(x_t, t).sample - noise).pow(2).flatten(1).mean(1)
+        alpha_bar = self.noise_scheduler.alphas_cumprod.to(x0.device)[t]
+        weights = loss_weights(
+            alpha_bar, self.hparams.loss_weighting, float(self.hparams.min_snr_gamma)
+        )
+        return (weights.to(per_image.dtype) * per_image).mean()
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
         loss = self.diffusion_loss(batch)
