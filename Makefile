@@ -28,9 +28,10 @@ test: install ## the whole test suite
 test-fast: install ## tests without the slow end-to-end runs
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
-lint: install ## ruff lint and format check
+lint: install ## ruff lint and format check, mypy type check (files: pyproject's [tool.mypy])
 	$(VENV)/bin/ruff check src tests
 	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/mypy
 
 format: install ## ruff format and autofix
 	$(VENV)/bin/ruff format src tests
@@ -40,9 +41,11 @@ sync-wandb: install ## upload offline W&B runs under outputs/
 	find $${SINGEXP_OUTPUT:-outputs} -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
 
 EMBEDDED_JSCC := src/singexp/assets/jscc_shapes32
+# the embedded grid (k = 32, 64, 128 symbols: README "Operating points") and the paper's ratios
+EMBEDDED_BCRS ?= 1_96 1_48 1_24 1_768 1_384 1_192
 
-embedded-jscc: install ## retrain the shipped DeepJSCC codecs (32 px shapes, BCR 1/768, 1/384, 1/192)
-	for r in 1_768 1_384 1_192; do \
+embedded-jscc: install ## retrain the shipped DeepJSCC codecs (32 px shapes, every BCR of EMBEDDED_BCRS)
+	for r in $(EMBEDDED_BCRS); do \
 	  OMP_NUM_THREADS=1 $(PY) -m singexp +experiment=embedded_jscc bcr=$$r print_config=false \
 	    jscc.export=$(EMBEDDED_JSCC)/jscc_$$r.safetensors hydra.run.dir=outputs/embedded/jscc_$$r \
 	    || exit 1; \
@@ -56,7 +59,7 @@ embedded-prior: install ## retrain the shipped 32 px shapes diffusion prior (abo
 	  hydra.run.dir=outputs/embedded/prior
 
 embedded-inn: install ## retrain the shipped SING-INN networks, one per BCR, on the shipped codecs
-	for r in 1_768 1_384 1_192; do \
+	for r in $(EMBEDDED_BCRS); do \
 	  OMP_NUM_THREADS=1 $(PY) -m singexp +experiment=embedded_inn bcr=$$r print_config=false \
 	    inn.export=src/singexp/assets/inn_shapes32/inn_$$r.safetensors \
 	    hydra.run.dir=outputs/embedded/inn_$$r || exit 1; \

@@ -8,7 +8,9 @@ fixed ε, which isolates the loop's own per-step cost (correction + update) from
 
     .venv/bin/python benchmarks/sampler_overhead.py --threads 1 --repeats 9
 
-Writes ``benchmarks/results/sampler_overhead.json`` and ``.md``.
+Writes ``outputs/benchmarks/sampler_overhead.json`` and ``.md`` (``--out DIR`` elsewhere); the
+tracked ``benchmarks/results/`` files are the reference run, which only ``--out
+benchmarks/results`` replaces. Prints one progress line per round (with an ETA).
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ from diffusers import UNet2DModel
 
 from singexp.operators import AveragePool, scale_for_bcr
 from singexp.prior import build_scheduler
+from singexp.progress import format_seconds, say
 from singexp.samplers import sing_zero
 
+#: the reference results (tracked); runs write to OUTPUT unless told otherwise
 RESULTS = Path(__file__).resolve().parent / "results"
+OUTPUT = Path(__file__).resolve().parents[1] / "outputs" / "benchmarks"
 
 
 @dataclass
@@ -109,18 +114,26 @@ def timed(fn: Callable[[], None]) -> float:
 
 
 def measure(
-    runs: dict[str, Callable[[], None]], repeats: int, warmup: int, steps: int
+    runs: dict[str, Callable[[], None]], repeats: int, warmup: int, steps: int, label: str = ""
 ) -> dict[str, dict[str, float | list[float]]]:
-    """ms per step of each run: warm-up, then ``repeats`` interleaved rounds (rotating order)."""
+    """ms per step of each run: warm-up, then ``repeats`` interleaved rounds (rotating order);
+    one progress line per round (``label``: which model)."""
     names = list(runs)
-    for _ in range(warmup):
+    started = time.perf_counter()
+    for w in range(warmup):
         for name in names:
             runs[name]()
+        say(f"{label} warm-up {w + 1}/{warmup}: {format_seconds(time.perf_counter() - started)}")
     samples: dict[str, list[float]] = {name: [] for name in names}
+    started = time.perf_counter()
     for r in range(repeats):
         order = names[r % len(names) :] + names[: r % len(names)]
         for name in order:
             samples[name].append(timed(runs[name]) * 1000 / steps)
+        elapsed = time.perf_counter() - started
+        left = format_seconds(elapsed * (repeats - r - 1) / (r + 1))
+        times = ", ".join(f"{n} {samples[n][-1]:.2f}" for n in names)
+        say(f"{label} round {r + 1}/{repeats} (ms/step: {times}) (ETA {left})")
     out: dict[str, dict[str, float | list[float]]] = {}
     for name, values in samples.items():
         q = statistics.quantiles(values, n=4) if len(values) > 1 else [values[0]] * 3
@@ -150,7 +163,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads")
     parser.add_argument("--stub-repeats", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=OUTPUT,
+        help=f"output folder (default outputs/benchmarks; the reference results: {RESULTS})",
+    )
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -173,7 +191,7 @@ def main() -> None:
             ),
             "ddnm": lambda m=model: sing_zero_run(m, x_hat, args.steps, args.eta, "ddnm", 0),
         }
-        result = measure(runs, repeats, args.warmup, args.steps)
+        result = measure(runs, repeats, args.warmup, args.steps, label=model_name)
         bare = float(result["bare"]["median"])
         for update in ("posterior", "ddnm"):
             ours = float(result[update]["median"])
@@ -216,6 +234,7 @@ def main() -> None:
     (args.out / "sampler_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
     (args.out / "sampler_overhead.md").write_text(markdown(report))
     print(markdown(report))
+    say(f"wrote {args.out / 'sampler_overhead.json'} and sampler_overhead.md")
 
 
 def markdown(report: dict) -> str:

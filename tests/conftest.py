@@ -23,6 +23,20 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
+
+def run_if(*, cuda: bool) -> pytest.MarkDecorator:
+    """The one GPU gate of the tests (Lightning's ``RunIf``, for what singexp needs): run the
+    test only where a CUDA GPU is available (``cuda=True``) or only where none is."""
+    have = torch.cuda.is_available()
+    return pytest.mark.skipif(
+        have != cuda, reason="needs a CUDA GPU" if cuda else "needs a machine without a CUDA GPU"
+    )
+
+
+#: ``@requires_gpu`` / ``@requires_no_gpu`` on a test: the GPU gate, never an ad-hoc skip
+requires_gpu = run_if(cuda=True)
+requires_no_gpu = run_if(cuda=False)
+
 # a run that finishes in seconds on 2 CPU cores
 FAST = ["debug=fast", "logger=none", "callbacks=none", "print_config=false"]
 
@@ -70,6 +84,37 @@ def unet() -> UNet2DModel:
         norm_num_groups=8,
     )
     return model.eval().requires_grad_(False)
+
+
+def assert_grid_png(
+    path: str | Path, rows: int, cols: int, size: int, shows: torch.Tensor | None = None
+) -> None:
+    """``path`` is a comparison grid PNG (``singexp.visualize.save_comparison_grid``) of ``rows``
+    methods × ``cols`` images of ``size`` px, and, given ``shows`` (B, C, H, W) in [-1, 1], the
+    pixels of those images appear in it unaltered (shown magnified without interpolation)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(path) as png:
+        assert png.format == "PNG"
+        pixels = np.asarray(png.convert("RGB"))
+    # the figure: 1.2 in per row (at least 2 in) high, as wide as the image grid's aspect
+    # ratio plus 1.5 in for the row labels, at 150 dpi; the grid pads every image by 2 px
+    pad = 2
+    grid_h, grid_w = rows * (size + 2 * pad), cols * (size + pad) + pad
+    height_in = max(1.2 * rows, 2.0)
+    width_in = height_in * grid_w / grid_h + 1.5
+    want = (round(height_in * 150), round(width_in * 150))
+    assert abs(pixels.shape[0] - want[0]) <= 1 and abs(pixels.shape[1] - want[1]) <= 1, (
+        pixels.shape,
+        want,
+    )
+    if shows is not None:
+        shown = {tuple(c) for c in pixels.reshape(-1, 3).tolist()}
+        tiles = ((shows.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        colours = {tuple(c) for c in tiles.reshape(-1, 3).tolist()}
+        found = len(colours & shown) / len(colours)
+        assert found > 0.95, f"only {found:.0%} of the images' colours are in {path}"
 
 
 def randomize(net: nn.Module, std: float = 0.1, seed: int = 0) -> nn.Module:

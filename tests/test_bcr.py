@@ -50,3 +50,26 @@ def test_other_downsampling() -> None:
 def test_image_size_must_divide() -> None:
     with pytest.raises(ConfigError, match=r"dataset\.image_size"):
         latent_shape(Fraction(1, 192), 40, 16)
+
+
+@pytest.mark.parametrize(("k_paper", "name"), [(256, "1_96"), (512, "1_48"), (1024, "1_24")])
+def test_embedded_presets_scale_the_papers_symbol_counts_with_the_side(
+    k_paper: int, name: str
+) -> None:
+    # k_32 = k_256 · 32/256 complex symbols for n = 3·32·32 values: ρ = k_32 / n
+    from pathlib import Path
+
+    import yaml
+
+    from singexp.bcr import EMBEDDED_RATIOS, scaled_symbol_ratio
+
+    k32 = k_paper * 32 // 256
+    expected = Fraction(k32, 3 * 32 * 32)
+    assert scaled_symbol_ratio(k_paper, 32) == expected
+    assert EMBEDDED_RATIOS[name] == expected
+    preset = yaml.safe_load(
+        (Path(__file__).parents[1] / "conf" / "bcr" / f"{name}.yaml").read_text()
+    )
+    assert parse_ratio(preset["ratio"]) == expected and preset["name"] == name
+    # at 256 px the scaled ratio gives the paper's own count back: 8× its ratio
+    assert scaled_symbol_ratio(k_paper, 256) * 3 * 256 * 256 == k_paper

@@ -1,9 +1,12 @@
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from singexp.config import check_group_overrides, group_options, validate
+from conftest import requires_gpu, requires_no_gpu
+from singexp.config import CONF_DIR, check_group_overrides, group_options, validate
 from singexp.errors import ConfigError
 
 MakeCfg = Callable[..., DictConfig]
@@ -64,14 +67,41 @@ def test_unknown_group_option_is_one_line() -> None:
         check_group_overrides(["bcr=1/768"])
 
 
-def test_every_option_of_every_group_composes(make_cfg: MakeCfg) -> None:
+def _own_values(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every value an option file sets itself: not its defaults list
+    and not interpolations (those resolve against the rest of the config)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if path or key != "defaults":
+                yield from _own_values(value, f"{path}.{key}" if path else str(key))
+    elif not (isinstance(node, str) and "${" in node):
+        yield path, node
+
+
+def test_every_option_of_every_group_composes_to_its_file(make_cfg: MakeCfg) -> None:
     for group in ["dataset", "channel", "bcr", "jscc", "trainer", "logger", "callbacks", "metrics"]:
+        composed = {}
         for option in group_options(group):
-            cfg = make_cfg(f"{group}={option}")
-            assert cfg[group] is not None or option in ("none",)
+            node = make_cfg(f"{group}={option}").get(group)
+            got = {} if node is None else OmegaConf.to_container(node, resolve=False)
+            composed[option] = json.dumps(got, sort_keys=True)
+            own = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
+            values = dict(_own_values(own))
+            if not own:  # an empty option (logger=none, callbacks=none) selects nothing
+                assert not got, (group, option)
+            assert values or not own or "defaults" in own, (group, option)
+            for key, value in values.items():
+                assert OmegaConf.select(OmegaConf.create(got), key) == value, (group, option, key)
+        # every option of a group composes to a different config
+        assert len(set(composed.values())) == len(composed), (group, composed)
 
 
-@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without GPU")
+@requires_gpu
+def test_gpu_trainer_with_a_gpu_validates(make_cfg: MakeCfg) -> None:
+    validate(make_cfg("trainer=gpu"))
+
+
+@requires_no_gpu
 def test_gpu_trainer_without_a_gpu_is_a_one_line_error(make_cfg: MakeCfg) -> None:
     with pytest.raises(ConfigError, match=r"trainer\.accelerator.*no CUDA GPU.*trainer=cpu"):
         validate(make_cfg("trainer=gpu"))

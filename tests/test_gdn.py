@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from singexp.nn.gdn import GDN
+from singexp.nn.gdn import GDN, lower_bound
 
 PEDESTAL = 2.0**-18
 
@@ -91,3 +91,33 @@ def test_gdn_matches_the_formula_on_random_parameters(inverse: bool) -> None:
     with torch.no_grad():
         out = gdn(x.float())
     torch.testing.assert_close(out, expected.float(), atol=1e-5, rtol=1e-5)
+
+
+def test_lower_bound_passes_the_gradient_that_raises_x_back_above_the_bound() -> None:
+    # compressai's LowerBound: forward max(x, b); backward passes g where x ≥ b or g < 0
+    # (a descent step x ← x − lr·g then raises x), and zeroes it only where x < b and g > 0
+    bound = 0.5
+    x = torch.tensor([-1.0, -1.0, 0.5, 0.5, 2.0, 2.0], requires_grad=True)
+    g = torch.tensor([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+    y = lower_bound(x, bound)
+    torch.testing.assert_close(y.detach(), torch.tensor([0.5, 0.5, 0.5, 0.5, 2.0, 2.0]))
+    y.backward(g)
+    torch.testing.assert_close(x.grad, torch.tensor([0.0, -1.0, 1.0, -1.0, 1.0, -1.0]))
+
+
+def test_gdn_beta_below_its_bound_recovers_by_gradient_descent() -> None:
+    # a raw β stuck below the bound: clamp_min would give it zero gradient forever; with the
+    # lower bound, a loss that wants a larger β moves it back above the bound
+    gdn = _set(GDN(2), BETA, GAMMA)
+    with torch.no_grad():
+        gdn.beta.raw.fill_(-0.3)
+    x = _pixels([(1.0, 2.0)])
+    optimiser = torch.optim.SGD([gdn.beta.raw], lr=0.5)
+    for _ in range(50):
+        optimiser.zero_grad()
+        # the output shrinks as β grows: asking for a small output asks for a large β
+        gdn(x).square().sum().backward()
+        assert gdn.beta.raw.grad is not None and (gdn.beta.raw.grad < 0).all()
+        optimiser.step()
+    assert (gdn.beta.raw > gdn.beta.bound).all()
+    assert (gdn.beta() > 1e-6).all()

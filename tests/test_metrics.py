@@ -167,6 +167,18 @@ def test_stlpips_zero_for_identical_and_monotone_in_noise() -> None:
         assert torch.all(hi > lo)
 
 
+def test_stlpips_is_a_symmetric_per_image_distance() -> None:
+    x, y = scenes(3, 64, seed=0), blur(scenes(3, 64, seed=2))
+    d = M.stlpips(x, y)
+    assert d is not None and (d > 0).all()
+    # d(x, y) = d(y, x): ST-LPIPS compares the two images' normalised features symmetrically
+    torch.testing.assert_close(M.stlpips(y, x), d, atol=1e-6, rtol=1e-5)
+    # d(x, x) = 0 with a different partner in the batch, and each image's distance is its own
+    torch.testing.assert_close(M.stlpips(x, x), torch.zeros(3), atol=1e-6, rtol=0)
+    alone = torch.cat([M.stlpips(x[i : i + 1], y[i : i + 1]) for i in range(3)])
+    torch.testing.assert_close(alone, d, atol=1e-6, rtol=1e-5)
+
+
 # --------------------------------------------------------------------------- LPIPS
 
 
@@ -296,6 +308,33 @@ def test_swd_properties() -> None:
     assert other_seed["swd"] != d_blur["swd"]
     assert other_seed["swd"] == pytest.approx(d_blur["swd"], rel=0.25)
     json.dumps(d_blur, allow_nan=False)
+
+
+def _constant_images(values: list[float], size: int = 32) -> torch.Tensor:
+    return torch.tensor(values).reshape(-1, 1, 1, 1).expand(-1, 1, size, size).contiguous()
+
+
+def test_swd_reference_value_of_two_sets_of_flat_images() -> None:
+    # Grey flat images, 1×1 patches: every band-pass level is exactly 0 (dyadic values and the
+    # binomial kernel are exact in float32), so only the low-pass residual counts. There each
+    # descriptor is an image's value, normalised over its set: a = {-½, -½, ½, ½} → {-1, -1, 1, 1};
+    # b = {-¾, -¼, ¼, ¾} → {-3, -1, 1, 3}/√5 (mean 0, std √5/4). In one dimension every random
+    # unit direction is ±1, so the sliced distance is the 1-D Wasserstein-1 distance of the
+    # sorted values, W1 = (2(3/√5 − 1) + 2(1 − 1/√5))/4 = 1/√5, reported ×1e3.
+    a = _constant_images([-0.5, -0.5, 0.5, 0.5])
+    b = _constant_images([-0.75, -0.25, 0.25, 0.75])
+    kwargs = {"patch_size": 1, "patches_per_image": 8, "directions": 16, "repeats": 2}
+    out = M.sliced_wasserstein(a, b, **kwargs)
+    expected = 1e3 / math.sqrt(5)
+    assert out["swd_32"] == 0.0
+    assert out["swd_16"] == pytest.approx(expected, rel=1e-5)
+    assert out["swd"] == pytest.approx(expected / 2, rel=1e-5)  # the mean over the 2 levels
+    # symmetric; blind to a set-wide offset (each set is normalised); any seed gives the same
+    assert M.sliced_wasserstein(b, a, **kwargs)["swd"] == pytest.approx(out["swd"], rel=1e-6)
+    shifted = M.sliced_wasserstein(a, b + 0.125, seed=3, **kwargs)
+    assert shifted["swd"] == pytest.approx(out["swd"], rel=1e-5)
+    # a set against a rescaled copy of itself: the same normalised values, distance 0
+    assert M.sliced_wasserstein(a, 0.5 * a, **kwargs)["swd"] == 0.0
 
 
 def test_swd_unequal_sets_and_small_images() -> None:

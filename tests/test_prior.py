@@ -13,7 +13,7 @@ from diffusers.training_utils import EMAModel
 
 from singexp import prior
 from singexp.errors import ConfigError
-from singexp.modules.prior import DiffusionPriorModule
+from singexp.modules.prior import DiffusionPriorModule, train_prior
 from singexp.prior import build_scheduler, build_unet, load_prior, resolve_source
 
 TINY = {"image_size": 16, "block_out_channels": (8, 16), "layers_per_block": 1}
@@ -64,7 +64,14 @@ def test_build_unet_has_no_attention_by_default() -> None:
     assert unet.config.block_out_channels == (32, 64, 128) or list(
         unet.config.block_out_channels
     ) == [32, 64, 128]
-    assert 2.0e6 < prior.count_parameters(unet) < 3.0e6  # SING.md §7: 2.5 M
+    # the defaults are the shipped embedded prior's architecture, tensor for tensor
+    shipped = load_prior("embedded", expected_size=32)
+    shapes = {k: v.shape for k, v in unet.state_dict().items()}
+    assert shapes == {k: v.shape for k, v in shipped.state_dict().items()}
+    # every parameter counts, frozen ones too (the shipped prior is loaded frozen)
+    assert prior.count_parameters(shipped) == sum(v.numel() for v in shipped.state_dict().values())
+    assert prior.count_parameters(unet) == prior.count_parameters(shipped)
+    assert round(prior.count_parameters(unet) / 1e6, 1) == 2.5  # README, SING.md §7: 2.5 M
     with_attention = build_unet(16, block_out_channels=(8, 16), attention=True)
     assert "Attention" in [type(m).__name__ for m in with_attention.modules()]
     x = torch.zeros(1, 3, 16, 16)
@@ -303,25 +310,25 @@ def test_train_prior_exports_and_resumes(tmp_path: Path) -> None:
     def datamodule() -> ShapesDataModule:
         return ShapesDataModule(image_size=16, batch_size=2, train_size=16, val_size=4, test_size=4)
 
-    out = prior.train_prior(cfg, datamodule(), trainer_kwargs, tmp_path)
+    out = train_prior(cfg, datamodule(), trainer_kwargs, tmp_path)
     assert out == tmp_path / "prior"
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "samples").glob("*.png"))
     assert load_prior(out, expected_size=16).config.sample_size == 16
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["ema"]["optimization_step"] == 2
-    resumed = prior.train_prior({**cfg, "max_steps": 3}, datamodule(), trainer_kwargs, tmp_path)
+    resumed = train_prior({**cfg, "max_steps": 3}, datamodule(), trainer_kwargs, tmp_path)
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 3 and ckpt["ema"]["optimization_step"] == 3
     assert resumed == out
     # resuming a run whose checkpoints were moved (or copied) keeps writing last.ckpt
     moved = tmp_path / "moved"
     shutil.copytree(tmp_path / "checkpoints", moved / "checkpoints")
-    prior.train_prior({**cfg, "max_steps": 4}, datamodule(), trainer_kwargs, moved)
+    train_prior({**cfg, "max_steps": 4}, datamodule(), trainer_kwargs, moved)
     assert torch.load(moved / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 4
     assert not list((moved / "checkpoints").glob("last-v*.ckpt"))
     with pytest.raises(ConfigError, match=r"prior\.image_size"):
-        prior.train_prior({**cfg, "image_size": 32}, datamodule(), trainer_kwargs, tmp_path / "x")
+        train_prior({**cfg, "image_size": 32}, datamodule(), trainer_kwargs, tmp_path / "x")
 
 
 def test_min_snr_weights_follow_hang_et_al() -> None:

@@ -124,7 +124,7 @@ def test_config_print_is_short_by_default(
     assert len(out.splitlines()) <= 12
     assert "overrides: +experiment=sing_inn channel.snr_db=1" in out
     assert "experiment_name: sing_inn" in out
-    assert "snr_db 1" in out and "bcr: 1/768" in out
+    assert "snr_db 1" in out and "bcr: 1/48" in out
     assert "sing_zero (100 steps), sing_inn (100 steps)" in out
 
 

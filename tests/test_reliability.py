@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from conftest import run_cli
 from singexp.artifacts import ensure, identity_hash
-from singexp.config import CONF_DIR, Validated, validate
+from singexp.config import CONF_DIR, EMBEDDED_JSCC_DIR, Validated, validate
 from singexp.errors import ConfigError
 from singexp.faults import (
     Terminated,
@@ -552,7 +552,7 @@ def test_sigterm_stops_a_sweep_and_the_rerun_resumes(tmp_path: Path) -> None:
 def _bad_files(folder: Path) -> dict[str, Path]:
     """Checkpoint files a user might pass by mistake."""
     folder.mkdir(parents=True, exist_ok=True)
-    good = CONF_DIR.parent / "src" / "singexp" / "assets" / "jscc_shapes32"
+    good = EMBEDDED_JSCC_DIR
     data = (good / "jscc_1_192.safetensors").read_bytes()
     files = {
         "truncated.safetensors": data[: len(data) // 2],

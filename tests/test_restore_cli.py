@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import assert_grid_png, run_cli
 from singexp.prior import build_unet
 
 pytestmark = pytest.mark.slow
@@ -23,15 +23,20 @@ def test_sing_zero_run_writes_table_grid_and_files(tmp_path: Path) -> None:
     result = run_cli("+experiment=sing_zero", *QUICK, f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert set(metrics["methods"]) == {"deepjscc", "sing_zero"}
+    # the trivial baseline row (mean training image) beside the methods (issue 15 item 6)
+    assert list(metrics["methods"]) == ["deepjscc", "sing_zero", "mean_image"]
     for summary in metrics["methods"].values():
         assert isinstance(summary["psnr"], float) and isinstance(summary["stlpips"], float)
         assert summary["images"] == 8
+    # consistency with what was received, through A (issue 12): DDNM at σ_y = 0 keeps A x̂
+    assert metrics["methods"]["sing_zero"]["psnr_A_xhat"] > 40
+    assert metrics["methods"]["mean_image"]["psnr_A_xhat"] < 30
+    assert "psnr_A_xhat" not in metrics["methods"]["deepjscc"]
     assert metrics["bcr"] == "1/768"
     assert metrics["operator"] == {"name": "avgpool", "scale": 16}
     with open(run / "per_image.csv") as f:
-        assert len(list(csv.DictReader(f))) == 16
-    assert (run / "grid.png").stat().st_size > 1000
+        assert len(list(csv.DictReader(f))) == 24  # 8 images × (DeepJSCC, SING-Zero, mean)
+    assert_grid_png(run / "grid.png", rows=3, cols=8, size=32)  # original, DeepJSCC, SING-Zero
     # the printed method × metric table
     assert "sing_zero" in result.stdout and "ST-LPIPS" in result.stdout
 
@@ -42,7 +47,8 @@ def test_sampler_none_evaluates_deepjscc_alone(tmp_path: Path) -> None:
         "+experiment=sing_zero", "sampler=none", *BASE, f"hydra.run.dir={run}", cwd=tmp_path
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert set(json.loads((run / "metrics.json").read_text())["methods"]) == {"deepjscc"}
+    methods = json.loads((run / "metrics.json").read_text())["methods"]
+    assert set(methods) == {"deepjscc", "mean_image"}
 
 
 def test_prior_of_another_image_size_is_one_line_error(tmp_path: Path) -> None:
@@ -66,12 +72,12 @@ def test_sing_inn_main_job_compares_three_methods(tmp_path: Path) -> None:
     result = run_cli("+experiment=sing_inn", *args, f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    assert list(metrics["methods"]) == ["deepjscc", "sing_zero", "sing_inn"]
-    assert metrics["inn_checkpoint"].endswith("inn_1_768.safetensors")
+    assert list(metrics["methods"]) == ["deepjscc", "sing_zero", "sing_inn", "mean_image"]
+    assert metrics["inn_checkpoint"].endswith("inn_1_48.safetensors")  # the main job: 1/48
     for summary in metrics["methods"].values():
         assert isinstance(summary["psnr"], float) and isinstance(summary["swd"], float)
     with open(run / "per_image.csv") as f:
-        assert len(list(csv.DictReader(f))) == 24
+        assert len(list(csv.DictReader(f))) == 32
     assert "sing_inn" in result.stdout
 
 

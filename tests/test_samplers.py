@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -515,9 +517,24 @@ def test_time_travel_sampling_stays_consistent(unet: UNet2DModel) -> None:
     assert (op.A(out) - op.A(x_hat)).abs().max() < 1e-5
 
 
-def test_progress_bar_runs(unet: UNet2DModel) -> None:
-    out = sample(unet, ddim(), (1, 3, 16, 16), steps=2, generator=gen(0), progress=True)
-    assert out.shape == (1, 3, 16, 16)
+def test_progress_sees_every_step_and_changes_nothing(unet: UNet2DModel) -> None:
+    events: list[Any] = []
+
+    @contextmanager
+    def hook(desc: str, total: int) -> Iterator[Callable[[], None]]:
+        events.append((desc, total))
+        yield lambda: events.append("step")
+        events.append("done")
+
+    def run(progress: Any) -> Tensor:
+        return sample(unet, ddim(), (1, 3, 16, 16), steps=3, generator=gen(0), progress=progress)
+
+    quiet = run(False)
+    # the hook is entered once with the number of steps, advanced once per step, then left
+    torch.testing.assert_close(run(hook), quiet, rtol=0, atol=0)
+    assert events == [("sampling", 3), "step", "step", "step", "done"]
+    # the default display (progress=True) leaves the result exactly as without one
+    torch.testing.assert_close(run(True), quiet, rtol=0, atol=0)
 
 
 # ---- config -------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Driver: train the embedded shapes-32 prior with singexp.prior.train_prior (SING.md §7 recipe)."""
+"""Driver: train the embedded shapes-32 prior (singexp.modules.prior.train_prior, SING.md §7)."""
 
 import logging
 import os
@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from singexp.data.shapes import ShapesDataModule
-from singexp.prior import train_prior
+from singexp.modules.prior import train_prior
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 

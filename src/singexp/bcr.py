@@ -20,6 +20,22 @@ PAPER_RATIOS: dict[str, Fraction] = {
     "1_192": Fraction(1, 192),
 }
 
+#: the embedded default's grid (README, "Operating points"): the paper's symbol counts
+#: k = 256, 512, 1024 at 256 px scaled with the image side to 32 px (k = 32, 64, 128 symbols
+#: for 3·32·32 values). At 32 px the paper's ratios leave k = 4, 8, 16 symbols per image.
+EMBEDDED_RATIOS: dict[str, Fraction] = {
+    "1_96": Fraction(1, 96),
+    "1_48": Fraction(1, 48),
+    "1_24": Fraction(1, 24),
+}
+
+
+def scaled_symbol_ratio(symbols_at_paper: int, image_size: int, paper_size: int = 256) -> Fraction:
+    """ρ whose k at ``image_size`` is the paper's ``symbols_at_paper`` at ``paper_size`` scaled
+    with the image side: k = k_paper · size / paper_size, ρ = k / (3 · size²)."""
+    k = Fraction(symbols_at_paper * image_size, paper_size)
+    return k / (3 * image_size * image_size)
+
 
 def parse_ratio(value: object, key: str = "bcr.ratio") -> Fraction:
     """A ratio from a config value: a number (0.0052), a fraction ('1/192') or a name ('1_192')."""

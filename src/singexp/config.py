@@ -12,6 +12,7 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from fractions import Fraction
+from importlib.resources import files
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -23,8 +24,10 @@ from singexp.bcr import LatentShape, latent_shape, parse_ratio
 from singexp.channel import CHANNELS
 from singexp.errors import ConfigError, SingexpError
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+#: the config tree and the shipped weights are package data (so a wheel carries them); the
+#: repository's top-level ``conf`` is a link to ``src/singexp/conf`` for readers
+CONF_DIR = Path(str(files("singexp") / "conf"))
+ASSETS_DIR = Path(str(files("singexp") / "assets"))
 # the embedded default's DeepJSCC codecs (built by `make embedded-weights`)
 EMBEDDED_JSCC_DIR = ASSETS_DIR / "jscc_shapes32"
 #: |SNR| in dB beyond which noise is numerically zero or swamps the signal (metrics become NaN)
@@ -37,10 +40,14 @@ def embedded_codec(ratio: Fraction, image_size: int) -> Path:
     """The shipped DeepJSCC codec for ``ratio`` on 32×32 shapes, or a one-line error."""
     path = EMBEDDED_JSCC_DIR / f"jscc_{ratio.numerator}_{ratio.denominator}.safetensors"
     if image_size != 32 or not path.is_file():
+        shipped = sorted(
+            (p.stem.removeprefix("jscc_").replace("_", "/") for p in EMBEDDED_JSCC_DIR.glob("*")),
+            key=lambda r: Fraction(r),
+        )
         raise ConfigError(
             "jscc.checkpoint",
             f"no embedded DeepJSCC for bcr {ratio.numerator}/{ratio.denominator} at "
-            f"{image_size} px (embedded codecs: 32 px, bcr 1/768, 1/384, 1/192); train one with "
+            f"{image_size} px (embedded codecs: 32 px, bcr {', '.join(shipped)}); train one with "
             "`python -m singexp +experiment=jscc` and set jscc.checkpoint=PATH",
         )
     return path
@@ -217,6 +224,53 @@ def check_accelerator(trainer: Any) -> None:
         )
 
 
+#: the image size of every shipped (``embedded``) model: codecs, INNs and the prior
+SHIPPED_SIZE = 32
+
+
+def shipped_models_in_use(cfg: DictConfig) -> list[str]:
+    """The keys set to ``embedded`` whose model this task uses: ``jscc.checkpoint`` (every
+    task but ``prior``), ``inn.checkpoint`` and ``prior.source`` (restoration, the prior only
+    when a method restores)."""
+    task = str(cfg.get("task", ""))
+    used = []
+    if task != "prior" and str(cfg.jscc.get("checkpoint")) == "embedded":
+        used.append("jscc.checkpoint")
+    if task == "restore":
+        inn = cfg.get("inn")
+        if isinstance(inn, DictConfig) and str(inn.get("checkpoint")) == "embedded":
+            used.append("inn.checkpoint")
+        sampler = cfg.get("sampler")
+        restores = bool(cfg.get("methods")) or (
+            isinstance(sampler, DictConfig) and sampler.get("name", "none") != "none"
+        )
+        prior = cfg.get("prior")
+        if restores and isinstance(prior, DictConfig) and str(prior.get("source")) == "embedded":
+            used.append("prior.source")
+    return used
+
+
+def check_shipped_sizes(cfg: DictConfig, size: int) -> None:
+    """The shipped models are :data:`SHIPPED_SIZE` px: at another ``dataset.image_size`` one line
+    naming both sizes, every ``embedded`` key in use and the two fixes (issue 15)."""
+    used = shipped_models_in_use(cfg)
+    if size == SHIPPED_SIZE or not used:
+        return
+    # a jscc run trains its codec itself with jscc.checkpoint=null; auto is for the others
+    train = " ".join(
+        f"{key}={'null' if cfg.get('task') == 'jscc' and key == 'jscc.checkpoint' else 'auto'}"
+        for key in used
+    )
+    raise ConfigError(
+        "dataset.image_size",
+        f"is {size} but the shipped {'models' if len(used) > 1 else 'model'} "
+        f"({', '.join(f'{k}=embedded' for k in used)}) {'are' if len(used) > 1 else 'is'} "
+        f"{SHIPPED_SIZE} px; set dataset.image_size={SHIPPED_SIZE} to use "
+        f"{'them' if len(used) > 1 else 'it'}, or {train} to train "
+        f"{'them' if len(used) > 1 else 'one'} at {size} px on this data",
+    )
+
+
 def validate(cfg: DictConfig) -> Validated:
     """Check the composed config early; raise a one-line ConfigError naming the key."""
     validate_seed(cfg.get("seed"))
@@ -239,6 +293,7 @@ def validate(cfg: DictConfig) -> Validated:
     if jscc.downsample < 2 or jscc.downsample & (jscc.downsample - 1):
         raise ConfigError("jscc.downsample", f"must be a power of two ≥ 2, got {jscc.downsample}")
     latent = latent_shape(ratio, size, jscc.downsample)
+    check_shipped_sizes(cfg, size)
     if jscc.checkpoint == "embedded":
         jscc.checkpoint = str(embedded_codec(ratio, size))
     if jscc.checkpoint not in (None, "auto"):

@@ -12,6 +12,9 @@ jobs at once, a moved folder.
   so that ``make sync-wandb`` does not upload them beside the finished run.
 - :class:`OutputCheck`: a Hydra callback that refuses, in one line, an output folder that cannot
   be written and ``launcher=slurm`` without Slurm, before Hydra creates anything.
+- :func:`record_failure`: a run or grid point that fails keeps its folder (``.hydra/``, the log)
+  and gets ``error.txt``: the one-line error first, then the traceback (none for a user mistake,
+  a :class:`~singexp.errors.SingexpError`); a later successful run of it removes the file.
 
 Light imports only: ``singexp.report`` uses it without torch.
 """
@@ -159,6 +162,33 @@ def set_aside_unfinished_wandb(out: Path) -> list[Path]:
             ", ".join(p.name for p in moved),
         )
     return moved
+
+
+ERROR_FILE = "error.txt"
+
+
+def record_failure(out: Path, error: BaseException) -> str:
+    """Write ``out/error.txt`` for a failed run: ``<Type>: <message>`` on the first line (what
+    ``head -1`` and the sweep report show), then the traceback unless the error is a user
+    mistake (:class:`~singexp.errors.SingexpError`, whose message says it all). The folder is
+    kept, so the log beside it stays readable. Returns what to print after the error line:
+    where the details are, or why they could not be written (a full disk)."""
+    import traceback
+
+    from singexp.errors import SingexpError
+
+    line = (
+        f"{type(error).__name__}: {error}".splitlines()[0] if str(error) else type(error).__name__
+    )
+    text = line + "\n"
+    if not isinstance(error, SingexpError):
+        text += "\n" + "".join(traceback.format_exception(error))
+    path = Path(out) / ERROR_FILE
+    try:
+        atomic_write_text(path, text)
+    except OSError as write_error:  # a full disk: the caller's line is all there is
+        return f"{ERROR_FILE} not written: {write_error}"
+    return f"details: {path}"
 
 
 def check_writable(key: str, folder: str | Path) -> None:

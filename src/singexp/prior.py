@@ -1,7 +1,7 @@
 """The diffusion prior: diffusers UNet and noise schedules, presets, offline loading, training.
 
-Plain functions (no Lightning here except in :func:`train_prior`, which drives
-:class:`singexp.modules.prior.DiffusionPriorModule`):
+Plain functions, no Lightning (training, :func:`singexp.modules.prior.train_prior`, lives next
+to its LightningModule):
 
 - :func:`build_unet` — an unconditional ``diffusers.UNet2DModel`` (no attention by default:
   attention is what costs on a CPU, SING.md §7).
@@ -10,7 +10,6 @@ Plain functions (no Lightning here except in :func:`train_prior`, which drives
 - :func:`load_prior` — a local diffusers folder or a preset name (``embedded``, the shipped
   shapes-32 prior; ``google/ddpm-*`` from the Hugging Face cache, never downloaded), checked
   against the dataset's image size and channels; failures are one-line ``ConfigError``\\ s.
-- :func:`train_prior` — train a prior from its config, resumable, and export the EMA weights.
 """
 
 from __future__ import annotations
@@ -251,23 +250,87 @@ def check_prior(
     unet: UNet2DModel, *, expected_size: int | None, expected_channels: int = 3, label: str = ""
 ) -> None:
     """Raise a one-line ConfigError when the UNet's image size or channels differ from the data."""
-    cfg = unet.config
-    size = _as_int(cfg.sample_size)
+    check_prior_config(
+        dict(unet.config),
+        expected_size=expected_size,
+        expected_channels=expected_channels,
+        label=label,
+    )
+
+
+def check_prior_config(
+    config: Mapping[str, Any],
+    *,
+    expected_size: int | None,
+    expected_channels: int = 3,
+    label: str = "",
+) -> None:
+    """:func:`check_prior` on a UNet's ``config.json`` (read without loading the weights)."""
+    size = _as_int(config.get("sample_size"))
     name = label or "the prior"
     if expected_size is not None and size != int(expected_size):
         raise ConfigError(
             "prior.source",
-            f"{name} was trained on {size}x{size} images but dataset.image_size="
-            f"{expected_size}; set dataset.image_size={size} or choose a prior for "
-            f"{expected_size}px",
+            f"{name} generates {size}x{size} images but dataset.image_size={expected_size}; "
+            f"set dataset.image_size={size} or choose a prior of {expected_size} px "
+            "(prior.source=auto trains one on this data)",
         )
-    if int(cfg.in_channels) != expected_channels or int(cfg.out_channels) != expected_channels:
+    channels = (int(config.get("in_channels", 3)), int(config.get("out_channels", 3)))
+    if channels != (expected_channels, expected_channels):
         raise ConfigError(
             "prior.source",
-            f"{name} has {cfg.in_channels} input / {cfg.out_channels} output channels but the "
+            f"{name} has {channels[0]} input / {channels[1]} output channels but the "
             f"dataset has {expected_channels} (dataset.image_size={expected_size}); "
             "choose an RGB prior",
         )
+
+
+#: file names of a diffusers UNet's weights (safetensors or the older pickle)
+UNET_WEIGHTS: tuple[str, ...] = (
+    "diffusion_pytorch_model.safetensors",
+    "diffusion_pytorch_model.bin",
+)
+
+
+def prior_config(source: str | Path) -> tuple[str, dict[str, Any]]:
+    """``(label, the UNet's config.json)`` of ``prior.source``, found as :func:`load_prior` would
+    find it (a local folder, ``embedded``, or the local Hugging Face cache, never downloaded),
+    without loading the weights; a missing UNet or weights file is the one-line error
+    :func:`load_prior` gives. What the preflight checks before any training."""
+    import json
+
+    label, folder = resolve_source(source)
+    if folder is not None:
+        sub = _unet_subfolder(folder)
+        if sub is None:
+            _load_local(folder, label)  # raises the one-line error for this folder
+        unet_dir = folder / (sub or "")
+        if not any((unet_dir / name).is_file() for name in UNET_WEIGHTS):
+            raise ConfigError(
+                "prior.source", f"{unet_dir} holds a UNet config.json but no weights file"
+            )
+        return label, json.loads((unet_dir / "config.json").read_text())
+    from huggingface_hub import try_to_load_from_cache
+
+    for sub in UNET_SUBFOLDERS:
+        prefix = f"{sub}/" if sub else ""
+        config = try_to_load_from_cache(label, f"{prefix}config.json")
+        weights = [try_to_load_from_cache(label, f"{prefix}{name}") for name in UNET_WEIGHTS]
+        if isinstance(config, str) and any(isinstance(w, str) for w in weights):
+            return label, json.loads(Path(config).read_text())
+    raise _not_found(label)
+
+
+def check_prior_source(
+    source: str | Path, *, expected_size: int | None, expected_channels: int = 3
+) -> str:
+    """The checks of :func:`load_prior` (present, image size, channels) on ``config.json``
+    alone: fast, so they run before any training. Returns the prior's label."""
+    label, config = prior_config(source)
+    check_prior_config(
+        config, expected_size=expected_size, expected_channels=expected_channels, label=label
+    )
+    return label
 
 
 def load_prior(
@@ -289,108 +352,6 @@ def load_prior(
     check_prior(unet, expected_size=expected_size, expected_channels=expected_channels, label=label)
     torch.nn.Module.to(unet, dtype)  # plain cast (an fp16 file loads into the given dtype)
     return unet.eval().requires_grad_(False)
-
-
-# ---- training -----------------------------------------------------------------------------
-#: prior config keys that are model/schedule/optimiser hyper-parameters of the module
-MODULE_KEYS: tuple[str, ...] = (
-    "block_out_channels",
-    "layers_per_block",
-    "attention",
-    "norm_num_groups",
-    "num_train_timesteps",
-    "beta_start",
-    "beta_end",
-    "schedule",
-    "lr",
-    "weight_decay",
-    "ema_decay",
-    "loss_weighting",
-    "min_snr_gamma",
-    "grid_size",
-    "grid_steps",
-)
-
-
-def train_prior(
-    prior_cfg: Mapping[str, Any],
-    datamodule: Any,
-    trainer_kwargs: Mapping[str, Any],
-    out_dir: Path,
-) -> Path:
-    """Train an unconditional DDPM prior on ``datamodule`` and export its EMA weights.
-
-    ``prior_cfg``: the ``prior`` config group (architecture, schedule, ``lr``, ``ema_decay``,
-    ``max_steps``, ``checkpoint_every``, ``val_every``, ``val_batches``, ``batch_size``, ...).
-    ``trainer_kwargs``: ``lightning.Trainer`` keyword arguments (loggers and callbacks as
-    objects); ``max_steps`` comes from ``prior_cfg`` (``max_epochs`` is then unlimited) and a
-    step-based ``ModelCheckpoint`` writing ``out_dir/checkpoints/last.ckpt`` replaces any
-    other ModelCheckpoint, so a rerun with the same ``out_dir`` resumes.
-    Returns ``out_dir/prior``: a diffusers folder loadable with :func:`load_prior`.
-    """
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
-    from singexp.modules.prior import DiffusionPriorModule
-
-    out_dir = Path(out_dir)
-    cfg = dict(prior_cfg)
-    batch_size = cfg.get("batch_size")
-    if batch_size is not None and hasattr(datamodule, "batch_size"):
-        datamodule.batch_size = int(batch_size)
-    image_size = int(datamodule.image_size)
-    if cfg.get("image_size") is not None and int(cfg["image_size"]) != image_size:
-        raise ConfigError(
-            "prior.image_size",
-            f"is {cfg['image_size']} but dataset.image_size={image_size}; set them equal",
-        )
-    module = DiffusionPriorModule(
-        image_size=image_size,
-        **{k: cfg[k] for k in MODULE_KEYS if k in cfg and cfg[k] is not None},
-        sample_dir=str(out_dir / "samples") if cfg.get("save_grids", True) else None,
-    )
-    log.info("prior UNet: %.2f M parameters", count_parameters(module.unet) / 1e6)
-
-    kwargs = dict(trainer_kwargs)
-    kwargs.pop("_target_", None)
-    every = int(cfg.get("checkpoint_every", 100))
-    checkpoint = ModelCheckpoint(
-        dirpath=str(out_dir / "checkpoints"),
-        filename="step{step:07d}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=every,
-        save_top_k=1,
-        monitor="step",
-        mode="max",
-        save_last=True,
-        # always overwrite last.ckpt (a resumed run must not leave its steps in last-v1.ckpt)
-        enable_version_counter=False,
-    )
-    callbacks = [
-        cb for cb in (kwargs.pop("callbacks", None) or []) if not isinstance(cb, ModelCheckpoint)
-    ]
-    kwargs["callbacks"] = [*callbacks, checkpoint]
-    if cfg.get("max_steps") is not None:
-        kwargs["max_steps"] = int(cfg["max_steps"])
-        kwargs["max_epochs"] = -1
-    val_every = cfg.get("val_every")
-    if val_every:
-        kwargs["val_check_interval"] = int(val_every)
-        kwargs["check_val_every_n_epoch"] = None
-    if cfg.get("val_batches") is not None:
-        kwargs["limit_val_batches"] = int(cfg["val_batches"])
-    kwargs.setdefault("default_root_dir", str(out_dir))
-    trainer = L.Trainer(**kwargs)
-
-    last = out_dir / "checkpoints" / "last.ckpt"
-    resume = str(last) if cfg.get("resume", True) and last.is_file() else None
-    if resume:
-        log.info("resuming prior training from %s", resume)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    export_dir = out_dir / "prior"
-    module.export(export_dir, dtype=cfg.get("export_dtype", "float16"))
-    log.info("prior exported to %s", export_dir)
-    return export_dir
 
 
 def sample_grid_rows(n: int) -> int:

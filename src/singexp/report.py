@@ -3,9 +3,12 @@
     python -m singexp.report SWEEP_DIR [--wandb]
 
 Reads every grid point's ``metrics.json`` (and ``per_image.csv`` for confidence intervals) under
-SWEEP_DIR and writes ``results.csv``, ``results.md`` and figures (metric vs SNR, one line per
-method, one panel per BCR; PNG and PDF) into SWEEP_DIR/report. :class:`ReportCallback` does the
-same at the end of a Hydra multirun.
+SWEEP_DIR and writes ``results.csv`` (rows sorted by BCR, SNR, method), ``results.md`` and figures
+(metric vs SNR, one line per method, one panel per BCR with a shared y axis, one legend outside
+the panels, methods offset slightly along x so that error bars do not overlap; PNG and PDF) into
+SWEEP_DIR/report. SWD is a set-level measure (one value per point, no interval), reported ×10³
+as :func:`singexp.metrics.swd` computes it. :class:`ReportCallback` does the same at the end of a
+Hydra multirun.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import itertools
 import json
 import logging
 import math
@@ -29,7 +33,40 @@ from singexp.resolvers import sweep_group
 
 log = logging.getLogger("singexp.report")
 
-METRICS = ("psnr", "ssim", "stlpips", "lpips")
+METRICS = ("psnr", "ssim", "ms_ssim", "stlpips", "lpips", "swd", "psnr_A_xhat", "psnr_A_x")
+#: column headings of printed and written tables (SWD is stored ×10³: metrics.swd)
+LABELS = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "ms_ssim": "MS-SSIM",
+    "stlpips": "ST-LPIPS ↓",
+    "lpips": "LPIPS ↓",
+    "swd": "SWD (×10³) ↓",
+    # consistency through SING-Zero's A (singexp.modules.restoration): with what was received,
+    # and with the original
+    "psnr_A_xhat": "PSNR(Ax̃,Ax̂) (dB)",
+    "psnr_A_x": "PSNR(Ax̃,Ax) (dB)",
+}
+#: y-axis labels of the figures
+AXIS_LABELS = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "ms_ssim": "MS-SSIM",
+    "stlpips": "ST-LPIPS (lower is better)",
+    "lpips": "LPIPS (lower is better)",
+    "swd": "SWD ×10³ (lower is better)",
+    "psnr_A_xhat": "PSNR(A x̃, A x̂) (dB)",
+    "psnr_A_x": "PSNR(A x̃, A x) (dB)",
+}
+#: the figures a report draws
+FIGURES = ("stlpips", "lpips", "psnr", "swd")
+
+
+def short_name(metric: str) -> str:
+    """``PSNR``, ``ST-LPIPS``, ``SWD``: a metric's name without unit or direction."""
+    return LABELS.get(metric, metric.upper()).split(" ")[0]
+
+
 Z95 = 1.959964  # two-sided 95% normal quantile
 #: folders whose metrics.json is not a grid point's (W&B run copies, old results, the report)
 NOT_POINTS = frozenset({"report", "wandb", "superseded"})
@@ -85,7 +122,33 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                         "images": len(values) if values else summary.get("images"),
                     }
                 )
-    return rows
+    return sorted(rows, key=_row_order)
+
+
+def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
+    """(BCR, SNR, method, metric): the order of ``results.csv`` and of the Markdown table."""
+    metric = METRICS.index(row["metric"]) if row["metric"] in METRICS else len(METRICS)
+    return (_bcr_value(row["bcr"]), row["snr_db"], str(row["method"]), metric)
+
+
+def sweep_info(sweep_dir: Path) -> dict[str, Any]:
+    """What the figures' title says: data set, channel, test images and sampler steps of the
+    points (each a sorted list of the distinct values found)."""
+    found: dict[str, set[Any]] = defaultdict(set)
+    for folder in _point_folders(sweep_dir, "metrics.json"):
+        point, _ = read_results(folder / "metrics.json", ("methods",))
+        if point is None:
+            continue
+        for key in ("dataset", "channel"):
+            if point.get(key) is not None:
+                found[key].add(str(point[key]))
+        for summary in point["methods"].values():
+            if isinstance(summary, dict) and summary.get("images") is not None:
+                found["images"].add(int(summary["images"]))
+        for record in (point.get("samplers") or {}).values():
+            if isinstance(record, dict) and record.get("steps") is not None:
+                found["steps"].add(int(record["steps"]))
+    return {key: sorted(values) for key, values in found.items()}
 
 
 def _bcr_value(bcr: str) -> float:
@@ -100,6 +163,7 @@ def write_tables(
     ``notes`` (metrics not measured, failed points)."""
     out.mkdir(parents=True, exist_ok=True)
     fields = ["dataset", "channel", "bcr", "snr_db", "method", "metric", "mean", "ci95", "images"]
+    rows = sorted(rows, key=_row_order)
     csv_path = out / "results.csv"
     buffer = io.StringIO(newline="")
     writer = csv.DictWriter(buffer, fieldnames=fields)
@@ -112,50 +176,94 @@ def write_tables(
         cell = f"{r['mean']:.3f}" + ("" if math.isnan(r["ci95"]) else f" ± {r['ci95']:.3f}")
         table[(r["bcr"], r["snr_db"], r["method"])][r["metric"]] = cell
     lines = [
-        "| BCR | SNR (dB) | method | " + " | ".join(m.upper() for m in metrics) + " |",
+        "| BCR | SNR (dB) | method | " + " | ".join(LABELS[m] for m in metrics) + " |",
         "|---|---|---|" + "---|" * len(metrics),
     ]
-    for (bcr, snr, method), cells in sorted(
-        table.items(), key=lambda k: (_bcr_value(k[0][0]), k[0][1])
-    ):
+    for (bcr, snr, method), cells in table.items():  # in row order (sorted above)
         lines.append(
             f"| {bcr} | {snr:g} | {method} | "
             + " | ".join(cells.get(m, "—") for m in metrics)
             + " |"
         )
     md_path = out / "results.md"
-    text = "Mean ± 95% confidence interval over test images.\n\n" + "\n".join(lines) + "\n"
+    text = (
+        "Mean ± 95% confidence interval over test images (SWD: one value per set of images, "
+        "×10³; ↓ lower is better).\n\n" + "\n".join(lines) + "\n"
+    )
     if notes:
         text += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
     atomic_write_text(md_path, text)
     return csv_path, md_path
 
 
-def plot(rows: list[dict[str, Any]], metric: str, out: Path) -> list[Path]:
-    """``metric`` vs SNR: one panel per BCR, one line per method, CI error bars (PNG + PDF)."""
+def _title(metric: str, info: dict[str, Any] | None) -> str:
+    """``ST-LPIPS vs SNR · shapes · awgn · 64 test images · 100 sampler steps``."""
+    parts = [f"{LABELS[metric].rstrip(' ↓')} vs SNR"]
+    info = info or {}
+
+    def said(values: list[Any]) -> str:
+        return "/".join(str(v) for v in values)
+
+    for key in ("dataset", "channel"):
+        if info.get(key):
+            parts.append(said(info[key]))
+    if info.get("images"):
+        parts.append(f"{said(info['images'])} test images")
+    if info.get("steps"):
+        parts.append(f"{said(info['steps'])} sampler steps")
+    return " · ".join(parts)
+
+
+def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None = None) -> Figure:
+    """``metric`` vs SNR: one panel per BCR (y shared), one line per method with CI error bars,
+    the methods offset slightly along x, one legend for the figure outside the panels, a title
+    with the number of images and sampler steps (``info``: :func:`sweep_info`)."""
     rows = [r for r in rows if r["metric"] == metric]
-    if not rows:
-        return []
     bcrs = sorted({r["bcr"] for r in rows}, key=_bcr_value)
-    fig = Figure(figsize=(4 * len(bcrs), 3.2), dpi=150)
-    axes = fig.subplots(1, len(bcrs), squeeze=False)[0]
+    methods = sorted({r["method"] for r in rows})
+    snrs = sorted({r["snr_db"] for r in rows})
+    span = (snrs[-1] - snrs[0]) if len(snrs) > 1 else 1.0
+    step = min((b - a for a, b in itertools.pairwise(snrs)), default=span)
+    offset = min(0.02 * span, 0.08 * step)  # within a point's neighbourhood: no mix-up
+    fig = Figure(figsize=(3.4 * len(bcrs) + 1.6, 3.4), dpi=150, layout="constrained")
+    axes = fig.subplots(1, len(bcrs), squeeze=False, sharey=True)[0]
     for ax, bcr in zip(axes, bcrs, strict=True):
-        for method in sorted({r["method"] for r in rows}):
+        for i, method in enumerate(methods):
             pts = sorted(
                 (r["snr_db"], r["mean"], r["ci95"])
                 for r in rows
                 if r["bcr"] == bcr and r["method"] == method
             )
+            shift = (i - (len(methods) - 1) / 2) * offset
+            color = f"C{i}"
             if pts:
                 snr, mean, ci = zip(*pts, strict=True)
                 err = [0.0 if math.isnan(c) else c for c in ci]
-                ax.errorbar(snr, mean, yerr=err, marker="o", capsize=3, label=method)
-        ax.set_title(f"BCR {bcr}")
+                x = [s + shift for s in snr]
+                ax.errorbar(x, mean, yerr=err, marker="o", ms=4, capsize=3, label=method, c=color)
+        ax.set_title(f"BCR {bcr}", fontsize=10)
         ax.set_xlabel("SNR (dB)")
-        ax.set_ylabel(metric.upper() if metric != "stlpips" else "ST-LPIPS")
+        ax.set_xticks(snrs)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    axes[0].set_ylabel(AXIS_LABELS[metric])
+    handles, labels = axes[0].get_legend_handles_labels()
+    for ax in axes[1:]:  # a method missing from the first panel still gets its entry
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="method")
+    fig.suptitle(_title(metric, info), fontsize=10)
+    return fig
+
+
+def plot(
+    rows: list[dict[str, Any]], metric: str, out: Path, info: dict[str, Any] | None = None
+) -> list[Path]:
+    """:func:`figure` of ``metric`` written as ``<metric>_vs_snr.png`` and ``.pdf``."""
+    if not any(r["metric"] == metric for r in rows):
+        return []
+    fig = figure(rows, metric, info)
     paths = [out / f"{metric}_vs_snr.{ext}" for ext in ("png", "pdf")]
     for path in paths:
         fig.savefig(path)
@@ -223,7 +331,7 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
         log.warning("no finished restoration results under %s", sweep_dir)
         return {"points": 0, "rows": 0, "files": [], "failed": [str(f) for f in failed]}
     before = (out / "results.csv").read_text() if (out / "results.csv").is_file() else None
-    notes = [f"{m.upper()} not measured: {why}" for m, why in unmeasured(sweep_dir).items()]
+    notes = [f"{short_name(m)} not measured: {why}" for m, why in unmeasured(sweep_dir).items()]
     notes += [
         f"failed point: {f.relative_to(sweep_dir)} (see its error.txt)"
         if (f / "error.txt").is_file()
@@ -231,8 +339,9 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
         for f in failed
     ]
     files = [*write_tables(rows, out, notes)]
-    for metric in ("stlpips", "lpips", "psnr"):
-        files += plot(rows, metric, out)
+    info = sweep_info(sweep_dir)
+    for metric in FIGURES:
+        files += plot(rows, metric, out, info)
     points = len({(r["bcr"], r["snr_db"]) for r in rows})
     log.info("report of %d grid points written to %s", points, out)
     return {

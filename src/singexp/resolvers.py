@@ -6,6 +6,9 @@
   name: no quotes, no path separators, bounded length.
 - ``${singexp.sweep_dirname:}`` — the sweep's own command-line overrides as a folder name, so
   that the same sweep command always writes to (and resumes in) the same folder.
+- ``${singexp.point_dirname:TEXT}`` — a grid point's overrides as a short folder name (keys by
+  their last part, ``channel.snr_db=-5`` → ``snr_db=-5``; paths left to the sweep's name; at most
+  :data:`MAX_POINT_DIRNAME` characters): ``hydra.sweep.subdir`` is ``<job number>_<this>``.
 - ``${singexp.pid:}`` — the process id, in ``hydra.run.dir``: two runs started in the same
   second never share a run folder.
 - ``${singexp.operator_scale:SCALE,RATIO,SIZE}`` — ``operator.scale`` resolved to a number
@@ -27,6 +30,9 @@ from omegaconf import OmegaConf
 
 MAX_DIRNAME = 180  # characters; file systems allow 255 bytes per name
 MAX_GROUP = 120  # characters; W&B allows 128
+MAX_POINT_DIRNAME = 64  # characters; the job number in front keeps point folders apart
+#: override keys a point's folder name leaves out (the sweep folder's name has them)
+_POINT_SKIPPED = ("paths.", "hydra.")
 
 
 def sweep_group(name: str, sweep_dir: str | Path) -> str:
@@ -79,6 +85,38 @@ def sweep_dirname(text: str) -> str:
     return safe_dirname(text) if text else "sweep"
 
 
+def point_dirname(text: str) -> str:
+    """A grid point's ``override_dirname`` (``bcr=1_768,channel.snr_db=-5,...``) as a short
+    folder name: each key by its last dotted part (two parts where two keys would read alike:
+    ``sing_zero.steps=2,sing_inn.steps=2``), ``paths.*`` and ``hydra.*`` left out, then
+    :func:`safe_dirname` cut at :data:`MAX_POINT_DIRNAME` characters (with a hash of the
+    whole). The same overrides always give the same name (a re-run finds its points)."""
+    items = [i for i in re.split(r",(?=[+~]*[\w.@/-]+=)", str(text)) if "=" in i]
+    pairs = [i.split("=", 1) for i in items]
+    pairs = [(k.lstrip("+~"), v) for k, v in pairs if not k.lstrip("+~").startswith(_POINT_SKIPPED)]
+
+    def short(key: str, parts: int) -> str:
+        return ".".join(key.split(".")[-parts:])
+
+    names = [short(k, 1) for k, _ in pairs]
+    names = [
+        short(k, 2) if names.count(n) > 1 else n for (k, _), n in zip(pairs, names, strict=True)
+    ]
+    if not pairs:
+        return "point"
+    items = [safe_dirname(f"{n}={v}") for n, (_, v) in zip(names, pairs, strict=True)]
+    name = ",".join(items)
+    if len(name) > MAX_POINT_DIRNAME:  # whole items that fit, then a hash of all of them
+        digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+        kept = ""
+        for item in items:
+            if len(kept) + len(item) + 1 > MAX_POINT_DIRNAME - 9:
+                break
+            kept = f"{kept},{item}" if kept else item
+        name = f"{kept or items[0][: MAX_POINT_DIRNAME - 9]}-{digest}"
+    return name
+
+
 def operator_scale(scale: Any, ratio: Any, image_size: Any) -> int:
     """``operator.scale`` as a number (``auto``: the BCR rule of
     :func:`singexp.operators.scale_for_bcr`), so the INN measures with SING-Zero's A."""
@@ -100,6 +138,7 @@ def register() -> None:
     OmegaConf.register_new_resolver("singexp.operator_scale", operator_scale, replace=True)
     OmegaConf.register_new_resolver("singexp.group", run_group, replace=True)
     OmegaConf.register_new_resolver("singexp.dirname", safe_dirname, replace=True)
+    OmegaConf.register_new_resolver("singexp.point_dirname", point_dirname, replace=True)
     OmegaConf.register_new_resolver(
         "singexp.sweep_dirname", sweep_dirname, replace=True, use_cache=True
     )

@@ -49,9 +49,11 @@ from singexp.modules.inn import (
     train_inn,
 )
 from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, export_codec, load_codec
+from singexp.modules.prior import train_prior
 from singexp.modules.restoration import RestorationModule, Restorer, write_outputs
 from singexp.operators import LinearOperator, build_operator, measurement_noise_std
-from singexp.prior import build_scheduler, load_prior, train_prior
+from singexp.preflight import preflight
+from singexp.prior import build_scheduler, load_prior
 from singexp.samplers.registry import Method, check_method, restore
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
@@ -103,6 +105,7 @@ def mean_image_baseline(datamodule: Any) -> dict[str, float]:
 
 def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """Train a DeepJSCC codec (or load ``jscc.checkpoint``) and test it at ``channel.snr_db``."""
+    preflight(cfg, v)
     out = Path(cfg.paths.output_dir)
     datamodule = build(cfg.dataset)
     datamodule.setup()  # index the data (and say the split) before building or training a model
@@ -130,6 +133,7 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
             lr=v.jscc.lr,
             weight_decay=v.jscc.weight_decay,
             metrics=metrics_cfg,
+            dataset=str(cfg.dataset.name),
         )
         last = out / "checkpoints" / "last.ckpt"
         resume = str(last) if v.jscc.resume and last.is_file() else None
@@ -453,6 +457,7 @@ def resolve_prior_source(cfg: DictConfig) -> str:
 
 def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """DeepJSCC at ``channel.snr_db`` then each restorer, on the same received images."""
+    preflight(cfg, v)  # sizes, prior present, given models: before any auto training (issue 15)
     # index the data first: a bad folder fails, and the split is said, before any auto training
     datamodule = build(cfg.dataset)
     datamodule.setup()
@@ -485,7 +490,10 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         metrics=metrics,
         seed=int(cfg.seed),
         grid_images=int(cfg.evaluate.grid_images),
+        mean_image=datamodule.mean_image(),
+        operator=operator,
     )
+    warnings = trained_elsewhere(cfg, codec, inn_path)
     # guidance (SING-INN) takes gradients w.r.t. x0: no inference mode, the loop's no_grad suffices
     trainer = build_trainer(cfg, loggers, inference_mode=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -508,7 +516,28 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         "inn_checkpoint": str(inn_path) if inn_path else None,
         "prior_source": prior_source,
         "files": files,
+        "warnings": warnings,
     }
+
+
+def trained_elsewhere(cfg: DictConfig, codec: Any, inn_path: Path | None) -> list[str]:
+    """One warning per model trained on another data set than ``dataset.name`` (the codec's
+    and INN's recorded ``dataset``; issue 15 item 6): its numbers can look like the paper's
+    pattern while every output is off-distribution. Logged now, printed under the table."""
+    tested = str(cfg.dataset.name)
+    found = {"jscc.checkpoint": codec.hparams.get("dataset")}
+    if inn_path is not None:
+        found["inn.checkpoint"] = read_inn_metadata(inn_path)["hparams"].get("dataset")
+    warnings = [
+        f"{key} was trained on {trained!r}, this run tests on {tested!r}: its numbers measure a "
+        "distribution mismatch, not the method (train on this data: "
+        f"{key.split('.')[0]}.checkpoint=auto)"
+        for key, trained in found.items()
+        if trained is not None and str(trained) != tested
+    ]
+    for warning in warnings:
+        log.warning(warning)
+    return warnings
 
 
 def prior_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
@@ -529,11 +558,14 @@ def prior_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str
 
 def inn_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """Train SING-INN's conditional INN on pairs made by the codec of ``jscc.checkpoint``."""
+    preflight(cfg, v)
+    datamodule = build(cfg.dataset)
+    datamodule.setup()  # a bad folder fails, and the split is said, before an auto codec trains
     require_codec(cfg, v, "INN training")
     out = Path(cfg.paths.output_dir)
     path = train_inn(
         OmegaConf.to_container(cfg.inn, resolve=True),
-        datamodule=build(cfg.dataset),
+        datamodule=datamodule,
         codec=v.jscc.checkpoint,
         out_dir=out,
         trainer_kwargs=trainer_kwargs(cfg, loggers),
@@ -563,29 +595,53 @@ def describe_run(cfg: DictConfig, v: Validated) -> dict[str, Any]:
     }
 
 
+#: row names of the printed restoration table (metrics.json keeps the keys)
+METHOD_LABELS = {"mean_image": "mean image (baseline)"}
+
+
+def format_metric(key: str, value: float | None) -> str:
+    """A table cell: dB and SWD to 2 decimals, unit-less scores (SSIM, LPIPS) to 4."""
+    if value is None:
+        return "missing"
+    return f"{value:.2f}" if key.startswith("psnr") or key == "swd" else f"{value:.4f}"
+
+
 def print_method_table(results: dict[str, Any]) -> None:
-    """Method × metric table of a restoration run."""
+    """Method × metric table of a restoration run (headings with units: :data:`report.LABELS`;
+    MS-SSIM when it was computed; SWD ×10³)."""
     from rich.console import Console
     from rich.table import Table
+
+    from singexp.report import LABELS
 
     methods: dict[str, dict[str, Any]] = results["methods"]
     keys = [
         k
-        for k in ("psnr", "ssim", "stlpips", "lpips", "swd")
-        if any(k in m for m in methods.values())
+        for k in ("psnr", "ssim", "ms_ssim", "stlpips", "lpips", "swd", "psnr_A_xhat", "psnr_A_x")
+        if any(m.get(k) is not None or (k in m and k != "ms_ssim") for m in methods.values())
     ]
-    table = Table(
-        title=f"{results['dataset']} · {results['channel']} SNR {results['snr_db']} dB · "
+    title = (
+        f"{results['dataset']} · {results['channel']} SNR {results['snr_db']} dB · "
         f"BCR {results['bcr']} · {next(iter(methods.values())).get('images', 0)} images"
     )
+    table = Table(title=title, min_width=len(title))  # a title on one line
     table.add_column("method")
     for key in keys:
-        table.add_column(key.upper() if key != "stlpips" else "ST-LPIPS", justify="right")
+        table.add_column(LABELS[key], justify="right")
     for name, summary in methods.items():
         table.add_row(
-            name, *("missing" if summary.get(k) is None else f"{summary[k]:.4f}" for k in keys)
+            METHOD_LABELS.get(name, name),
+            *("–" if k not in summary else format_metric(k, summary[k]) for k in keys),
         )
-    Console().print(table)
+    # a log or pipe is 80 columns to rich: give the table the width it needs instead
+    console = Console()
+    Console(width=None if console.is_terminal else 160).print(table)
+    if any(k.startswith("psnr_A") for k in keys):
+        operator = results.get("operator") or {}
+        print(
+            f"consistency through A = {operator.get('name')} (scale {operator.get('scale')}): "
+            "PSNR(Ax̃,Ax̂) = agreement with what was received, PSNR(Ax̃,Ax) = with the original"
+        )
     for name, record in (results.get("samplers") or {}).items():
         print(f"{name}: {describe_sampler(record)}")
 
@@ -619,6 +675,44 @@ def describe_sampler(record: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+#: what train_inn's validation metrics mean (``<name>_snr<S>``: at channel SNR S dB)
+INN_METRIC_LEGEND = (
+    "<metric>_snr<S>: at channel SNR S dB; psnr_c: PSNR (dB) of the INN's coarse part c against "
+    "the measurement A x̂; psnr_x: of the inverse f⁻¹(A x̂, d) against x; psnr_jscc: DeepJSCC's "
+    "x̂ against x; mse_c: ‖c − A x̂‖²; loss_d: mean ‖d‖²; psnr: psnr_c averaged over the SNRs"
+)
+
+
+def _metric_label(key: str) -> str:
+    """A results key as a table row: units where known (``swd`` → ``SWD (×10³) ↓``)."""
+    from singexp.report import LABELS
+
+    if key in LABELS:
+        return LABELS[key]
+    if key.startswith("swd_"):
+        return f"SWD (×10³) at {key[4:]} px"
+    return key
+
+
+def _inn_snr_range(results: dict[str, Any]) -> str:
+    """``trained on SNR -5 … 5 dB`` from the INN's own hyper-parameters (else the SNRs it was
+    validated at)."""
+    import re
+
+    low_high = None
+    try:
+        hparams = read_inn_metadata(results["inn"])["hparams"]
+        low_high = [float(v) for v in hparams["train_snr"]]
+    except Exception:  # an older file without them: the validation SNRs
+        tags = [re.fullmatch(r".+_snr(-?[\d.]+)", key) for key in results.get("validation") or {}]
+        snrs = [float(m.group(1)) for m in tags if m]
+        if snrs:
+            return f"validated at SNR {', '.join(f'{v:g}' for v in sorted(set(snrs)))} dB"
+        return f"SNR {results.get('snr_db')} dB"
+    low, high = low_high
+    return f"trained on SNR {low:g} dB" if low == high else f"trained on SNR {low:g} … {high:g} dB"
+
+
 def print_results(results: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -628,23 +722,32 @@ def print_results(results: dict[str, Any]) -> None:
         for key, why in results.get("metric_status", {}).items():
             if why != "ok":
                 print(f"note: {key}: {why}")
+        for warning in results.get("warnings") or []:
+            print(f"warning: {warning}")
         return
     if results.get("task") == "prior":  # no test metrics: say where the weights went (issue 15)
         exported = f" (also copied to {results['export_to']})" if results.get("export_to") else ""
         print(f"prior · {results.get('dataset')}: EMA weights in {results.get('prior')}{exported}")
         return
 
-    table = Table(
-        title=f"{results['task']} · {results['dataset']} · "
-        f"SNR {results['snr_db']} dB · BCR {results['bcr']}"
+    inn = results.get("task") == "inn"
+    snr = _inn_snr_range(results) if inn else f"SNR {results['snr_db']} dB"
+    channel = results.get("channel")
+    title = (
+        f"{results['task']} · {results['dataset']} · "
+        + (f"{channel} " if channel else "")
+        + f"{snr} · BCR {results['bcr']}"
     )
+    table = Table(title=title, min_width=len(title))
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, value in (results.get("test") or results.get("validation") or {}).items():
-        table.add_row(key, "missing" if value is None else f"{value:.4f}")
+        table.add_row(_metric_label(key), "missing" if value is None else f"{value:.4f}")
     for key, value in results.get("baseline_mean_image", {}).items():
-        table.add_row(f"mean-image baseline {key}", f"{value:.4f}")
+        table.add_row(f"mean-image baseline {_metric_label(key)}", f"{value:.4f}")
     Console().print(table)
+    if inn:
+        print(INN_METRIC_LEGEND)
     for key, why in results.get("metric_status", {}).items():
         if why != "ok":
             print(f"note: {key}: {why}")
@@ -739,6 +842,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     print_config_mode(cfg.get("print_config", "short"))  # a bad value fails before anything runs
     v = validate(cfg)
     method_configs(cfg)  # a sampler override that methods would ignore fails here, early
+    preflight(cfg, v)  # sizes, prior present, given models: before loggers and any training
     _single_log_stream()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -325,9 +325,9 @@ class ImageFolderDataModule(ImageDataModule):
         with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
             results = pool.map(self._check, files)
             if len(files) >= _PROGRESS_MIN:
-                from rich.progress import track
+                from singexp.progress import track
 
-                results = track(results, description, total=len(files), transient=True)
+                results = track(results, description, total=len(files))
             checked = list(zip(files, results, strict=True))
         self.skipped.update({f: why for f, (why, _) in checked if why is not None})
         self.transparent += [f for f, (why, alpha) in checked if why is None and alpha]

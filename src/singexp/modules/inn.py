@@ -251,7 +251,10 @@ class INNModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         codec: DeepJSCCModule | None = None,
+        dataset: str | None = None,
     ) -> None:
+        # dataset: name of the data set its pairs came from (recorded for the restoration
+        # run's trained-elsewhere warning, issue 15 item 6)
         super().__init__()
         if jscc is None and codec is not None:
             jscc = jscc_identity(codec)
@@ -582,7 +585,13 @@ def train_inn(
             "inn.scale",
             f"{c.scale} does not divide the image size {size}; use a power of two that divides it",
         )
-    module = INNModule(jscc=identity, codec=codec, **c.module_kwargs())
+    name = getattr(datamodule, "name", None)
+    module = INNModule(
+        jscc=identity,
+        codec=codec,
+        dataset=None if name is None else str(name),
+        **c.module_kwargs(),
+    )
     if trainer is None:
         kwargs = {"default_root_dir": str(out), **dict(trainer_kwargs or {})}
         callbacks = list(kwargs.get("callbacks") or [])

@@ -49,7 +49,10 @@ class DeepJSCCModule(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.0,
         metrics: dict[str, Any] | None = None,
+        dataset: str | None = None,
     ) -> None:
+        # dataset: the name of the data set it was trained on (recorded, never checked: a
+        # restoration run on another data set warns, issue 15 item 6)
         super().__init__()
         self.save_hyperparameters()
         self.codec = DeepJSCC(

@@ -4,6 +4,15 @@ For every test batch the codec sends the images through the channel once, with c
 drawn from a generator seeded by (seed, batch index), so every method restores the same x̂ and
 reruns see the same noise. Metrics compare x̂ and each x̃ with x; per-image rows, a summary and
 an image grid (x | x̂ | x̃ …) are written to the run folder.
+
+Beside the methods, two things make a number mean something (issue 12, issue 15 item 6):
+- a trivial baseline row, ``mean_image``: the receiver that ignores the channel and always
+  outputs the mean training image;
+- consistency with what was received, through the linear operator A that SING-Zero uses
+  (the same A for every method): ``psnr_A_xhat`` = PSNR(A x̃, A x̂) — does x̃ keep the received
+  content? — and ``psnr_A_x`` = PSNR(A x̃, A x) — does x̃ keep the original's coarse content?
+  A hallucinated restoration scores low on both; the paper's "semantic consistency" claim
+  (SING.md §3, range–null-space: A x̃ = A x̂ exactly when σ_y = 0) needs the first to be high.
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ import lightning as L
 import torch
 from torch import Tensor
 
-from singexp.metrics import ImageMetrics
+from singexp.metrics import ImageMetrics, psnr
 from singexp.modules.jscc import DeepJSCCModule
+from singexp.operators import LinearOperator
 from singexp.visualize import save_comparison_grid
 
 # restorer(x_hat, snr_db, generator) -> x_tilde
@@ -26,6 +36,10 @@ Restorer = Callable[[Tensor, Tensor, torch.Generator], Tensor]
 
 BASELINE = "deepjscc"
 ORIGINAL = "original"
+TRIVIAL = "mean_image"
+#: per-image consistency metrics (module docstring)
+CONSISTENCY_RECEIVED = "psnr_A_xhat"
+CONSISTENCY_ORIGINAL = "psnr_A_x"
 
 
 def batch_generator(
@@ -48,7 +62,11 @@ class RestorationModule(L.LightningModule):
         networks: Mapping[str, torch.nn.Module] | None = None,
         seed: int = 0,
         grid_images: int = 8,
+        mean_image: Tensor | None = None,
+        operator: LinearOperator | None = None,
     ) -> None:
+        """``mean_image`` (3, H, W): adds the trivial-baseline row :data:`TRIVIAL`;
+        ``operator``: adds the consistency columns (module docstring)."""
         super().__init__()
         # networks the restorers use (e.g. the prior UNet): registered so Lightning moves them
         self.networks = torch.nn.ModuleDict(dict(networks or {}))
@@ -58,6 +76,8 @@ class RestorationModule(L.LightningModule):
         self.metrics = metrics
         self.seed = seed
         self.grid_images = grid_images
+        self.mean_image = None if mean_image is None else mean_image.detach().cpu()
+        self.operator = operator
         self.rows: list[dict[str, Any]] = []
         self.grid: dict[str, list[Tensor]] = {}
         self._sets: dict[str, list[Tensor]] = {}
@@ -67,7 +87,8 @@ class RestorationModule(L.LightningModule):
 
     @property
     def methods(self) -> list[str]:
-        return [BASELINE, *self.restorers]
+        trivial = [TRIVIAL] if self.mean_image is not None else []
+        return [BASELINE, *self.restorers, *trivial]
 
     def on_test_epoch_start(self) -> None:
         self.rows, self.grid, self._sets, self.summary = [], {}, {}, {}
@@ -85,8 +106,12 @@ class RestorationModule(L.LightningModule):
             outputs[name] = restorer(outputs[BASELINE], snr, generator).clamp(-1, 1)
         self.metrics.to(device)
         first, self._seen = self._seen, self._seen + batch.shape[0]
-        for name, images in outputs.items():
+        scored = dict(outputs)
+        if self.mean_image is not None:
+            scored[TRIVIAL] = self.mean_image.to(device, batch.dtype).expand_as(batch)
+        for name, images in scored.items():
             values = self.metrics.per_image(images, batch)
+            values.update(self.consistency(images, x_hat if name != BASELINE else None, batch))
             self._metric_keys.update(values)
             for i in range(batch.shape[0]):
                 row = {"image": first + i, **self._describe(first + i)}
@@ -96,6 +121,25 @@ class RestorationModule(L.LightningModule):
             self._sets.setdefault(name, []).append(images.cpu())
         self._sets.setdefault(ORIGINAL, []).append(batch.cpu())
         self._collect_grid({ORIGINAL: batch, **outputs})
+
+    def consistency(self, x_tilde: Tensor, x_hat: Tensor | None, x: Tensor) -> dict[str, Tensor]:
+        """Per-image PSNR(A x̃, A x̂) (unless ``x_hat`` is None: DeepJSCC's own row, where it is
+        trivially infinite) and PSNR(A x̃, A x); empty without an operator.
+
+        Measured on the range projection A†A (image-shaped, so every operator works): for
+        block averaging and the gray operator A†A replicates A's values, so its MSE is A's."""
+        if self.operator is None:
+            return {}
+        op = self.operator
+
+        def project(images: Tensor) -> Tensor:
+            return op.A_pinv(op.A(images.clamp(-1, 1)))
+
+        p_tilde = project(x_tilde)
+        values = {CONSISTENCY_ORIGINAL: psnr(p_tilde, project(x))}
+        if x_hat is not None:
+            values[CONSISTENCY_RECEIVED] = psnr(p_tilde, project(x_hat))
+        return values
 
     def _describe(self, index: int) -> dict[str, Any]:
         """Where test image `index` comes from (its file, or generated sample and seed), if the
@@ -120,7 +164,9 @@ class RestorationModule(L.LightningModule):
         keys = sorted(self._metric_keys)
         for name in self.methods:
             rows = [r for r in self.rows if r["method"] == name]
-            summary = self.metrics.summarize({k: [r[k] for r in rows if k in r] for k in keys})
+            # a method's own keys only (DeepJSCC has no PSNR(A x̃, A x̂))
+            own = [k for k in keys if any(k in r for r in rows)]
+            summary = self.metrics.summarize({k: [r[k] for r in rows if k in r] for k in own})
             summary.update(self.metrics.set_level(torch.cat(self._sets[name]), originals))
             summary["images"] = len(rows)
             self.summary[name] = summary

@@ -29,6 +29,8 @@ Architecture (the paper leaves the details open; this is our choice):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +73,8 @@ def haar_up(y: Tensor) -> Tensor:
 class SNREmbedding(nn.Module):
     """snr_db (B,) → (B, dim): Fourier features of snr_db / ``snr_scale`` and an MLP."""
 
+    freqs: Tensor  # a buffer
+
     def __init__(self, dim: int = 64, frequencies: int = 6, snr_scale: float = 10.0) -> None:
         super().__init__()
         self.snr_scale = float(snr_scale)
@@ -107,7 +111,8 @@ class CondBlock(nn.Module):
 def _zero_conv(cin: int, cout: int) -> nn.Conv2d:
     conv = nn.Conv2d(cin, cout, 3, padding=1)
     nn.init.zeros_(conv.weight)
-    nn.init.zeros_(conv.bias)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
     return conv
 
 
@@ -257,6 +262,10 @@ class ConditionalINN(nn.Module):
     def detail_channels(self) -> int:
         return self.channels * (self.scale**2 - 1)
 
+    def _stage_blocks(self) -> list[Sequence[AffineCoupling]]:
+        """The couplings of each Haar level, in forward order."""
+        return [cast("Sequence[AffineCoupling]", blocks) for blocks in self.stages]
+
     def _snr(self, snr_db: Tensor | float, x: Tensor) -> Tensor:
         snr = torch.as_tensor(snr_db, dtype=torch.float32, device=x.device)
         if snr.ndim == 0:
@@ -292,7 +301,7 @@ class ConditionalINN(nn.Module):
         self._check(x)
         emb = self.embed(self._snr(snr_db, x))
         z = x
-        for blocks in self.stages:
+        for blocks in self._stage_blocks():
             z = haar_down(z)
             for block in blocks:
                 z = block(z, emb)
@@ -306,7 +315,7 @@ class ConditionalINN(nn.Module):
             )
         emb = self.embed(self._snr(snr_db, c))
         z = torch.cat([c * self.scale, d], dim=1)
-        for blocks in reversed(self.stages):
+        for blocks in reversed(self._stage_blocks()):
             for block in reversed(blocks):
                 z = block.inverse(z, emb)
             z = haar_up(z)

@@ -78,6 +78,7 @@ class NullSpacePlus(Correction):
                 "has none: set sigma_y=0",
             )
         self.operator = operator
+        self.singular_value: float = operator.singular_value
         self.y = y
         self.sigma_y = _per_image(sigma_y, y)
         self._cache: tuple[int, Tensor, Tensor, Tensor] | None = None
@@ -88,7 +89,7 @@ class NullSpacePlus(Correction):
             return self._cache[1:]
         sigma_t = step.budget
         own_z, own_e = step.noise_coefficients
-        tau = step.sqrt_alpha_bar_prev * self.sigma_y / self.operator.singular_value
+        tau = step.sqrt_alpha_bar_prev * self.sigma_y / self.singular_value
         active = self.sigma_y > 0
         above, below = active & (sigma_t > tau), active & (sigma_t < tau)
         # DDNM Lambda: λ = σ_A σ_t √(1−η²) / (a σ_y) below the threshold, else 1

@@ -32,18 +32,21 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
 from torch import Tensor
-from tqdm.auto import tqdm
 
 from singexp.errors import ConfigError, SingexpError
 from singexp.samplers.base import Correction, StepInfo
 
 Generator = torch.Generator | list[torch.Generator] | None
+#: ``hook(desc, total)``: a context manager yielding the function called after each step
+#: (:func:`singexp.progress.sampling` renders it; the loop itself draws nothing)
+ProgressHook = Callable[[str, int], AbstractContextManager[Callable[[], None]]]
 
 
 class SamplingError(SingexpError):
@@ -302,7 +305,7 @@ def sample(
     clip_x0: bool = False,
     x_T: Tensor | None = None,
     callback: StepCallback | None = None,
-    progress: bool = True,
+    progress: bool | ProgressHook = True,
     desc: str = "sampling",
 ) -> Tensor:
     """Sample (B, C, H, W) images with ``steps`` respaced steps and an x0 correction.
@@ -313,6 +316,8 @@ def sample(
     ``clip_x0`` (x̂0|t to [−1, 1] after the correction). ``update``: a name in :data:`UPDATES`
     or an :class:`UpdateForm`. ``generator``: a torch.Generator, one per image, or None; the
     same seed gives identical outputs. ``callback(step, x_t, x̂0)`` runs after each correction.
+    ``progress``: a :data:`ProgressHook` entered with ``desc`` and the number of steps, True for
+    :func:`singexp.progress.sampling` (method, batch, sweep point, ETA), False for none.
     Returns the last x̂0|t (module docstring).
     """
     correction = correction if correction is not None else Correction()
@@ -332,33 +337,44 @@ def sample(
         x = x_T.to(device=device, dtype=dtype)
     channels = x.shape[1]
     x0_hat = x
-    bar = tqdm(
-        total=sum(k_to > k for k, k_to in moves), desc=desc, disable=not progress, leave=False
-    )
-    for k, k_to in moves:
-        if k_to < k:  # time travel: back from level k to level k_to
-            alpha_from = float(infos[k - 1].alpha_bar_prev)
-            x = _renoise(x, alpha_from, float(infos[k_to].alpha_bar), generator)
-            continue
-        step = infos[k]
-        push = None
-        if correction.guides_x_t:  # DPS: keep the UNet's graph from x_t to x0|t
-            with torch.enable_grad():
-                x_in = x.detach().requires_grad_(True)
-                eps, x0 = _model_step(unet, scheduler, x_in, step, channels)
-                push = correction.x_t_guidance(x_in, x0, step).detach()
-            eps, x0 = eps.detach(), x0.detach()
-        else:
-            eps, x0 = _model_step(unet, scheduler, x, step, channels)
-        x0_hat = correction(x0, step)
-        if clip_x0:
-            x0_hat = x0_hat.clamp(-1, 1)
-        if callback is not None:
-            callback(step, x, x0_hat)
-        x = form(scheduler, x, eps, x0, x0_hat, step, correction, generator)
-        if push is not None:
-            x = x - push
-        _check_finite(x, step, desc)
-        bar.update()
-    bar.close()
+    total = sum(k_to > k for k, k_to in moves)
+    with _progress(progress, desc, total) as advance:
+        for k, k_to in moves:
+            if k_to < k:  # time travel: back from level k to level k_to
+                alpha_from = float(infos[k - 1].alpha_bar_prev)
+                x = _renoise(x, alpha_from, float(infos[k_to].alpha_bar), generator)
+                continue
+            step = infos[k]
+            push = None
+            if correction.guides_x_t:  # DPS: keep the UNet's graph from x_t to x0|t
+                with torch.enable_grad():
+                    x_in = x.detach().requires_grad_(True)
+                    eps, x0 = _model_step(unet, scheduler, x_in, step, channels)
+                    push = correction.x_t_guidance(x_in, x0, step).detach()
+                eps, x0 = eps.detach(), x0.detach()
+            else:
+                eps, x0 = _model_step(unet, scheduler, x, step, channels)
+            x0_hat = correction(x0, step)
+            if clip_x0:
+                x0_hat = x0_hat.clamp(-1, 1)
+            if callback is not None:
+                callback(step, x, x0_hat)
+            x = form(scheduler, x, eps, x0, x0_hat, step, correction, generator)
+            if push is not None:
+                x = x - push
+            _check_finite(x, step, desc)
+            advance()
     return x0_hat
+
+
+def _progress(
+    progress: bool | ProgressHook, desc: str, total: int
+) -> AbstractContextManager[Callable[[], None]]:
+    """The progress hook of ``sample``: True → :func:`singexp.progress.sampling`."""
+    if progress is True:
+        from singexp.progress import sampling
+
+        return sampling(desc, total)
+    if not progress:
+        return nullcontext(lambda: None)
+    return progress(desc, total)

@@ -138,13 +138,11 @@ class SingZeroConfig:
         if not 0 <= eta <= 1:
             raise k.fail("eta", f"must lie in [0, 1] (0: DDIM, 1: DDPM posterior), got {eta}")
         update = k.choice("update", "posterior", UPDATES)
-        sigma_y: float | str = cfg.get("sigma_y", 0.0)
-        if str(sigma_y).strip().lower() == SIGMA_Y_AUTO:
-            sigma_y = SIGMA_Y_AUTO
-        else:
-            sigma_y = k.number("sigma_y", 0.0, float)
-            if sigma_y < 0:
-                raise k.fail("sigma_y", f"must be ≥ 0 or auto, got {sigma_y}")
+        sigma_y: float | str = SIGMA_Y_AUTO
+        if str(cfg.get("sigma_y", 0.0)).strip().lower() != SIGMA_Y_AUTO:
+            sigma_y = number = k.number("sigma_y", 0.0, float)
+            if number < 0:
+                raise k.fail("sigma_y", f"must be ≥ 0 or auto, got {number}")
         tt = cfg.get("time_travel") or {}
         for key in tt:
             if key not in {"length", "repeat", "every"}:

@@ -1,0 +1,134 @@
+"""Every config check that can run before training, in one place (issue 15, item 1).
+
+:func:`preflight` runs in :func:`singexp.tasks.run` before the loggers start (no W&B run, no
+run files for a config error) and again, a no-op then, at the start of each task function (for
+direct callers): before the data is indexed and before any ``auto`` codec, INN or prior is
+trained. An error that would otherwise surface after hours of
+training (a prior preset that is not in the local Hugging Face cache, a prior, codec or INN of
+another image size) ends the run at once, as one line naming the key and the fix
+(:class:`~singexp.errors.ConfigError`, exit status 2), raised once.
+
+What runs earlier still, and is not repeated here: :func:`singexp.config.validate` (types,
+ranges, model files that do not load, the shipped 32 px models at another
+``dataset.image_size``: :func:`singexp.config.check_shipped_sizes`), the group options and keys
+of the command line (:mod:`singexp.__main__`) and the methods' settings
+(:func:`singexp.tasks.method_configs`). What runs right after: the data module indexes the
+folder (bad files, the split) before any model is built.
+
+One size key: the codec and the INN are built at ``dataset.image_size``, and so is a trained
+prior (``prior.image_size: ${dataset.image_size}``); a preset or a given model fixes its own
+size, and a mismatch names both sizes.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from singexp.bcr import format_ratio
+from singexp.config import Validated
+from singexp.errors import ConfigError
+
+
+def restores(cfg: DictConfig) -> bool:
+    """Whether a restoration run has methods that sample the prior (``methods`` or a
+    ``sampler`` other than ``none``)."""
+    sampler = cfg.get("sampler")
+    return bool(cfg.get("methods")) or (
+        isinstance(sampler, DictConfig) and sampler.get("name", "none") != "none"
+    )
+
+
+def check_codec(cfg: DictConfig, v: Validated) -> None:
+    """A given ``jscc.checkpoint`` (not ``auto``) was trained for this BCR and image size."""
+    from singexp.modules.jscc import check_checkpoint
+
+    if v.jscc.checkpoint == "auto" and cfg.task == "jscc":
+        raise ConfigError(
+            "jscc.checkpoint",
+            "auto is the codec a restoration or INN run trains for itself; a jscc run trains "
+            "its codec with jscc.checkpoint=null (or tests a file: jscc.checkpoint=PATH)",
+        )
+    if v.jscc.checkpoint in (None, "auto"):
+        return
+    check_checkpoint(
+        v.jscc.checkpoint, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size}
+    )
+
+
+def check_inn(cfg: DictConfig, v: Validated) -> None:
+    """A given ``inn.checkpoint`` (``embedded`` or a file, not ``auto``) exists for this BCR and
+    was trained at this image size (its codec's content is compared once the codec is known)."""
+    from singexp.modules.inn import check_inn_checkpoint, resolve_inn_checkpoint
+
+    value = cfg.inn.get("checkpoint")
+    if value is None or str(value) == "auto":
+        return
+    path = resolve_inn_checkpoint(value, v.bcr, v.latent.image_size)
+    if path is not None:
+        check_inn_checkpoint(path, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size})
+
+
+def check_prior_size(cfg: DictConfig, v: Validated) -> None:
+    """``prior.image_size`` (when set) equals ``dataset.image_size``: a preset fixes its size,
+    a trained prior follows the data (``${dataset.image_size}``) unless overridden."""
+    size = v.latent.image_size
+    source = str(cfg.prior.get("source"))
+    declared = cfg.prior.get("image_size")
+    if declared is None or int(declared) == size:
+        return
+    if source == "auto" or cfg.task == "prior":
+        fix = (
+            f"a trained prior follows the data's size: drop the prior.image_size override or "
+            f"set prior.image_size={size}"
+        )
+    else:
+        fix = (
+            f"set dataset.image_size={declared} or choose a prior of {size} px "
+            "(prior.source=auto trains one on this data)"
+        )
+    raise ConfigError(
+        "prior.image_size", f"is {declared} ({source}) but dataset.image_size={size}; {fix}"
+    )
+
+
+def check_prior(cfg: DictConfig, v: Validated) -> None:
+    """:func:`check_prior_size`; a ``prior.source`` other than ``auto`` is present (local
+    folder, ``embedded``, or a preset in the local Hugging Face cache) and generates images of
+    that size; ``auto`` can be built at that size."""
+    from singexp.prior import build_unet, check_prior_source
+
+    check_prior_size(cfg, v)
+    prior = cfg.prior
+    size = v.latent.image_size
+    source = str(prior.get("source"))
+    channels = int(prior.get("in_channels", 3))
+    if source != "auto":
+        check_prior_source(source, expected_size=size, expected_channels=channels)
+        return
+    build_unet(  # the architecture fits the size (divisible, groups) before anything trains
+        size,
+        in_channels=channels,
+        block_out_channels=prior.get("block_out_channels", (32, 64, 128)),
+        layers_per_block=prior.get("layers_per_block", 1),
+        attention=prior.get("attention", False),
+        norm_num_groups=prior.get("norm_num_groups"),
+    )
+
+
+def preflight(cfg: DictConfig, v: Validated) -> None:
+    """Run every check of ``cfg.task`` that needs no training (see the module docstring);
+    raise the first failure as a one-line :class:`ConfigError`. Once per ``v``: :func:`run`
+    calls it before the loggers start, the task functions again for direct callers (a no-op
+    then); an auto artifact's training job checks its own config."""
+    if v.extra.get("preflight"):
+        return
+    task = str(cfg.task)
+    if task in ("jscc", "inn", "restore"):
+        check_codec(cfg, v)
+    if task == "restore":
+        check_inn(cfg, v)
+        if restores(cfg):
+            check_prior(cfg, v)
+    if task == "prior":
+        check_prior_size(cfg, v)
+    v.extra["preflight"] = True

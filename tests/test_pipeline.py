@@ -1,0 +1,139 @@
+"""``SingPipeline`` (the Python API) and ``singexp restore`` (its command line): the API
+restores as the evaluation does, and the command line saves what the API returns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_cli
+from singexp.config import build
+from singexp.errors import SingexpError
+from singexp.metrics import ImageMetrics
+from singexp.modules.restoration import BASELINE, ORIGINAL, RestorationModule
+from singexp.pipeline import GRID_FILE, TENSORS_FILE, SingPipeline, output_names
+from singexp.visualize import to_uint8
+
+METHODS = ("sing_zero", "sing_inn")
+# 5 steps, batches of 4: two batches of the 8 test images, so the batch index is exercised
+SMALL = [
+    "+experiment=sing_inn",
+    "logger=none",
+    "dataset.batch_size=4",
+    *(f"methods.{m}.{k}" for m in METHODS for k in ("steps=5", "progress=false")),
+]
+QUICK = ["+experiment=sing_inn", "quick=true", "logger=none", "print_config=false"]
+
+
+@pytest.fixture(scope="module")
+def pipe() -> SingPipeline:
+    return SingPipeline.from_config(SMALL)
+
+
+def test_api_restores_as_the_evaluation_does(pipe: SingPipeline) -> None:
+    """The same seeding as RestorationModule: its test steps on the test set give the API's
+    tensors, batch by batch (channel noise and sampler noise per (seed, batch index))."""
+    stage = pipe._stage(None, pipe.snr_db)
+    datamodule = build(pipe.cfg.dataset)
+    datamodule.setup()
+    x = datamodule.test_images(8)
+    module = RestorationModule(
+        stage.codec,
+        stage.restorers,
+        networks=stage.networks,
+        snr_db=pipe.snr_db,
+        metrics=ImageMetrics.from_config({"stlpips": False, "lpips": False, "swd": False}),
+        seed=pipe.seed,
+        grid_images=8,
+    )
+    module.on_test_epoch_start()
+    for batch_idx in range(2):
+        module.test_step(x[4 * batch_idx : 4 * batch_idx + 4], batch_idx)
+    expected = module.grid_rows()
+    out = pipe(x)
+    assert list(out) == [ORIGINAL, BASELINE, *METHODS]
+    for name, images in out.items():
+        assert images.shape == (8, 3, 32, 32) and images.abs().max() <= 1, name
+        assert torch.equal(images, expected[name]), name
+    # another seed is another restoration: the comparison above can fail
+    assert not torch.equal(pipe(x, seed=1)["sing_inn"], out["sing_inn"])
+
+
+def test_api_takes_another_bcr_and_checks_tensor_shape(pipe: SingPipeline) -> None:
+    x = torch.zeros(2, 3, 32, 32)
+    out = pipe(x, snr_db=1.0, bcr="1/192", seed=0)
+    assert {name: tuple(t.shape) for name, t in out.items()} == {
+        name: (2, 3, 32, 32) for name in (ORIGINAL, BASELINE, *METHODS)
+    }
+    assert not torch.equal(out[BASELINE], pipe(x, snr_db=1.0)[BASELINE])  # another codec
+    with pytest.raises(SingexpError, match=r"\(N, C, 32, 32\)"):
+        pipe(torch.zeros(1, 3, 40, 40))
+
+
+def _write_images(folder: Path) -> list[Path]:
+    """An RGB PNG of another size and shape, a 16-bit grey PNG, an RGBA PNG."""
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    rgb = folder / "photo.png"
+    Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(rgb)
+    grey = folder / "grey16.png"
+    Image.fromarray(rng.integers(0, 65536, (36, 36), dtype=np.uint16)).save(grey)
+    rgba = folder / "alpha.png"
+    Image.fromarray(rng.integers(0, 256, (32, 32, 4), dtype=np.uint8), "RGBA").save(rgba)
+    return sorted([rgb, grey, rgba])
+
+
+@pytest.mark.slow
+def test_restore_cli_writes_what_the_api_returns(tmp_path: Path) -> None:
+    files = _write_images(tmp_path / "images")
+    out = tmp_path / "out"
+    result = run_cli(
+        "restore",
+        str(tmp_path / "images"),
+        *QUICK,
+        "channel.snr_db=-5",
+        "seed=3",
+        f"out={out}",
+        cwd=tmp_path,
+        env={"OMP_NUM_THREADS": "1"},  # as this process (conftest): the same float sums
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "resized (shorter side) and centre-cropped to 32×32 px" in result.stdout
+    names = output_names(files)
+    for name in names:
+        for method in (ORIGINAL, BASELINE, *METHODS):
+            with Image.open(out / f"{name}_{method}.png") as image:
+                assert image.size == (32, 32) and image.mode == "RGB"
+    with Image.open(out / GRID_FILE) as grid:
+        assert grid.size[0] > 100
+    saved = torch.load(out / TENSORS_FILE)
+    assert saved["files"] == [str(f) for f in files] and saved["seed"] == 3
+
+    api = SingPipeline.from_config([*QUICK, "channel.snr_db=-5"])
+    mine = api(files, snr_db=-5.0, seed=3)
+    assert list(mine) == list(saved["images"]) == [ORIGINAL, BASELINE, *METHODS]
+    for method, images in mine.items():
+        assert torch.equal(images, saved["images"][method]), method
+        for i, name in enumerate(names):  # the PNGs hold the same values, quantised
+            png = np.asarray(Image.open(out / f"{name}_{method}.png"))
+            assert np.array_equal(png, to_uint8(images[i : i + 1])[0]), (method, name)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("what", ["missing", "not_an_image"])
+def test_restore_cli_bad_input_is_one_line_exit_2(tmp_path: Path, what: str) -> None:
+    path = tmp_path / "x.png"
+    if what == "not_an_image":
+        path.write_text("not a png")
+    result = run_cli("restore", str(path), "+experiment=sing_inn", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("singexp: error: ") and str(path) in lines[0]
+    assert not (tmp_path / "outputs").exists()  # nothing was run, no run folder
+    assert "Traceback" not in result.stdout + result.stderr
+    assert os.listdir(tmp_path) == (["x.png"] if what == "not_an_image" else [])

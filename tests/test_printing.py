@@ -1,0 +1,61 @@
+"""The tables a run prints: units, channel, the INN's training SNRs and a metric legend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from singexp.tasks import print_results
+
+RUN = {"dataset": "shapes", "channel": "awgn", "snr_db": -5.0, "bcr": "1/768", "seed": 0}
+
+
+@pytest.fixture(autouse=True)
+def _wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+
+
+def test_restoration_table_has_units_ms_ssim_and_swd_scale(capsys: Any) -> None:
+    methods = {
+        m: {"psnr": 20.0, "ssim": 0.5, "ms_ssim": 0.7, "stlpips": 0.3, "lpips": None, "swd": 40.0}
+        for m in ("deepjscc", "sing_zero")
+    }
+    print_results({**RUN, "task": "restore", "methods": methods})
+    out = capsys.readouterr().out
+    for heading in ("PSNR (dB)", "MS-SSIM", "ST-LPIPS ↓", "SWD (×10³) ↓", "awgn SNR -5.0 dB"):
+        assert heading in out, out
+    assert "missing" in out  # LPIPS without weights
+
+
+def test_ms_ssim_column_only_when_computed(capsys: Any) -> None:
+    methods = {"deepjscc": {"psnr": 20.0, "ssim": 0.5, "ms_ssim": None}}
+    print_results({**RUN, "task": "restore", "methods": methods})
+    assert "MS-SSIM" not in capsys.readouterr().out
+
+
+def test_jscc_title_names_the_channel(capsys: Any) -> None:
+    run = {**RUN, "channel": "rayleigh"}
+    print_results({**run, "task": "jscc", "test": {"psnr": 21.0, "swd": 30.0, "swd_16": 20.0}})
+    out = capsys.readouterr().out
+    assert "jscc · shapes · rayleigh SNR -5.0 dB · BCR 1/768" in out
+    assert "SWD (×10³) ↓" in out and "SWD (×10³) at 16 px" in out
+
+
+def test_train_inn_title_says_its_snrs_and_explains_the_metric_names(capsys: Any) -> None:
+    validation = {"psnr_c_snr-5": 30.0, "psnr_c_snr0": 31.0, "psnr_c_snr5": 32.0, "psnr": 31.0}
+    # no readable INN file: the validation SNRs are what it can say
+    print_results({**RUN, "task": "inn", "inn": "/nonexistent.ckpt", "validation": validation})
+    out = capsys.readouterr().out
+    assert "validated at SNR -5, 0, 5 dB" in out and "SNR -5.0 dB" not in out
+    assert "psnr_c: PSNR (dB) of the INN's coarse part" in out and "loss_d" in out
+
+
+def test_train_inn_title_reads_the_training_range(monkeypatch: Any, capsys: Any) -> None:
+    import singexp.tasks as tasks
+
+    monkeypatch.setattr(
+        tasks, "read_inn_metadata", lambda path: {"hparams": {"train_snr": [-5.0, 5.0]}}
+    )
+    print_results({**RUN, "task": "inn", "inn": "x.safetensors", "validation": {"psnr": 31.0}})
+    assert "inn · shapes · awgn trained on SNR -5 … 5 dB · BCR 1/768" in capsys.readouterr().out

@@ -1,0 +1,126 @@
+"""Sweep report tables and figures, and the comparison grid, as a reader sees them."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from singexp.report import collect, figure, report, sweep_info
+from singexp.visualize import comparison_figure, save_comparison_grid
+
+METHODS = ("sing_zero", "deepjscc", "sing_inn")
+
+
+def _draw(fig: Figure) -> Any:
+    """Lay ``fig`` out as saving does; its renderer, to measure what is drawn."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def _point(folder: Path, bcr: str, snr: float, seed: int) -> None:
+    """A finished restoration point: metrics.json and per_image.csv (4 images)."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    methods = {
+        m: {"psnr": 20.0 + i, "ssim": 0.5, "stlpips": 0.3, "swd": 40.0 - i, "images": 4}
+        for i, m in enumerate(METHODS)
+    }
+    record = {"name": "sing_zero", "steps": 10}
+    point = {
+        "task": "restore",
+        "dataset": "shapes",
+        "channel": "awgn",
+        "snr_db": snr,
+        "bcr": bcr,
+        "seed": 0,
+        "methods": methods,
+        "samplers": {"sing_zero": record, "sing_inn": {**record, "name": "sing_inn"}},
+    }
+    (folder / "metrics.json").write_text(json.dumps(point))
+    with (folder / "per_image.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["image", "method", "psnr", "ssim", "stlpips"])
+        writer.writeheader()
+        for m in METHODS:
+            for i in range(4):
+                writer.writerow(
+                    {"image": i, "method": m, "psnr": 20 + rng.normal(), "ssim": 0.5}
+                    | {"stlpips": 0.3 + 0.01 * rng.normal()}
+                )
+
+
+def _sweep(tmp_path: Path) -> Path:
+    sweep = tmp_path / "sweep"
+    # job numbers deliberately out of the (bcr, snr) order
+    points = [("1/192", 5.0), ("1/768", 5.0), ("1/192", -5.0), ("1/768", -5.0)]
+    for num, (bcr, snr) in enumerate(points):
+        _point(sweep / f"{num}_p", bcr, snr, num)
+    return sweep
+
+
+def test_results_csv_is_sorted_and_has_swd(tmp_path: Path) -> None:
+    sweep = _sweep(tmp_path)
+    summary = report(sweep)
+    with (sweep / "report" / "results.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    keys = [(r["bcr"], float(r["snr_db"]), r["method"]) for r in rows]
+    order = {"1/768": 0, "1/192": 1}
+    assert keys == sorted(keys, key=lambda k: (order[k[0]], k[1], k[2]))
+    assert keys[0] == ("1/768", -5.0, "deepjscc")
+    swd = [r for r in rows if r["metric"] == "swd"]
+    assert len(swd) == 4 * 3 and swd[0]["ci95"] == "nan"  # set-level: no interval
+    table = (sweep / "report" / "results.md").read_text()
+    assert "SWD (×10³)" in table and "PSNR (dB)" in table
+    assert any(f.endswith("swd_vs_snr.png") for f in summary["files"])
+
+
+def test_figure_has_one_legend_outside_shared_y_offsets_and_a_title(tmp_path: Path) -> None:
+    sweep = _sweep(tmp_path)
+    info = sweep_info(sweep)
+    assert info["images"] == [4] and info["steps"] == [10]
+    fig = figure(collect(sweep), "psnr", info)
+    axes = fig.axes
+    assert len(axes) == 2 and [ax.get_title() for ax in axes] == ["BCR 1/768", "BCR 1/192"]
+    assert len(fig.legends) == 1 and all(ax.get_legend() is None for ax in axes)
+    renderer = _draw(fig)
+    legend_box = fig.legends[0].get_window_extent(renderer)
+    for ax in axes:  # the legend covers no panel
+        assert not legend_box.overlaps(ax.get_window_extent())
+    assert axes[0].get_shared_y_axes().joined(axes[0], axes[1])
+    assert axes[0].get_ylabel() == "PSNR (dB)" and axes[0].get_xlabel() == "SNR (dB)"
+    xs = [tuple(line.get_xdata()) for line in axes[0].get_lines() if len(line.get_xdata()) == 2]
+    assert len(set(xs)) == 3  # the three methods sit at slightly different x
+    title = fig._suptitle.get_text()  # type: ignore[union-attr]
+    assert "4 test images" in title and "10 sampler steps" in title
+    lower = figure(collect(sweep), "stlpips", info)
+    assert lower.axes[0].get_ylabel() == "ST-LPIPS (lower is better)"
+
+
+def test_grid_one_column_keeps_its_title_and_shows_psnr(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 32, 32) * 2 - 1
+    noisy = (x + 0.1 * torch.randn_like(x)).clamp(-1, 1)
+    rows = {"original": x, "deepjscc": noisy, "sing_zero": x}
+    title = "shapes · awgn · snr_db -5.0 · bcr 1/768 · a long title for one column"
+    fig = comparison_figure(rows, title)
+    renderer = _draw(fig)
+    box = fig.bbox
+    shown = [t for t in [*fig.texts, *fig.axes[0].texts] if t.get_text()]
+    assert " ".join(fig._suptitle.get_text().split()) == title  # type: ignore[union-attr]
+    for t in [*shown, *fig.axes[0].get_yticklabels()]:  # every label lies inside the image
+        extent = t.get_window_extent(renderer)
+        assert box.x0 - 1 <= extent.x0 and extent.x1 <= box.x1 + 1, t.get_text()
+        assert box.y0 - 1 <= extent.y0 and extent.y1 <= box.y1 + 1, t.get_text()
+    numbers = [t.get_text() for t in fig.axes[0].texts]
+    expected = 10 * math.log10(4 / float(((noisy - x) ** 2).mean()))
+    assert numbers == [f"PSNR {expected:.1f} dB", "PSNR ∞"]  # under each restored image only
+    save_comparison_grid(rows, tmp_path / "grid.png", title=title)
+    assert (tmp_path / "grid.png").is_file()
