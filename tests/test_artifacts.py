@@ -8,9 +8,13 @@ import pytest
 from omegaconf import DictConfig
 
 from conftest import run_cli
-from singexp.artifacts import ensure, identity_hash
+from singexp.artifacts import (
+    ensure,
+    identity_hash,
+    inn_artifact_identity,
+    prior_artifact_identity,
+)
 from singexp.config import embedded_codec, validate
-from singexp.tasks import inn_artifact_identity, prior_artifact_identity
 
 
 def test_ensure_builds_once_per_identity(tmp_path: Path) -> None:
@@ -69,7 +73,7 @@ def test_auto_inn_identity_follows_training_keys_and_codec_content(
     for other in ("inn.lambda_d=0.1", "inn.width=8", "dataset.train_size=64", "seed=1"):
         assert _inn_hash(make_cfg, other) != base, other
     # the codec counts by its content: a copy elsewhere is the same, another BCR's is not
-    codec = embedded_codec(Fraction(1, 768), 32)
+    codec = embedded_codec(Fraction(1, 48), 32)  # the main job's BCR
     copy = tmp_path / "elsewhere.safetensors"
     shutil.copy(codec, copy)
     assert _inn_hash(make_cfg, f"jscc.checkpoint={copy}") == base

@@ -31,6 +31,7 @@ from singexp.errors import ConfigError
 from singexp.metrics import ImageMetrics
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.modules.restoration import RestorationModule, write_outputs
+from singexp.printing import print_results
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
 METRICS = {"lpips": False, "stlpips": False, "swd": False}
@@ -315,7 +316,7 @@ def test_auto_artifact_checkpoints_are_not_doubled(
 def test_prior_results_print_the_weights_not_an_empty_table(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    tasks.print_results(
+    print_results(
         {"task": "prior", "dataset": "shapes", "snr_db": 0.0, "bcr": "1/192", "prior": "/r/prior"}
     )
     out = capsys.readouterr().out

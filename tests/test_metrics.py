@@ -404,3 +404,30 @@ def test_summarize_drops_non_finite_and_accepts_mappings() -> None:
     assert out["psnr"] == pytest.approx(20.0)
     assert out["ssim"] is None and out["lpips"] is None
     json.dumps(out, allow_nan=False)
+
+
+def test_swd_of_many_sets_equals_one_call_per_set() -> None:
+    # issue 18: the originals' pyramid, descriptors and sorted projections computed once for
+    # every method must not change any value (to 1e-6)
+    from singexp.metrics import sliced_wasserstein, sliced_wasserstein_many
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(12, 3, 32, 32, generator=g) * 2 - 1
+    preds = {
+        "noisy": (target + 0.2 * torch.randn(target.shape, generator=g)).clamp(-1, 1),
+        "blurred": torch.nn.functional.avg_pool2d(target, 3, 1, 1),
+        "other": torch.rand(12, 3, 32, 32, generator=g) * 2 - 1,
+    }
+    kwargs = {"seed": 3, "patches_per_image": 32, "directions": 16, "repeats": 2}
+    many = sliced_wasserstein_many(preds, target, **kwargs)
+    for name, pred in preds.items():
+        one = sliced_wasserstein(pred, target, **kwargs)
+        assert many[name].keys() == one.keys()
+        for key, value in one.items():
+            assert many[name][key] == pytest.approx(value, abs=1e-6), (name, key)
+    assert len({round(m["swd"], 3) for m in many.values()}) == 3  # really different sets
+    # a set of another size: the per-set fallback, same values
+    smaller = {"half": preds["noisy"][:6]}
+    assert sliced_wasserstein_many(smaller, target, **kwargs)["half"] == pytest.approx(
+        sliced_wasserstein(preds["noisy"][:6], target, **kwargs)
+    )

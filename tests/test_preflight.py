@@ -168,6 +168,7 @@ def test_given_codec_of_another_size_fails_before_the_inn_trains(
 ) -> None:
     cfg = make_cfg(
         "+experiment=sing_inn",
+        "bcr='1_768'",  # the given model's BCR: only its size disagrees
         "dataset.image_size=64",
         f"jscc.checkpoint={CODEC_1_768}",
         "inn.checkpoint=auto",
@@ -187,6 +188,7 @@ def test_given_inn_of_another_size_fails_before_the_codec_trains(
 ) -> None:
     cfg = make_cfg(
         "+experiment=sing_inn",
+        "bcr='1_768'",  # the given model's BCR: only its size disagrees
         "dataset.image_size=64",
         "jscc.checkpoint=auto",
         f"inn.checkpoint={INN_1_768}",

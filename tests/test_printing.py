@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from singexp.tasks import print_results
+from singexp.printing import print_results
 
 RUN = {"dataset": "shapes", "channel": "awgn", "snr_db": -5.0, "bcr": "1/768", "seed": 0}
 
@@ -52,10 +52,10 @@ def test_train_inn_title_says_its_snrs_and_explains_the_metric_names(capsys: Any
 
 
 def test_train_inn_title_reads_the_training_range(monkeypatch: Any, capsys: Any) -> None:
-    import singexp.tasks as tasks
+    import singexp.printing as printing
 
     monkeypatch.setattr(
-        tasks, "read_inn_metadata", lambda path: {"hparams": {"train_snr": [-5.0, 5.0]}}
+        printing, "read_inn_metadata", lambda path: {"hparams": {"train_snr": [-5.0, 5.0]}}
     )
     print_results({**RUN, "task": "inn", "inn": "x.safetensors", "validation": {"psnr": 31.0}})
     assert "inn · shapes · awgn trained on SNR -5 … 5 dB · BCR 1/768" in capsys.readouterr().out

@@ -104,6 +104,7 @@ def test_sing_zero_quick_runs_in_under_a_minute(tmp_path: Path) -> None:
     assert elapsed < 60, elapsed
     results = json.loads((tmp_path / "metrics.json").read_text())
     assert results["quick"] is True
+    assert results["threads"] >= 1  # what threads=auto chose (src/singexp/threads.py)
     assert results["samplers"]["sing_zero"]["steps"] == STEPS
     with (tmp_path / "per_image.csv").open() as f:
         rows = list(csv.DictReader(f))

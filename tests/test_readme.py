@@ -37,12 +37,13 @@ SWEEP_FLAGS = ("-m", "--multirun")
 
 def fenced_lines(text: str) -> list[str]:
     """The non-empty lines inside ``` fences, comments dropped, continuations joined."""
-    lines, inside, pending = [], False, ""
+    lines, inside, pending, language = [], False, "", ""
     for line in text.splitlines():
         if line.startswith("```"):
             inside = not inside
+            language = line[3:].strip() if inside else ""
             continue
-        if not inside:
+        if not inside or language == "python":  # code, not shell commands
             continue
         line = pending + line
         if line.rstrip().endswith("\\"):
@@ -100,6 +101,8 @@ def test_python_commands_name_what_exists(command: str) -> None:
 def overrides_of(command: str) -> list[str]:
     """A README command's overrides as the entry point hands them to Hydra (flags left out)."""
     args = [a for a in singexp_args(command) or [] if a not in SWEEP_FLAGS]
+    if args[:1] == ["restore"]:  # `singexp restore PATH... overrides`: the paths and out=DIR go
+        args = [a for a in args[1:] if "=" in a and not a.startswith("out=")]
     check_group_overrides(args)
     args = quote_group_overrides(args)
     check_override_keys(args)
@@ -146,6 +149,30 @@ def test_installed_command_accepts_sweep_flag(tmp_path: Path) -> None:
     result = _run(sweep, "channel.snr=1", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().startswith("singexp: error: channel.snr")
+
+
+@pytest.mark.slow
+def test_readme_restore_command_runs_on_an_image(tmp_path: Path) -> None:
+    """The README's quick ``singexp restore`` line on a PNG this test writes."""
+    from PIL import Image
+
+    line = next(c for c in SINGEXP if " restore " in f" {c} " and "quick=true" in c)
+    args = singexp_args(line) or []
+    image = tmp_path / "in" / "picture.png"
+    image.parent.mkdir()
+    Image.new("RGB", (40, 40), (200, 30, 90)).save(image)
+    args = ["restore", str(image.parent), *(a for a in args[2:] if not a.startswith("out="))]
+    result = subprocess.run(
+        [str(_installed_singexp()), *args, "logger=none", f"out={tmp_path / 'out'}"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (tmp_path / "out" / "grid.png").is_file()
+    assert (tmp_path / "out" / "picture_sing_inn.png").is_file()
 
 
 @pytest.mark.slow

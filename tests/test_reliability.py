@@ -27,7 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import run_cli
-from singexp.artifacts import ensure, identity_hash
+from singexp.artifacts import codec_artifact_identity, ensure, identity_hash
 from singexp.config import CONF_DIR, EMBEDDED_JSCC_DIR, Validated, validate
 from singexp.errors import ConfigError
 from singexp.faults import (
@@ -41,13 +41,8 @@ from singexp.faults import (
 )
 from singexp.loggers import resolve_wandb_mode, server_answers
 from singexp.report import report
-from singexp.tasks import (
-    TASKS,
-    codec_artifact_identity,
-    finished_results,
-    resolve_auto_codec,
-    write_json,
-)
+from singexp.results import finished_results, write_json
+from singexp.tasks import TASKS, resolve_auto_codec
 
 MakeCfg = Callable[..., DictConfig]
 # a DeepJSCC run in seconds: a few batches, no checkpoints, no loggers

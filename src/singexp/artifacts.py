@@ -4,6 +4,10 @@ A grid point that needs a model (``jscc.checkpoint=auto``, ``inn.checkpoint=auto
 ``prior.source=auto``) asks for it by its training identity; the first job trains it into
 ``<paths.artifacts>/<kind>/<hash>/``, the others wait on the folder's file lock and reuse the
 result (a file or a folder). Explicit checkpoint paths in config always win.
+
+What a model's identity is (the config keys its training depends on) is said here too:
+:func:`codec_artifact_identity`, :func:`inn_artifact_identity`, :func:`prior_artifact_identity`.
+Training one is :func:`singexp.tasks.train_artifact` (it runs a task).
 """
 
 from __future__ import annotations
@@ -13,11 +17,16 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
+from omegaconf import DictConfig, OmegaConf
 
+from singexp.bcr import format_ratio
 from singexp.faults import atomic_write_text, read_results
+
+if TYPE_CHECKING:
+    from singexp.config import Validated
 
 log = logging.getLogger("singexp.artifacts")
 
@@ -58,3 +67,66 @@ def ensure(root: Path, kind: str, identity: dict[str, Any], build: Callable[[Pat
         path = build(folder)
         atomic_write_text(record, json.dumps({"path": str(path)}))
         return path
+
+
+def _without(node: dict[str, Any], *keys: str) -> dict[str, Any]:
+    return {k: val for k, val in node.items() if k not in keys}
+
+
+def _node(cfg: DictConfig, key: str) -> dict[str, Any]:
+    """The config group ``key`` as a resolved plain dict."""
+    return OmegaConf.to_container(cfg[key], resolve=True)
+
+
+def _training_identity(cfg: DictConfig, **parts: Any) -> dict[str, Any]:
+    """What every trained artifact depends on (the data, not how it is batched or loaded nor the
+    test split; the trainer, not where it writes; the seed) plus ``parts``."""
+    return {
+        "dataset": _without(_node(cfg, "dataset"), "batch_size", "num_workers", "test_size"),
+        "trainer": _without(_node(cfg, "trainer"), "default_root_dir"),
+        "seed": cfg.seed,
+        **parts,
+    }
+
+
+def codec_artifact_identity(cfg: DictConfig, v: Validated) -> dict[str, Any]:
+    """What ``jscc.checkpoint=auto`` depends on: data, BCR, channel, ``jscc`` training keys; the
+    training SNR (``ChannelConfig.shared_train_range``), never the test SNR ``channel.snr_db``."""
+    return _training_identity(
+        cfg,
+        bcr=format_ratio(v.bcr),
+        channel={"name": v.channel.name, "train_snr": list(v.channel.shared_train_range())},
+        jscc=_without(_node(cfg, "jscc"), "checkpoint", "export", "resume"),
+    )
+
+
+def inn_artifact_identity(cfg: DictConfig, v: Validated) -> dict[str, Any]:
+    """What ``inn.checkpoint=auto`` depends on: data, the ``inn`` training keys and the codec in
+    use (``v.jscc.checkpoint``, resolved: its content, not its path)."""
+    return _training_identity(
+        cfg,
+        bcr=format_ratio(v.bcr),
+        codec={"sha256": file_digest(v.jscc.checkpoint), "bcr": format_ratio(v.bcr)},
+        inn=_without(_node(cfg, "inn"), "checkpoint", "export", "resume"),
+    )
+
+
+#: prior keys that do not change the trained weights (where they come from, monitoring)
+PRIOR_RUN_KEYS = (
+    "source",
+    "resume",
+    "checkpoint_every",
+    "val_every",
+    "val_batches",
+    "grid_size",
+    "grid_steps",
+    "save_grids",
+)
+
+
+def prior_artifact_identity(cfg: DictConfig) -> dict[str, Any]:
+    """What ``prior.source=auto`` depends on: data and the ``prior`` training keys."""
+    prior = _without(_node(cfg, "prior"), *PRIOR_RUN_KEYS)
+    # prior.batch_size=null trains with dataset.batch_size: then that one counts
+    prior["batch_size"] = prior.get("batch_size") or cfg.dataset.get("batch_size")
+    return _training_identity(cfg, prior=prior)

@@ -8,6 +8,8 @@ jobs at once, a moved folder.
   the same sweep waits for it and then reuses its results.
 - :func:`sigterm_ends_point`: SIGTERM ends the current point as Ctrl-C does (:class:`Terminated`);
   a framework that already handles SIGTERM (submitit: it requeues on its own signal) is left be.
+- :func:`resume_checkpoint`: a training killed part-way resumes from its run folder's
+  ``checkpoints/last.ckpt`` (DeepJSCC, the INN and the prior alike).
 - :func:`set_aside_unfinished_wandb`: offline W&B runs of attempts that never finished are renamed
   so that ``make sync-wandb`` does not upload them beside the finished run.
 - :class:`OutputCheck`: a Hydra callback that refuses, in one line, an output folder that cannot
@@ -94,6 +96,16 @@ def required_result_keys(task: str) -> tuple[str, ...]:
     """What a finished run of ``task`` has in its metrics.json."""
     extra = TASK_RESULT_KEY.get(task)
     return (*RESULT_KEYS, extra) if extra else RESULT_KEYS
+
+
+def resume_checkpoint(out_dir: str | Path, enabled: bool, what: str = "training") -> str | None:
+    """``out_dir/checkpoints/last.ckpt`` when ``enabled`` and it exists (logged: "resuming
+    ``what`` from ..."), else None: the ``ckpt_path`` of a fit that picks up where it stopped."""
+    last = Path(out_dir) / "checkpoints" / "last.ckpt"
+    if not (enabled and last.is_file()):
+        return None
+    log.info("resuming %s from %s", what, last)
+    return str(last)
 
 
 @contextmanager

@@ -117,6 +117,12 @@ def psnr(pred: Tensor, target: Tensor) -> Tensor:
     return value.clamp(max=PSNR_MAX_DB)
 
 
+def psnr_from_mse(mse: Tensor, peak: float = 2.0) -> Tensor:
+    """PSNR in dB from per-image MSEs of images whose values span ``peak`` (2: [−1, 1]), capped
+    at :data:`PSNR_MAX_DB` as :func:`psnr` is (for a loop that has the MSEs already)."""
+    return (10 * torch.log10(peak**2 / mse.clamp_min(1e-20))).clamp(max=PSNR_MAX_DB)
+
+
 def ssim(pred: Tensor, target: Tensor) -> Tensor:
     """Per-image SSIM (Wang et al. 2004; Gaussian kernel 11, σ 1.5, data range 1), shape (B,)."""
     _check_pair(pred, target)
@@ -487,6 +493,71 @@ def sliced_wasserstein(
     return result
 
 
+def sliced_wasserstein_many(
+    pred_sets: Mapping[str, Tensor],
+    target_set: Tensor,
+    *,
+    seed: int = 0,
+    min_size: int = 16,
+    patch_size: int = 7,
+    patches_per_image: int = 128,
+    directions: int = 128,
+    repeats: int = 4,
+) -> dict[str, dict[str, float]]:
+    """:func:`sliced_wasserstein` of each of ``pred_sets`` against one ``target_set``, with the
+    target's pyramid, patch descriptors and sorted projections computed once (issue 18: the
+    sorts dominate SWD, and every method of a restoration run compares with the same originals).
+
+    Equal to calling :func:`sliced_wasserstein` per set (the same seeded draws in the same
+    order: patch positions and directions depend only on the seed and the shapes) when every
+    set has the target's size; otherwise it falls back to one call per set.
+    """
+    kwargs = {
+        "seed": seed,
+        "min_size": min_size,
+        "patch_size": patch_size,
+        "patches_per_image": patches_per_image,
+        "directions": directions,
+        "repeats": repeats,
+    }
+    n = len(target_set)
+    if any(p.shape != target_set.shape for p in pred_sets.values()) or n == 0:
+        return {name: sliced_wasserstein(p, target_set, **kwargs) for name, p in pred_sets.items()}
+    gen = torch.Generator().manual_seed(seed)
+    device = target_set.device
+    pyr_b = laplacian_pyramid(_clamp(target_set), min_size)
+    pyrs = {
+        name: laplacian_pyramid(_clamp(p.to(device)), min_size) for name, p in pred_sets.items()
+    }
+    results: dict[str, dict[str, float]] = {name: {} for name in pred_sets}
+    for level, level_b in enumerate(pyr_b):
+        h, w = level_b.shape[-2:]
+        if min(h, w) < patch_size:
+            raise ValueError(f"SWD level of {h}x{w} px is smaller than patch_size {patch_size}")
+        ys = torch.randint(0, h - patch_size + 1, (n, patches_per_image), generator=gen)
+        xs = torch.randint(0, w - patch_size + 1, (n, patches_per_image), generator=gen)
+        pos = (ys.to(device), xs.to(device))
+        desc_b = _normalize_descriptors(_patch_descriptors(level_b, pos, patch_size))
+        descs = {
+            name: _normalize_descriptors(_patch_descriptors(pyr[level], pos, patch_size))
+            for name, pyr in pyrs.items()
+        }
+        dists: dict[str, list[Tensor]] = {name: [] for name in pred_sets}
+        for _ in range(repeats):  # the draws of _swd, shared by every set
+            dirs = torch.randn(desc_b.shape[1], directions, generator=gen).to(device)
+            dirs = dirs / torch.linalg.vector_norm(dirs, dim=0, keepdim=True)
+            proj_b = torch.sort(desc_b @ dirs, dim=0).values
+            for name, desc_a in descs.items():
+                proj_a = torch.sort(desc_a @ dirs, dim=0).values
+                dists[name].append((proj_a - proj_b).abs().mean())
+        key = f"swd_{h}" if h == w else f"swd_{h}x{w}"
+        for name in pred_sets:
+            results[name][key] = 1e3 * float(torch.stack(dists[name]).mean())
+    for result in results.values():
+        result["swd"] = sum(result.values()) / len(result)
+    return results
+
+
 # --------------------------------------------------------------------------- summary
 
 
@@ -671,6 +742,27 @@ class ImageMetrics:
         seed = kwargs.pop("seed")
         return sliced_wasserstein(a.to(self.device), b.to(self.device), seed=seed, **kwargs)
 
+    def set_level_many(
+        self, pred_sets: Mapping[str, Tensor], target_set: Tensor
+    ) -> dict[str, dict[str, float]]:
+        """:meth:`set_level` of every set in ``pred_sets`` against one target set, the target's
+        share of the work done once (:func:`sliced_wasserstein_many`); equal values."""
+        if not self.enabled["swd"]:
+            return {name: {} for name in pred_sets}
+        size = min(target_set.shape[-2:])
+        if size < self.swd_kwargs["min_size"]:
+            self._swd_skipped = f"skipped: image size {size} < {self.swd_kwargs['min_size']}"
+            return {name: {} for name in pred_sets}
+        self._swd_skipped = None
+        kwargs = dict(self.swd_kwargs)
+        seed = kwargs.pop("seed")
+        return sliced_wasserstein_many(
+            {name: p.to(self.device) for name, p in pred_sets.items()},
+            target_set.to(self.device),
+            seed=seed,
+            **kwargs,
+        )
+
     def status(self) -> dict[str, str]:
         """Per metric 'ok', 'disabled', 'missing: ...', 'skipped: ...' or 'pending: ...', and
         ``perceptual_size``: the input size the perceptual metrics use(d)."""
@@ -717,7 +809,9 @@ __all__ = [
     "perceptual_resize",
     "periodic_energy",
     "psnr",
+    "psnr_from_mse",
     "sliced_wasserstein",
+    "sliced_wasserstein_many",
     "ssim",
     "stlpips",
     "stlpips_net",

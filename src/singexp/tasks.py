@@ -1,20 +1,19 @@
 """Thin task functions, one per job kind, and :func:`run`, which every entry point calls.
 
 A task receives the composed config, returns JSON-ready metrics, and :func:`run` writes them to
-``metrics.json`` in the run folder before any logger sees them.
+``metrics.json`` in the run folder before any logger sees them. What a run prints is
+:mod:`singexp.printing`; reusing or setting aside a run folder's results, :mod:`singexp.results`;
+what a shared trained model's identity is, :mod:`singexp.artifacts`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import math
 import random
 import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,12 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
-from singexp.artifacts import ensure, file_digest
+from singexp.artifacts import (
+    codec_artifact_identity,
+    ensure,
+    inn_artifact_identity,
+    prior_artifact_identity,
+)
 from singexp.bcr import format_ratio
 from singexp.config import Validated, apply_quick, build, print_config_mode, show_config, validate
 from singexp.errors import ConfigError, SingexpError
@@ -33,8 +37,7 @@ from singexp.faults import (
     Terminated,
     atomic_write_text,
     point_lock,
-    read_results,
-    required_result_keys,
+    resume_checkpoint,
     set_aside_unfinished_wandb,
     sigterm_ends_point,
 )
@@ -53,30 +56,17 @@ from singexp.modules.prior import train_prior
 from singexp.modules.restoration import RestorationModule, Restorer, write_outputs
 from singexp.operators import LinearOperator, build_operator, measurement_noise_std
 from singexp.preflight import preflight
+from singexp.printing import print_results
 from singexp.prior import build_scheduler, load_prior
+from singexp.results import archive_results, finished_results, write_json
 from singexp.samplers.registry import Method, check_method, restore
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
+from singexp.threads import apply_thread_policy
 
 log = logging.getLogger("singexp")
 
 Task = Callable[[DictConfig, Validated, list[Logger]], dict[str, Any]]
-
-
-def _jsonable(value: Any) -> Any:
-    """Replace NaN/inf by None so that metrics.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` atomically (temp file + rename): ``path`` is never left torn."""
-    atomic_write_text(path, json.dumps(_jsonable(data), indent=2, sort_keys=False) + "\n")
 
 
 def trainer_kwargs(cfg: DictConfig, loggers: list[Logger]) -> dict[str, Any]:
@@ -135,10 +125,7 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
             metrics=metrics_cfg,
             dataset=str(cfg.dataset.name),
         )
-        last = out / "checkpoints" / "last.ckpt"
-        resume = str(last) if v.jscc.resume and last.is_file() else None
-        if resume:
-            log.info("resuming training from %s", resume)
+        resume = resume_checkpoint(out, v.jscc.resume)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
@@ -292,26 +279,6 @@ def require_codec(cfg: DictConfig, v: Validated, purpose: str) -> None:
     resolve_auto_codec(cfg, v)
 
 
-def _without(node: dict[str, Any], *keys: str) -> dict[str, Any]:
-    return {k: val for k, val in node.items() if k not in keys}
-
-
-def _node(cfg: DictConfig, key: str) -> dict[str, Any]:
-    """The config group ``key`` as a resolved plain dict."""
-    return OmegaConf.to_container(cfg[key], resolve=True)
-
-
-def _training_identity(cfg: DictConfig, **parts: Any) -> dict[str, Any]:
-    """What every trained artifact depends on (the data, not how it is batched or loaded nor the
-    test split; the trainer, not where it writes; the seed) plus ``parts``."""
-    return {
-        "dataset": _without(_node(cfg, "dataset"), "batch_size", "num_workers", "test_size"),
-        "trainer": _without(_node(cfg, "trainer"), "default_root_dir"),
-        "seed": cfg.seed,
-        **parts,
-    }
-
-
 @contextmanager
 def _seeded(seed: int) -> Iterator[None]:
     """Run the body from ``seed``, then give the caller back its own random state (a job's
@@ -364,17 +331,6 @@ def train_artifact(
     return ensure(Path(cfg.paths.artifacts), task, identity, train)
 
 
-def codec_artifact_identity(cfg: DictConfig, v: Validated) -> dict[str, Any]:
-    """What ``jscc.checkpoint=auto`` depends on: data, BCR, channel, ``jscc`` training keys; the
-    training SNR (``ChannelConfig.shared_train_range``), never the test SNR ``channel.snr_db``."""
-    return _training_identity(
-        cfg,
-        bcr=format_ratio(v.bcr),
-        channel={"name": v.channel.name, "train_snr": list(v.channel.shared_train_range())},
-        jscc=_without(_node(cfg, "jscc"), "checkpoint", "export", "resume"),
-    )
-
-
 def resolve_auto_codec(cfg: DictConfig, v: Validated) -> None:
     """``jscc.checkpoint=auto``: the codec this config would train, trained once and shared."""
     if v.jscc.checkpoint != "auto":
@@ -391,17 +347,6 @@ def resolve_auto_codec(cfg: DictConfig, v: Validated) -> None:
         },
     )
     v.jscc.checkpoint = str(path)
-
-
-def inn_artifact_identity(cfg: DictConfig, v: Validated) -> dict[str, Any]:
-    """What ``inn.checkpoint=auto`` depends on: data, the ``inn`` training keys and the codec in
-    use (``v.jscc.checkpoint``, resolved: its content, not its path)."""
-    return _training_identity(
-        cfg,
-        bcr=format_ratio(v.bcr),
-        codec={"sha256": file_digest(v.jscc.checkpoint), "bcr": format_ratio(v.bcr)},
-        inn=_without(_node(cfg, "inn"), "checkpoint", "export", "resume"),
-    )
 
 
 def resolve_inn(cfg: DictConfig, v: Validated) -> Path | None:
@@ -422,27 +367,6 @@ def resolve_inn(cfg: DictConfig, v: Validated) -> Path | None:
             "jscc.checkpoint": codec,
         },
     )
-
-
-#: prior keys that do not change the trained weights (where they come from, monitoring)
-PRIOR_RUN_KEYS = (
-    "source",
-    "resume",
-    "checkpoint_every",
-    "val_every",
-    "val_batches",
-    "grid_size",
-    "grid_steps",
-    "save_grids",
-)
-
-
-def prior_artifact_identity(cfg: DictConfig) -> dict[str, Any]:
-    """What ``prior.source=auto`` depends on: data and the ``prior`` training keys."""
-    prior = _without(_node(cfg, "prior"), *PRIOR_RUN_KEYS)
-    # prior.batch_size=null trains with dataset.batch_size: then that one counts
-    prior["batch_size"] = prior.get("batch_size") or cfg.dataset.get("batch_size")
-    return _training_identity(cfg, prior=prior)
 
 
 def resolve_prior_source(cfg: DictConfig) -> str:
@@ -595,230 +519,6 @@ def describe_run(cfg: DictConfig, v: Validated) -> dict[str, Any]:
     }
 
 
-#: row names of the printed restoration table (metrics.json keeps the keys)
-METHOD_LABELS = {"mean_image": "mean image (baseline)"}
-
-
-def format_metric(key: str, value: float | None) -> str:
-    """A table cell: dB and SWD to 2 decimals, unit-less scores (SSIM, LPIPS) to 4."""
-    if value is None:
-        return "missing"
-    return f"{value:.2f}" if key.startswith("psnr") or key == "swd" else f"{value:.4f}"
-
-
-def print_method_table(results: dict[str, Any]) -> None:
-    """Method × metric table of a restoration run (headings with units: :data:`report.LABELS`;
-    MS-SSIM when it was computed; SWD ×10³)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from singexp.report import LABELS
-
-    methods: dict[str, dict[str, Any]] = results["methods"]
-    keys = [
-        k
-        for k in ("psnr", "ssim", "ms_ssim", "stlpips", "lpips", "swd", "psnr_A_xhat", "psnr_A_x")
-        if any(m.get(k) is not None or (k in m and k != "ms_ssim") for m in methods.values())
-    ]
-    title = (
-        f"{results['dataset']} · {results['channel']} SNR {results['snr_db']} dB · "
-        f"BCR {results['bcr']} · {next(iter(methods.values())).get('images', 0)} images"
-    )
-    table = Table(title=title, min_width=len(title))  # a title on one line
-    table.add_column("method")
-    for key in keys:
-        table.add_column(LABELS[key], justify="right")
-    for name, summary in methods.items():
-        table.add_row(
-            METHOD_LABELS.get(name, name),
-            *("–" if k not in summary else format_metric(k, summary[k]) for k in keys),
-        )
-    # a log or pipe is 80 columns to rich: give the table the width it needs instead
-    console = Console()
-    Console(width=None if console.is_terminal else 160).print(table)
-    if any(k.startswith("psnr_A") for k in keys):
-        operator = results.get("operator") or {}
-        print(
-            f"consistency through A = {operator.get('name')} (scale {operator.get('scale')}): "
-            "PSNR(Ax̃,Ax̂) = agreement with what was received, PSNR(Ax̃,Ax) = with the original"
-        )
-    for name, record in (results.get("samplers") or {}).items():
-        print(f"{name}: {describe_sampler(record)}")
-
-
-def describe_sampler(record: dict[str, Any]) -> str:
-    """One line saying which variant, update form and clipping a method ran (metrics.json)."""
-    parts: list[str] = []
-    if record.get("name") == "sing_inn":
-        variant = record.get("variant")
-        parts.append(
-            "Algorithm 2 (INN guidance at every step)"
-            if variant == "algorithm2"
-            else f"{variant} (not the paper's: DDNM until t < {record.get('switch_t')}, then INN)"
-        )
-        parts.append(
-            f"gradient {record.get('gradient')}, ζ {record.get('zeta')} "
-            f"({record.get('zeta_schedule')})"
-        )
-    elif record.get("name") == "sing_zero":
-        sigma_y = record.get("sigma_y")
-        if sigma_y == SIGMA_Y_AUTO:
-            parts.append(f"DDNM+ σ_y auto = {record.get('sigma_y_measured', float('nan')):.4f}")
-        else:
-            parts.append("DDNM (noise-free)" if not sigma_y else f"DDNM+ σ_y {sigma_y}")
-    parts.append(
-        f"update {record.get('update')}, η {record.get('eta')}, {record.get('steps')} steps "
-        f"({record.get('scheduler')}), clip_x0 {'on' if record.get('clip_x0') else 'off'}"
-    )
-    if record.get("measurement_operator"):
-        parts.append(f"A = {record['measurement_operator']}")
-    return "; ".join(parts)
-
-
-#: what train_inn's validation metrics mean (``<name>_snr<S>``: at channel SNR S dB)
-INN_METRIC_LEGEND = (
-    "<metric>_snr<S>: at channel SNR S dB; psnr_c: PSNR (dB) of the INN's coarse part c against "
-    "the measurement A x̂; psnr_x: of the inverse f⁻¹(A x̂, d) against x; psnr_jscc: DeepJSCC's "
-    "x̂ against x; mse_c: ‖c − A x̂‖²; loss_d: mean ‖d‖²; psnr: psnr_c averaged over the SNRs"
-)
-
-
-def _metric_label(key: str) -> str:
-    """A results key as a table row: units where known (``swd`` → ``SWD (×10³) ↓``)."""
-    from singexp.report import LABELS
-
-    if key in LABELS:
-        return LABELS[key]
-    if key.startswith("swd_"):
-        return f"SWD (×10³) at {key[4:]} px"
-    return key
-
-
-def _inn_snr_range(results: dict[str, Any]) -> str:
-    """``trained on SNR -5 … 5 dB`` from the INN's own hyper-parameters (else the SNRs it was
-    validated at)."""
-    import re
-
-    low_high = None
-    try:
-        hparams = read_inn_metadata(results["inn"])["hparams"]
-        low_high = [float(v) for v in hparams["train_snr"]]
-    except Exception:  # an older file without them: the validation SNRs
-        tags = [re.fullmatch(r".+_snr(-?[\d.]+)", key) for key in results.get("validation") or {}]
-        snrs = [float(m.group(1)) for m in tags if m]
-        if snrs:
-            return f"validated at SNR {', '.join(f'{v:g}' for v in sorted(set(snrs)))} dB"
-        return f"SNR {results.get('snr_db')} dB"
-    low, high = low_high
-    return f"trained on SNR {low:g} dB" if low == high else f"trained on SNR {low:g} … {high:g} dB"
-
-
-def print_results(results: dict[str, Any]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    if "methods" in results:
-        print_method_table(results)
-        for key, why in results.get("metric_status", {}).items():
-            if why != "ok":
-                print(f"note: {key}: {why}")
-        for warning in results.get("warnings") or []:
-            print(f"warning: {warning}")
-        return
-    if results.get("task") == "prior":  # no test metrics: say where the weights went (issue 15)
-        exported = f" (also copied to {results['export_to']})" if results.get("export_to") else ""
-        print(f"prior · {results.get('dataset')}: EMA weights in {results.get('prior')}{exported}")
-        return
-
-    inn = results.get("task") == "inn"
-    snr = _inn_snr_range(results) if inn else f"SNR {results['snr_db']} dB"
-    channel = results.get("channel")
-    title = (
-        f"{results['task']} · {results['dataset']} · "
-        + (f"{channel} " if channel else "")
-        + f"{snr} · BCR {results['bcr']}"
-    )
-    table = Table(title=title, min_width=len(title))
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in (results.get("test") or results.get("validation") or {}).items():
-        table.add_row(_metric_label(key), "missing" if value is None else f"{value:.4f}")
-    for key, value in results.get("baseline_mean_image", {}).items():
-        table.add_row(f"mean-image baseline {_metric_label(key)}", f"{value:.4f}")
-    Console().print(table)
-    if inn:
-        print(INN_METRIC_LEGEND)
-    for key, why in results.get("metric_status", {}).items():
-        if why != "ok":
-            print(f"note: {key}: {why}")
-
-
-#: config keys that do not change a run's results: how it prints, and where things are written
-#: (``paths``: a moved or copied run or sweep folder is reused, not recomputed)
-REUSE_IGNORED = ("force", "print_config", "paths")
-
-
-def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config as reuse compares it: without :data:`REUSE_IGNORED`, and with paths
-    inside its own run folder (logger and checkpoint folders) written relative to ``<run>``."""
-    out = str((config.get("paths") or {}).get("output_dir") or "")
-
-    def strip(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [strip(v) for v in value]
-        if isinstance(value, str) and out and (value == out or value.startswith(out + "/")):
-            return "<run>" + value[len(out) :]
-        return value
-
-    return {k: strip(v) for k, v in config.items() if k not in REUSE_IGNORED}
-
-
-def finished_results(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
-    """The results of an earlier run of exactly this config in ``out``, unless ``force``; a
-    ``metrics.json`` that does not parse or is incomplete (a torn write) does not count."""
-    done, saved = out / "metrics.json", out / "config.yaml"
-    if cfg.get("force", False) or not done.is_file() or not saved.is_file():
-        return None
-    results, why = read_results(done, required_result_keys(str(cfg.task)))
-    if results is None:
-        log.warning("%s: %s; the run counts as unfinished and runs again", out, why)
-        return None
-    try:
-        before = OmegaConf.to_container(OmegaConf.load(saved))
-    except Exception:  # a config.yaml that does not parse is not this config's
-        return None
-    now = OmegaConf.to_container(cfg, resolve=True)
-    return results if comparable_config(now) == comparable_config(before) else None
-
-
-#: what a finished run leaves in its folder besides checkpoints and logger folders
-RESULT_FILES = ("metrics.json", "config.yaml", "per_image.csv", "grid.png")
-
-
-def archive_results(out: Path) -> Path | None:
-    """Move the results of an earlier run of another config (or a forced re-run) in ``out`` to
-    ``out/superseded/<time of its metrics.json>/`` so that nothing is overwritten; checkpoints
-    stay (training resumes from them)."""
-    done = out / "metrics.json"
-    if not done.is_file():
-        return None
-    stamp = datetime.fromtimestamp(done.stat().st_mtime).strftime("%Y-%m-%d_%H-%M-%S")
-    target = out / "superseded" / stamp
-    target.mkdir(parents=True, exist_ok=True)
-    for name in RESULT_FILES:
-        if (out / name).is_file():
-            shutil.move(out / name, target / name)
-    log.warning(
-        "%s held results that are not this config's (another config, force=true or a torn "
-        "metrics.json): moved to %s",
-        out,
-        target,
-    )
-    return target
-
-
 def _single_log_stream() -> None:
     """Lightning adds its own console handler when imported before logging is set up (always
     so in launcher workers); under Hydra's root handlers every line would print twice. Let
@@ -843,6 +543,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     v = validate(cfg)
     method_configs(cfg)  # a sampler override that methods would ignore fails here, early
     preflight(cfg, v)  # sizes, prior present, given models: before loggers and any training
+    apply_thread_policy(cfg.get("threads", "auto"))  # never oversubscribe the CPU
     _single_log_stream()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -885,6 +586,7 @@ def _run_locked(cfg: DictConfig, v: Validated, out: Path) -> dict[str, Any]:
         results = {**describe_run(cfg, v), **TASKS[cfg.task](cfg, v, loggers)}
         if cfg.get("quick", False):
             results["quick"] = True
+        results["threads"] = torch.get_num_threads()  # what threads=auto chose (threads.py)
         write_json(out / "metrics.json", results)
         (out / "error.txt").unlink(missing_ok=True)  # of an earlier, failed attempt
         log.info("results written to %s", out / "metrics.json")

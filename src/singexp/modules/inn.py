@@ -43,6 +43,8 @@ from singexp.bcr import parse_ratio
 from singexp.config import config_number
 from singexp.data.pairs import freeze, make_pairs
 from singexp.errors import ConfigError
+from singexp.faults import resume_checkpoint
+from singexp.metrics import psnr_from_mse
 from singexp.modules.jscc import DeepJSCCModule, load_codec
 from singexp.modules.jscc import read_hparams as read_jscc_hparams
 from singexp.nn.inn import ConditionalINN
@@ -60,8 +62,6 @@ IDENTITY_KEYS: dict[str, str] = {
     "downsample": "jscc.downsample",
     "fingerprint": "jscc.checkpoint",
 }
-
-PSNR_MAX_DB = 100.0
 
 
 # ---- config --------------------------------------------------------------------------------
@@ -217,11 +217,6 @@ def jscc_identity(codec: str | Path | DeepJSCCModule, path: str | Path | None = 
 
 
 # ---- the LightningModule -------------------------------------------------------------------
-def _psnr(mse: Tensor) -> Tensor:
-    """PSNR in dB of images in [−1, 1] (peak-to-peak 2) from per-image MSEs."""
-    return (10 * torch.log10(4.0 / mse.clamp_min(1e-20))).clamp(max=PSNR_MAX_DB)
-
-
 class INNModule(L.LightningModule):
     """Trains :class:`ConditionalINN` on pairs made on the fly from a frozen DeepJSCC.
 
@@ -346,9 +341,9 @@ class INNModule(L.LightningModule):
             values = {key: torch.cat(parts) for key, parts in slot.items()}
             tag = f"snr{snr:g}"
             summary[f"mse_c_{tag}"] = float(values["mse_c"].mean())
-            summary[f"psnr_c_{tag}"] = float(_psnr(values["mse_c"]).mean())
-            summary[f"psnr_x_{tag}"] = float(_psnr(values["mse_x"]).mean())
-            summary[f"psnr_jscc_{tag}"] = float(_psnr(values["mse_jscc"]).mean())
+            for name in ("c", "x", "jscc"):
+                psnr = psnr_from_mse(values[f"mse_{name}"])
+                summary[f"psnr_{name}_{tag}"] = float(psnr.mean())
             summary[f"loss_d_{tag}"] = float(values["loss_d"].mean())
             psnr_c.append(summary[f"psnr_c_{tag}"])
         if psnr_c:
@@ -612,10 +607,7 @@ def train_inn(
             )
         kwargs["callbacks"] = callbacks
         trainer = L.Trainer(**kwargs)
-    last = out / "checkpoints" / "last.ckpt"
-    resume = str(last) if c.resume and last.is_file() else None
-    if resume:
-        log.info("resuming INN training from %s", resume)
+    resume = resume_checkpoint(out, c.resume, "INN training")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     callback = trainer.checkpoint_callback
     best = getattr(callback, "best_model_path", "") if callback is not None else ""

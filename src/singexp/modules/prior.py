@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 from singexp.errors import ConfigError
+from singexp.faults import resume_checkpoint
 from singexp.prior import build_scheduler, build_unet, count_parameters, sample_grid_rows
 
 log = logging.getLogger("singexp.prior")
@@ -339,10 +340,7 @@ def train_prior(
     kwargs.setdefault("default_root_dir", str(out_dir))
     trainer = L.Trainer(**kwargs)
 
-    last = out_dir / "checkpoints" / "last.ckpt"
-    resume = str(last) if cfg.get("resume", True) and last.is_file() else None
-    if resume:
-        log.info("resuming prior training from %s", resume)
+    resume = resume_checkpoint(out_dir, bool(cfg.get("resume", True)), "prior training")
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     export_dir = out_dir / "prior"
     module.export(export_dir, dtype=cfg.get("export_dtype", "float16"))

@@ -162,12 +162,16 @@ class RestorationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         originals = torch.cat(self._sets.pop(ORIGINAL))
         keys = sorted(self._metric_keys)
+        # set-level metrics of every method against the same originals, their share once
+        set_level = self.metrics.set_level_many(
+            {name: torch.cat(self._sets[name]) for name in self.methods}, originals
+        )
         for name in self.methods:
             rows = [r for r in self.rows if r["method"] == name]
             # a method's own keys only (DeepJSCC has no PSNR(A x̃, A x̂))
             own = [k for k in keys if any(k in r for r in rows)]
             summary = self.metrics.summarize({k: [r[k] for r in rows if k in r] for k in own})
-            summary.update(self.metrics.set_level(torch.cat(self._sets[name]), originals))
+            summary.update(set_level[name])
             summary["images"] = len(rows)
             self.summary[name] = summary
             for key, value in summary.items():

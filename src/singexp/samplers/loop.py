@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -365,6 +365,65 @@ def sample(
             _check_finite(x, step, desc)
             advance()
     return x0_hat
+
+
+# ---- what the restorers (SING-Zero, SING-INN) share -----------------------------------------
+class LoopOptions(TypedDict, total=False):
+    """The loop keywords of :func:`~singexp.samplers.sing_zero.sing_zero` and
+    :func:`~singexp.samplers.sing_inn.sing_inn` (defaults: :data:`RESTORER_DEFAULTS`)."""
+
+    steps: int
+    eta: float
+    update: str
+    generator: Generator
+    time_travel: TimeTravel | None
+    clip_x0: bool
+    clamp: bool
+    progress: bool
+
+
+#: a restorer's loop settings where its caller gives none (``clamp``: the result to [-1, 1])
+RESTORER_DEFAULTS: LoopOptions = {
+    "steps": 100,
+    "eta": 0.85,
+    "update": "posterior",
+    "generator": None,
+    "time_travel": None,
+    "clip_x0": False,
+    "clamp": True,
+    "progress": True,
+}
+
+
+def loop_options(config: Any, generator: Generator = None) -> LoopOptions:
+    """The loop keywords of a checked SING-Zero or SING-INN config (``SingZeroConfig``,
+    ``SingINNConfig``) with the caller's ``generator``."""
+    return LoopOptions(
+        steps=config.steps,
+        generator=generator,
+        eta=config.eta,
+        update=config.update,
+        time_travel=config.time_travel,
+        clip_x0=config.clip_x0,
+        clamp=config.clamp,
+        progress=config.progress,
+    )
+
+
+def sample_restoration(
+    unet: Any,
+    scheduler: Any,
+    shape: Sequence[int],
+    correction: Correction,
+    desc: str,
+    options: LoopOptions,
+) -> Tensor:
+    """:func:`sample` with ``options`` over :data:`RESTORER_DEFAULTS`; the result clipped to
+    [-1, 1] when ``clamp`` (which may break A x̃ = y where x̂0 leaves that range)."""
+    kwargs: dict[str, Any] = {**RESTORER_DEFAULTS, **options}
+    clamp = kwargs.pop("clamp")
+    out = sample(unet, scheduler, shape, correction, desc=desc, **kwargs)
+    return out.clamp(-1, 1) if clamp else out
 
 
 def _progress(

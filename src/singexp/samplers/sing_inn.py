@@ -43,7 +43,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor
@@ -53,7 +53,13 @@ from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool, LinearOperator
 from singexp.samplers.base import Correction, StepInfo
 from singexp.samplers.corrections import NullSpace
-from singexp.samplers.loop import Generator, TimeTravel, sample
+from singexp.samplers.loop import (
+    Generator,
+    LoopOptions,
+    TimeTravel,
+    loop_options,
+    sample_restoration,
+)
 from singexp.samplers.sing_zero import Keys, SingZeroConfig
 
 VARIANTS: tuple[str, ...] = ("algorithm2", "two_phase")
@@ -186,14 +192,7 @@ def sing_inn(
     zeta_schedule: str = "sqrt_alpha_bar",
     variant: str = "algorithm2",
     switch_t: int = 300,
-    steps: int = 100,
-    eta: float = 0.85,
-    update: str = "posterior",
-    generator: Generator = None,
-    time_travel: TimeTravel | None = None,
-    clip_x0: bool = False,
-    clamp: bool = True,
-    progress: bool = True,
+    **options: Unpack[LoopOptions],
 ) -> Tensor:
     """SING-INN on a batch of DeepJSCC outputs ``y_image`` = x̂ (B, C, H, W) in [-1, 1].
 
@@ -214,21 +213,7 @@ def sing_inn(
     correction: Correction = INNGuidance(net, c_y, snr_db, zeta, gradient, zeta_schedule)
     if variant == "two_phase":
         correction = TwoPhase(NullSpace(AveragePool(net.scale), c_y), correction, switch_t)
-    out = sample(
-        unet,
-        scheduler,
-        x_hat.shape,
-        correction,
-        steps=steps,
-        eta=eta,
-        update=update,
-        generator=generator,
-        time_travel=time_travel,
-        clip_x0=clip_x0,
-        progress=progress,
-        desc="SING-INN",
-    )
-    return out.clamp(-1, 1) if clamp else out
+    return sample_restoration(unet, scheduler, x_hat.shape, correction, "SING-INN", options)
 
 
 # ---- config --------------------------------------------------------------------------------
@@ -332,12 +317,5 @@ def restore_sing_inn(
         zeta_schedule=c.zeta_schedule,
         variant=c.variant,
         switch_t=c.switch_t,
-        steps=c.steps,
-        eta=c.eta,
-        update=c.update,
-        generator=generator,
-        time_travel=c.time_travel,
-        clip_x0=c.clip_x0,
-        clamp=c.clamp,
-        progress=c.progress,
+        **loop_options(c, generator),
     )

@@ -11,7 +11,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Unpack
 
 import torch
 from torch import Tensor
@@ -21,7 +21,14 @@ from singexp.errors import ConfigError
 from singexp.operators import LinearOperator
 from singexp.samplers.base import Correction
 from singexp.samplers.corrections import NullSpace, NullSpacePlus
-from singexp.samplers.loop import UPDATES, Generator, TimeTravel, sample
+from singexp.samplers.loop import (
+    UPDATES,
+    Generator,
+    LoopOptions,
+    TimeTravel,
+    loop_options,
+    sample_restoration,
+)
 
 #: ``sigma_y`` value that asks for σ_y measured from the codec at the test SNR (README)
 SIGMA_Y_AUTO = "auto"
@@ -34,43 +41,23 @@ def sing_zero(
     y_image: Tensor,
     *,
     sigma_y: float | Tensor = 0.0,
-    steps: int = 100,
-    eta: float = 0.85,
-    update: str = "posterior",
-    generator: Generator = None,
-    time_travel: TimeTravel | None = None,
-    clip_x0: bool = False,
-    clamp: bool = True,
-    progress: bool = True,
+    **options: Unpack[LoopOptions],
 ) -> Tensor:
     """SING-Zero on a batch of DeepJSCC outputs ``y_image`` = x̂ (B, C, H, W) in [-1, 1].
 
     The measurement is y = A x̂ (SING.md §3), one per image. ``sigma_y``: 0 → noise-free DDNM
     (:class:`NullSpace`), a number or one value per image → DDNM+ (:class:`NullSpacePlus`).
     ``clip_x0`` clips x̂0|t at every step (off: DDNM does not clip); ``clamp`` clips the result
-    to [-1, 1] (which may break A x̃ = y where x̂0 leaves that range). Other arguments as in
-    :func:`~singexp.samplers.loop.sample`.
+    to [-1, 1] (which may break A x̃ = y where x̂0 leaves that range). ``options``: the loop's
+    keywords (:class:`~singexp.samplers.loop.LoopOptions`, defaults
+    :data:`~singexp.samplers.loop.RESTORER_DEFAULTS`), as in :func:`~singexp.samplers.loop.sample`.
     """
     y = operator.A(y_image)
     noisy = bool((torch.as_tensor(sigma_y) > 0).any())
     correction: Correction = (
         NullSpacePlus(operator, y, sigma_y) if noisy else NullSpace(operator, y)
     )
-    out = sample(
-        unet,
-        scheduler,
-        y_image.shape,
-        correction,
-        steps=steps,
-        eta=eta,
-        update=update,
-        generator=generator,
-        time_travel=time_travel,
-        clip_x0=clip_x0,
-        progress=progress,
-        desc="SING-Zero",
-    )
-    return out.clamp(-1, 1) if clamp else out
+    return sample_restoration(unet, scheduler, y_image.shape, correction, "SING-Zero", options)
 
 
 # ---- config -------------------------------------------------------------------------------
@@ -198,12 +185,5 @@ def restore_sing_zero(
         operator,
         x_hat,
         sigma_y=c.sigma_y_value(sigma_y),
-        steps=c.steps,
-        eta=c.eta,
-        update=c.update,
-        generator=generator,
-        time_travel=c.time_travel,
-        clip_x0=c.clip_x0,
-        clamp=c.clamp,
-        progress=c.progress,
+        **loop_options(c, generator),
     )

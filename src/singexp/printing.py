@@ -1,0 +1,159 @@
+"""What a run prints: the results table of a finished run (:func:`print_results`), the method ×
+metric table of a restoration run and one line per method saying what ran."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from singexp.modules.inn import read_inn_metadata
+from singexp.report import LABELS
+from singexp.samplers.sing_zero import SIGMA_Y_AUTO
+
+#: row names of the printed restoration table (metrics.json keeps the keys)
+METHOD_LABELS = {"mean_image": "mean image (baseline)"}
+
+
+def format_metric(key: str, value: float | None) -> str:
+    """A table cell: dB and SWD to 2 decimals, unit-less scores (SSIM, LPIPS) to 4."""
+    if value is None:
+        return "missing"
+    return f"{value:.2f}" if key.startswith("psnr") or key == "swd" else f"{value:.4f}"
+
+
+def print_method_table(results: dict[str, Any]) -> None:
+    """Method × metric table of a restoration run (headings with units: :data:`report.LABELS`;
+    MS-SSIM when it was computed; SWD ×10³)."""
+    methods: dict[str, dict[str, Any]] = results["methods"]
+    keys = [
+        k
+        for k in ("psnr", "ssim", "ms_ssim", "stlpips", "lpips", "swd", "psnr_A_xhat", "psnr_A_x")
+        if any(m.get(k) is not None or (k in m and k != "ms_ssim") for m in methods.values())
+    ]
+    title = (
+        f"{results['dataset']} · {results['channel']} SNR {results['snr_db']} dB · "
+        f"BCR {results['bcr']} · {next(iter(methods.values())).get('images', 0)} images"
+    )
+    table = Table(title=title, min_width=len(title))  # a title on one line
+    table.add_column("method")
+    for key in keys:
+        table.add_column(LABELS[key], justify="right")
+    for name, summary in methods.items():
+        table.add_row(
+            METHOD_LABELS.get(name, name),
+            *("–" if k not in summary else format_metric(k, summary[k]) for k in keys),
+        )
+    # a log or pipe is 80 columns to rich: give the table the width it needs instead
+    console = Console()
+    Console(width=None if console.is_terminal else 160).print(table)
+    if any(k.startswith("psnr_A") for k in keys):
+        operator = results.get("operator") or {}
+        print(
+            f"consistency through A = {operator.get('name')} (scale {operator.get('scale')}): "
+            "PSNR(Ax̃,Ax̂) = agreement with what was received, PSNR(Ax̃,Ax) = with the original"
+        )
+    for name, record in (results.get("samplers") or {}).items():
+        print(f"{name}: {describe_sampler(record)}")
+
+
+def describe_sampler(record: dict[str, Any]) -> str:
+    """One line saying which variant, update form and clipping a method ran (metrics.json)."""
+    parts: list[str] = []
+    if record.get("name") == "sing_inn":
+        variant = record.get("variant")
+        parts.append(
+            "Algorithm 2 (INN guidance at every step)"
+            if variant == "algorithm2"
+            else f"{variant} (not the paper's: DDNM until t < {record.get('switch_t')}, then INN)"
+        )
+        parts.append(
+            f"gradient {record.get('gradient')}, ζ {record.get('zeta')} "
+            f"({record.get('zeta_schedule')})"
+        )
+    elif record.get("name") == "sing_zero":
+        sigma_y = record.get("sigma_y")
+        if sigma_y == SIGMA_Y_AUTO:
+            parts.append(f"DDNM+ σ_y auto = {record.get('sigma_y_measured', float('nan')):.4f}")
+        else:
+            parts.append("DDNM (noise-free)" if not sigma_y else f"DDNM+ σ_y {sigma_y}")
+    parts.append(
+        f"update {record.get('update')}, η {record.get('eta')}, {record.get('steps')} steps "
+        f"({record.get('scheduler')}), clip_x0 {'on' if record.get('clip_x0') else 'off'}"
+    )
+    if record.get("measurement_operator"):
+        parts.append(f"A = {record['measurement_operator']}")
+    return "; ".join(parts)
+
+
+#: what train_inn's validation metrics mean (``<name>_snr<S>``: at channel SNR S dB)
+INN_METRIC_LEGEND = (
+    "<metric>_snr<S>: at channel SNR S dB; psnr_c: PSNR (dB) of the INN's coarse part c against "
+    "the measurement A x̂; psnr_x: of the inverse f⁻¹(A x̂, d) against x; psnr_jscc: DeepJSCC's "
+    "x̂ against x; mse_c: ‖c − A x̂‖²; loss_d: mean ‖d‖²; psnr: psnr_c averaged over the SNRs"
+)
+
+
+def _metric_label(key: str) -> str:
+    """A results key as a table row: units where known (``swd`` → ``SWD (×10³) ↓``)."""
+    if key in LABELS:
+        return LABELS[key]
+    if key.startswith("swd_"):
+        return f"SWD (×10³) at {key[4:]} px"
+    return key
+
+
+def _inn_snr_range(results: dict[str, Any]) -> str:
+    """``trained on SNR -5 … 5 dB`` from the INN's own hyper-parameters (else the SNRs it was
+    validated at)."""
+    low_high = None
+    try:
+        hparams = read_inn_metadata(results["inn"])["hparams"]
+        low_high = [float(v) for v in hparams["train_snr"]]
+    except Exception:  # an older file without them: the validation SNRs
+        tags = [re.fullmatch(r".+_snr(-?[\d.]+)", key) for key in results.get("validation") or {}]
+        snrs = [float(m.group(1)) for m in tags if m]
+        if snrs:
+            return f"validated at SNR {', '.join(f'{v:g}' for v in sorted(set(snrs)))} dB"
+        return f"SNR {results.get('snr_db')} dB"
+    low, high = low_high
+    return f"trained on SNR {low:g} dB" if low == high else f"trained on SNR {low:g} … {high:g} dB"
+
+
+def print_results(results: dict[str, Any]) -> None:
+    if "methods" in results:
+        print_method_table(results)
+        for key, why in results.get("metric_status", {}).items():
+            if why != "ok":
+                print(f"note: {key}: {why}")
+        for warning in results.get("warnings") or []:
+            print(f"warning: {warning}")
+        return
+    if results.get("task") == "prior":  # no test metrics: say where the weights went (issue 15)
+        exported = f" (also copied to {results['export_to']})" if results.get("export_to") else ""
+        print(f"prior · {results.get('dataset')}: EMA weights in {results.get('prior')}{exported}")
+        return
+
+    inn = results.get("task") == "inn"
+    snr = _inn_snr_range(results) if inn else f"SNR {results['snr_db']} dB"
+    channel = results.get("channel")
+    title = (
+        f"{results['task']} · {results['dataset']} · "
+        + (f"{channel} " if channel else "")
+        + f"{snr} · BCR {results['bcr']}"
+    )
+    table = Table(title=title, min_width=len(title))
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in (results.get("test") or results.get("validation") or {}).items():
+        table.add_row(_metric_label(key), "missing" if value is None else f"{value:.4f}")
+    for key, value in results.get("baseline_mean_image", {}).items():
+        table.add_row(f"mean-image baseline {_metric_label(key)}", f"{value:.4f}")
+    Console().print(table)
+    if inn:
+        print(INN_METRIC_LEGEND)
+    for key, why in results.get("metric_status", {}).items():
+        if why != "ok":
+            print(f"note: {key}: {why}")
