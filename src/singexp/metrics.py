@@ -422,17 +422,52 @@ def _normalize_descriptors(desc: Tensor) -> Tensor:
     return ((desc - mean) / std).reshape(desc.shape[0], -1)
 
 
-def _swd(a: Tensor, b: Tensor, directions: int, repeats: int, gen: torch.Generator) -> float:
-    """Sliced Wasserstein-1 distance (Rabin et al. 2011) between equal-size point sets (M, D):
-    project on random unit directions, sort each projection, average |difference|."""
-    dists: list[Tensor] = []
-    for _ in range(repeats):
-        dirs = torch.randn(a.shape[1], directions, generator=gen).to(a.device)
-        dirs = dirs / torch.linalg.vector_norm(dirs, dim=0, keepdim=True)
-        proj_a = torch.sort(a @ dirs, dim=0).values
-        proj_b = torch.sort(b @ dirs, dim=0).values
-        dists.append((proj_a - proj_b).abs().mean())
-    return float(torch.stack(dists).mean())
+def _swd_sets(
+    pred_sets: Mapping[str, Tensor],
+    target_set: Tensor,
+    gen: torch.Generator,
+    *,
+    min_size: int,
+    patch_size: int,
+    patches_per_image: int,
+    directions: int,
+    repeats: int,
+) -> dict[str, dict[str, float]]:
+    """SWD ×1e3 per pyramid level and their mean, for each pred set (all of the target's size)
+    against the target: the target's pyramid, descriptors and sorted projections once. Per
+    level: patch positions, then ``repeats`` × ``directions`` random unit projections, sorted
+    (Rabin et al. 2011: sliced Wasserstein-1 = mean |sorted projection difference|)."""
+    n = len(target_set)
+    device = target_set.device
+    pyr_b = laplacian_pyramid(_clamp(target_set), min_size)
+    pyrs = {k: laplacian_pyramid(_clamp(p.to(device)), min_size) for k, p in pred_sets.items()}
+    results: dict[str, dict[str, float]] = {name: {} for name in pred_sets}
+    for level, level_b in enumerate(pyr_b):
+        h, w = level_b.shape[-2:]
+        if min(h, w) < patch_size:
+            raise ValueError(f"SWD level of {h}x{w} px is smaller than patch_size {patch_size}")
+        ys = torch.randint(0, h - patch_size + 1, (n, patches_per_image), generator=gen)
+        xs = torch.randint(0, w - patch_size + 1, (n, patches_per_image), generator=gen)
+        pos = (ys.to(device), xs.to(device))
+        desc_b = _normalize_descriptors(_patch_descriptors(level_b, pos, patch_size))
+        descs = {
+            name: _normalize_descriptors(_patch_descriptors(pyr[level], pos, patch_size))
+            for name, pyr in pyrs.items()
+        }
+        dists: dict[str, list[Tensor]] = {name: [] for name in pred_sets}
+        for _ in range(repeats):  # the same directions for every set
+            dirs = torch.randn(desc_b.shape[1], directions, generator=gen).to(device)
+            dirs = dirs / torch.linalg.vector_norm(dirs, dim=0, keepdim=True)
+            proj_b = torch.sort(desc_b @ dirs, dim=0).values
+            for name, desc_a in descs.items():
+                proj_a = torch.sort(desc_a @ dirs, dim=0).values
+                dists[name].append((proj_a - proj_b).abs().mean())
+        key = f"swd_{h}" if h == w else f"swd_{h}x{w}"
+        for name in pred_sets:
+            results[name][key] = 1e3 * float(torch.stack(dists[name]).mean())
+    for result in results.values():
+        result["swd"] = sum(result.values()) / len(result)
+    return results
 
 
 def sliced_wasserstein(
@@ -475,22 +510,14 @@ def sliced_wasserstein(
     if len(target_set) > n:
         idx = torch.randperm(len(target_set), generator=gen)[:n].to(target_set.device)
         target_set = target_set[idx]
-    pyr_a = laplacian_pyramid(_clamp(pred_set), min_size)
-    pyr_b = laplacian_pyramid(_clamp(target_set.to(pred_set.device)), min_size)
-    result: dict[str, float] = {}
-    for level_a, level_b in zip(pyr_a, pyr_b, strict=True):
-        h, w = level_a.shape[-2:]
-        if min(h, w) < patch_size:
-            raise ValueError(f"SWD level of {h}x{w} px is smaller than patch_size {patch_size}")
-        ys = torch.randint(0, h - patch_size + 1, (n, patches_per_image), generator=gen)
-        xs = torch.randint(0, w - patch_size + 1, (n, patches_per_image), generator=gen)
-        pos = (ys.to(level_a.device), xs.to(level_a.device))
-        desc_a = _normalize_descriptors(_patch_descriptors(level_a, pos, patch_size))
-        desc_b = _normalize_descriptors(_patch_descriptors(level_b, pos, patch_size))
-        name = f"swd_{h}" if h == w else f"swd_{h}x{w}"
-        result[name] = 1e3 * _swd(desc_a, desc_b, directions, repeats, gen)
-    result["swd"] = sum(result.values()) / len(result)
-    return result
+    levels = {
+        "min_size": min_size,
+        "patch_size": patch_size,
+        "patches_per_image": patches_per_image,
+        "directions": directions,
+        "repeats": repeats,
+    }
+    return _swd_sets({"pred": pred_set}, target_set.to(pred_set.device), gen, **levels)["pred"]
 
 
 def sliced_wasserstein_many(
@@ -523,39 +550,8 @@ def sliced_wasserstein_many(
     n = len(target_set)
     if any(p.shape != target_set.shape for p in pred_sets.values()) or n == 0:
         return {name: sliced_wasserstein(p, target_set, **kwargs) for name, p in pred_sets.items()}
-    gen = torch.Generator().manual_seed(seed)
-    device = target_set.device
-    pyr_b = laplacian_pyramid(_clamp(target_set), min_size)
-    pyrs = {
-        name: laplacian_pyramid(_clamp(p.to(device)), min_size) for name, p in pred_sets.items()
-    }
-    results: dict[str, dict[str, float]] = {name: {} for name in pred_sets}
-    for level, level_b in enumerate(pyr_b):
-        h, w = level_b.shape[-2:]
-        if min(h, w) < patch_size:
-            raise ValueError(f"SWD level of {h}x{w} px is smaller than patch_size {patch_size}")
-        ys = torch.randint(0, h - patch_size + 1, (n, patches_per_image), generator=gen)
-        xs = torch.randint(0, w - patch_size + 1, (n, patches_per_image), generator=gen)
-        pos = (ys.to(device), xs.to(device))
-        desc_b = _normalize_descriptors(_patch_descriptors(level_b, pos, patch_size))
-        descs = {
-            name: _normalize_descriptors(_patch_descriptors(pyr[level], pos, patch_size))
-            for name, pyr in pyrs.items()
-        }
-        dists: dict[str, list[Tensor]] = {name: [] for name in pred_sets}
-        for _ in range(repeats):  # the draws of _swd, shared by every set
-            dirs = torch.randn(desc_b.shape[1], directions, generator=gen).to(device)
-            dirs = dirs / torch.linalg.vector_norm(dirs, dim=0, keepdim=True)
-            proj_b = torch.sort(desc_b @ dirs, dim=0).values
-            for name, desc_a in descs.items():
-                proj_a = torch.sort(desc_a @ dirs, dim=0).values
-                dists[name].append((proj_a - proj_b).abs().mean())
-        key = f"swd_{h}" if h == w else f"swd_{h}x{w}"
-        for name in pred_sets:
-            results[name][key] = 1e3 * float(torch.stack(dists[name]).mean())
-    for result in results.values():
-        result["swd"] = sum(result.values()) / len(result)
-    return results
+    levels = {k: v for k, v in kwargs.items() if k != "seed"}
+    return _swd_sets(pred_sets, target_set, torch.Generator().manual_seed(seed), **levels)
 
 
 # --------------------------------------------------------------------------- summary

@@ -109,9 +109,12 @@ class RestorationModule(L.LightningModule):
         scored = dict(outputs)
         if self.mean_image is not None:
             scored[TRIVIAL] = self.mean_image.to(device, batch.dtype).expand_as(batch)
+        # A†A of what every method is compared with, once per batch
+        projected = {ORIGINAL: self.project(batch), BASELINE: self.project(outputs[BASELINE])}
         for name, images in scored.items():
             values = self.metrics.per_image(images, batch)
-            values.update(self.consistency(images, x_hat if name != BASELINE else None, batch))
+            received = None if name == BASELINE else projected[BASELINE]
+            values.update(self.consistency(images, received, projected[ORIGINAL]))
             self._metric_keys.update(values)
             for i in range(batch.shape[0]):
                 row = {"image": first + i, **self._describe(first + i)}
@@ -122,23 +125,25 @@ class RestorationModule(L.LightningModule):
         self._sets.setdefault(ORIGINAL, []).append(batch.cpu())
         self._collect_grid({ORIGINAL: batch, **outputs})
 
-    def consistency(self, x_tilde: Tensor, x_hat: Tensor | None, x: Tensor) -> dict[str, Tensor]:
-        """Per-image PSNR(A x̃, A x̂) (unless ``x_hat`` is None: DeepJSCC's own row, where it is
-        trivially infinite) and PSNR(A x̃, A x); empty without an operator.
-
-        Measured on the range projection A†A (image-shaped, so every operator works): for
-        block averaging and the gray operator A†A replicates A's values, so its MSE is A's."""
+    def project(self, images: Tensor) -> Tensor | None:
+        """A†A x (image-shaped, so every operator works: for block averaging and the gray
+        operator A†A replicates A's values, so PSNRs on it are A's); None without an operator."""
         if self.operator is None:
+            return None
+        return self.operator.A_pinv(self.operator.A(images.clamp(-1, 1)))
+
+    def consistency(
+        self, x_tilde: Tensor, received: Tensor | None, original: Tensor | None
+    ) -> dict[str, Tensor]:
+        """Per-image PSNR(A x̃, A x̂) and PSNR(A x̃, A x) from the projections A†A x̂
+        (``received``; None for DeepJSCC's own row, where it is trivially infinite) and A†A x
+        (``original``); empty without an operator."""
+        p_tilde = self.project(x_tilde)
+        if p_tilde is None or original is None:
             return {}
-        op = self.operator
-
-        def project(images: Tensor) -> Tensor:
-            return op.A_pinv(op.A(images.clamp(-1, 1)))
-
-        p_tilde = project(x_tilde)
-        values = {CONSISTENCY_ORIGINAL: psnr(p_tilde, project(x))}
-        if x_hat is not None:
-            values[CONSISTENCY_RECEIVED] = psnr(p_tilde, project(x_hat))
+        values = {CONSISTENCY_ORIGINAL: psnr(p_tilde, original)}
+        if received is not None:
+            values[CONSISTENCY_RECEIVED] = psnr(p_tilde, received)
         return values
 
     def _describe(self, index: int) -> dict[str, Any]:
