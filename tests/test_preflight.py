@@ -5,7 +5,6 @@ and the fix; one size key (``dataset.image_size``); step-bounded runs show steps
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -61,7 +60,6 @@ def empty_hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_256px_run_with_a_missing_prior_fails_fast_before_any_training(tmp_path: Path) -> None:
     root = faces(tmp_path / "faces")
     run, artifacts = tmp_path / "run", tmp_path / "artifacts"
-    started = time.monotonic()
     result = run_cli(
         "+experiment=sing_inn",
         "dataset=image_folder",
@@ -76,10 +74,10 @@ def test_256px_run_with_a_missing_prior_fails_fast_before_any_training(tmp_path:
         env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_hf_home")},
         timeout=120,
     )
-    elapsed = time.monotonic() - started
     output = result.stdout + result.stderr
     assert result.returncode == 2, output
-    assert elapsed < 30, f"took {elapsed:.0f} s"
+    # "fails fast" is asserted by what did not happen (no training folder, below), not by a
+    # wall time (which doubles on a loaded machine)
     errors = [line for line in result.stderr.splitlines() if line.startswith("singexp: error")]
     assert len(errors) == 1 and errors[0].startswith("singexp: error: prior.source: "), output
     assert "google/ddpm-ema-celebahq-256 not found locally" in errors[0]
