@@ -163,3 +163,69 @@ def test_key_typos_are_one_line_with_the_nearest_keys() -> None:
     check_override_keys(["+experiment=sing_inn", "channel.snr_db=-5,5", "bcr='1_768','1_192'"])
     check_override_keys(["+experiment=paper_grid", "+channel.extra=1", "hydra.sweep.dir=x"])
     check_override_keys(["--cfg", "job"])  # not overrides: left to Hydra
+
+
+def _schemas() -> dict[str, type]:
+    from singexp.config import ChannelConfig, JSCCConfig
+    from singexp.metrics import MetricsConfig
+    from singexp.modules.inn import INNConfig
+
+    return {
+        "channel": ChannelConfig,
+        "jscc": JSCCConfig,
+        "inn": INNConfig,
+        "metrics": MetricsConfig,
+    }
+
+
+@pytest.mark.parametrize("group", ["channel", "jscc", "inn", "metrics"])
+def test_every_option_file_is_read_by_its_schema(make_cfg: MakeCfg, group: str) -> None:
+    """One config mechanism: every option of singexp's own groups is exactly its dataclass
+    schema (the same keys; what a file sets itself equals the schema's default, or, for an
+    option other than the default one, is a valid value); check_schema reads the composed node."""
+    import dataclasses
+
+    from singexp.config import check_schema
+
+    schema = _schemas()[group]
+    defaults = {f.name: getattr(schema(), f.name) for f in dataclasses.fields(schema)}
+    for option in group_options(group):
+        own = OmegaConf.to_container(OmegaConf.load(CONF_DIR / group / f"{option}.yaml"))
+        own.pop("_target_", None)  # the metrics group is also hydra-instantiable
+        assert set(own) == set(defaults), (group, option)
+        node = make_cfg(f"{group}={option}")[group]
+        keys = {k: node[k] for k in node if k != "_target_"}  # instantiation's key, not ours
+        parsed = check_schema(group, keys, schema)
+        for key, value in _own_values(own):
+            if option in ("default", "deepjscc", "awgn"):
+                want = defaults[key]
+                assert value == (list(want) if isinstance(want, tuple) else want), (option, key)
+            assert getattr(parsed, key) == pytest.approx(value), (option, key)
+
+
+def test_check_schema_reads_tuples_lists_and_mappings() -> None:
+    from dataclasses import dataclass, field
+
+    from singexp.config import check_schema
+
+    @dataclass
+    class Schema:
+        pair: tuple[float, float] = (0.0, 1.0)
+        many: tuple[int, ...] | None = None
+        items: list[float] = field(default_factory=list)
+
+    got = check_schema("g", {"pair": [1, 2], "many": [3, 4, 5], "items": (6,)}, Schema)
+    assert got == Schema(pair=(1.0, 2.0), many=(3, 4, 5), items=[6.0])
+    assert check_schema("g", OmegaConf.create({"many": None}), Schema) == Schema()
+    for node, key in (
+        ({"pair": [1]}, "g.pair"),
+        ({"pair": 1}, "g.pair"),
+        ({"many": [1.5]}, "g.many[0]"),
+        ({"items": ["x"]}, "g.items[0]"),
+        ({"other": 1}, "g.other"),
+    ):
+        with pytest.raises(ConfigError) as info:
+            check_schema("g", node, Schema)
+        assert info.value.key == key
+    with pytest.raises(ConfigError, match=r"^g: expected a config group"):
+        check_schema("g", [1], Schema)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -17,19 +18,23 @@ from singexp.data.pairs import PairMaker, make_pairs
 from singexp.data.shapes import ShapesDataModule
 from singexp.errors import ConfigError
 from singexp.modules.inn import (
+    EMBEDDED_INN_DIR,
     INNConfig,
     INNModule,
     check_inn_checkpoint,
     codec_fingerprint,
     export_inn,
+    inn_config,
+    inn_hparams,
     jscc_identity,
     load_inn,
+    read_inn_hparams,
     read_inn_metadata,
     resolve_inn_checkpoint,
     train_inn,
 )
 from singexp.modules.jscc import DeepJSCCModule, export_codec
-from singexp.nn.inn import ConditionalINN, haar_down, haar_up, pairs_per_level
+from singexp.nn.inn import ConditionalINN, INNArchitecture, haar_down, haar_up, pairs_per_level
 from singexp.operators import AveragePool
 
 TINY = {"pairs": 2, "cond_blocks": 2, "width": 8, "emb_dim": 16}
@@ -260,23 +265,80 @@ def test_export_load_round_trip(tmp_path: Path) -> None:
 def test_inn_scale_follows_sing_zeros_operator(make_cfg: Any, overrides: tuple, scale: int) -> None:
     """SING-INN measures with SING-Zero's A: inn.scale defaults to the resolved operator.scale."""
     cfg = make_cfg("+experiment=train_inn", *overrides)
-    assert INNConfig.from_config(OmegaConf.to_container(cfg.inn, resolve=True)).scale == scale
+    assert inn_config(cfg.inn).scale == scale
+    assert inn_config(OmegaConf.to_container(cfg.inn, resolve=True)).scale == scale
 
 
-def test_config_file_is_valid_and_errors_name_the_key() -> None:
+def test_config_file_is_the_schema_and_errors_name_the_key() -> None:
+    """conf/inn/default.yaml has exactly INNConfig's keys, with its defaults (one source: the
+    network's keys and defaults are INNArchitecture's); bad values name their inn.* key."""
     cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "inn" / "default.yaml"))
     assert "operator.scale" in cfg["scale"]  # an interpolation (test above); a number here
-    cfg["scale"] = 4
-    c = INNConfig.from_config(cfg)
-    assert (c.scale, c.pairs, c.cond_blocks, c.train_snr_range) == (4, 4, 2, (-5.0, 5.0))
-    assert c.checkpoint is None
-    INNModule(**c.module_kwargs())  # every architecture/loss key reaches the module
+    cfg["scale"] = INNConfig.scale
+    assert [f.name for f in dataclasses.fields(INNConfig)] == list(cfg)
+    c = inn_config(cfg)
+    assert c == INNConfig()
+    assert c.train_snr_range == (-5.0, 5.0) and c.checkpoint is None
+    assert [f.name for f in dataclasses.fields(INNArchitecture)] == [
+        "scale", "pairs", "cond_blocks", "width", "emb_dim", "clamp"
+    ]  # fmt: skip
+    module = INNModule(c)  # every architecture/loss key reaches the module and its network
+    assert module.inn.arch == INNArchitecture.of(c) and module.config == inn_hparams(c)
     for bad, key in (
         ({"scale": 6}, "inn.scale"),
         ({"pairs": "x"}, "inn.pairs"),
+        ({"pairs": -1}, "inn.pairs"),
+        ({"clamp": 0}, "inn.clamp"),
         ({"lambda_d": -1}, "inn.lambda_d"),
+        ({"lr": 0}, "inn.lr"),
         ({"train_snr_range": [5, -5]}, "inn.train_snr_range"),
+        ({"train_snr_range": [1, 2, 3]}, "inn.train_snr_range"),
+        ({"val_snr_db": []}, "inn.val_snr_db"),
+        ({"val_snr_db": ["a"]}, "inn.val_snr_db[0]"),
+        ({"export_dtype": "int8"}, "inn.export_dtype"),
+        ({"resume": "yes"}, "inn.resume"),
         ({"widht": 3}, "inn.widht"),
     ):
         with pytest.raises(ConfigError, match=f"^{re.escape(key)}: "):
-            INNConfig.from_config({**cfg, **bad})
+            inn_config({**cfg, **bad})
+
+
+def test_module_takes_a_config_or_recorded_keys() -> None:
+    """INNModule(config) and INNModule(**recorded) build the same network and record the same
+    hyper-parameters; an architecture key that is no key is an error."""
+    config = INNConfig(scale=8, width=8, emb_dim=16, train_snr_range=(-2.0, 3.0), lr=3e-3)
+    torch.manual_seed(0)
+    a = INNModule(config)
+    torch.manual_seed(0)
+    b = INNModule(scale=8, width=8, emb_dim=16, train_snr=[-2, 3], lr=3e-3)
+    assert a.config == b.config and dict(a.hparams) == dict(b.hparams)
+    assert a.hparams["train_snr"] == (-2.0, 3.0) and "train_snr_range" not in a.hparams
+    for (name, x), y in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        torch.testing.assert_close(x, y, rtol=0, atol=0, msg=name)
+    assert ConditionalINN(config).arch == ConditionalINN(scale=8, width=8, emb_dim=16).arch
+    with pytest.raises(TypeError, match="widht"):
+        ConditionalINN(widht=3)
+    with pytest.raises(ConfigError, match=r"^inn\.widht: unknown key"):
+        INNModule(widht=3)
+
+
+@pytest.mark.parametrize(
+    "path", sorted(EMBEDDED_INN_DIR.glob("*.safetensors")), ids=lambda p: p.stem
+)
+def test_shipped_inns_load_with_their_recorded_hparams(path: Path) -> None:
+    """The shipped INNs' metadata (written by the earlier flat-keyword INNModule) still builds the
+    module: same hyper-parameters, every weight loaded, an exactly invertible network."""
+    recorded = read_inn_hparams(path)
+    module = load_inn(path)
+    assert {k: v for k, v in module.hparams.items() if k in recorded} == {
+        k: tuple(v) if k == "train_snr" else v for k, v in recorded.items()
+    }
+    assert module.inn.scale == recorded["scale"] and module.config.recorded() == {
+        k: module.hparams[k] for k in module.config.recorded()
+    }
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        c, d = module(x, torch.tensor([-5.0, 5.0]))
+        assert c.shape == (2, 3, 32 // recorded["scale"], 32 // recorded["scale"])
+        x_back = module.inn.inverse(c, d, torch.tensor([-5.0, 5.0]))
+    torch.testing.assert_close(x_back, x, rtol=0, atol=1e-4)

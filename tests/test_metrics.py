@@ -362,20 +362,21 @@ def test_config_builds_image_metrics() -> None:
         assert cfg[key] is True
     built = M.ImageMetrics.from_config(cfg)
     assert isinstance(instantiate(cfg), M.ImageMetrics)
-    assert built.swd_kwargs == {
-        "min_size": 16,
-        "patch_size": 7,
-        "patches_per_image": 128,
-        "directions": 128,
-        "repeats": 4,
-        "seed": 0,
-    }
+    assert built.swd == M.SWDSettings()  # the swd_* keys default to SWD's own defaults
     with pytest.raises(ConfigError, match=r"metrics\.typo"):
         M.ImageMetrics.from_config({**OmegaConf.to_container(cfg), "typo": 1})
     with pytest.raises(ConfigError, match=r"metrics\.lpips_net"):
         M.ImageMetrics(lpips_net="squeezenet")
     with pytest.raises(ConfigError, match=r"metrics\.perceptual_size"):
         M.ImageMetrics(perceptual_size=8)
+    # the group's keys and defaults are MetricsConfig's, checked by config.check_schema
+    assert built.config == M.MetricsConfig() == M.ImageMetrics().config
+    assert M.ImageMetrics(M.MetricsConfig(lpips=False), swd=False).enabled["swd"] is False
+    for bad, key in (({"stlpips": "yes"}, "stlpips"), ({"swd_repeats": 1.5}, "swd_repeats")):
+        with pytest.raises(ConfigError, match=rf"^metrics\.{key}: "):
+            M.ImageMetrics(**bad)
+    with pytest.raises(ConfigError, match=r"^metrics\.swd_patch_size: "):
+        M.ImageMetrics(M.MetricsConfig(swd_patch_size=17))
 
 
 def test_image_metrics_end_to_end(torch_home: Path) -> None:

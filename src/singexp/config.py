@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, get_type_hints
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -23,6 +25,8 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from singexp.bcr import LatentShape, latent_shape, parse_ratio
 from singexp.channel import CHANNELS
 from singexp.errors import ConfigError, SingexpError
+
+S = TypeVar("S")
 
 #: the config tree and the shipped weights are package data (so a wheel carries them); the
 #: repository's top-level ``conf`` is a link to ``src/singexp/conf`` for readers
@@ -125,13 +129,14 @@ def config_number(key: str, value: Any, kind: type) -> Any:
 
 def _coerce(key: str, value: Any, hint: Any) -> Any:
     """Convert one config value to the schema's type or raise a ConfigError naming ``key``."""
-    optional = type(None) in getattr(hint, "__args__", ())
+    union = get_origin(hint) in (Union, UnionType)
+    members = get_args(hint) if union else (hint,)
     if value is None:
-        if optional:
+        if type(None) in members:
             return None
         raise ConfigError(key, "must be set (it is null)")
-    base = next((a for a in getattr(hint, "__args__", (hint,)) if a is not type(None)), hint)
-    origin = getattr(base, "__origin__", base)
+    base = next((a for a in members if a is not type(None)), hint)
+    origin = get_origin(base) or base
     if origin is float:
         if not _is_number(value):
             raise ConfigError(key, f"{value!r} is not a number; write e.g. {key}=0 or {key}=-3.5")
@@ -144,20 +149,28 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, bool):
             raise ConfigError(key, f"{value!r} is not true/false")
         return value
-    if origin is list:
+    if origin in (list, tuple):
         if not isinstance(value, list | tuple | ListConfig):
             raise ConfigError(key, f"{value!r} is not a list; write e.g. {key}=[-5,5]")
-        (item,) = base.__args__
-        return [_coerce(f"{key}[{i}]", v, item) for i, v in enumerate(value)]
+        items = get_args(base)
+        if origin is list or items[1:] == (Ellipsis,):  # list[T], tuple[T, ...]: any length
+            items = items[:1] * len(value)
+        elif len(value) != len(items):
+            raise ConfigError(key, f"{value!r} must have {len(items)} values")
+        pairs = enumerate(zip(value, items, strict=True))
+        coerced = [_coerce(f"{key}[{i}]", v, item) for i, (v, item) in pairs]
+        return coerced if origin is list else tuple(coerced)
     return str(value)
 
 
-def check_schema(group: str, node: Any, schema: type) -> Any:
-    """Build ``schema`` from the config node ``group``: unknown keys and wrong types are errors."""
-    if not isinstance(node, DictConfig):
+def check_schema(group: str, node: Any, schema: type[S]) -> S:
+    """Build the dataclass ``schema`` from the config node ``group`` (a DictConfig or a
+    mapping): unknown keys and wrong types are ConfigErrors naming ``group.key``; keys left out
+    take the schema's defaults. The one way singexp's config groups are read."""
+    if not isinstance(node, Mapping):
         raise ConfigError(group, f"expected a config group, got {node!r}")
     hints = get_type_hints(schema)
-    names = {f.name for f in dataclasses.fields(schema)}
+    names = {f.name for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
     for key in node:
         if key not in names:
             raise ConfigError(
@@ -374,11 +387,12 @@ def _first_values(args: list[str]) -> list[str]:
     for override in OverridesParser.create().parse_overrides(args):
         if override.key_or_group.startswith("hydra"):
             continue
+        line = override.input_line or ""  # always set for overrides parsed from strings
         if override.is_sweep_override():
-            key = override.input_line.partition("=")[0]
+            key = line.partition("=")[0]
             single.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
         else:
-            single.append(override.input_line)
+            single.append(line)
     return single
 
 

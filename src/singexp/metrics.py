@@ -18,14 +18,15 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import importlib
 import importlib.util
-import inspect
 import logging
 import re
 import threading
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
+from singexp.config import check_schema
 from singexp.errors import ConfigError, SingexpError
 
 logger = logging.getLogger("singexp.metrics")
@@ -94,11 +96,11 @@ def _no_downloads() -> Iterator[None]:
 
     hub = torch.hub
     saved = hub.download_url_to_file
-    hub.download_url_to_file = refuse  # type: ignore[assignment]
+    hub.download_url_to_file = refuse
     try:
         yield
     finally:
-        hub.download_url_to_file = saved  # type: ignore[assignment]
+        hub.download_url_to_file = saved
 
 
 # --------------------------------------------------------------------------- PSNR / SSIM
@@ -126,9 +128,11 @@ def psnr_from_mse(mse: Tensor, peak: float = 2.0) -> Tensor:
 def ssim(pred: Tensor, target: Tensor) -> Tensor:
     """Per-image SSIM (Wang et al. 2004; Gaussian kernel 11, σ 1.5, data range 1), shape (B,)."""
     _check_pair(pred, target)
-    return structural_similarity_index_measure(
+    value = structural_similarity_index_measure(
         _to_unit(pred), _to_unit(target), data_range=1.0, reduction="none"
     )
+    assert isinstance(value, Tensor)  # no return_full_image: the per-image values alone
+    return value
 
 
 def ms_ssim_supported(size: int | tuple[int, int]) -> bool:
@@ -229,7 +233,8 @@ def _build_lpips(net_name: str, backbone_file: Path) -> nn.Module:
             pretrained=True, net=net_name, version="0.1", pnet_rand=True, verbose=False
         )
     source = torch.load(backbone_file, map_location="cpu", weights_only=True)
-    target = model.net.state_dict()
+    backbone = model.get_submodule("net")
+    target = backbone.state_dict()
     mapped: dict[str, Tensor] = {}
     for key in target:
         match = re.fullmatch(r"slice\d+\.(\d+)\.(.+)", key)
@@ -237,7 +242,7 @@ def _build_lpips(net_name: str, backbone_file: Path) -> nn.Module:
         if src_key not in source:
             raise SingexpError(f"LPIPS backbone file {backbone_file} lacks {src_key}")
         mapped[key] = source[src_key]
-    model.net.load_state_dict(mapped, strict=True)
+    backbone.load_state_dict(mapped, strict=True)
     return model
 
 
@@ -422,21 +427,31 @@ def _normalize_descriptors(desc: Tensor) -> Tensor:
     return ((desc - mean) / std).reshape(desc.shape[0], -1)
 
 
+@dataclass(frozen=True)
+class SWDSettings:
+    """SWD's parameters (defaults: Karras et al. 2018, appendix D) and the seed of its draws;
+    the ``metrics.swd_*`` keys default to these."""
+
+    #: coarsest Laplacian pyramid level, px
+    min_size: int = 16
+    #: patch descriptors of patch_size x patch_size px
+    patch_size: int = 7
+    patches_per_image: int = 128
+    #: random projections per repeat
+    directions: int = 128
+    repeats: int = 4
+    seed: int = 0
+
+
 def _swd_sets(
-    pred_sets: Mapping[str, Tensor],
-    target_set: Tensor,
-    gen: torch.Generator,
-    *,
-    min_size: int,
-    patch_size: int,
-    patches_per_image: int,
-    directions: int,
-    repeats: int,
+    pred_sets: Mapping[str, Tensor], target_set: Tensor, s: SWDSettings, gen: torch.Generator
 ) -> dict[str, dict[str, float]]:
     """SWD ×1e3 per pyramid level and their mean, for each pred set (all of the target's size)
     against the target: the target's pyramid, descriptors and sorted projections once. Per
     level: patch positions, then ``repeats`` × ``directions`` random unit projections, sorted
     (Rabin et al. 2011: sliced Wasserstein-1 = mean |sorted projection difference|)."""
+    min_size, patch_size = s.min_size, s.patch_size
+    patches_per_image, directions, repeats = s.patches_per_image, s.directions, s.repeats
     n = len(target_set)
     device = target_set.device
     pyr_b = laplacian_pyramid(_clamp(target_set), min_size)
@@ -471,18 +486,11 @@ def _swd_sets(
 
 
 def sliced_wasserstein(
-    pred_set: Tensor,
-    target_set: Tensor,
-    *,
-    seed: int = 0,
-    min_size: int = 16,
-    patch_size: int = 7,
-    patches_per_image: int = 128,
-    directions: int = 128,
-    repeats: int = 4,
+    pred_set: Tensor, target_set: Tensor, settings: SWDSettings | None = None, /, **keys: int
 ) -> dict[str, float]:
     """SWD between the Laplacian-pyramid patch distributions of two image sets.
 
+    ``settings`` (:class:`SWDSettings`; keyword arguments replace its keys, e.g. ``seed=1``).
     Karras et al. 2018, "Progressive Growing of GANs", ICLR, §5 and appendix D: per level of
     a Laplacian pyramid (down to ``min_size`` px, the coarsest level being the low-pass
     residual) draw ``patches_per_image`` random 7×7 patches per image, normalise each colour
@@ -503,33 +511,23 @@ def sliced_wasserstein(
         )
     if len(pred_set) == 0 or len(target_set) == 0:
         raise ValueError("SWD needs non-empty image sets")
-    gen = torch.Generator().manual_seed(seed)
+    s = dataclasses.replace(settings or SWDSettings(), **keys)
+    gen = torch.Generator().manual_seed(s.seed)
     n = min(len(pred_set), len(target_set))
     if len(pred_set) > n:
         pred_set = pred_set[torch.randperm(len(pred_set), generator=gen)[:n].to(pred_set.device)]
     if len(target_set) > n:
         idx = torch.randperm(len(target_set), generator=gen)[:n].to(target_set.device)
         target_set = target_set[idx]
-    levels = {
-        "min_size": min_size,
-        "patch_size": patch_size,
-        "patches_per_image": patches_per_image,
-        "directions": directions,
-        "repeats": repeats,
-    }
-    return _swd_sets({"pred": pred_set}, target_set.to(pred_set.device), gen, **levels)["pred"]
+    return _swd_sets({"pred": pred_set}, target_set.to(pred_set.device), s, gen)["pred"]
 
 
 def sliced_wasserstein_many(
     pred_sets: Mapping[str, Tensor],
     target_set: Tensor,
-    *,
-    seed: int = 0,
-    min_size: int = 16,
-    patch_size: int = 7,
-    patches_per_image: int = 128,
-    directions: int = 128,
-    repeats: int = 4,
+    settings: SWDSettings | None = None,
+    /,
+    **keys: int,
 ) -> dict[str, dict[str, float]]:
     """:func:`sliced_wasserstein` of each of ``pred_sets`` against one ``target_set``, with the
     target's pyramid, patch descriptors and sorted projections computed once (issue 18: the
@@ -539,19 +537,10 @@ def sliced_wasserstein_many(
     order: patch positions and directions depend only on the seed and the shapes) when every
     set has the target's size; otherwise it falls back to one call per set.
     """
-    kwargs = {
-        "seed": seed,
-        "min_size": min_size,
-        "patch_size": patch_size,
-        "patches_per_image": patches_per_image,
-        "directions": directions,
-        "repeats": repeats,
-    }
-    n = len(target_set)
-    if any(p.shape != target_set.shape for p in pred_sets.values()) or n == 0:
-        return {name: sliced_wasserstein(p, target_set, **kwargs) for name, p in pred_sets.items()}
-    levels = {k: v for k, v in kwargs.items() if k != "seed"}
-    return _swd_sets(pred_sets, target_set, torch.Generator().manual_seed(seed), **levels)
+    s = dataclasses.replace(settings or SWDSettings(), **keys)
+    if any(p.shape != target_set.shape for p in pred_sets.values()) or len(target_set) == 0:
+        return {name: sliced_wasserstein(p, target_set, s) for name, p in pred_sets.items()}
+    return _swd_sets(pred_sets, target_set, s, torch.Generator().manual_seed(s.seed))
 
 
 # --------------------------------------------------------------------------- summary
@@ -583,11 +572,11 @@ def summarize(
     out: dict[str, float | None] = {}
     for name in [*keys, *(k for k in collected if k not in keys)]:
         parts = collected.get(name, [])
-        values = torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
-        finite = values[torch.isfinite(values)]
-        if len(finite) < len(values):
+        every = torch.cat(parts) if parts else torch.empty(0, dtype=torch.float64)
+        finite = every[torch.isfinite(every)]
+        if len(finite) < len(every):
             logger.warning(
-                "summarize: dropped %d non-finite %s values", len(values) - len(finite), name
+                "summarize: dropped %d non-finite %s values", len(every) - len(finite), name
             )
         out[name] = float(finite.mean()) if len(finite) else None
     return out
@@ -615,65 +604,83 @@ def periodic_energy(x: Tensor, period: int) -> Tensor:
     return (power * mask).sum(dim=(-3, -2, -1)) / total
 
 
+@dataclass(frozen=True)
+class MetricsConfig:
+    """The ``metrics`` config group (``conf/metrics/default.yaml``): its keys and defaults, read
+    by :func:`~singexp.config.check_schema` like singexp's other groups."""
+
+    #: perceptual metrics see images whose smaller side is at least this (smaller: upsampled)
+    perceptual_size: int = 64
+    #: LPIPS backbone: alex | vgg
+    lpips_net: str = "alex"
+    stlpips: bool = True
+    lpips: bool = True
+    ms_ssim: bool = True
+    swd: bool = True
+    swd_min_size: int = SWDSettings.min_size
+    swd_patch_size: int = SWDSettings.patch_size
+    swd_patches_per_image: int = SWDSettings.patches_per_image
+    swd_directions: int = SWDSettings.directions
+    swd_repeats: int = SWDSettings.repeats
+    swd_seed: int = SWDSettings.seed
+
+    def check(self) -> None:
+        """Raise a one-line ConfigError naming the first ``metrics.*`` key out of range."""
+        if self.perceptual_size < 32:
+            raise ConfigError(
+                "metrics.perceptual_size", f"must be >= 32, got {self.perceptual_size}"
+            )
+        if self.lpips_net not in _LPIPS_BACKBONES:
+            raise ConfigError(
+                "metrics.lpips_net",
+                f"must be one of {sorted(_LPIPS_BACKBONES)}, got {self.lpips_net!r}",
+            )
+        for key in (
+            "swd_min_size",
+            "swd_patch_size",
+            "swd_patches_per_image",
+            "swd_directions",
+            "swd_repeats",
+        ):
+            if getattr(self, key) < 1:
+                raise ConfigError(
+                    f"metrics.{key}", f"must be a positive integer, got {getattr(self, key)}"
+                )
+        if self.swd_patch_size > self.swd_min_size:
+            raise ConfigError("metrics.swd_patch_size", "must not exceed metrics.swd_min_size")
+
+
 class ImageMetrics:
-    """All metrics of one evaluation, configured by ``conf/metrics/default.yaml``.
+    """All metrics of one evaluation, configured by ``conf/metrics/default.yaml``
+    (:class:`MetricsConfig`).
 
     ``per_image`` gives (B,) tensors for psnr, ssim, ms_ssim (only when the image size allows),
     stlpips and lpips (only when its backbone weights are present); ``set_level`` gives SWD;
     ``status`` says what is missing or skipped and which perceptual input size was used.
+    Build it from a :class:`MetricsConfig`, from the group's keys (``ImageMetrics(lpips=False)``,
+    ``hydra.utils.instantiate(cfg.metrics)``) or with :meth:`from_config`; every way checks the
+    keys against :class:`MetricsConfig`.
     """
 
-    def __init__(
-        self,
-        *,
-        perceptual_size: int = 64,
-        lpips_net: str = "alex",
-        stlpips: bool = True,
-        lpips: bool = True,
-        ms_ssim: bool = True,
-        swd: bool = True,
-        swd_min_size: int = 16,
-        swd_patch_size: int = 7,
-        swd_patches_per_image: int = 128,
-        swd_directions: int = 128,
-        swd_repeats: int = 4,
-        swd_seed: int = 0,
-    ) -> None:
-        if int(perceptual_size) < 32:
-            raise ConfigError("metrics.perceptual_size", f"must be >= 32, got {perceptual_size}")
-        if lpips_net not in _LPIPS_BACKBONES:
-            raise ConfigError(
-                "metrics.lpips_net", f"must be one of {sorted(_LPIPS_BACKBONES)}, got {lpips_net!r}"
-            )
-        for key, value in {
-            "swd_min_size": swd_min_size,
-            "swd_patch_size": swd_patch_size,
-            "swd_patches_per_image": swd_patches_per_image,
-            "swd_directions": swd_directions,
-            "swd_repeats": swd_repeats,
-        }.items():
-            if int(value) < 1:
-                raise ConfigError(f"metrics.{key}", f"must be a positive integer, got {value}")
-        if int(swd_patch_size) > int(swd_min_size):
-            raise ConfigError("metrics.swd_patch_size", "must not exceed metrics.swd_min_size")
-        self.perceptual_size = int(perceptual_size)
-        self.lpips_net = str(lpips_net)
+    def __init__(self, config: MetricsConfig | None = None, /, **keys: Any) -> None:
+        if config is None or keys:
+            base = dataclasses.asdict(config or MetricsConfig())
+            config = check_schema("metrics", {**base, **keys}, MetricsConfig)
+        config.check()
+        self.config = config
+        self.perceptual_size = config.perceptual_size
+        self.lpips_net = config.lpips_net
         self.enabled = {
             "psnr": True,
             "ssim": True,
-            "ms_ssim": bool(ms_ssim),
-            "stlpips": bool(stlpips),
-            "lpips": bool(lpips),
-            "swd": bool(swd),
+            "ms_ssim": config.ms_ssim,
+            "stlpips": config.stlpips,
+            "lpips": config.lpips,
+            "swd": config.swd,
         }
-        self.swd_kwargs: dict[str, int] = {
-            "min_size": int(swd_min_size),
-            "patch_size": int(swd_patch_size),
-            "patches_per_image": int(swd_patches_per_image),
-            "directions": int(swd_directions),
-            "repeats": int(swd_repeats),
-            "seed": int(swd_seed),
-        }
+        self.swd = SWDSettings(  # the metrics.swd_* keys
+            **{f.name: getattr(config, f"swd_{f.name}") for f in dataclasses.fields(SWDSettings)}
+        )
         self.device = torch.device("cpu")
         #: (H, W) of the last per_image inputs and what the perceptual metrics saw
         self.input_hw: tuple[int, int] | None = None
@@ -683,12 +690,8 @@ class ImageMetrics:
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> ImageMetrics:
         """Build from the ``metrics`` config group (``_target_`` ignored); unknown keys fail."""
-        kwargs = {str(k): v for k, v in cfg.items() if k != "_target_"}
-        known = set(inspect.signature(cls.__init__).parameters) - {"self"}
-        for key in kwargs:
-            if key not in known:
-                raise ConfigError(f"metrics.{key}", f"unknown key; expected one of {sorted(known)}")
-        return cls(**kwargs)
+        keys = {str(k): cfg[k] for k in cfg if k != "_target_"}
+        return cls(check_schema("metrics", keys, MetricsConfig))
 
     def to(self, device: torch.device | str) -> ImageMetrics:
         """Compute on ``device`` (inputs are moved there); networks load lazily on first use."""
@@ -725,18 +728,9 @@ class ImageMetrics:
 
         Empty when SWD is disabled or the images are smaller than ``swd_min_size``.
         """
-        if not self.enabled["swd"]:
-            return {}
         a = pred_set if isinstance(pred_set, Tensor) else torch.cat(list(pred_set))
         b = target_set if isinstance(target_set, Tensor) else torch.cat(list(target_set))
-        size = min(a.shape[-2:])
-        if size < self.swd_kwargs["min_size"]:
-            self._swd_skipped = f"skipped: image size {size} < {self.swd_kwargs['min_size']}"
-            return {}
-        self._swd_skipped = None
-        kwargs = dict(self.swd_kwargs)
-        seed = kwargs.pop("seed")
-        return sliced_wasserstein(a.to(self.device), b.to(self.device), seed=seed, **kwargs)
+        return self.set_level_many({"pred": a}, b)["pred"]
 
     def set_level_many(
         self, pred_sets: Mapping[str, Tensor], target_set: Tensor
@@ -746,17 +740,14 @@ class ImageMetrics:
         if not self.enabled["swd"]:
             return {name: {} for name in pred_sets}
         size = min(target_set.shape[-2:])
-        if size < self.swd_kwargs["min_size"]:
-            self._swd_skipped = f"skipped: image size {size} < {self.swd_kwargs['min_size']}"
+        if size < self.swd.min_size:
+            self._swd_skipped = f"skipped: image size {size} < {self.swd.min_size}"
             return {name: {} for name in pred_sets}
         self._swd_skipped = None
-        kwargs = dict(self.swd_kwargs)
-        seed = kwargs.pop("seed")
         return sliced_wasserstein_many(
             {name: p.to(self.device) for name, p in pred_sets.items()},
             target_set.to(self.device),
-            seed=seed,
-            **kwargs,
+            self.swd,
         )
 
     def status(self) -> dict[str, str]:
@@ -794,6 +785,8 @@ __all__ = [
     "PER_IMAGE_KEYS",
     "PSNR_MAX_DB",
     "ImageMetrics",
+    "MetricsConfig",
+    "SWDSettings",
     "laplacian_pyramid",
     "lpips",
     "lpips_backbone_file",

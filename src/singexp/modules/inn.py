@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import logging
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from fractions import Fraction
@@ -40,19 +39,19 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from singexp.bcr import parse_ratio
-from singexp.config import config_number
+from singexp.config import ASSETS_DIR, check_schema
 from singexp.data.pairs import freeze, make_pairs
 from singexp.errors import ConfigError
 from singexp.faults import resume_checkpoint
 from singexp.metrics import psnr_from_mse
 from singexp.modules.jscc import DeepJSCCModule, load_codec
 from singexp.modules.jscc import read_hparams as read_jscc_hparams
-from singexp.nn.inn import ConditionalINN
+from singexp.nn.inn import ConditionalINN, INNArchitecture
 
 log = logging.getLogger("singexp")
 
 #: the shipped INNs ("embedded"), one per BCR, trained on the embedded 32 px codecs
-EMBEDDED_INN_DIR = Path(__file__).resolve().parents[1] / "assets" / "inn_shapes32"
+EMBEDDED_INN_DIR = ASSETS_DIR / "inn_shapes32"
 
 #: what an INN checkpoint must share with the config that loads it -> the config key to change
 IDENTITY_KEYS: dict[str, str] = {
@@ -66,15 +65,11 @@ IDENTITY_KEYS: dict[str, str] = {
 
 # ---- config --------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class INNConfig:
-    """``conf/inn/default.yaml``, checked: errors name the ``inn.*`` key."""
+class INNHParams(INNArchitecture):
+    """What an INN checkpoint records (besides its DeepJSCC and data set): the architecture
+    (:class:`~singexp.nn.inn.INNArchitecture`, its keys and defaults) and the training keys.
+    ``train_snr_range`` is recorded as ``train_snr`` (:data:`RECORDED_AS`)."""
 
-    scale: int = 4
-    pairs: int = 4
-    cond_blocks: int = 2
-    width: int = 32
-    emb_dim: int = 64
-    clamp: float = 2.0
     lambda_c: float = 1.0
     lambda_x: float = 1.0
     lambda_d: float = 0.01
@@ -82,102 +77,78 @@ class INNConfig:
     weight_decay: float = 0.0
     train_snr_range: tuple[float, float] = (-5.0, 5.0)
     val_snr_db: tuple[float, ...] | None = None
+
+    def recorded(self) -> dict[str, Any]:
+        """The hyper-parameters as a checkpoint records them (flat, under their recorded names)."""
+        return {
+            RECORDED_AS.get(f.name, f.name): getattr(self, f.name)
+            for f in dataclasses.fields(INNHParams)
+        }
+
+    def check(self) -> None:
+        """Raise a one-line ConfigError naming the first ``inn.*`` key out of range."""
+        problems = self.problems()
+        if not self.lr > 0:
+            problems.append(("lr", f"must be > 0, got {self.lr}"))
+        for key in ("lambda_c", "lambda_x", "lambda_d", "weight_decay"):
+            if getattr(self, key) < 0:
+                problems.append((key, f"must be ≥ 0, got {getattr(self, key)}"))
+        if self.lambda_c == self.lambda_x == self.lambda_d == 0:
+            problems.append(("lambda_c", "all loss weights are 0; set λ_c, λ_x or λ_d > 0"))
+        low, high = self.train_snr_range
+        if low > high:
+            problems.append(
+                ("train_snr_range", f"must be [low, high] with low ≤ high, got {[low, high]}")
+            )
+        if self.val_snr_db is not None and not self.val_snr_db:
+            problems.append(("val_snr_db", "must be null or a non-empty list of SNRs in dB"))
+        if problems:
+            key, why = problems[0]
+            raise ConfigError(f"inn.{key}", why)
+
+
+#: hyper-parameters an INN checkpoint records under another name than their ``inn.*`` key
+RECORDED_AS = {"train_snr_range": "train_snr"}
+#: ``inn.export_dtype``: the dtypes an INN is exported in (exactly invertible either way)
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class INNConfig(INNHParams):
+    """The ``inn`` config group (``conf/inn/default.yaml``): the recorded hyper-parameters and
+    where the INN comes from or goes to. Read by :func:`inn_config`."""
+
     checkpoint: str | None = None
     resume: bool = True
     export: str | None = None
     export_dtype: str = "float32"
 
-    @classmethod
-    def from_config(cls, cfg: Mapping[str, Any] | None) -> INNConfig:
-        cfg = dict(cfg or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        for key in cfg:
-            if key not in known:
-                raise ConfigError(f"inn.{key}", f"unknown key; known: {sorted(known)}")
-        d = cls()
-        scale = _value(cfg, "scale", d.scale, int)
-        if scale < 2 or scale & (scale - 1):
-            raise ConfigError("inn.scale", f"must be a power of two ≥ 2, got {scale}")
-        ints = {k: _value(cfg, k, getattr(d, k), int) for k in ("pairs", "cond_blocks", "width")}
-        if ints["pairs"] < 0:
-            raise ConfigError("inn.pairs", f"must be ≥ 0, got {ints['pairs']}")
-        for key in ("cond_blocks", "width"):
-            if ints[key] < 1:
-                raise ConfigError(f"inn.{key}", f"must be ≥ 1, got {ints[key]}")
-        emb_dim = _value(cfg, "emb_dim", d.emb_dim, int)
-        if emb_dim < 1:
-            raise ConfigError("inn.emb_dim", f"must be ≥ 1, got {emb_dim}")
-        floats = {
-            k: _value(cfg, k, getattr(d, k), float)
-            for k in ("clamp", "lambda_c", "lambda_x", "lambda_d", "lr", "weight_decay")
-        }
-        for key in ("clamp", "lr"):
-            if floats[key] <= 0:
-                raise ConfigError(f"inn.{key}", f"must be > 0, got {floats[key]}")
-        for key in ("lambda_c", "lambda_x", "lambda_d", "weight_decay"):
-            if floats[key] < 0:
-                raise ConfigError(f"inn.{key}", f"must be ≥ 0, got {floats[key]}")
-        if floats["lambda_c"] == floats["lambda_x"] == floats["lambda_d"] == 0:
-            raise ConfigError("inn.lambda_c", "all loss weights are 0; set λ_c, λ_x or λ_d > 0")
-        snr_range = _numbers(cfg, "train_snr_range", d.train_snr_range)
-        if snr_range is None or len(snr_range) != 2 or snr_range[0] > snr_range[1]:
+    def check(self) -> None:
+        super().check()
+        if self.export_dtype not in _DTYPES:
             raise ConfigError(
-                "inn.train_snr_range", f"must be [low, high] with low ≤ high, got {snr_range}"
+                "inn.export_dtype", f"float32, float16 or bfloat16, got {self.export_dtype!r}"
             )
-        val_snr = _numbers(cfg, "val_snr_db", None)
-        if val_snr is not None and not val_snr:
-            raise ConfigError("inn.val_snr_db", "must be null or a non-empty list of SNRs in dB")
-        dtype = str(cfg.get("export_dtype", d.export_dtype))
-        if dtype not in ("float32", "float16", "bfloat16"):
-            raise ConfigError("inn.export_dtype", f"float32, float16 or bfloat16, got {dtype!r}")
-        for key in ("checkpoint", "export"):
-            value = cfg.get(key)
-            if value is not None and not isinstance(value, str | Path):
-                raise ConfigError(f"inn.{key}", f"must be a path or null, got {value!r}")
-        return cls(
-            scale=scale,
-            emb_dim=emb_dim,
-            **ints,
-            **floats,
-            train_snr_range=(snr_range[0], snr_range[1]),
-            val_snr_db=val_snr,
-            checkpoint=None if cfg.get("checkpoint") is None else str(cfg["checkpoint"]),
-            resume=bool(cfg.get("resume", d.resume)),
-            export=None if cfg.get("export") is None else str(cfg["export"]),
-            export_dtype=dtype,
-        )
-
-    def module_kwargs(self) -> dict[str, Any]:
-        """The INNModule arguments this config sets."""
-        keys = ("scale", "pairs", "cond_blocks", "width", "emb_dim", "clamp", "lambda_c")
-        kwargs = {k: getattr(self, k) for k in (*keys, "lambda_x", "lambda_d", "lr")}
-        return {
-            **kwargs,
-            "weight_decay": self.weight_decay,
-            "train_snr": self.train_snr_range,
-            "val_snr_db": self.val_snr_db,
-        }
 
 
-def _value(cfg: Mapping[str, Any], key: str, default: Any, kind: type) -> Any:
-    return config_number(f"inn.{key}", cfg.get(key, default), kind)
+def inn_config(node: Mapping[str, Any] | None) -> INNConfig:
+    """The ``inn`` group checked (:func:`~singexp.config.check_schema` and
+    :meth:`INNConfig.check`): unknown keys, wrong types and values out of range are one-line
+    ConfigErrors naming the ``inn.*`` key."""
+    config = check_schema("inn", {} if node is None else node, INNConfig)
+    config.check()
+    return config
 
 
-def _numbers(cfg: Mapping[str, Any], key: str, default: Any) -> tuple[float, ...] | None:
-    value = cfg.get(key, default)
-    if value is None:
-        return None
-    if isinstance(value, str | bytes) or not hasattr(value, "__iter__"):
-        value = [value]
-    try:
-        if any(isinstance(v, bool) for v in value):
-            raise ValueError
-        out = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"inn.{key}", f"{value!r} is not a list of numbers") from None
-    if not all(math.isfinite(v) for v in out):
-        raise ConfigError(f"inn.{key}", f"{value!r} has a non-finite value")
-    return out
+def inn_hparams(base: INNHParams | None = None, **recorded: Any) -> INNHParams:
+    """``base`` (default: the defaults) with the ``recorded`` hyper-parameters (a checkpoint's,
+    under their recorded names) replacing some, checked like the config."""
+    values = {f.name: getattr(base or INNHParams(), f.name) for f in dataclasses.fields(INNHParams)}
+    names = {recorded_name: name for name, recorded_name in RECORDED_AS.items()}
+    values.update({names.get(key, key): value for key, value in recorded.items()})
+    hparams = check_schema("inn", values, INNHParams)
+    hparams.check()
+    return hparams
 
 
 # ---- the DeepJSCC an INN is trained on -----------------------------------------------------
@@ -230,33 +201,24 @@ class INNModule(L.LightningModule):
 
     def __init__(
         self,
+        config: INNHParams | None = None,
+        /,
         *,
         jscc: dict[str, Any] | None = None,
-        scale: int = 4,
-        pairs: int = 4,
-        cond_blocks: int = 2,
-        width: int = 32,
-        emb_dim: int = 64,
-        clamp: float = 2.0,
-        lambda_c: float = 1.0,
-        lambda_x: float = 1.0,
-        lambda_d: float = 0.01,
-        train_snr: tuple[float, float] = (-5.0, 5.0),
-        val_snr_db: list[float] | tuple[float, ...] | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
         codec: DeepJSCCModule | None = None,
         dataset: str | None = None,
+        **recorded: Any,
     ) -> None:
-        # dataset: name of the data set its pairs came from (recorded for the restoration
-        # run's trained-elsewhere warning, issue 15 item 6)
+        # config: the architecture and training keys (an INNConfig will do); ``recorded``
+        # replaces some, under the names a checkpoint records (scale=8, train_snr=(-5, 5)), so
+        # a checkpoint's hyper-parameters rebuild the module. dataset: name of the data set its
+        # pairs came from (recorded for the restoration run's trained-elsewhere warning)
         super().__init__()
         if jscc is None and codec is not None:
             jscc = jscc_identity(codec)
-        train_snr = (float(train_snr[0]), float(train_snr[1]))
-        val_snr_db = None if val_snr_db is None else [float(v) for v in val_snr_db]
-        self.save_hyperparameters(ignore=["codec"])
-        self.inn = ConditionalINN(3, scale, pairs, cond_blocks, width, emb_dim, clamp)
+        self.config = inn_hparams(config, **recorded)
+        self.save_hyperparameters({"jscc": jscc, **self.config.recorded(), "dataset": dataset})
+        self.inn = ConditionalINN(self.config)
         object.__setattr__(self, "_codec", None if codec is None else freeze(codec))
         self._val: dict[float, dict[str, list[Tensor]]] = {}
         self.val_summary: dict[str, float] = {}
@@ -283,15 +245,15 @@ class INNModule(L.LightningModule):
         return self._codec
 
     def val_snrs(self) -> list[float]:
-        if self.hparams.val_snr_db:
-            return [float(v) for v in self.hparams.val_snr_db]
-        low, high = self.hparams.train_snr
-        return sorted({float(low), (low + high) / 2.0, float(high)})
+        if self.config.val_snr_db:
+            return list(self.config.val_snr_db)
+        low, high = self.config.train_snr_range
+        return sorted({low, (low + high) / 2.0, high})
 
     # --- loss ----------------------------------------------------------------------------------
     def losses(self, x: Tensor, x_hat: Tensor, snr_db: Tensor) -> dict[str, Tensor]:
         """The loss terms of the module docstring on one batch of pairs."""
-        h = self.hparams
+        h = self.config
         c, d = self.inn(x, snr_db)
         c_y = self.inn.coarse(x_hat)
         loss_c = F.mse_loss(c, c_y)
@@ -304,7 +266,7 @@ class INNModule(L.LightningModule):
         return self.inn(x, snr_db)
 
     def training_step(self, batch: Tensor, batch_idx: int) -> Tensor:
-        pairs = make_pairs(self.codec, batch, tuple(self.hparams.train_snr))
+        pairs = make_pairs(self.codec, batch, self.config.train_snr_range)
         losses = self.losses(*pairs)
         for key, value in losses.items():
             self.log(f"train/{key}", value, prog_bar=key == "loss", batch_size=batch.shape[0])
@@ -312,7 +274,7 @@ class INNModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
-            self.inn.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            self.inn.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
 
     # --- evaluation: c vs coarse(x̂) per SNR, seeded channel noise -----------------------------
@@ -378,7 +340,6 @@ class INNModule(L.LightningModule):
 
 
 # ---- checkpoints, export, identity checks --------------------------------------------------
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def export_inn(
@@ -451,7 +412,6 @@ def load_inn(path: str | Path, **overrides: Any) -> INNModule:
     if path.suffix != ".safetensors":
         module = INNModule.load_from_checkpoint(path, map_location="cpu", **overrides)
     else:
-        hparams["train_snr"] = tuple(hparams.get("train_snr", (-5.0, 5.0)))
         module = INNModule(**{**hparams, **overrides})
         module.inn.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
     return module.eval()
@@ -568,7 +528,7 @@ def train_inn(
     The best checkpoint's weights (the last ones without validation) are exported, with their
     validation metrics in the file's metadata (:func:`read_inn_metadata`).
     """
-    c = cfg if isinstance(cfg, INNConfig) else INNConfig.from_config(cfg)
+    c = cfg if isinstance(cfg, INNConfig) else inn_config(cfg)
     out = Path(out_dir)
     if isinstance(codec, str | Path):
         jscc_checkpoint = codec if jscc_checkpoint is None else jscc_checkpoint
@@ -581,12 +541,7 @@ def train_inn(
             f"{c.scale} does not divide the image size {size}; use a power of two that divides it",
         )
     name = getattr(datamodule, "name", None)
-    module = INNModule(
-        jscc=identity,
-        codec=codec,
-        dataset=None if name is None else str(name),
-        **c.module_kwargs(),
-    )
+    module = INNModule(c, jscc=identity, codec=codec, dataset=None if name is None else str(name))
     if trainer is None:
         kwargs = {"default_root_dir": str(out), **dict(trainer_kwargs or {})}
         callbacks = list(kwargs.get("callbacks") or [])

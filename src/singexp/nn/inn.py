@@ -28,15 +28,69 @@ Architecture (the paper leaves the details open; this is our choice):
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from typing import cast
+from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from singexp.operators import AveragePool
+
+
+# ---- the architecture ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class INNArchitecture:
+    """The network's hyper-parameters and their defaults, in one place: :class:`ConditionalINN`
+    is built from them, the ``inn`` config group (``singexp.modules.inn.INNConfig``) extends
+    them and an INN checkpoint records them."""
+
+    #: coarse-part downsampling s, a power of two ≥ 2 (log2(s) Haar levels)
+    scale: int = 4
+    #: PNet/UNet affine-coupling pairs in all, spread over the Haar levels
+    pairs: int = 4
+    #: SNR-conditioned CondBlocks per sub-network (J)
+    cond_blocks: int = 2
+    #: hidden width of the sub-networks
+    width: int = 32
+    #: size of the SNR embedding
+    emb_dim: int = 64
+    #: soft clamp of the coupling log-scales
+    clamp: float = 2.0
+
+    @classmethod
+    def of(cls, source: Any = None, **keys: Any) -> INNArchitecture:
+        """The architecture keys of ``source`` (an INNArchitecture, a config extending it, or
+        None for the defaults) with ``keys`` replacing some; an unknown key is a TypeError."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(keys) - set(names))
+        if unknown:
+            raise TypeError(f"unknown INN architecture keys {unknown}; known: {names}")
+        base = cls() if source is None else source
+        return cls(**{name: keys.get(name, getattr(base, name)) for name in names})
+
+    @property
+    def levels(self) -> int:
+        """log2(scale) Haar levels (0 when ``scale`` is not a power of two)."""
+        levels = round(math.log2(self.scale)) if self.scale >= 1 else 0
+        return levels if 2**levels == self.scale else 0
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(key, why) for every key out of range; empty when the network can be built."""
+        found = []
+        if isinstance(self.scale, bool) or self.scale < 2 or self.levels == 0:
+            found.append(("scale", f"must be a power of two ≥ 2, got {self.scale!r}"))
+        if self.pairs < 0:
+            found.append(("pairs", f"must be ≥ 0, got {self.pairs}"))
+        for key in ("cond_blocks", "width", "emb_dim"):
+            if getattr(self, key) < 1:
+                found.append((key, f"must be ≥ 1, got {getattr(self, key)}"))
+        if not self.clamp > 0:
+            found.append(("clamp", f"must be > 0, got {self.clamp}"))
+        return found
 
 
 # ---- orthonormal Haar wavelet (invertible downsampling) ------------------------------------
@@ -219,42 +273,37 @@ def pairs_per_level(pairs: int, levels: int) -> list[int]:
 class ConditionalINN(nn.Module):
     """f(x; snr) → (c, d) and its exact inverse (module docstring).
 
+    ``arch``: the architecture (:class:`INNArchitecture`, or any object with its keys such as
+    the ``inn`` config); keyword arguments override its keys, e.g. ``ConditionalINN(scale=8)``.
     x: (B, C, H, W) with H, W divisible by ``scale``; snr_db: a (B,) tensor or a number.
     c: (B, C, H/s, W/s) in image units; d: (B, C·(s² − 1), H/s, W/s).
     """
 
     def __init__(
-        self,
-        channels: int = 3,
-        scale: int = 4,
-        pairs: int = 4,
-        cond_blocks: int = 2,
-        width: int = 32,
-        emb_dim: int = 64,
-        clamp: float = 2.0,
+        self, arch: INNArchitecture | None = None, /, *, channels: int = 3, **keys: Any
     ) -> None:
         super().__init__()
-        levels = round(math.log2(scale)) if scale >= 1 else 0
-        if isinstance(scale, bool) or scale < 2 or 2**levels != scale:
-            raise ValueError(f"scale must be a power of two ≥ 2, got {scale!r}")
-        if pairs < 0 or cond_blocks < 1 or width < 1 or emb_dim < 1 or clamp <= 0:
-            raise ValueError(
-                "need pairs ≥ 0, cond_blocks ≥ 1, width ≥ 1, emb_dim ≥ 1, clamp > 0; got "
-                f"{pairs}, {cond_blocks}, {width}, {emb_dim}, {clamp}"
-            )
+        self.arch = INNArchitecture.of(arch, **keys)
+        problems = self.arch.problems()
+        if problems:
+            key, why = problems[0]
+            raise ValueError(f"{key} {why}")
+        a = self.arch
         self.channels = int(channels)
-        self.scale = int(scale)
-        self.levels = levels
+        self.scale = int(a.scale)
+        self.levels = a.levels
         self.pool = AveragePool(self.scale)
-        self.embed = SNREmbedding(emb_dim)
+        self.embed = SNREmbedding(a.emb_dim)
         self.stages = nn.ModuleList()
-        for level, n in enumerate(pairs_per_level(pairs, levels)):
+        for level, n in enumerate(pairs_per_level(a.pairs, self.levels)):
             chans = self.channels * 4 ** (level + 1)
             blocks = nn.ModuleList()
             for _ in range(n):
                 for subnet, first in (("pnet", True), ("unet", False)):
                     blocks.append(
-                        AffineCoupling(chans, first, subnet, width, cond_blocks, emb_dim, clamp)
+                        AffineCoupling(
+                            chans, first, subnet, a.width, a.cond_blocks, a.emb_dim, a.clamp
+                        )
                     )
             self.stages.append(blocks)
 
