@@ -127,6 +127,19 @@ def test_auto_prior_of_another_size_fails_before_codec_training(
     assert no_training == []
 
 
+def test_bad_inn_key_fails_before_the_auto_codec_trains(
+    make_cfg: Callable[..., DictConfig], no_training: list[str]
+) -> None:
+    # without the preflight, inn.lr is first read by train_inn: after the auto codec's training
+    cfg = make_cfg(
+        "+experiment=sing_inn", "jscc.checkpoint=auto", "inn.checkpoint=auto", "inn.lr=-0.001"
+    )
+    with pytest.raises(ConfigError) as error:
+        tasks.restore_task(cfg, validate(cfg), [])
+    assert str(error.value) == "inn.lr: must be > 0, got -0.001"
+    assert no_training == []
+
+
 def test_run_checks_before_the_loggers_start(
     make_cfg: Callable[..., DictConfig], tmp_path: Path, no_training: list[str]
 ) -> None:

@@ -68,6 +68,15 @@ def check_inn(cfg: DictConfig, v: Validated) -> None:
         check_inn_checkpoint(path, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size})
 
 
+def check_inn_settings(cfg: DictConfig) -> None:
+    """The ``inn`` group's keys (types, ranges, scale vs image size) when an INN will be trained
+    (``task=inn`` or ``inn.checkpoint=auto``): a bad key fails here, not after the codec trains."""
+    from singexp.modules.inn import inn_config
+
+    if cfg.task == "inn" or str(cfg.inn.get("checkpoint")) == "auto":
+        inn_config(cfg.inn)
+
+
 def check_prior_size(cfg: DictConfig, v: Validated) -> None:
     """``prior.image_size`` (when set) equals ``dataset.image_size``: a preset fixes its size,
     a trained prior follows the data (``${dataset.image_size}``) unless overridden."""
@@ -125,6 +134,8 @@ def preflight(cfg: DictConfig, v: Validated) -> None:
     task = str(cfg.task)
     if task in ("jscc", "inn", "restore"):
         check_codec(cfg, v)
+    if task in ("inn", "restore") and cfg.get("inn") is not None:
+        check_inn_settings(cfg)
     if task == "restore":
         check_inn(cfg, v)
         if restores(cfg):
