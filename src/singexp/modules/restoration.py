@@ -18,7 +18,9 @@ Beside the methods, two things make a number mean something (issue 12, issue 15 
 from __future__ import annotations
 
 import csv
+import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,10 @@ Restorer = Callable[[Tensor, Tensor, torch.Generator], Tensor]
 BASELINE = "deepjscc"
 ORIGINAL = "original"
 TRIVIAL = "mean_image"
+#: wall seconds per image of each method (DeepJSCC: the codec's send and decode; a restorer:
+#: its own call), in every method's summary (metrics.json); summed over the batches, divided by
+#: the images, measured with the device synchronised
+SECONDS = "seconds_per_image"
 #: per-image consistency metrics (module docstring)
 CONSISTENCY_RECEIVED = "psnr_A_xhat"
 CONSISTENCY_ORIGINAL = "psnr_A_x"
@@ -84,6 +90,7 @@ class RestorationModule(L.LightningModule):
         self.summary: dict[str, dict[str, Any]] = {}
         self._seen = 0
         self._metric_keys: set[str] = set()
+        self._seconds: dict[str, float] = {}
 
     @property
     def methods(self) -> list[str]:
@@ -94,16 +101,31 @@ class RestorationModule(L.LightningModule):
         self.rows, self.grid, self._sets, self.summary = [], {}, {}, {}
         self._seen = 0
         self._metric_keys = set()
+        self._seconds = {}
+
+    def _timed(self, name: str, run: Callable[[], Tensor], device: torch.device) -> Tensor:
+        """``run()``, its wall time added to ``name``'s :data:`SECONDS` total."""
+        sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+        sync()
+        started = time.perf_counter()
+        out = run()
+        sync()
+        self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - started
+        return out
 
     @torch.no_grad()
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         device = batch.device
         snr = torch.full((batch.shape[0],), self.snr_db, device=device)
-        x_hat = self.codec.codec(batch, snr, batch_generator(self.seed, batch_idx, 0, device))
+        channel = batch_generator(self.seed, batch_idx, 0, device)
+        x_hat = self._timed(BASELINE, lambda: self.codec.codec(batch, snr, channel), device)
         outputs = {BASELINE: x_hat.clamp(-1, 1)}
         for name, restorer in self.restorers.items():
             generator = batch_generator(self.seed, batch_idx, 1, device)
-            outputs[name] = restorer(outputs[BASELINE], snr, generator).clamp(-1, 1)
+            x_tilde = self._timed(
+                name, partial(restorer, outputs[BASELINE], snr, generator), device
+            )
+            outputs[name] = x_tilde.clamp(-1, 1)
         self.metrics.to(device)
         first, self._seen = self._seen, self._seen + batch.shape[0]
         scored = dict(outputs)
@@ -178,6 +200,8 @@ class RestorationModule(L.LightningModule):
             summary = self.metrics.summarize({k: [r[k] for r in rows if k in r] for k in own})
             summary.update(set_level[name])
             summary["images"] = len(rows)
+            if name in self._seconds and rows:
+                summary[SECONDS] = self._seconds[name] / len(rows)
             self.summary[name] = summary
             for key, value in summary.items():
                 if isinstance(value, int | float):

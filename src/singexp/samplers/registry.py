@@ -9,6 +9,8 @@ from typing import Any
 from torch import Tensor
 
 from singexp.errors import ConfigError
+from singexp.samplers.dps_jscc import DPSJSCCConfig, restore_dps_jscc
+from singexp.samplers.inverse_jscc import InverseJSCCConfig, restore_inverse_jscc
 from singexp.samplers.sing_inn import SingINNConfig, restore_sing_inn
 from singexp.samplers.sing_zero import SingZeroConfig, restore_sing_zero
 
@@ -25,11 +27,14 @@ def _no_keys(cfg: Mapping[str, Any], prefix: str) -> None:
 
 
 #: ``sampler.name`` -> (config check, restorer(config, x_hat, *, unet, scheduler, operator, inn,
-#: generator, snr_db, sigma_y))
+#: codec, generator, snr_db, sigma_y)); ``dps_jscc`` and ``inverse_jscc`` are the baselines that
+#: run the DeepJSCC chain itself as their forward model (``codec``)
 SAMPLERS: dict[str, tuple[Callable[..., Any], Callable[..., Tensor]]] = {
     "none": (_no_keys, restore_none),
     "sing_zero": (SingZeroConfig.from_config, restore_sing_zero),
     "sing_inn": (SingINNConfig.from_config, restore_sing_inn),
+    "dps_jscc": (DPSJSCCConfig.from_config, restore_dps_jscc),
+    "inverse_jscc": (InverseJSCCConfig.from_config, restore_inverse_jscc),
 }
 
 
@@ -57,7 +62,8 @@ def restore(method: Method | Mapping[str, Any], x_hat: Tensor, **components: Any
     """Run the restorer of ``method`` (a :class:`Method` or a sampler config node) on x̂.
 
     ``components``: what the restorers need (``unet``, ``scheduler``, ``operator``, ``inn``,
-    ``generator``, ``snr_db``, ``sigma_y``); each takes what it uses; ``none`` needs nothing.
+    ``codec``, ``generator``, ``snr_db``, ``sigma_y``); each takes what it uses; ``none`` needs
+    nothing.
     """
     if not isinstance(method, Method):
         method = check_method(method)
