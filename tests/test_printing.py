@@ -59,3 +59,25 @@ def test_train_inn_title_reads_the_training_range(monkeypatch: Any, capsys: Any)
     )
     print_results({**RUN, "task": "inn", "inn": "x.safetensors", "validation": {"psnr": 31.0}})
     assert "inn · shapes · awgn trained on SNR -5 … 5 dB · BCR 1/768" in capsys.readouterr().out
+
+
+def test_time_per_image_column_and_baseline_lines(capsys: Any) -> None:
+    methods = {
+        "deepjscc": {"psnr": 16.0, "seconds_per_image": 0.0239},
+        "dps_jscc": {"psnr": 14.5, "seconds_per_image": 10.06},
+        "mean_image": {"psnr": 11.7, "seconds_per_image": None},
+    }
+    samplers = {
+        "dps_jscc": {"name": "dps_jscc", "steps": 100, "eta": 1.0},
+        "inverse_jscc": {"name": "inverse_jscc", "generator": "the prior's DDIM map"},
+    }
+    print_results({**RUN, "task": "restore", "methods": methods, "samplers": samplers})
+    out = capsys.readouterr().out
+    assert "s / image" in out and "10.1" in out and "0.0239" in out, out
+    assert "dps_jscc: DPS (Chung et al. 2023) through the DeepJSCC chain" in out
+    assert "inverse_jscc: InverseJSCC (Erdemir et al. 2023), generator: the prior's DDIM" in out
+
+
+def test_no_time_column_without_timings(capsys: Any) -> None:
+    print_results({**RUN, "task": "restore", "methods": {"deepjscc": {"psnr": 16.0}}})
+    assert "s / image" not in capsys.readouterr().out

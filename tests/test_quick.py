@@ -45,6 +45,13 @@ def test_quick_wins_over_every_method_of_sing_inn(make_cfg: Callable[..., DictCo
     assert cfg.dataset.test_size == TEST_IMAGES
 
 
+def test_quick_caps_inverse_jscc_iterations(make_cfg: Callable[..., DictConfig]) -> None:
+    plain, cfg = _quick(make_cfg, "+experiment=baselines")
+    assert plain.methods.inverse_jscc.iterations > QUICK.sampler_iterations
+    assert cfg.methods.inverse_jscc.iterations == QUICK.sampler_iterations
+    assert cfg.methods.dps_jscc.steps == STEPS
+
+
 def test_quick_wins_over_train_inn_epochs(make_cfg: Callable[..., DictConfig]) -> None:
     plain, cfg = _quick(make_cfg, "+experiment=embedded_inn")  # 4 epochs of 2048 images
     assert plain.trainer.max_epochs != QUICK.set.trainer.max_epochs

@@ -488,7 +488,7 @@ def _quick_node(node: DictConfig, values: Any) -> None:
 def apply_quick(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> bool:
     """``quick=true``: overwrite the composed config, the experiment's own settings included,
     with ``conf/quick.yaml`` (few images, epochs and batches; ``sampler_steps`` steps for the
-    ``sampler`` and every ``methods.<name>``). Returns whether it applied; ``quick`` other than a
+    ``sampler`` and every ``methods.<name>``, at most ``sampler_iterations`` iterations). Returns whether it applied; ``quick`` other than a
     boolean is a one-line error."""
     from omegaconf import open_dict
 
@@ -504,6 +504,8 @@ def apply_quick(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> bool:
         for node in samplers:
             if isinstance(node, DictConfig) and "steps" in node:
                 node.steps = int(settings.sampler_steps)
+            if isinstance(node, DictConfig) and "iterations" in node:  # InverseJSCC's Adam
+                node.iterations = min(int(node.iterations), int(settings.sampler_iterations))
     return True
 
 

@@ -15,12 +15,16 @@ from singexp.samplers.sing_zero import SIGMA_Y_AUTO
 
 #: row names of the printed restoration table (metrics.json keeps the keys)
 METHOD_LABELS = {"mean_image": "mean image (baseline)"}
+#: column headings of the printed table beyond report.LABELS
+COLUMN_LABELS = {"seconds_per_image": "s / image"}
 
 
 def format_metric(key: str, value: float | None) -> str:
     """A table cell: dB and SWD to 2 decimals, unit-less scores (SSIM, LPIPS) to 4."""
     if value is None:
-        return "missing"
+        return "missing" if key != "seconds_per_image" else "–"
+    if key == "seconds_per_image":  # wall time of the method's own call (modules/restoration.py)
+        return f"{value:.3g}"
     return f"{value:.2f}" if key.startswith("psnr") or key == "swd" else f"{value:.4f}"
 
 
@@ -30,8 +34,21 @@ def print_method_table(results: dict[str, Any]) -> None:
     methods: dict[str, dict[str, Any]] = results["methods"]
     keys = [
         k
-        for k in ("psnr", "ssim", "ms_ssim", "stlpips", "lpips", "swd", "psnr_A_xhat", "psnr_A_x")
-        if any(m.get(k) is not None or (k in m and k != "ms_ssim") for m in methods.values())
+        for k in (
+            "psnr",
+            "ssim",
+            "ms_ssim",
+            "stlpips",
+            "lpips",
+            "swd",
+            "psnr_A_xhat",
+            "psnr_A_x",
+            "seconds_per_image",
+        )
+        if any(
+            m.get(k) is not None or (k in m and k not in ("ms_ssim", "seconds_per_image"))
+            for m in methods.values()
+        )
     ]
     title = (
         f"{results['dataset']} · {results['channel']} SNR {results['snr_db']} dB · "
@@ -40,7 +57,7 @@ def print_method_table(results: dict[str, Any]) -> None:
     table = Table(title=title, min_width=len(title))  # a title on one line
     table.add_column("method")
     for key in keys:
-        table.add_column(LABELS[key], justify="right")
+        table.add_column(COLUMN_LABELS.get(key) or LABELS[key], justify="right")
     for name, summary in methods.items():
         table.add_row(
             METHOD_LABELS.get(name, name),
@@ -73,6 +90,10 @@ def describe_sampler(record: dict[str, Any]) -> str:
             f"gradient {record.get('gradient')}, ζ {record.get('zeta')} "
             f"({record.get('zeta_schedule')})"
         )
+    elif record.get("name") == "dps_jscc":
+        parts.append("DPS (Chung et al. 2023) through the DeepJSCC chain")
+    elif record.get("name") == "inverse_jscc":
+        parts.append(f"InverseJSCC (Erdemir et al. 2023), generator: {record.get('generator')}")
     elif record.get("name") == "sing_zero":
         sigma_y = record.get("sigma_y")
         if sigma_y == SIGMA_Y_AUTO:
