@@ -488,8 +488,8 @@ def _quick_node(node: DictConfig, values: Any) -> None:
 def apply_quick(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> bool:
     """``quick=true``: overwrite the composed config, the experiment's own settings included,
     with ``conf/quick.yaml`` (few images, epochs and batches; ``sampler_steps`` steps for the
-    ``sampler`` and every ``methods.<name>``, at most ``sampler_iterations`` iterations). Returns whether it applied; ``quick`` other than a
-    boolean is a one-line error."""
+    ``sampler`` and every ``methods.<name>``, at most ``sampler_iterations`` iterations).
+    Returns whether it applied; ``quick`` other than a boolean is a one-line error."""
     from omegaconf import open_dict
 
     quick = cfg.get("quick", False)
