@@ -37,3 +37,34 @@ def test_tiny_run_prints_progress_and_writes_where_told(tmp_path: Path) -> None:
     assert "unet round 2/2" in done.stderr and "ETA" in done.stderr
     assert (tmp_path / "b" / "sampler_overhead.json").is_file()
     assert {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()} == reference
+
+
+GUIDED = ROOT / "benchmarks" / "guided_step.py"
+
+
+def test_guided_step_quick_run_writes_json_and_table(tmp_path: Path) -> None:
+    """``--quick``: every form in paired rounds, CPU-time ratios to the bare step with quartiles,
+    the load recorded, JSON + Markdown where told (the tracked reference untouched)."""
+    import json
+
+    reference = {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()}
+    done = subprocess.run(
+        [sys.executable, str(GUIDED), "--quick", "--out", str(tmp_path / "g")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "round 2/2" in done.stderr and "ETA" in done.stderr
+    report = json.loads((tmp_path / "g" / "guided_step.json").read_text())
+    forms = [row["form"] for row in report["rows"]]
+    assert forms == ["bare", "sing_zero", "alg2_constant", "alg2_autograd", "alg2_dps", "two_phase"]
+    assert report["rounds"] == 2 and len(report["load_average_per_round"]) == 2
+    assert report["operator"] == "avgpool scale 4" and report["bcr"] == "1/48"  # the main job's
+    for row in report["rows"]:
+        assert len(row["cpu_ratio_all"]) == 2
+        assert row["cpu_ratio"]["q1"] <= row["cpu_ratio"]["median"] <= row["cpu_ratio"]["q3"]
+    assert report["rows"][0]["cpu_ratio"]["median"] == 1.0
+    table = (tmp_path / "g" / "guided_step.md").read_text()
+    assert table.count("\n| `") == len(forms) and "CPU ratio to bare" in table
+    assert {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()} == reference

@@ -29,6 +29,7 @@ from singexp.samplers.sing_inn import (
     SingINNConfig,
     TwoPhase,
     check_measurement,
+    prepared,
     restore_sing_inn,
     sing_inn,
 )
@@ -147,18 +148,20 @@ def test_restorer_reads_the_config_file(unet: UNet2DModel) -> None:
     x_hat, snr = images(8), torch.tensor([0.0, 1.0])
     kwargs = {"unet": unet, "scheduler": ddim(), "snr_db": snr}
     out = restore_sing_inn(c, x_hat, inn=inn, generator=torch.Generator().manual_seed(0), **kwargs)
-    # Algorithm 2 = the one loop with INNGuidance at every step
+    # Algorithm 2 = the one loop with INNGuidance at every step (on the INN as the restorer
+    # prepares it: test_prepared_inn_guides_alike_and_is_restored pins what that changes)
     c_y = inn.coarse(x_hat)
-    again = sample(
-        unet,
-        ddim(),
-        x_hat.shape,
-        INNGuidance(inn, c_y, snr, 1.0, "dps", "sqrt_alpha_bar"),
-        steps=2,
-        eta=0.85,
-        generator=torch.Generator().manual_seed(0),
-        progress=False,
-    ).clamp(-1, 1)
+    with prepared(inn):
+        again = sample(
+            unet,
+            ddim(),
+            x_hat.shape,
+            INNGuidance(inn, c_y, snr, 1.0, "dps", "sqrt_alpha_bar"),
+            steps=2,
+            eta=0.85,
+            generator=torch.Generator().manual_seed(0),
+            progress=False,
+        ).clamp(-1, 1)
     torch.testing.assert_close(out, again, rtol=0, atol=0)
     two = dataclasses.replace(c, variant="two_phase", switch_t=300)
     other = restore_sing_inn(
@@ -209,6 +212,74 @@ def test_two_phase_switches_from_null_space_to_inn_guidance() -> None:
     torch.testing.assert_close(two(x0, info(300)), early(x0, info(300)))
     torch.testing.assert_close(two(x0, info(299)), late(x0, info(299)))
     assert not torch.allclose(early(x0, info(0)), late(x0, info(0)))
+
+
+class _GradRecorder(torch.nn.Module):
+    """The UNet, recording whether each call runs with autograd on."""
+
+    def __init__(self, net: UNet2DModel) -> None:
+        super().__init__()
+        self.net = net
+        self.grad_enabled: list[bool] = []
+
+    def forward(self, x: Tensor, t: Tensor) -> Any:
+        self.grad_enabled.append(torch.is_grad_enabled())
+        return self.net(x, t)
+
+
+class _AlwaysGuided(TwoPhase):
+    """The loop's former behaviour: the UNet's graph at every step (zero push early)."""
+
+    def guides_at(self, step: StepInfo) -> bool:
+        return True
+
+
+def test_two_phase_dps_differentiates_only_the_guided_steps(unet: UNet2DModel) -> None:
+    """Early (null-space) steps of two_phase + dps run the UNet without a graph; the result is
+    the same as keeping the graph at every step and pushing by zero there."""
+    module = INNModule(scale=4, **TINY)  # trainable parameters, as loaded for evaluation
+    inn = randomize(module.inn)
+    x_hat, snr = images(11), torch.tensor([-2.0, 3.0])
+    c_y = inn.coarse(x_hat)
+    recorder = _GradRecorder(unet)
+    out = sing_inn(
+        recorder, ddim(), module, x_hat, snr, variant="two_phase", switch_t=300, steps=4,
+        gradient="dps", generator=torch.Generator().manual_seed(0), progress=False,
+    )  # fmt: skip
+    timesteps = build_scheduler_timesteps(4)
+    assert recorder.grad_enabled == [t < 300 for t in timesteps]
+    # frozen and channels-last only while sampling (samplers.sing_inn.prepared)
+    assert all(p.requires_grad and p.is_contiguous() for p in inn.parameters())
+
+    guide = INNGuidance(inn, c_y, snr, 1.0, "dps", "sqrt_alpha_bar")
+    always = _AlwaysGuided(NullSpace(AveragePool(4), c_y), guide, 300)
+    with prepared(inn):
+        old = sample(
+            unet, ddim(), x_hat.shape, always, steps=4, eta=0.85,
+            generator=torch.Generator().manual_seed(0), progress=False,
+        ).clamp(-1, 1)  # fmt: skip
+    torch.testing.assert_close(out, old, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("gradient", ["autograd", "constant"])
+def test_prepared_inn_guides_alike_and_is_restored(gradient: str) -> None:
+    """``prepared`` (no parameter gradients, channels-last weights while sampling) changes the
+    guidance only by float rounding, and leaves the INN as it was."""
+    inn = randomize(ConditionalINN(scale=4, **TINY))
+    x0, c_y = images(21), inn.coarse(images(22))
+    guide = INNGuidance(inn, c_y, torch.tensor([-1.0, 3.0]), 0.4, gradient)
+    plain = guide(x0, info(100))
+    with prepared(inn):
+        assert not any(p.requires_grad for p in inn.parameters())
+        ready = guide(x0, info(100))
+    torch.testing.assert_close(ready, plain, rtol=1e-5, atol=1e-5)
+    assert all(p.requires_grad and p.is_contiguous() for p in inn.parameters())
+
+
+def build_scheduler_timesteps(steps: int) -> list[int]:
+    scheduler = ddim()
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
 
 
 def test_zeta_schedule() -> None:

@@ -62,7 +62,9 @@ class Correction:
     - ``replaces_noise`` / :meth:`step_noise`: the noise term of x_t' (DDNM+ shares σ_t
       between y's noise and fresh noise); None keeps the update form's own term.
     - ``guides_x_t`` / :meth:`x_t_guidance`: a term subtracted from x_t' that needs gradients
-      through the UNet with respect to x_t (DPS); the loop then keeps the UNet's graph.
+      through the UNet with respect to x_t (DPS); the loop then keeps the UNet's graph, at the
+      steps where :meth:`guides_at` says so (every step unless a subclass says otherwise: a
+      step without guidance then costs no graph and no backward pass).
 
     A correction that needs gradients in x0 (guidance) opens ``torch.enable_grad()`` itself: the
     loop runs under no_grad. Returning ``x0`` itself (the same object) tells the loop nothing
@@ -78,6 +80,10 @@ class Correction:
     def step_noise(self, step: StepInfo, z: Tensor, direction: Tensor) -> Tensor | None:
         """x_t' − √ᾱ_t' x̂0 for fresh noise ``z`` and the form's ``direction`` (ε_θ or ε')."""
         return None
+
+    def guides_at(self, step: StepInfo) -> bool:
+        """Whether :meth:`x_t_guidance` acts at this step (only asked when ``guides_x_t``)."""
+        return self.guides_x_t
 
     def x_t_guidance(self, x_t: Tensor, x0: Tensor, step: StepInfo) -> Tensor:
         """The term subtracted from x_t'; ``x0`` = x0|t(x_t) with its graph to ``x_t``."""

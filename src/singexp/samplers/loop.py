@@ -346,7 +346,8 @@ def sample(
                 continue
             step = infos[k]
             push = None
-            if correction.guides_x_t:  # DPS: keep the UNet's graph from x_t to x0|t
+            if correction.guides_x_t and correction.guides_at(step):
+                # DPS: keep the UNet's graph from x_t to x0|t (only at the steps it guides)
                 with torch.enable_grad():
                     x_in = x.detach().requires_grad_(True)
                     eps, x0 = _model_step(unet, scheduler, x_in, step, channels)
