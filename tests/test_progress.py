@@ -6,6 +6,7 @@ import ast
 import math
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning as L
@@ -162,3 +163,25 @@ def test_on_a_terminal_the_rich_bar_hosts_the_sampling_tasks(monkeypatch: Any) -
 def test_track_prints_a_closing_line_off_a_terminal(capsys: Any) -> None:
     assert list(progress.track(iter(range(5)), "checking 5 images", total=5)) == list(range(5))
     assert capsys.readouterr().err.startswith("checking 5 images: 5/5 in ")
+
+
+def test_resumed_training_eta_counts_only_this_process(monkeypatch: Any, capsys: Any) -> None:
+    # resumed at step 400 of 6000; 100 s later at step 450: 50 steps per 100 s, 5550 steps left
+    trainer = SimpleNamespace(max_epochs=-1, max_steps=6000, global_step=400)
+    bar = progress.LineProgressBar()
+    clock = iter([0.0, 100.0])
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(bar, "get_metrics", lambda *a: {})
+    bar.on_train_start(trainer, None)
+    trainer.global_step = 450
+    bar.on_train_batch_end(trainer, None, None, None, 0)
+    line = capsys.readouterr().err.strip()
+    assert "step 450/6000" in line, line
+    expected = 100.0 * (6000 - 450) / (450 - 400)  # 11100 s = 3 h 05 min
+    assert f"(ETA {progress.format_seconds(expected)})" in line, line
+
+
+def test_remaining_seconds_formula() -> None:
+    assert progress.remaining_seconds(100.0, 0.4, 0.5) == pytest.approx(100.0 * 0.5 / 0.1)
+    assert progress.remaining_seconds(10.0, 0.0, 0.25) == pytest.approx(30.0)
+    assert math.isnan(progress.remaining_seconds(10.0, 0.4, 0.4))

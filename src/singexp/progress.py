@@ -154,6 +154,15 @@ def where(desc: str) -> str:
     return label
 
 
+def remaining_seconds(elapsed: float, start: float, fraction: float) -> float:
+    """Seconds left of a run that went from ``start`` to ``fraction`` done (0..1) in ``elapsed``
+    seconds: the rate of this process only, so a run resumed at 40 % is not credited with the
+    first 40 % (NaN until something was done)."""
+    if not (math.isfinite(fraction) and fraction > start):
+        return math.nan
+    return elapsed * (1.0 - fraction) / (fraction - start)
+
+
 def eta(done: int, total: int, started: float, now: float) -> float:
     """Seconds left in the test run (or in this task when there is no run): finished batches
     give the time per batch; in the first one the batch so far, this task projected to its end,
@@ -376,6 +385,7 @@ class LineProgressBar(ProgressBar):
         self._started = 0.0
         self._last = 0.0
         self._tested = 0
+        self._start_fraction = 0.0
 
     def disable(self) -> None:
         self._enabled = False
@@ -405,12 +415,16 @@ class LineProgressBar(ProgressBar):
 
     def _line(self, trainer: Any, pl_module: Any, now: float, head: str, fraction: float) -> str:
         line = f"{head} in {format_seconds(now - self._started)}"
-        if fraction and math.isfinite(fraction):
-            line += f" (ETA {format_seconds((now - self._started) * (1 / fraction - 1))})"
+        left = remaining_seconds(now - self._started, self._start_fraction, fraction)
+        if math.isfinite(left):
+            line += f" (ETA {format_seconds(left)})"
         return line + self._metrics(trainer, pl_module) + _point_suffix()
 
     def on_train_start(self, trainer: Any, pl_module: Any) -> None:
         self._started = self._last = time.perf_counter()
+        # a resumed run starts part-way: only what this process does measures its speed
+        start = self._done(trainer)[1] if counts_steps(trainer) else 0.0
+        self._start_fraction = start if math.isfinite(start) else 0.0
 
     def on_train_batch_end(
         self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
