@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -44,6 +43,7 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
+from sampler_overhead import device_name  # the same machine description (benchmarks/ on sys.path)
 
 from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool, scale_for_bcr
@@ -222,18 +222,6 @@ def summarize(samples: dict[str, dict[str, list[float]]]) -> list[dict[str, Any]
             }
         )
     return rows
-
-
-def device_name() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"CPU {name} ({os.cpu_count()} cores)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

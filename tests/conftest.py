@@ -71,19 +71,30 @@ def run_cli(
     )
 
 
-@pytest.fixture(scope="module")
-def unet() -> UNet2DModel:
-    """A tiny random ε-prediction UNet for 16×16 images (sampler tests)."""
-    torch.manual_seed(0)
+def tiny_unet(
+    seed: int = 0,
+    channels: tuple[int, int] = (16, 32),
+    groups: int = 8,
+    dtype: torch.dtype = torch.float32,
+) -> UNet2DModel:
+    """A tiny random frozen ε-prediction UNet for 16×16 images (two down/up blocks of
+    ``channels``, ``groups`` norm groups), its weights drawn after ``torch.manual_seed(seed)``."""
+    torch.manual_seed(seed)
     model = UNet2DModel(
         sample_size=16,
-        block_out_channels=(16, 32),
+        block_out_channels=channels,
         layers_per_block=1,
         down_block_types=("DownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
+        norm_num_groups=groups,
     )
-    return model.eval().requires_grad_(False)
+    return model.to(dtype).eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def unet() -> UNet2DModel:
+    """A tiny random ε-prediction UNet for 16×16 images (sampler tests)."""
+    return tiny_unet()
 
 
 def assert_grid_png(

@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from conftest import randomize
+from conftest import randomize, tiny_unet
 from singexp.channel import AWGNChannel, power_normalize, to_complex, to_real
 from singexp.config import CONF_DIR
 from singexp.errors import ConfigError
@@ -104,16 +104,7 @@ def test_mean_forward_averages_fixed_channel_draws() -> None:
 @pytest.fixture(scope="module")
 def unet64() -> UNet2DModel:
     """A tiny random UNet in float64 (for finite differences)."""
-    torch.manual_seed(0)
-    model = UNet2DModel(
-        sample_size=16,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    return model.double().eval().requires_grad_(False)
+    return tiny_unet(0, (8, 16), 4, torch.float64)
 
 
 def test_dps_gradient_matches_finite_differences(unet64: UNet2DModel) -> None:
@@ -224,16 +215,7 @@ def test_inverse_jscc_lowers_its_objective(eta: float) -> None:
 
 
 def _fresh_unet() -> UNet2DModel:
-    torch.manual_seed(1)
-    model = UNet2DModel(
-        sample_size=16,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=4,
-    )
-    return model.eval().requires_grad_(False)
+    return tiny_unet(1, (8, 16), 4)
 
 
 def test_inverse_jscc_is_deterministic_for_a_seed(unet: UNet2DModel) -> None:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor
+
+from singexp.errors import ConfigError
+
+#: ``sampler.zeta_schedule``: how a guidance step ζ_t follows the schedule (:class:`Guidance`)
+ZETA_SCHEDULES: tuple[str, ...] = ("constant", "sqrt_alpha_bar")
 
 
 @dataclass(frozen=True)
@@ -91,3 +97,35 @@ class Correction:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+class Guidance(Correction):
+    """A guidance correction with a step ζ_t (SING-INN, DPS-JSCC).
+
+    ``zeta``: a number or one per image (B,), held as a tensor of ``like``'s dtype and device;
+    ``zeta_schedule``: ζ_t = ζ (``constant``, Chung et al.) or ζ √ᾱ_t (``sqrt_alpha_bar``).
+    """
+
+    def __init__(self, zeta: float | Tensor, zeta_schedule: str, like: Tensor) -> None:
+        if zeta_schedule not in ZETA_SCHEDULES:
+            raise ConfigError(
+                "sampler.zeta_schedule",
+                f"unknown {zeta_schedule!r}; choose one of {ZETA_SCHEDULES}",
+            )
+        zeta_t = torch.as_tensor(zeta, dtype=like.dtype, device=like.device)
+        self.zeta = zeta_t.reshape(-1, 1, 1, 1) if zeta_t.ndim == 1 else zeta_t
+        self.zeta_schedule = zeta_schedule
+
+    def zeta_at(self, step: StepInfo) -> Tensor:
+        """ζ_t of the schedule."""
+        if self.zeta_schedule == "sqrt_alpha_bar":
+            return self.zeta * float(step.sqrt_alpha_bar)
+        return self.zeta
+
+    def dps_step(self, residual: Tensor, x_t: Tensor, step: StepInfo) -> Tensor:
+        """ζ_t/‖r‖ ∇_{x_t} ‖r‖² per image (DPS, Chung et al. 2023, Alg. 1, ζ_i = ζ/‖r‖) for a
+        residual r with its graph to ``x_t``."""
+        sq = residual.pow(2).flatten(1).sum(1)  # ‖r‖² per image; their sum gives per-image ∇
+        (grad,) = torch.autograd.grad(sq.sum(), x_t)
+        norm = sq.detach().sqrt().clamp_min(1e-12).reshape(-1, 1, 1, 1)
+        return self.zeta_at(step) * grad / norm

@@ -45,18 +45,18 @@ from torch import Tensor
 
 from singexp.channel import to_complex, to_real
 from singexp.errors import ConfigError
-from singexp.samplers.base import Correction, StepInfo
+from singexp.samplers.base import ZETA_SCHEDULES, Guidance, StepInfo
 from singexp.samplers.loop import (
     Generator,
     LoopOptions,
     TimeTravel,
     loop_options,
     sample_restoration,
+    settings_of,
 )
 from singexp.samplers.sing_zero import Keys, SingZeroConfig
 
 FORWARD_NOISE: tuple[str, ...] = ("none", "mean")
-ZETA_SCHEDULES: tuple[str, ...] = ("constant", "sqrt_alpha_bar")
 
 
 def as_chain(codec: Any) -> Any:
@@ -127,7 +127,7 @@ class JSCCForward:
         return f"decoder(channel(encoder(x))) at the test SNR, noise={self.noise!r}{extra}"
 
 
-class JSCCMeasurement(Correction):
+class JSCCMeasurement(Guidance):
     """DPS guidance through the DeepJSCC chain (module docstring): x0|t unchanged, x_t' pushed.
 
     ``y``: the received images x̂ (B, C, H, W); ``zeta``: a number or one per image (B,);
@@ -145,29 +145,13 @@ class JSCCMeasurement(Correction):
         zeta_schedule: str = "constant",
         clip_input: bool = False,
     ) -> None:
-        if zeta_schedule not in ZETA_SCHEDULES:
-            raise ConfigError(
-                "sampler.zeta_schedule",
-                f"unknown {zeta_schedule!r}; choose one of {ZETA_SCHEDULES}",
-            )
-        self.forward, self.y = forward, y
-        zeta_t = torch.as_tensor(zeta, dtype=y.dtype, device=y.device)
-        self.zeta = zeta_t.reshape(-1, 1, 1, 1) if zeta_t.ndim == 1 else zeta_t
-        self.zeta_schedule, self.clip_input = zeta_schedule, clip_input
-
-    def zeta_at(self, step: StepInfo) -> Tensor:
-        """ζ_t = ζ (``constant``, Chung et al.) or ζ √ᾱ_t (``sqrt_alpha_bar``)."""
-        if self.zeta_schedule == "sqrt_alpha_bar":
-            return self.zeta * float(step.sqrt_alpha_bar)
-        return self.zeta
+        super().__init__(zeta, zeta_schedule, like=y)
+        self.forward, self.y, self.clip_input = forward, y, clip_input
 
     def x_t_guidance(self, x_t: Tensor, x0: Tensor, step: StepInfo) -> Tensor:
         """ζ_t/‖r‖ ∇_{x_t} ‖r‖², r = y − A(x0|t(x_t)) per image (DPS, Chung et al., Alg. 1)."""
         residual = self.y - self.forward(x0.clamp(-1, 1) if self.clip_input else x0)
-        sq = residual.pow(2).flatten(1).sum(1)  # ‖r‖² per image; their sum gives per-image ∇
-        (grad,) = torch.autograd.grad(sq.sum(), x_t)
-        norm = sq.detach().sqrt().clamp_min(1e-12).reshape(-1, 1, 1, 1)
-        return self.zeta_at(step) * grad / norm
+        return self.dps_step(residual, x_t, step)
 
     def __repr__(self) -> str:
         return f"JSCCMeasurement(A = {self.forward!r}, zeta_schedule={self.zeta_schedule!r})"
@@ -250,17 +234,11 @@ class DPSJSCCConfig:
             raise k.fail("zeta", f"must be a finite number ≥ 0 (0: no guidance), got {zeta}")
         noise, samples = check_codec_keys(k, cls)
         return cls(
-            steps=shared.steps,
-            eta=shared.eta,
-            update=shared.update,
             zeta=zeta,
             zeta_schedule=k.choice("zeta_schedule", cls.zeta_schedule, ZETA_SCHEDULES),
             forward_noise=noise,
             noise_samples=samples,
-            time_travel=shared.time_travel,
-            clip_x0=shared.clip_x0,
-            clamp=shared.clamp,
-            progress=shared.progress,
+            **settings_of(shared),
         )
 
 
@@ -275,30 +253,48 @@ def require_codec(codec: Any, name: str) -> Any:
     return codec
 
 
-def restore_dps_jscc(
-    c: DPSJSCCConfig,
-    x_hat: Tensor,
-    *,
-    unet: Any,
-    scheduler: Any,
-    codec: Any = None,
-    generator: Generator = None,
-    snr_db: Tensor | float = 0.0,
-    **_: Any,
-) -> Tensor:
-    """The ``dps_jscc`` restorer for :data:`~singexp.samplers.registry.SAMPLERS`.
+@dataclass(frozen=True)
+class ChainComponents:
+    """What a baseline through the DeepJSCC chain (DPS-JSCC, InverseJSCC) takes of a restorer's
+    components (:func:`~singexp.samplers.registry.restore`): the prior's ``unet`` and
+    ``scheduler``, the ``codec`` (a DeepJSCCModule or its network) at the test ``snr_db``, and
+    the sampler's ``generator``."""
 
-    ``codec``: the DeepJSCC (a DeepJSCCModule or its network) at the test ``snr_db``.
-    """
+    unet: Any
+    scheduler: Any
+    codec: Any
+    snr_db: Tensor | float
+    generator: Generator
+
+    @classmethod
+    def of(
+        cls,
+        name: str,
+        *,
+        unet: Any,
+        scheduler: Any,
+        codec: Any = None,
+        generator: Generator = None,
+        snr_db: Tensor | float = 0.0,
+        **_: Any,
+    ) -> ChainComponents:
+        """The components of sampler ``name``'s restore call; the codec must be given."""
+        return cls(unet, scheduler, require_codec(codec, name), snr_db, generator)
+
+
+def restore_dps_jscc(c: DPSJSCCConfig, x_hat: Tensor, **components: Any) -> Tensor:
+    """The ``dps_jscc`` restorer for :data:`~singexp.samplers.registry.SAMPLERS`
+    (``components``: :class:`ChainComponents`)."""
+    run = ChainComponents.of("dps_jscc", **components)
     return dps_jscc(
-        unet,
-        scheduler,
-        require_codec(codec, "dps_jscc"),
+        run.unet,
+        run.scheduler,
+        run.codec,
         x_hat,
-        snr_db,
+        run.snr_db,
         zeta=c.zeta,
         zeta_schedule=c.zeta_schedule,
         forward_noise=c.forward_noise,
         noise_samples=c.noise_samples,
-        **loop_options(c, generator),
+        **loop_options(c, run.generator),
     )

@@ -42,13 +42,13 @@ from torch import Tensor
 from singexp.errors import ConfigError
 from singexp.samplers.base import Correction, StepInfo
 from singexp.samplers.dps_jscc import (
+    ChainComponents,
     JSCCForward,
     _seed_from,
     as_chain,
     check_codec_keys,
-    require_codec,
 )
-from singexp.samplers.loop import Generator, PosteriorUpdate, step_infos
+from singexp.samplers.loop import Generator, PosteriorUpdate, settings_of, step_infos
 from singexp.samplers.sing_zero import SHARED_KEYS, Keys
 
 LOSSES: tuple[str, ...] = ("mse",)
@@ -255,39 +255,28 @@ class InverseJSCCConfig:
             init=init,
             forward_noise=noise,
             noise_samples=samples,
-            clamp=k.flag("clamp", True),
-            progress=k.flag("progress", True),
+            **k.flags(clamp=True, progress=True),
         )
 
 
-def restore_inverse_jscc(
-    c: InverseJSCCConfig,
-    x_hat: Tensor,
-    *,
-    unet: Any,
-    scheduler: Any,
-    codec: Any = None,
-    generator: Generator = None,
-    snr_db: Tensor | float = 0.0,
-    **_: Any,
-) -> Tensor:
-    """The ``inverse_jscc`` restorer for :data:`~singexp.samplers.registry.SAMPLERS`."""
+#: the :class:`InverseJSCCConfig` fields that are :func:`inverse_jscc`'s keywords (all but
+#: ``loss``, which has one value, and ``clamp``, applied by the restorer)
+_RUN_SETTINGS: tuple[str, ...] = tuple(
+    name for name in InverseJSCCConfig.__dataclass_fields__ if name not in ("loss", "clamp")
+)
+
+
+def restore_inverse_jscc(c: InverseJSCCConfig, x_hat: Tensor, **components: Any) -> Tensor:
+    """The ``inverse_jscc`` restorer for :data:`~singexp.samplers.registry.SAMPLERS`
+    (``components``: :class:`~singexp.samplers.dps_jscc.ChainComponents`)."""
+    run = ChainComponents.of("inverse_jscc", **components)
     image, _losses = inverse_jscc(
-        unet,
-        scheduler,
-        require_codec(codec, "inverse_jscc"),
+        run.unet,
+        run.scheduler,
+        run.codec,
         x_hat,
-        snr_db,
-        generator_steps=c.generator_steps,
-        generator_eta=c.generator_eta,
-        clip_x0=c.clip_x0,
-        iterations=c.iterations,
-        lr=c.lr,
-        latent_weight=c.latent_weight,
-        init=c.init,
-        forward_noise=c.forward_noise,
-        noise_samples=c.noise_samples,
-        generator=generator,
-        progress=c.progress,
+        run.snr_db,
+        generator=run.generator,
+        **settings_of(c, _RUN_SETTINGS),
     )
     return image.clamp(-1, 1) if c.clamp else image

@@ -34,7 +34,7 @@ import math
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
@@ -396,19 +396,19 @@ RESTORER_DEFAULTS: LoopOptions = {
 }
 
 
+#: the :class:`LoopOptions` a restorer's config holds (all but the caller's ``generator``)
+LOOP_SETTINGS: tuple[str, ...] = tuple(k for k in LoopOptions.__annotations__ if k != "generator")
+
+
+def settings_of(config: Any, names: Sequence[str] = LOOP_SETTINGS) -> dict[str, Any]:
+    """``{name: config.name}`` for ``names`` (by default the loop settings)."""
+    return {name: getattr(config, name) for name in names}
+
+
 def loop_options(config: Any, generator: Generator = None) -> LoopOptions:
-    """The loop keywords of a checked SING-Zero or SING-INN config (``SingZeroConfig``,
-    ``SingINNConfig``) with the caller's ``generator``."""
-    return LoopOptions(
-        steps=config.steps,
-        generator=generator,
-        eta=config.eta,
-        update=config.update,
-        time_travel=config.time_travel,
-        clip_x0=config.clip_x0,
-        clamp=config.clamp,
-        progress=config.progress,
-    )
+    """The loop keywords of a checked restorer config (``SingZeroConfig``, ``SingINNConfig``,
+    ``DPSJSCCConfig``) with the caller's ``generator``."""
+    return cast(LoopOptions, {**settings_of(config), "generator": generator})
 
 
 def sample_restoration(

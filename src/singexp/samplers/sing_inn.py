@@ -52,7 +52,7 @@ from torch import Tensor
 from singexp.errors import ConfigError
 from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool, LinearOperator
-from singexp.samplers.base import Correction, StepInfo
+from singexp.samplers.base import ZETA_SCHEDULES, Correction, Guidance, StepInfo
 from singexp.samplers.corrections import NullSpace
 from singexp.samplers.loop import (
     Generator,
@@ -60,12 +60,12 @@ from singexp.samplers.loop import (
     TimeTravel,
     loop_options,
     sample_restoration,
+    settings_of,
 )
 from singexp.samplers.sing_zero import Keys, SingZeroConfig
 
 VARIANTS: tuple[str, ...] = ("algorithm2", "two_phase")
 GRADIENTS: tuple[str, ...] = ("autograd", "constant", "dps")
-ZETA_SCHEDULES: tuple[str, ...] = ("constant", "sqrt_alpha_bar")
 MEASUREMENTS: tuple[str, ...] = ("operator", "inn")
 
 
@@ -104,7 +104,7 @@ def prepared(module: torch.nn.Module) -> Iterator[None]:
             p.requires_grad_(True)
 
 
-class INNGuidance(Correction):
+class INNGuidance(Guidance):
     """INN guidance of Algorithm 2 (module docstring), per image.
 
     ``c_y``: the measurement (B, C, H/s, W/s); ``snr_db``: (B,) or a number; ``zeta``: a number
@@ -124,26 +124,13 @@ class INNGuidance(Correction):
             raise ConfigError(
                 "sampler.gradient", f"unknown {gradient!r}; choose one of {GRADIENTS}"
             )
-        if zeta_schedule not in ZETA_SCHEDULES:
-            raise ConfigError(
-                "sampler.zeta_schedule",
-                f"unknown {zeta_schedule!r}; choose one of {ZETA_SCHEDULES}",
-            )
+        super().__init__(zeta, zeta_schedule, like=c_y)
         self.inn = as_inn(inn)
         self.c_y = c_y
         snr = torch.as_tensor(snr_db, dtype=torch.float32, device=c_y.device)
         self.snr_db = snr.expand(c_y.shape[0]) if snr.ndim == 0 else snr
-        zeta_t = torch.as_tensor(zeta, dtype=c_y.dtype, device=c_y.device)
-        self.zeta = zeta_t.reshape(-1, 1, 1, 1) if zeta_t.ndim == 1 else zeta_t
         self.gradient = gradient
-        self.zeta_schedule = zeta_schedule
         self.guides_x_t = gradient == "dps"
-
-    def zeta_at(self, step: StepInfo) -> Tensor:
-        """ζ_t of the schedule."""
-        if self.zeta_schedule == "sqrt_alpha_bar":
-            return self.zeta * float(step.sqrt_alpha_bar)
-        return self.zeta
 
     def inverse_estimate(self, x0: Tensor) -> Tensor:
         """x_inv = f⁻¹(c_y, d(clip(x0)); snr) (module docstring)."""
@@ -166,11 +153,7 @@ class INNGuidance(Correction):
 
     def x_t_guidance(self, x_t: Tensor, x0: Tensor, step: StepInfo) -> Tensor:
         """ζ_t/‖r‖ ∇_{x_t} ‖r‖², r = x0|t(x_t) − x_inv (DPS, Chung et al. 2023, Alg. 1)."""
-        residual = x0 - self.inverse_estimate(x0)
-        sq = residual.pow(2).flatten(1).sum(1)  # ‖r‖² per image
-        (grad,) = torch.autograd.grad(sq.sum(), x_t)
-        norm = sq.detach().sqrt().clamp_min(1e-12).reshape(-1, 1, 1, 1)
-        return self.zeta_at(step) * grad / norm
+        return self.dps_step(x0 - self.inverse_estimate(x0), x_t, step)
 
     def __repr__(self) -> str:
         return (
@@ -286,19 +269,13 @@ class SingINNConfig:
         if not 0 <= switch_t <= 1000:
             raise k.fail("switch_t", f"must lie in 0..1000, got {switch_t}")
         return cls(
-            steps=shared.steps,
-            eta=shared.eta,
-            update=shared.update,
             variant=k.choice("variant", "algorithm2", VARIANTS),
             zeta=zeta,
             gradient=k.choice("gradient", cls.gradient, GRADIENTS),
             zeta_schedule=k.choice("zeta_schedule", cls.zeta_schedule, ZETA_SCHEDULES),
             switch_t=switch_t,
             measurement=k.choice("measurement", "operator", MEASUREMENTS),
-            time_travel=shared.time_travel,
-            clip_x0=shared.clip_x0,
-            clamp=shared.clamp,
-            progress=shared.progress,
+            **settings_of(shared),
         )
 
 

@@ -88,6 +88,10 @@ class Keys:
             raise ConfigError(self.key(name), f"{value!r} is not true or false")
         return value
 
+    def flags(self, **defaults: bool) -> dict[str, bool]:
+        """:meth:`flag` of each ``name=default``, in that order."""
+        return {name: self.flag(name, default) for name, default in defaults.items()}
+
     def choice(self, name: str, default: str, options: Any) -> str:
         value = str(self.cfg.get(name, default))
         if value not in options:
@@ -152,9 +156,7 @@ class SingZeroConfig:
             update=update,
             sigma_y=sigma_y,
             time_travel=travel,
-            clip_x0=k.flag("clip_x0", False),
-            clamp=k.flag("clamp", True),
-            progress=k.flag("progress", True),
+            **k.flags(clip_x0=False, clamp=True, progress=True),
         )
 
     def sigma_y_value(self, measured: float | None) -> float:
