@@ -11,12 +11,17 @@ from omegaconf import OmegaConf
 from singexp.config import CONF_DIR
 from singexp.errors import ConfigError
 from singexp.operators import (
+    FITTED,
     OPERATORS,
     AveragePool,
     ColorToGray,
     Identity,
     LinearOperator,
+    PatchProjection,
+    StridedBlur,
     build_operator,
+    fit_patch_projection,
+    operator_from_config,
     scale_for_bcr,
 )
 
@@ -117,12 +122,132 @@ def test_build_operator_errors(name: str, scale: object, key: str) -> None:
     assert "\n" not in str(err.value)
 
 
+def _pairs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Synthetic (x, x̂): x̂ keeps the 4×4 block means of x and replaces the rest by noise."""
+    g = torch.Generator().manual_seed(5)
+    pool = AveragePool(4)
+    x = torch.rand(n, 3, 32, 32, generator=g) * 2 - 1
+    noise = 0.3 * torch.randn(x.shape, generator=g)
+    return x, pool.project(x) + noise - pool.project(noise)
+
+
 def test_every_operator_config_builds() -> None:
     files = sorted((CONF_DIR / "operator").glob("*.yaml"))
-    assert {f.stem for f in files} >= {"avgpool", "identity", "gray"}
+    assert {f.stem for f in files} >= {"avgpool", "identity", "gray", "strided_blur", "fitted"}
     for file in files:
         cfg = OmegaConf.load(file)
-        assert cfg.name in OPERATORS
-        op = build_operator(cfg.name, cfg.get("scale"), "1/192", 32)
+        assert cfg.name in (*OPERATORS, *FITTED)
+        op = operator_from_config(cfg, "1/192", 32, pairs=_pairs)
         x = torch.zeros(2, 3, 32, 32)
         assert op.A(x).shape == op.out_shape(x.shape)
+
+
+# ---- the operator ablation's operators (issue 13) -------------------------------------------
+def _identities(op: LinearOperator, shape: tuple[int, ...], atol: float) -> None:
+    """Moore–Penrose conditions A A† A = A, A† A A† = A†, and A†A an orthogonal projection."""
+    x = _rand(shape, 10)
+    y = _rand(op.out_shape(shape), 11)
+    torch.testing.assert_close(op.A(op.A_pinv(op.A(x))), op.A(x), rtol=0, atol=atol)
+    torch.testing.assert_close(op.A_pinv(op.A(op.A_pinv(y))), op.A_pinv(y), rtol=0, atol=atol)
+    p = op.project(x)
+    torch.testing.assert_close(op.project(p), p, rtol=0, atol=atol)
+    z = _rand(shape, 12)
+    assert torch.allclose((op.project(x) * z).sum(), (x * op.project(z)).sum(), atol=1e-8)
+    # Aᵀ is the adjoint: <A x, y> = <x, Aᵀ y>
+    assert torch.allclose((op.A(x) * y).sum(), (x * op.A_adjoint(y)).sum(), atol=1e-9)
+
+
+@pytest.mark.parametrize("scale", [1, 2, 4, 8])
+def test_strided_blur_pseudo_inverse(scale: int) -> None:
+    op = StridedBlur(scale)
+    _identities(op, (2, 3, 32, 32), 1e-10)
+    _identities(op, (1, 3, 16, 24), 1e-10)  # non-square, cached per size
+    assert op.singular_value is None  # AAᵀ is not a multiple of I
+
+
+def test_strided_blur_by_hand() -> None:
+    # a constant image stays constant (the kernel sums to 1)
+    op = StridedBlur(4, sigma=1.5)
+    x = torch.full((1, 3, 16, 16), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(op.A(x), torch.full((1, 3, 4, 4), 0.3, dtype=torch.float64))
+    # blur of a centred impulse, then every 4th pixel: the Gaussian's samples, normalised
+    d = torch.exp(
+        -(
+            torch.arange(0, 16, 4, dtype=torch.float64).minimum(
+                16 - torch.arange(0, 16, 4, dtype=torch.float64)
+            )
+            ** 2
+        )
+        / (2 * 1.5**2)
+    )
+    full = torch.arange(16, dtype=torch.float64)
+    norm = torch.exp(-(full.minimum(16 - full) ** 2) / (2 * 1.5**2)).sum() ** 2
+    impulse = torch.zeros(1, 1, 16, 16, dtype=torch.float64)
+    impulse[..., 0, 0] = 1
+    torch.testing.assert_close(op.A(impulse)[0, 0], d[:, None] * d[None, :] / norm)
+
+
+def test_patch_projection_general_matrix() -> None:
+    m = _rand((5, 12), 20)  # any full-row-rank tile matrix: exact pseudo-inverse by SVD
+    op = PatchProjection(m, 2)
+    _identities(op, (2, 3, 8, 8), 1e-10)
+    assert op.singular_value is None
+    assert op.out_shape((2, 3, 8, 8)) == (2, 5, 4, 4)
+
+
+def test_fitted_operator_pseudo_inverse_and_fit() -> None:
+    """The fitted A: A A† A = A and A†A idempotent (1e-5, float32 as in sampling), orthonormal
+    rows, and the least-squares optimum over projections on its own pairs."""
+    x, x_hat = _pairs(64)
+    op = fit_patch_projection(x, x_hat, 4)
+    assert op.singular_value == 1.0  # orthonormal rows: A Aᵀ = I, A† = Aᵀ
+    torch.testing.assert_close(op.matrix @ op.matrix.T, torch.eye(op.rank, dtype=torch.float64))
+    xs = x[:4]
+    ax = op.A(xs)
+    torch.testing.assert_close(op.A(op.A_pinv(ax)), ax, rtol=0, atol=1e-5)
+    torch.testing.assert_close(op.project(op.project(xs)), op.project(xs), rtol=0, atol=1e-5)
+    _identities(op, (2, 3, 8, 8), 1e-10)
+    # x̂ keeps the block means (one direction per channel of a 4×4 tile) and nothing else: the
+    # fit finds them, A ≈ 4×4 average pooling up to a rotation of its rows (up to sampling error)
+    assert op.rank == 3
+    pooling_rows = torch.eye(3, dtype=torch.float64).repeat_interleave(16, dim=1) / 4  # unit rows
+    alignment = torch.linalg.svdvals(op.matrix @ pooling_rows.T)  # cosines of principal angles
+    assert bool((alignment > 0.99).all()), alignment
+    # the estimate P x̂ + (I − P) μ has the MSE the fit reports, below x̂'s and any other rank's
+    # μ: the mean 4×4 tile (the fit is shift invariant over tiles), tiled over the image
+    mu = x.reshape(-1, 3, 8, 4, 8, 4).mean(dim=(0, 2, 4)).repeat(1, 8, 8)[None]
+
+    def mse(o: PatchProjection) -> float:
+        est = o.project(x_hat.double()) + mu.double() - o.project(mu.double())
+        return float((est - x.double()).pow(2).mean())
+
+    assert mse(op) == pytest.approx(op.info["fit_mse"], rel=1e-6)
+    assert mse(op) < op.info["received_mse"]
+    for rank in (1, op.rank - 1, op.rank + 1, 48):
+        assert mse(fit_patch_projection(x, x_hat, 4, rank)) >= mse(op) - 1e-12
+
+
+@pytest.mark.parametrize(
+    ("node", "key"),
+    [
+        ({"name": "strided_blur", "scale": 4, "sigma": -1}, "operator.sigma"),
+        ({"name": "strided_blur", "scale": 3}, "operator.scale"),
+        ({"name": "avgpool", "scale": 4, "rank": 3}, "operator.rank"),
+        ({"name": "fitted", "scale": 4, "rank": 0}, "operator.rank"),
+        ({"name": "fitted", "scale": 4, "rank": "most"}, "operator.rank"),
+        ({"name": "fitted", "scale": 4, "fit_images": 0}, "operator.fit_images"),
+        ({"name": "fitted", "scale": 4, "sigma": 1}, "operator.sigma"),
+    ],
+)
+def test_operator_config_errors(node: dict, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        operator_from_config(node, "1/192", 32, pairs=_pairs)
+    assert err.value.key == key
+    assert "\n" not in str(err.value)
+
+
+def test_fitted_needs_pairs() -> None:
+    with pytest.raises(ConfigError, match="pairs"):
+        build_operator("fitted", 8, "1/192", 32)
+    with pytest.raises(ConfigError, match="pairs"):
+        operator_from_config({"name": "fitted", "scale": 8}, "1/192", 32)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -124,3 +125,79 @@ def test_grid_one_column_keeps_its_title_and_shows_psnr(tmp_path: Path) -> None:
     assert numbers == [f"PSNR {expected:.1f} dB", "PSNR ∞"]  # under each restored image only
     save_comparison_grid(rows, tmp_path / "grid.png", title=title)
     assert (tmp_path / "grid.png").is_file()
+
+
+def _variant_point(folder: Path, snr: float, operator: str, steps: int, shift: float) -> None:
+    """A point of an ablation/NFE sweep: DeepJSCC the same at every variant, SING-Zero not."""
+    folder.mkdir(parents=True)
+    methods = {
+        "deepjscc": {"psnr": 20.0, "stlpips": 0.5, "images": 4, "seconds_per_image": 0.001},
+        "sing_zero": {
+            "psnr": 21.0 + shift,
+            "stlpips": 0.4 - shift / 10,
+            "images": 4,
+            "seconds_per_image": 0.01 * steps,
+        },
+    }
+    point = {
+        "task": "restore",
+        "dataset": "shapes",
+        "channel": "awgn",
+        "snr_db": snr,
+        "bcr": "1/48",
+        "methods": methods,
+        "operator": {"name": operator, "scale": 4},
+        "samplers": {"sing_zero": {"name": "sing_zero", "steps": steps}},
+    }
+    (folder / "metrics.json").write_text(json.dumps(point))
+
+
+def test_operator_variants_become_a_column_and_lines(tmp_path: Path) -> None:
+    sweep = tmp_path / "ablation"
+    for i, (op, snr) in enumerate((a, s) for a in ("avgpool", "fitted") for s in (-5.0, 5.0)):
+        _variant_point(sweep / f"{i}", snr, op, 100, shift=float(op == "fitted"))
+    report(sweep)
+    table = (sweep / "report" / "results.md").read_text()
+    assert "| variant |" in table
+    assert "| sing_zero | A=fitted s4 |" in table and "| sing_zero | A=avgpool s4 |" in table
+    with (sweep / "report" / "results.csv").open() as f:
+        assert {r["variant"] for r in csv.DictReader(f)} == {"A=avgpool s4", "A=fitted s4"}
+    fig = figure(collect(sweep), "psnr", sweep_info(sweep))
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    # DeepJSCC does not depend on A: one line; SING-Zero: one line per A
+    assert sorted(labels) == ["deepjscc", "sing_zero · A=avgpool s4", "sing_zero · A=fitted s4"]
+    assert fig.legends[0].get_title().get_text() == "method · variant"
+
+
+def test_paper_grid_report_has_no_variant_column(tmp_path: Path) -> None:
+    sweep = _sweep(tmp_path)
+    report(sweep)
+    assert "variant" not in (sweep / "report" / "results.md").read_text()
+
+
+def test_steps_sweep_draws_steps_and_seconds_figures_with_the_default_marked(
+    tmp_path: Path,
+) -> None:
+    sweep = tmp_path / "nfe"
+    for steps in (10, 100, 1000):
+        _variant_point(sweep / f"steps{steps}", 0.0, "avgpool", steps, shift=steps / 1000)
+    summary = report(sweep)
+    names = {Path(f).name for f in summary["files"]}
+    assert {"psnr_vs_steps.png", "psnr_vs_steps.pdf", "stlpips_vs_seconds.png"} <= names
+    assert "psnr_vs_snr.png" not in names  # one SNR: the steps figures replace it
+    assert "flops.md" in names
+    from singexp.report import steps_figure
+
+    rows = collect(sweep)
+    fig = steps_figure(rows, "psnr", "steps", sweep_info(sweep))
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and "steps" in ax.get_xlabel()
+    assert ax.get_ylabel() == "PSNR (dB)"
+    assert any(tuple(line.get_xdata()) == (100, 100) for line in ax.get_lines())  # default
+    assert any("default" in t.get_text() for t in ax.texts)
+    secs = steps_figure(rows, "psnr", "seconds", sweep_info(sweep)).axes[0]
+    assert "seconds per image" in secs.get_xlabel()
+    line = next(li for li in secs.get_lines() if len(li.get_xdata()) == 3)
+    assert list(line.get_xdata()) == pytest.approx([0.1, 1.0, 10.0])
+    flops = (sweep / "report" / "flops.md").read_text()
+    assert "| sing_zero | 1000 |" in flops and "TFLOP" in flops

@@ -6,9 +6,12 @@ Reads every grid point's ``metrics.json`` (and ``per_image.csv`` for confidence 
 SWEEP_DIR and writes ``results.csv`` (rows sorted by BCR, SNR, method), ``results.md`` and figures
 (metric vs SNR, one line per method, one panel per BCR with a shared y axis, one legend outside
 the panels, methods offset slightly along x so that error bars do not overlap; PNG and PDF) into
-SWEEP_DIR/report. SWD is a set-level measure (one value per point, no interval), reported ×10³
-as :func:`singexp.metrics.swd` computes it. :class:`ReportCallback` does the same at the end of a
-Hydra multirun.
+SWEEP_DIR/report. Points that differ by more than SNR and BCR (the operator A of
+``+experiment=ablation_operator``, …: :data:`VARIANTS`) get a ``variant`` column, and their
+methods one line per variant ("sing_zero · A=fitted s8"); a method whose numbers are the same for
+every variant (DeepJSCC's PSNR under each A) keeps one line. SWD is a set-level measure (one
+value per point, no interval), reported ×10³ as :func:`singexp.metrics.swd` computes it.
+:class:`ReportCallback` does the same at the end of a Hydra multirun.
 """
 
 from __future__ import annotations
@@ -74,6 +77,66 @@ NOT_POINTS = frozenset({"report", "wandb", "superseded"})
 FAILED_POINTS: list[Path] = []
 
 
+def _operator_label(point: dict[str, Any]) -> str | None:
+    op = point.get("operator")
+    if not isinstance(op, dict) or not op.get("name"):
+        return None
+    return str(op["name"]) + ("" if op.get("scale") is None else f" s{op['scale']}")
+
+
+def _steps_label(point: dict[str, Any]) -> str | None:
+    steps = sorted(
+        {int(r["steps"]) for r in (point.get("samplers") or {}).values() if r.get("steps")}
+    )
+    return "/".join(str(s) for s in steps) or None
+
+
+#: what, besides SNR and BCR, may tell a sweep's points apart: name → label of a point's
+#: metrics.json (None: not recorded). Only the ones that differ between the points of a sweep
+#: become its ``variant`` (so the SNR × BCR grid's report is unchanged).
+def _inn_pairs(point: dict[str, Any]) -> int | None:
+    """Training pairs of an INN trained for this point (``inn.checkpoint=auto``: the point's
+    ``dataset.train_size``, from its config.yaml); None for a given INN file."""
+    config = point.get("_config") or {}
+    if str((config.get("inn") or {}).get("checkpoint")) != "auto":
+        return None
+    size = (config.get("dataset") or {}).get("train_size")
+    return None if size is None else int(size)
+
+
+def _inn_snr_range(point: dict[str, Any]) -> str | None:
+    """The training SNR range (dB) of an INN trained for this point (``inn.checkpoint=auto``)."""
+    inn = (point.get("_config") or {}).get("inn") or {}
+    low_high = inn.get("train_snr_range")
+    if str(inn.get("checkpoint")) != "auto" or not low_high:
+        return None
+    return "{:g}..{:g} dB".format(*low_high)
+
+
+VARIANTS: dict[str, Any] = {
+    "data": lambda point: point.get("dataset"),
+    "A": _operator_label,
+    "steps": _steps_label,
+    "N": _inn_pairs,
+    "INN SNR": _inn_snr_range,
+}
+
+
+def point_variant(point: dict[str, Any], keys: list[str] | tuple[str, ...]) -> str:
+    """``A=fitted s8`` (the values of ``keys`` for this point, joined by ``, ``); '' without."""
+    parts = []
+    for key in keys:
+        value = VARIANTS[key](point)
+        if value is not None:
+            parts.append(f"{key}={value}")
+    return ", ".join(parts)
+
+
+def varying_keys(points: list[dict[str, Any]]) -> list[str]:
+    """The :data:`VARIANTS` whose value is not the same for every point."""
+    return [key for key, label in VARIANTS.items() if len({label(p) for p in points}) > 1]
+
+
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95% confidence interval of the mean (normal approximation)."""
     n = len(values)
@@ -85,21 +148,25 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
-    """One row per (grid point, method, metric) with mean, 95% CI and the number of images."""
-    rows: list[dict[str, Any]] = []
+    """One row per (grid point, method, metric) with mean, 95% CI and the number of images, and
+    the point's ``variant`` (:func:`point_variant` over the :func:`varying_keys`)."""
+    points: list[tuple[Path, dict[str, Any]]] = []
     for folder in _point_folders(sweep_dir, "metrics.json"):
-        path = folder / "metrics.json"
-        point, _ = read_results(path, ("methods", "bcr", "snr_db"))
-        if point is None:  # torn, or not a restoration point: failed_points() names the former
-            continue
+        point, _ = read_results(folder / "metrics.json", ("methods", "bcr", "snr_db"))
+        if point is not None:  # torn, or not a restoration point: failed_points() names the former
+            points.append((folder, {**point, "_config": _point_config(folder)}))
+    keys = varying_keys([p for _, p in points])
+    rows: list[dict[str, Any]] = []
+    for folder, point in points:
         per_image: dict[tuple[str, str], list[float]] = defaultdict(list)
-        csv_path = path.parent / "per_image.csv"
+        csv_path = folder / "per_image.csv"
         if csv_path.is_file():
             with csv_path.open() as f:
                 for r in csv.DictReader(f):
                     for m in METRICS:
                         if r.get(m) not in (None, ""):
                             per_image[(r["method"], m)].append(float(r[m]))
+        variant = point_variant(point, keys)
         for method, summary in point["methods"].items():
             for metric in METRICS:
                 values = per_image.get((method, metric))
@@ -116,19 +183,43 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                         "bcr": point.get("bcr"),
                         "snr_db": float(point.get("snr_db")),
                         "method": method,
+                        "variant": variant,
                         "metric": metric,
                         "mean": mean,
                         "ci95": ci,
                         "images": len(values) if values else summary.get("images"),
+                        # sampler steps of the method (None: DeepJSCC, the mean image) and
+                        # its measured wall seconds per image (modules.restoration)
+                        "steps": ((point.get("samplers") or {}).get(method) or {}).get("steps"),
+                        "seconds_per_image": summary.get("seconds_per_image"),
+                        # training pairs of the INN a SING-INN row used, when trained for it
+                        "inn_pairs": _inn_pairs(point)
+                        if ((point.get("samplers") or {}).get(method) or {}).get("name")
+                        == "sing_inn"
+                        else None,
                     }
                 )
     return sorted(rows, key=_row_order)
 
 
+def _point_config(folder: Path) -> dict[str, Any]:
+    """The point's saved config.yaml as a dict ({} without one, or unreadable)."""
+    path = folder / "config.yaml"
+    if not path.is_file():
+        return {}
+    try:
+        loaded = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception:  # a torn config does not stop the report
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
+
+
 def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
-    """(BCR, SNR, method, metric): the order of ``results.csv`` and of the Markdown table."""
+    """(BCR, SNR, method, variant, metric): the order of ``results.csv`` and the Markdown
+    table."""
     metric = METRICS.index(row["metric"]) if row["metric"] in METRICS else len(METRICS)
-    return (_bcr_value(row["bcr"]), row["snr_db"], str(row["method"]), metric)
+    variant = str(row.get("variant") or "")
+    return (_bcr_value(row["bcr"]), row["snr_db"], str(row["method"]), variant, metric)
 
 
 def sweep_info(sweep_dir: Path) -> dict[str, Any]:
@@ -162,11 +253,13 @@ def write_tables(
     """``results.csv`` (one row per point, method and metric) and a Markdown table, followed by
     ``notes`` (metrics not measured, failed points)."""
     out.mkdir(parents=True, exist_ok=True)
-    fields = ["dataset", "channel", "bcr", "snr_db", "method", "metric", "mean", "ci95", "images"]
-    rows = sorted(rows, key=_row_order)
+    fields = ["dataset", "channel", "bcr", "snr_db", "method", "variant"]
+    fields += ["metric", "mean", "ci95", "images", "steps", "seconds_per_image"]
+    rows = [{"variant": "", **r} for r in sorted(rows, key=_row_order)]
+    variants = any(r["variant"] for r in rows)
     csv_path = out / "results.csv"
     buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(csv_path, buffer.getvalue())
@@ -174,14 +267,16 @@ def write_tables(
     table: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
     for r in rows:
         cell = f"{r['mean']:.3f}" + ("" if math.isnan(r["ci95"]) else f" ± {r['ci95']:.3f}")
-        table[(r["bcr"], r["snr_db"], r["method"])][r["metric"]] = cell
+        table[(r["bcr"], r["snr_db"], r["method"], r["variant"])][r["metric"]] = cell
+    head = "| BCR | SNR (dB) | method | " + ("variant | " if variants else "")
     lines = [
-        "| BCR | SNR (dB) | method | " + " | ".join(LABELS[m] for m in metrics) + " |",
-        "|---|---|---|" + "---|" * len(metrics),
+        head + " | ".join(LABELS[m] for m in metrics) + " |",
+        "|---|---|---|" + ("---|" if variants else "") + "---|" * len(metrics),
     ]
-    for (bcr, snr, method), cells in table.items():  # in row order (sorted above)
+    for (bcr, snr, method, variant), cells in table.items():  # in row order (sorted above)
         lines.append(
             f"| {bcr} | {snr:g} | {method} | "
+            + (f"{variant} | " if variants else "")
             + " | ".join(cells.get(m, "—") for m in metrics)
             + " |"
         )
@@ -218,14 +313,20 @@ def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None 
     """``metric`` vs SNR: one panel per BCR (y shared), one line per method with CI error bars,
     the methods offset slightly along x, one legend for the figure outside the panels, a title
     with the number of images and sampler steps (``info``: :func:`sweep_info`)."""
-    rows = [r for r in rows if r["metric"] == metric]
+    rows = line_rows([r for r in rows if r["metric"] == metric])
     bcrs = sorted({r["bcr"] for r in rows}, key=_bcr_value)
-    methods = sorted({r["method"] for r in rows})
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (m.split(" · ")[0], m))
     snrs = sorted({r["snr_db"] for r in rows})
     span = (snrs[-1] - snrs[0]) if len(snrs) > 1 else 1.0
     step = min((b - a for a, b in itertools.pairwise(snrs)), default=span)
     offset = min(0.02 * span, 0.08 * step)  # within a point's neighbourhood: no mix-up
-    fig = Figure(figsize=(3.4 * len(bcrs) + 1.6, 3.4), dpi=150, layout="constrained")
+    variants = any(" · " in m for m in methods)
+    width = 3.4 * len(bcrs) + 1.6
+    fig = Figure(
+        figsize=(max(width, 8.5) if variants else width, 4.2 if variants else 3.4),
+        dpi=150,
+        layout="constrained",
+    )
     axes = fig.subplots(1, len(bcrs), squeeze=False, sharey=True)[0]
     for ax, bcr in zip(axes, bcrs, strict=True):
         for i, method in enumerate(methods):
@@ -252,9 +353,42 @@ def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None 
             if label not in labels:
                 handles.append(handle)
                 labels.append(label)
-    fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="method")
+    if variants:  # long labels: below the panels, clear of the title
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=3,
+            fontsize=8,
+            title="method · variant",
+        )
+    else:
+        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="method")
     fig.suptitle(_title(metric, info), fontsize=10)
     return fig
+
+
+def line_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows of one metric with ``method`` set to the line they are drawn as: ``method · variant``,
+    or the bare method when its numbers are the same for every variant at every point (DeepJSCC's
+    PSNR does not depend on SING-Zero's A): one line instead of several on top of each other."""
+    values: dict[str, dict[tuple[Any, Any], set[float]]] = defaultdict(lambda: defaultdict(set))
+    for r in rows:
+        values[r["method"]][(r["bcr"], r["snr_db"])].add(round(float(r["mean"]), 9))
+    same = {m for m, pts in values.items() if all(len(v) == 1 for v in pts.values())}
+    out, seen = [], set()
+    for r in rows:
+        variant = str(r.get("variant") or "")
+        if not variant:
+            out.append(r)
+        elif r["method"] in same:
+            key = (r["method"], r["bcr"], r["snr_db"])
+            if key not in seen:
+                seen.add(key)
+                out.append({**r, "variant": ""})
+        else:
+            out.append({**r, "method": f"{r['method']} · {variant}"})
+    return out
 
 
 def plot(
@@ -268,6 +402,155 @@ def plot(
     for path in paths:
         fig.savefig(path)
     return paths
+
+
+#: the sampler steps singexp uses by default (conf/sampler/*.yaml), marked on the steps figures
+DEFAULT_STEPS = 100
+
+
+def steps_figure(
+    rows: list[dict[str, Any]], metric: str, x: str, info: dict[str, Any] | None = None
+) -> Figure:
+    """``metric`` vs sampler steps (``x="steps"``) or vs wall seconds per image (``x="seconds"``),
+    log x, one panel per (BCR, SNR) point, one line per method with CI error bars; methods
+    without steps (DeepJSCC, the mean image) as horizontal lines; the default
+    (:data:`DEFAULT_STEPS`) marked: a dotted vertical line, or a ringed point."""
+    rows = [r for r in rows if r["metric"] == metric]
+    panels = sorted({(r["bcr"], r["snr_db"]) for r in rows}, key=lambda p: (_bcr_value(p[0]), p[1]))
+    methods = sorted({r["method"] for r in rows})
+    fig = Figure(figsize=(max(6.0, 4.2 * len(panels)), 4.2), dpi=150, layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (bcr, snr) in zip(axes, panels, strict=True):
+        here = [r for r in rows if r["bcr"] == bcr and r["snr_db"] == snr]
+        for i, method in enumerate(methods):
+            mine = [r for r in here if r["method"] == method]
+            axis = "inn_pairs" if x == "inn_pairs" else "steps"
+            stepped = sorted((int(r[axis]), r) for r in mine if r.get(axis))
+            color = f"C{i}"
+            if not stepped:  # no steps: one value, a horizontal reference line
+                if mine:
+                    ax.axhline(mine[0]["mean"], ls="--", lw=1, c=color, label=method)
+                continue
+            if x == "seconds":
+                stepped = [(n, r) for n, r in stepped if r.get("seconds_per_image")]
+                if not stepped:
+                    continue
+            xs = [float(r["seconds_per_image"]) if x == "seconds" else float(n) for n, r in stepped]
+            ys = [r["mean"] for _, r in stepped]
+            err = [0.0 if math.isnan(r["ci95"]) else r["ci95"] for _, r in stepped]
+            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, c=color, label=method)
+            for xv, yv, (n, _) in zip(xs, ys, stepped, strict=True):
+                if x == "seconds":
+                    ax.annotate(
+                        str(n),
+                        (xv, yv),
+                        textcoords="offset points",
+                        xytext=(3, 4),
+                        fontsize=6,
+                        color=color,
+                    )
+                if n == DEFAULT_STEPS and x == "seconds":
+                    ax.plot([xv], [yv], "o", ms=10, mfc="none", c=color)
+        if x == "inn_pairs":
+            ax.set_xlabel("INN training pairs N (log scale)")
+        elif x == "steps":
+            ax.axvline(DEFAULT_STEPS, ls=":", c="0.4", lw=1)
+            ax.annotate(
+                f"default: {DEFAULT_STEPS} steps",
+                (DEFAULT_STEPS, 0.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(3, 4),
+                textcoords="offset points",
+                fontsize=7,
+                color="0.3",
+            )
+            ax.set_xlabel("sampler steps (NFE, log scale)")
+        else:
+            ax.set_xlabel("wall seconds per image (log scale; ringed: default 100 steps)")
+        ax.set_xscale("log")
+        ax.set_title(f"BCR {bcr} · SNR {snr:g} dB", fontsize=10)
+        ax.grid(alpha=0.3, which="both")
+    axes[0].set_ylabel(AXIS_LABELS[metric])
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    # below the panels: a long title and a legend on the right would meet above one panel
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=min(4, len(labels)),
+        fontsize=8,
+        title="method",
+    )
+    what = {"steps": "sampler steps", "seconds": "seconds per image"}.get(x, "INN training pairs")
+    info = {k: v for k, v in (info or {}).items() if k != "steps"}  # the x axis says them
+    title = _title(metric, info).replace(" vs SNR", f" vs {what}")
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_steps(
+    rows: list[dict[str, Any]], metric: str, out: Path, info: dict[str, Any] | None = None
+) -> list[Path]:
+    """:func:`steps_figure` vs steps and vs seconds, as ``<metric>_vs_steps.png``/``.pdf`` and
+    ``<metric>_vs_seconds.png``/``.pdf``."""
+    if not any(r["metric"] == metric and r.get("steps") for r in rows):
+        return []
+    paths = []
+    for x in ("steps", "seconds"):
+        if x == "seconds" and not any(r.get("seconds_per_image") for r in rows):
+            continue
+        fig = steps_figure(rows, metric, x, info)
+        for ext in ("png", "pdf"):
+            paths.append(out / f"{metric}_vs_{x}.{ext}")
+            fig.savefig(paths[-1])
+    return paths
+
+
+def write_flops(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """``flops.md``: per method and steps, the FLOPs per image (:mod:`singexp.flops`: steps ×
+    one step's UNet FLOPs, the embedded prior and the 256 px CelebA-HQ DDPM counted from its
+    architecture) beside the measured seconds per image."""
+    from singexp.flops import STEP_BACKWARD, celebahq_unet, unet_flops  # torch: only here
+    from singexp.prior import load_prior
+
+    runs = sorted(
+        {
+            (r["method"], int(r["steps"]), r.get("seconds_per_image"))
+            for r in rows
+            if r.get("steps") and r["metric"] == rows[0]["metric"]
+        }
+    )
+    if not runs:
+        return []
+    unets = {"embedded": load_prior("embedded", expected_size=None), "celebahq": celebahq_unet()}
+    per_step = {
+        (name, grad): unet_flops(unet, backward=grad)
+        for name, unet in unets.items()
+        for grad in (False, True)
+    }
+    lines = [
+        "FLOPs per image = steps × one UNet call (torch.utils.flop_counter; SING-INN's DPS "
+        "gradient adds the backward pass to the UNet's input). The 256 px CelebA-HQ DDPM "
+        "(google/ddpm-ema-celebahq-256) is counted from its architecture, without weights.",
+        "",
+        "| method | steps | GFLOP / image (embedded 32 px prior) | TFLOP / image (CelebA-HQ "
+        "256 px DDPM) | seconds / image (measured, embedded) |",
+        "|---|---|---|---|---|",
+    ]
+    for method, steps, seconds in runs:
+        grad = STEP_BACKWARD.get(method.split(" · ")[0], False)
+        small = steps * per_step[("embedded", grad)] / 1e9
+        large = steps * per_step[("celebahq", grad)] / 1e12
+        sec = "—" if seconds is None else f"{float(seconds):.3g}"
+        lines.append(f"| {method} | {steps} | {small:.4g} | {large:.4g} | {sec} |")
+    path = out / "flops.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return [path]
 
 
 def _point_folders(sweep_dir: Path, name: str) -> list[Path]:
@@ -340,9 +623,23 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
     ]
     files = [*write_tables(rows, out, notes)]
     info = sweep_info(sweep_dir)
+    by_steps = len(info.get("steps", [])) > 1
+    one_snr = len({r["snr_db"] for r in rows}) == 1
     for metric in FIGURES:
-        files += plot(rows, metric, out, info)
-    points = len({(r["bcr"], r["snr_db"]) for r in rows})
+        if not (by_steps and one_snr):  # a single SNR: the steps figures say it all
+            files += plot(rows, metric, out, info)
+        if by_steps:
+            files += plot_steps(rows, metric, out, info)
+    if by_steps:
+        files += write_flops(rows, out)
+    if len({r["inn_pairs"] for r in rows if r.get("inn_pairs")}) > 1:
+        for metric in FIGURES:
+            if any(r["metric"] == metric and r.get("inn_pairs") for r in rows):
+                fig = steps_figure(rows, metric, "inn_pairs", info)
+                for ext in ("png", "pdf"):
+                    files.append(out / f"{metric}_vs_inn_pairs.{ext}")
+                    fig.savefig(files[-1])
+    points = len({(r["bcr"], r["snr_db"], r.get("variant", "")) for r in rows})
     log.info("report of %d grid points written to %s", points, out)
     return {
         "points": points,

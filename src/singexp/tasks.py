@@ -54,7 +54,13 @@ from singexp.modules.inn import (
 from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, export_codec, load_codec
 from singexp.modules.prior import train_prior
 from singexp.modules.restoration import RestorationModule, Restorer, write_outputs
-from singexp.operators import LinearOperator, build_operator, measurement_noise_std
+from singexp.operators import (
+    LinearOperator,
+    codec_pairs,
+    describe_operator,
+    measurement_noise_std,
+    operator_from_config,
+)
 from singexp.preflight import preflight
 from singexp.printing import print_results
 from singexp.prior import build_scheduler, load_prior
@@ -196,7 +202,8 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
     record.update(
         {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
     )
-    record["time_travel"] = dataclasses.asdict(method.config.time_travel)  # JSON-ready
+    if hasattr(method.config, "time_travel"):  # InverseJSCC runs no sampling loop
+        record["time_travel"] = dataclasses.asdict(method.config.time_travel)  # JSON-ready
     if method.name == "sing_zero":
         record["measurement_operator"] = repr(operator)
         if method.config.sigma_y == SIGMA_Y_AUTO:
@@ -205,6 +212,24 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
         scale = getattr(inn, "scale", None)
         record["measurement_operator"] = f"AveragePool(scale={scale})"
         record["inn_input_clip"] = "x0|t clipped to [-1, 1] before the INN"
+    if method.name in ("dps_jscc", "inverse_jscc"):  # forward model: the DeepJSCC chain
+        c = method.config
+        noise = "noiseless" if c.forward_noise == "none" else f"mean of {c.noise_samples} draws"
+        # the printed line's "A = ..." (printing.describe_sampler)
+        record["measurement_operator"] = f"the DeepJSCC chain at the test SNR ({noise})"
+    if method.name == "dps_jscc":
+        record["measurement_operator"] += f"; DPS step ζ {c.zeta} ({c.zeta_schedule})"
+    if method.name == "inverse_jscc":
+        record["generator"] = (
+            f"the prior's DDIM map from x_T (eta {c.generator_eta}, {c.generator_steps} steps); "
+            "no generator trained"
+        )
+        # the printed line's update / η / steps: InverseJSCC's optimisation and its generator
+        record["update"] = (
+            f"{c.iterations} Adam iterations (lr {c.lr}, init {c.init}, {c.loss}) on x_T of "
+            "G = the prior's DDIM map"
+        )
+        record["eta"], record["steps"] = c.generator_eta, c.generator_steps
     return record
 
 
@@ -233,7 +258,9 @@ def build_restorers(
     """Restorer callables for ``methods`` and the networks they share (moved by Lightning).
 
     The prior (``prior_source``, default: :func:`resolve_prior_source`) is loaded when a method
-    is configured; the INN when ``inn_path`` is given. ``sigma_y``: what ``sigma_y=auto`` means.
+    is configured; the INN when ``inn_path`` is given; the codec (``jscc.checkpoint``) for the
+    baselines that run the DeepJSCC chain (``dps_jscc``, ``inverse_jscc``). ``sigma_y``: what
+    ``sigma_y=auto`` means.
     """
     if not methods:
         return {}, {}
@@ -243,6 +270,11 @@ def build_restorers(
     }
     if inn_path is not None:
         networks["inn"] = load_inn(inn_path).inn.eval().requires_grad_(False)
+    if any(m.name in ("dps_jscc", "inverse_jscc") for m in methods.values()):
+        # the baselines' forward model: the same DeepJSCC the images went through (its own copy,
+        # frozen; the SNR each restorer is called with is the test SNR)
+        codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
+        networks["codec"] = codec.codec.eval().requires_grad_(False)
     restorers: dict[str, Restorer] = {}
     for name, method in methods.items():
         if method.name == "sing_inn" and "inn" in networks:
@@ -253,8 +285,9 @@ def build_restorers(
             "operator": operator,
             "sigma_y": sigma_y,
         }
-        if "inn" in networks:
-            components["inn"] = networks["inn"]
+        for part in ("inn", "codec"):
+            if part in networks:
+                components[part] = networks[part]
         restorers[name] = partial(_restore, method, components)
     return restorers, networks
 
@@ -393,7 +426,19 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     metrics = ImageMetrics.from_config(cfg.metrics)
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
     methods = method_configs(cfg)
-    operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
+    # a fitted A (operator=fitted) is fitted here on training pairs at the test SNR, seeded
+    operator = operator_from_config(
+        cfg.operator,
+        v.bcr,
+        v.latent.image_size,
+        pairs=lambda n: codec_pairs(
+            codec.eval(),
+            datamodule.train_dataset,
+            n,
+            v.channel.snr_db,
+            int(cfg.seed) * 1_000_003 + 3,
+        ),
+    )
     # auto models are trained only for a job that restores (a bare DeepJSCC run needs none)
     needs_inn = bool(methods) or str(cfg.inn.checkpoint) != "auto"
     inn_path = resolve_inn(cfg, v) if needs_inn else None
@@ -435,7 +480,7 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
             name: method_record(m, operator, networks.get("inn"), sigma_y)
             for name, m in methods.items()
         },
-        "operator": {"name": cfg.operator.name, "scale": getattr(operator, "scale", None)},
+        "operator": describe_operator(operator, str(cfg.operator.name)),
         "jscc_checkpoint": v.jscc.checkpoint,
         "inn_checkpoint": str(inn_path) if inn_path else None,
         "prior_source": prior_source,

@@ -1,0 +1,321 @@
+"""The experiment presets of issue 13: the grid each one expands to, what it fits, end to end."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+from conftest import run_cli
+from singexp.config import CONF_DIR, build, embedded_codec
+from singexp.modules.jscc import load_codec
+from singexp.operators import PatchProjection, codec_pairs, operator_from_config
+
+EMBEDDED_BCRS = {"'1_96'", "'1_48'", "'1_24'"}
+
+
+def sweep_points(*overrides: str) -> tuple[list[dict[str, str]], str]:
+    """The points ``python -m singexp OVERRIDES`` runs (the preset's hydra.sweeper.params
+    expanded as Hydra's basic sweeper does), and the sweep folder."""
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=list(overrides), return_hydra_config=True)
+    assert cfg.hydra.mode.name == "MULTIRUN"  # one command, no -m needed
+    params: Any = OmegaConf.to_container(cfg.hydra.sweeper.params, resolve=True)
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    (batch,) = BasicSweeper.split_arguments(parsed, None)
+    points = [dict(item.split("=", 1) for item in point) for point in batch]
+    return points, str(cfg.hydra.sweep.dir)
+
+
+def grid(points: list[dict[str, str]]) -> set[tuple[tuple[str, str], ...]]:
+    return {tuple(sorted(p.items())) for p in points}
+
+
+def product(**axes: list[str]) -> set[tuple[tuple[str, str], ...]]:
+    import itertools
+
+    keys = sorted(axes)
+    return {
+        tuple(zip(keys, values, strict=True))
+        for values in itertools.product(*(axes[k] for k in keys))
+    }
+
+
+# ---- operator ablation ---------------------------------------------------------------------
+OPERATORS = ["avgpool_s2", "avgpool_s4", "strided_blur", "fitted"]
+
+
+def test_ablation_operator_grid() -> None:
+    points, folder = sweep_points("+experiment=ablation_operator")
+    assert len(points) == 4 * 3 * 3
+    assert grid(points) == product(
+        operator=OPERATORS, **{"channel.snr_db": ["-5", "0", "5"]}, bcr=sorted(EMBEDDED_BCRS)
+    )
+    assert folder.endswith("sweeps/ablation_operator")
+
+
+def test_ablation_operator_fast_grid_is_small_and_kept_apart() -> None:
+    points, folder = sweep_points("+experiment=ablation_operator", "debug=fast")
+    assert grid(points) == product(
+        operator=["avgpool_s4", "strided_blur", "fitted"],
+        **{"channel.snr_db": ["0"]},
+        bcr=["'1_48'"],
+    )
+    assert folder.endswith("sweeps/ablation_operator_fast")
+
+
+def test_ablation_point_configs_compose_with_sing_zero_only() -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in OPERATORS:
+            cfg = compose("config", overrides=["+experiment=ablation_operator", f"operator={name}"])
+            assert cfg.sampler.name == "sing_zero"
+            assert cfg.operator.name in ("avgpool", "strided_blur", "fitted")
+            assert cfg.dataset.test_size == 16
+
+
+@pytest.fixture(scope="module")
+def codec_and_train() -> tuple[Any, Any]:
+    codec = load_codec(embedded_codec(Fraction(1, 48), 32), test_snr_db=0.0).eval()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["dataset.train_size=128"])
+    datamodule = build(cfg.dataset)
+    datamodule.setup()
+    return codec, datamodule.train_dataset
+
+
+def test_fitted_operator_on_the_embedded_codec_is_a_pseudo_inverse_pair(
+    codec_and_train: tuple[Any, Any],
+) -> None:
+    """A fitted to (x, DeepJSCC(x)) pairs: A A† A = A and A†A idempotent, to 1e-5."""
+    codec, train = codec_and_train
+    node = OmegaConf.load(CONF_DIR / "operator" / "fitted.yaml")
+    node.fit_images = 128
+    calls: list[int] = []
+
+    def pairs(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        calls.append(n)
+        return codec_pairs(codec, train, n, 0.0, seed=3)
+
+    op = operator_from_config(node, "1/48", 32, pairs=pairs)
+    assert calls == [128]
+    assert isinstance(op, PatchProjection) and op.scale == 8
+    assert 1 <= op.rank <= 192 and op.info["fit_images"] == 128
+    # the fit lowers the squared error of P x̂ + (I − P) μ below that of x̂ itself (training)
+    assert op.info["fit_mse"] <= op.info["received_mse"] + 1e-12
+    x = torch.stack([train[i] for i in range(8)])
+    ax = op.A(x)
+    torch.testing.assert_close(op.A(op.A_pinv(ax)), ax, rtol=0, atol=1e-5)
+    p = op.project(x)
+    torch.testing.assert_close(op.project(p), p, rtol=0, atol=1e-5)
+    # deterministic: the same pairs give the same A
+    again = operator_from_config(node, "1/48", 32, pairs=pairs)
+    assert torch.equal(again.matrix, op.matrix)
+
+
+@pytest.mark.slow
+def test_ablation_operator_fast_form_end_to_end(tmp_path: Path) -> None:
+    """The debug=fast form runs with one command, writes the table with an A column and the
+    figures, and a re-run evaluates nothing new."""
+    args = ["+experiment=ablation_operator", "debug=fast", "logger=csv", "print_config=false"]
+    env: dict[str, str | None] = {"SINGEXP_OUTPUT": None}
+    first = run_cli(*args, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "outputs" / "sweeps" / "ablation_operator_fast"
+    points = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
+    assert points == [
+        "avgpool4_bcr1_48_snr0",
+        "fitted8_bcr1_48_snr0",
+        "strided_blur4_bcr1_48_snr0",
+    ]
+    fitted = json.loads((sweep / "fitted8_bcr1_48_snr0" / "metrics.json").read_text())
+    assert fitted["operator"]["name"] == "fitted" and fitted["operator"]["rank"] >= 1
+    table = (sweep / "report" / "results.md").read_text()
+    assert "| variant |" in table and "A=fitted s8" in table and "A=strided_blur s4" in table
+    for name in ("stlpips_vs_snr.png", "stlpips_vs_snr.pdf", "psnr_vs_snr.png", "swd_vs_snr.png"):
+        assert (sweep / "report" / name).is_file()
+    stamps = {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
+    again = run_cli(*args, cwd=tmp_path, env=env)
+    assert again.returncode == 0
+    assert (again.stdout + again.stderr).count("reusing them") == 3
+    assert {p: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")} == stamps
+
+
+# ---- NFE–quality–latency curve --------------------------------------------------------------
+def test_nfe_curve_grid() -> None:
+    points, folder = sweep_points("+experiment=nfe_curve")
+    assert [p["nfe"] for p in points] == ["10", "25", "50", "100", "250", "1000"]
+    assert folder.endswith("sweeps/nfe_curve")
+    fast, fast_folder = sweep_points("+experiment=nfe_curve", "debug=fast")
+    assert [p["nfe"] for p in fast] == ["10", "25"]
+    assert fast_folder.endswith("sweeps/nfe_curve_fast")
+
+
+def test_nfe_sets_the_steps_of_both_methods() -> None:
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=nfe_curve", "nfe=250"])
+    assert cfg.methods.sing_zero.steps == 250 and cfg.methods.sing_inn.steps == 250
+    assert (cfg.bcr.name, cfg.channel.snr_db) == ("1_48", 0.0)  # the main job's point
+
+
+@pytest.mark.slow
+def test_nfe_curve_fast_form_end_to_end(tmp_path: Path) -> None:
+    args = ["+experiment=nfe_curve", "debug=fast", "logger=csv", "print_config=false"]
+    env: dict[str, str | None] = {"SINGEXP_OUTPUT": None}
+    first = run_cli(*args, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "outputs" / "sweeps" / "nfe_curve_fast"
+    assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == [
+        "steps10_bcr1_48_snr0.0",
+        "steps25_bcr1_48_snr0.0",
+    ]
+    report_dir = sweep / "report"
+    for name in ("stlpips_vs_steps.png", "stlpips_vs_steps.pdf", "psnr_vs_seconds.png"):
+        assert (report_dir / name).is_file(), name
+    flops = (report_dir / "flops.md").read_text()
+    assert "| sing_inn | 25 |" in flops and "| sing_zero | 10 |" in flops
+    again = run_cli(*args, cwd=tmp_path, env=env)
+    assert again.returncode == 0
+    assert (again.stdout + again.stderr).count("reusing them") == 2
+
+
+# ---- INN training-set size ------------------------------------------------------------------
+def test_inn_data_size_grid() -> None:
+    points, folder = sweep_points("+experiment=inn_data_size")
+    assert grid(points) == product(
+        **{
+            "dataset.train_size": ["100", "500", "2000", "8192"],
+            "channel.snr_db": ["-5", "0", "5"],
+            "trainer.max_steps": ["128"],
+            "methods.sing_inn.steps": ["100"],
+        }
+    )
+    assert [p["dataset.train_size"] for p in points[:3]] == ["100"] * 3  # N outermost
+    assert folder.endswith("sweeps/inn_data_size")
+    fast, _ = sweep_points("+experiment=inn_data_size", "debug=fast")
+    assert grid(fast) == product(
+        **{
+            "dataset.train_size": ["32", "64"],
+            "channel.snr_db": ["0"],
+            "trainer.max_steps": ["2"],
+            "methods.sing_inn.steps": ["10"],
+        }
+    )
+
+
+def test_inn_artifact_identity_holds_the_training_set_size(tmp_path: Path) -> None:
+    """One INN per N (inn.checkpoint=auto): the identity differs by dataset.train_size only, and
+    not by the test SNR (one INN serves every SNR of its N)."""
+    from singexp.artifacts import inn_artifact_identity
+    from singexp.config import validate
+
+    def identity(*overrides: str) -> dict[str, Any]:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                "config",
+                overrides=["+experiment=inn_data_size", f"paths.output_dir={tmp_path}", *overrides],
+            )
+        return inn_artifact_identity(cfg, validate(cfg))
+
+    small = identity("dataset.train_size=100")
+    assert small["dataset"]["train_size"] == 100
+    assert small != identity("dataset.train_size=500")
+    assert small == identity("dataset.train_size=100", "channel.snr_db=5")
+    assert small == identity("dataset.train_size=100", "dataset.test_size=4")
+
+
+# ---- SNR generalisation of the INN ----------------------------------------------------------
+def test_snr_generalisation_grid_and_point_folders(tmp_path: Path) -> None:
+    points, folder = sweep_points("+experiment=snr_generalisation")
+    snrs = ["-5", "-3", "-1", "0", "1", "3", "5"]
+    assert grid(points) == product(
+        **{
+            "inn.train_snr_range": ["[0,5]", "[-5,5]"],
+            "channel.snr_db": snrs,
+            "trainer.max_steps": ["128"],
+            "methods.sing_inn.steps": ["100"],
+        }
+    )
+    assert folder.endswith("sweeps/snr_generalisation")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(
+            "config",
+            overrides=[
+                "+experiment=snr_generalisation",
+                "inn.train_snr_range=[0,5]",
+                "channel.snr_db=-3",
+                f"paths.output_dir={tmp_path}",
+            ],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.sweep.subdir == "train0_5_snr-3"
+    assert cfg.inn.checkpoint == "auto" and list(cfg.methods) == ["sing_inn"]
+
+
+def test_report_names_the_varied_inn_settings() -> None:
+    from singexp.report import point_variant, varying_keys
+
+    def point(n: int, low: int) -> dict[str, Any]:
+        config = {"inn": {"checkpoint": "auto", "train_snr_range": [low, 5]}}
+        return {"_config": {**config, "dataset": {"train_size": n}}}
+
+    points = [point(100, 0), point(500, 0), point(100, -5)]
+    keys = varying_keys(points)
+    assert keys == ["N", "INN SNR"]
+    assert point_variant(points[2], keys) == "N=100, INN SNR=-5..5 dB"
+
+
+# ---- distribution mismatch ------------------------------------------------------------------
+def test_mismatch_grid() -> None:
+    points, folder = sweep_points("+experiment=mismatch")
+    assert grid(points) == product(
+        **{
+            "dataset": ["shapes", "photos"],
+            "channel.snr_db": ["-5", "0", "5"],
+            "methods.sing_zero.steps": ["100"],
+            "methods.sing_inn.steps": ["100"],
+        }
+    )
+    assert folder.endswith("sweeps/mismatch")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["+experiment=mismatch", "dataset=photos"])
+    # the shapes-trained models of the main job, whatever the test data
+    assert (cfg.jscc.checkpoint, cfg.inn.checkpoint, cfg.prior.source) == (
+        "embedded",
+        "embedded",
+        "embedded",
+    )
+    assert cfg.dataset.test_size == 16 and cfg.bcr.name == "1_48"
+
+
+# ---- every preset's fast form, end to end ---------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("preset", "points", "figure"),
+    [
+        ("inn_data_size", 2, "stlpips_vs_inn_pairs.png"),
+        ("snr_generalisation", 4, "stlpips_vs_snr.png"),
+        ("mismatch", 2, "stlpips_vs_snr.png"),
+    ],
+)
+def test_fast_form_end_to_end(tmp_path: Path, preset: str, points: int, figure: str) -> None:
+    """``+experiment=PRESET debug=fast``: one command, its table with a variant column and its
+    figures; the same command again evaluates nothing new."""
+    args = [f"+experiment={preset}", "debug=fast", "logger=csv", "print_config=false"]
+    env: dict[str, str | None] = {"SINGEXP_OUTPUT": None}
+    first = run_cli(*args, cwd=tmp_path, env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    sweep = tmp_path / "outputs" / "sweeps" / f"{preset}_fast"
+    assert len(list(sweep.glob("*/metrics.json"))) == points
+    assert "| variant |" in (sweep / "report" / "results.md").read_text()
+    assert (sweep / "report" / figure).is_file()
+    again = run_cli(*args, cwd=tmp_path, env=env)
+    assert again.returncode == 0
+    assert (again.stdout + again.stderr).count("reusing them") == points
