@@ -319,3 +319,14 @@ def test_fast_form_end_to_end(tmp_path: Path, preset: str, points: int, figure: 
     again = run_cli(*args, cwd=tmp_path, env=env)
     assert again.returncode == 0
     assert (again.stdout + again.stderr).count("reusing them") == points
+
+
+def test_editing_a_presets_grid_list_keeps_finished_points_reusable() -> None:
+    # each point's config.yaml carries the preset's grid lists; adding an SNR to the list must
+    # not make the finished points differ from themselves (results.REUSE_IGNORED)
+    from singexp.results import comparable_config
+
+    point = {"seed": 0, "channel": {"snr_db": 0.0}, "preset": {"grid": {"snr_db": "-5,0,5"}}}
+    edited = {**point, "preset": {"grid": {"snr_db": "-5,0,5,10"}}}
+    assert comparable_config(point) == comparable_config(edited)
+    assert comparable_config({**point, "seed": 1}) != comparable_config(point)

@@ -202,13 +202,13 @@ class SingPipeline:
         them (the same checks, the same one-line errors)."""
         from singexp.modules.inn import check_inn_checkpoint, jscc_identity
         from singexp.modules.jscc import check_checkpoint, load_codec
-        from singexp.operators import build_operator
         from singexp.tasks import (
             build_restorers,
             measured_sigma_y,
             require_codec,
             resolve_inn,
             resolve_prior_source,
+            task_operator,
         )
 
         v = validate(cfg)
@@ -218,7 +218,15 @@ class SingPipeline:
         check_checkpoint(v.jscc.checkpoint, identity)
         codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
         codec = codec.eval().requires_grad_(False)
-        operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
+        data: list[Any] = []  # the data module, built once if the operator or σ_y needs it
+
+        def datamodule() -> Any:
+            if not data:
+                data.append(build(cfg.dataset))
+                data[0].setup()
+            return data[0]
+
+        operator = task_operator(cfg, v, codec, lambda: datamodule().train_dataset)
         needs_inn = bool(methods) or str(cfg.inn.checkpoint) != "auto"
         inn_path = resolve_inn(cfg, v) if needs_inn else None
         prior_source = resolve_prior_source(cfg) if methods else None
@@ -227,9 +235,7 @@ class SingPipeline:
             check_inn_checkpoint(inn_path, expected)
         sigma_y = None
         if self._needs_snr():
-            datamodule = build(cfg.dataset)
-            datamodule.setup()
-            sigma_y = measured_sigma_y(cfg, v, methods, codec, operator, datamodule)
+            sigma_y = measured_sigma_y(cfg, v, methods, codec, operator, datamodule())
         restorers, networks = build_restorers(
             cfg, v, methods, operator, inn_path, prior_source, sigma_y
         )

@@ -36,8 +36,9 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 #: config keys that do not change a run's results: how it prints, and where things are written
-#: (``paths``: a moved or copied run or sweep folder is reused, not recomputed)
-REUSE_IGNORED = ("force", "print_config", "paths")
+#: (``paths``: a moved or copied run or sweep folder is reused, not recomputed), and a preset's
+#: grid lists (``preset``: what the sweep expands to; each point's own keys are compared)
+REUSE_IGNORED = ("force", "print_config", "paths", "preset")
 
 
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -412,6 +412,22 @@ def resolve_prior_source(cfg: DictConfig) -> str:
     return str(train_artifact(cfg, "prior", identity, "prior", lambda _: {"export_to": None}))
 
 
+def task_operator(
+    cfg: DictConfig, v: Validated, codec: Any, train_dataset: Callable[[], Any]
+) -> LinearOperator:
+    """The ``operator`` group's A for a restoration run (``restore_task`` and the pipeline):
+    a fitted A (``operator=fitted``) is fitted here on training pairs (``train_dataset()``, only
+    read then) at the test SNR, channel noise seeded by ``seed``: the same A on every run."""
+    return operator_from_config(
+        cfg.operator,
+        v.bcr,
+        v.latent.image_size,
+        pairs=lambda n: codec_pairs(
+            codec.eval(), train_dataset(), n, v.channel.snr_db, int(cfg.seed) * 1_000_003 + 3
+        ),
+    )
+
+
 def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """DeepJSCC at ``channel.snr_db`` then each restorer, on the same received images."""
     preflight(cfg, v)  # sizes, prior present, given models: before any auto training (issue 15)
@@ -426,19 +442,7 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     metrics = ImageMetrics.from_config(cfg.metrics)
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
     methods = method_configs(cfg)
-    # a fitted A (operator=fitted) is fitted here on training pairs at the test SNR, seeded
-    operator = operator_from_config(
-        cfg.operator,
-        v.bcr,
-        v.latent.image_size,
-        pairs=lambda n: codec_pairs(
-            codec.eval(),
-            datamodule.train_dataset,
-            n,
-            v.channel.snr_db,
-            int(cfg.seed) * 1_000_003 + 3,
-        ),
-    )
+    operator = task_operator(cfg, v, codec, lambda: datamodule.train_dataset)
     # auto models are trained only for a job that restores (a bare DeepJSCC run needs none)
     needs_inn = bool(methods) or str(cfg.inn.checkpoint) != "auto"
     inn_path = resolve_inn(cfg, v) if needs_inn else None
