@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,7 +47,13 @@ from singexp.samplers.dps_jscc import (
     as_chain,
     check_codec_keys,
 )
-from singexp.samplers.loop import Generator, PosteriorUpdate, settings_of, step_infos
+from singexp.samplers.loop import (
+    Generator,
+    PosteriorUpdate,
+    progress_context,
+    settings_of,
+    step_infos,
+)
 from singexp.samplers.sing_zero import SHARED_KEYS, Keys
 
 LOSSES: tuple[str, ...] = ("mse",)
@@ -177,7 +182,7 @@ def inverse_jscc(
     z = [part.detach().clone().requires_grad_(True) for part in z0]
     optimizer = torch.optim.Adam(z, lr=lr)
     losses: list[Tensor] = []
-    with torch.enable_grad(), _progress(progress, "InverseJSCC", iterations) as advance:
+    with torch.enable_grad(), progress_context(progress, "InverseJSCC", iterations) as advance:
         for i in range(iterations + 1):
             optimizer.zero_grad(set_to_none=True)
             image = G(z)
@@ -191,14 +196,6 @@ def inverse_jscc(
     if not torch.isfinite(image).all():
         raise ConfigError("sampler.lr", "InverseJSCC diverged (non-finite images); lower lr")
     return image.detach(), losses
-
-
-def _progress(progress: bool, desc: str, total: int) -> AbstractContextManager[Callable[[], None]]:
-    if not progress:
-        return nullcontext(lambda: None)
-    from singexp.progress import sampling
-
-    return sampling(desc, total)
 
 
 # ---- config --------------------------------------------------------------------------------

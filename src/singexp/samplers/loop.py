@@ -338,7 +338,7 @@ def sample(
     channels = x.shape[1]
     x0_hat = x
     total = sum(k_to > k for k, k_to in moves)
-    with _progress(progress, desc, total) as advance:
+    with progress_context(progress, desc, total) as advance:
         for k, k_to in moves:
             if k_to < k:  # time travel: back from level k to level k_to
                 alpha_from = float(infos[k - 1].alpha_bar_prev)
@@ -427,10 +427,11 @@ def sample_restoration(
     return out.clamp(-1, 1) if clamp else out
 
 
-def _progress(
+def progress_context(
     progress: bool | ProgressHook, desc: str, total: int
 ) -> AbstractContextManager[Callable[[], None]]:
-    """The progress hook of ``sample``: True → :func:`singexp.progress.sampling`."""
+    """The progress hook of ``sample`` (and InverseJSCC's iterations): True →
+    :func:`singexp.progress.sampling`, False → none, a callable → itself."""
     if progress is True:
         from singexp.progress import sampling
 
