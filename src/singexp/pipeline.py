@@ -237,7 +237,7 @@ class SingPipeline:
         if self._needs_snr():
             sigma_y = measured_sigma_y(cfg, v, methods, codec, operator, datamodule())
         restorers, networks = build_restorers(
-            cfg, v, methods, operator, inn_path, prior_source, sigma_y
+            cfg, v, methods, operator, inn_path, prior_source, sigma_y, codec
         )
         codec.to(self.device)
         for network in networks.values():

@@ -254,13 +254,14 @@ def build_restorers(
     inn_path: Path | None,
     prior_source: str | None = None,
     sigma_y: float | None = None,
+    codec: DeepJSCCModule | None = None,
 ) -> tuple[dict[str, Restorer], dict[str, torch.nn.Module]]:
     """Restorer callables for ``methods`` and the networks they share (moved by Lightning).
 
     The prior (``prior_source``, default: :func:`resolve_prior_source`) is loaded when a method
-    is configured; the INN when ``inn_path`` is given; the codec (``jscc.checkpoint``) for the
-    baselines that run the DeepJSCC chain (``dps_jscc``, ``inverse_jscc``). ``sigma_y``: what
-    ``sigma_y=auto`` means.
+    is configured; the INN when ``inn_path`` is given; the codec for the baselines that run the
+    DeepJSCC chain (``dps_jscc``, ``inverse_jscc``): ``codec``, the one the run already loaded,
+    else loaded from ``jscc.checkpoint``. ``sigma_y``: what ``sigma_y=auto`` means.
     """
     if not methods:
         return {}, {}
@@ -271,9 +272,10 @@ def build_restorers(
     if inn_path is not None:
         networks["inn"] = load_inn(inn_path).inn.eval().requires_grad_(False)
     if any(m.name in ("dps_jscc", "inverse_jscc") for m in methods.values()):
-        # the baselines' forward model: the same DeepJSCC the images went through (its own copy,
-        # frozen; the SNR each restorer is called with is the test SNR)
-        codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
+        # the baselines' forward model: the DeepJSCC the images went through (frozen; the SNR
+        # each restorer is called with is the test SNR)
+        if codec is None:
+            codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
         networks["codec"] = codec.codec.eval().requires_grad_(False)
     restorers: dict[str, Restorer] = {}
     for name, method in methods.items():
@@ -453,7 +455,7 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         )
     sigma_y = measured_sigma_y(cfg, v, methods, codec, operator, datamodule)
     restorers, networks = build_restorers(
-        cfg, v, methods, operator, inn_path, prior_source, sigma_y
+        cfg, v, methods, operator, inn_path, prior_source, sigma_y, codec
     )
     module = RestorationModule(
         codec,
