@@ -201,3 +201,17 @@ def test_steps_sweep_draws_steps_and_seconds_figures_with_the_default_marked(
     assert list(line.get_xdata()) == pytest.approx([0.1, 1.0, 10.0])
     flops = (sweep / "report" / "flops.md").read_text()
     assert "| sing_zero | 1000 |" in flops and "TFLOP" in flops
+
+
+def test_methods_with_their_own_step_counts_are_not_a_steps_sweep(tmp_path: Path) -> None:
+    # one point where two methods ran different steps (SING 100, InverseJSCC's 5-step
+    # generator): the SNR figures as usual, no steps figures, no FLOPs table
+    folder = tmp_path / "baselines" / "p"
+    _variant_point(folder, 0.0, "avgpool", 100, shift=0.0)
+    point = json.loads((folder / "metrics.json").read_text())
+    point["methods"]["inverse_jscc"] = dict(point["methods"]["sing_zero"])
+    point["samplers"]["inverse_jscc"] = {"name": "inverse_jscc", "steps": 5}
+    (folder / "metrics.json").write_text(json.dumps(point))
+    names = {Path(f).name for f in report(tmp_path / "baselines")["files"]}
+    assert "psnr_vs_snr.png" in names
+    assert not {n for n in names if "_vs_steps" in n or "_vs_seconds" in n or n == "flops.md"}

@@ -222,6 +222,17 @@ def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
     return (_bcr_value(row["bcr"]), row["snr_db"], str(row["method"]), variant, metric)
 
 
+def steps_vary(rows: list[dict[str, Any]]) -> bool:
+    """Whether a method ran at more than one step count (an NFE sweep): methods with different
+    steps of their own at one point (SING's 100 beside InverseJSCC's 5-step generator) are
+    not a steps sweep."""
+    steps: dict[str, set[int]] = defaultdict(set)
+    for r in rows:
+        if r.get("steps"):
+            steps[r["method"]].add(int(r["steps"]))
+    return any(len(values) > 1 for values in steps.values())
+
+
 def sweep_info(sweep_dir: Path) -> dict[str, Any]:
     """What the figures' title says: data set, channel, test images and sampler steps of the
     points (each a sorted list of the distinct values found)."""
@@ -623,7 +634,7 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
     ]
     files = [*write_tables(rows, out, notes)]
     info = sweep_info(sweep_dir)
-    by_steps = len(info.get("steps", [])) > 1
+    by_steps = steps_vary(rows)
     one_snr = len({r["snr_db"] for r in rows}) == 1
     for metric in FIGURES:
         if not (by_steps and one_snr):  # a single SNR: the steps figures say it all
