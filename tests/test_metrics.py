@@ -432,3 +432,44 @@ def test_swd_of_many_sets_equals_one_call_per_set() -> None:
     assert sliced_wasserstein_many(smaller, target, **kwargs)["half"] == pytest.approx(
         sliced_wasserstein(preds["noisy"][:6], target, **kwargs)
     )
+
+
+def _write_random_alexnet(torch_home: Path) -> None:
+    import torchvision
+
+    checkpoints = torch_home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    state = torchvision.models.alexnet(weights=None).state_dict()
+    torch.save(
+        {k: v for k, v in state.items() if k.startswith("features.")},
+        checkpoints / "alexnet-owt-7be5be79.pth",
+    )
+
+
+def test_perceptual_metrics_of_many_sets_equal_the_packages_per_pair(torch_home: Path) -> None:
+    # issue 18: the originals' ST-LPIPS / LPIPS features computed once and shared by every
+    # method must not change any value (to 1e-6). The reference is each package's own
+    # LPIPS.forward on the pair (M.stlpips / M.lpips), at the evaluation's perceptual size.
+    _write_random_alexnet(torch_home)
+    target = scenes(4, 32)
+    preds = {
+        "noisy": noisy(target, 0.2),
+        "blurred": torch.nn.functional.avg_pool2d(target, 3, 1, 1),
+        "other": scenes(4, 32, seed=5),
+        "same": target.clone(),
+    }
+    metrics = M.ImageMetrics(lpips=True)
+    many = metrics.per_image_many(preds, target)
+    assert set(many) == set(preds)
+    for name, pred in preds.items():
+        for key, reference in (("stlpips", M.stlpips), ("lpips", M.lpips)):
+            expected = reference(pred, target, perceptual_size=metrics.perceptual_size)
+            assert expected is not None
+            torch.testing.assert_close(many[name][key], expected, atol=1e-6, rtol=0)
+        one = metrics.per_image(pred, target)  # the single-set path is the same computation
+        assert one.keys() == many[name].keys()
+        for key, value in one.items():
+            torch.testing.assert_close(many[name][key], value, atol=1e-6, rtol=0)
+    distances = [float(many[n]["stlpips"].mean()) for n in ("noisy", "blurred", "other")]
+    assert min(distances) > 1e-3 and len({round(d, 4) for d in distances}) == 3
+    assert float(many["same"]["stlpips"].abs().max()) < 1e-6

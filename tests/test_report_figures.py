@@ -215,3 +215,58 @@ def test_methods_with_their_own_step_counts_are_not_a_steps_sweep(tmp_path: Path
     names = {Path(f).name for f in report(tmp_path / "baselines")["files"]}
     assert "psnr_vs_snr.png" in names
     assert not {n for n in names if "_vs_steps" in n or "_vs_seconds" in n or n == "flops.md"}
+
+
+def test_mismatch_report_has_a_drop_per_method(tmp_path: Path) -> None:
+    # +experiment=mismatch: shapes-trained models tested on shapes (matched) and on photos; the
+    # report writes each method's drop Δ = mismatched − matched (issue 13)
+    sweep = tmp_path / "mismatch"
+    values = {  # (data, method) → per-image PSNR of 4 images, ST-LPIPS mean
+        ("shapes", "deepjscc"): ([16.0, 17.0, 15.0, 16.0], 0.5),
+        ("shapes", "sing_inn"): ([15.0, 16.0, 14.0, 15.0], 0.4),
+        ("photos", "deepjscc"): ([14.0, 14.5, 13.5, 14.0], 0.6),
+        ("photos", "sing_inn"): ([12.0, 12.0, 12.0, 12.0], 0.7),
+    }
+    for data in ("shapes", "photos"):
+        folder = sweep / f"{data}_snr0"
+        folder.mkdir(parents=True)
+        methods = {
+            m: {"psnr": sum(values[(data, m)][0]) / 4, "stlpips": values[(data, m)][1]}
+            | {"images": 4}
+            for m in ("deepjscc", "sing_inn")
+        }
+        point = {
+            "task": "restore",
+            "dataset": data,
+            "channel": "awgn",
+            "snr_db": 0.0,
+            "bcr": "1/48",
+            "methods": methods,
+            "trained_on": {"jscc": "shapes", "inn": "shapes"},
+        }
+        (folder / "metrics.json").write_text(json.dumps(point))
+        with (folder / "per_image.csv").open("w", newline="") as f:
+            writer = csv.DictWriter(f, ["image", "method", "psnr"])
+            writer.writeheader()
+            for m in ("deepjscc", "sing_inn"):
+                for i, v in enumerate(values[(data, m)][0]):
+                    writer.writerow({"image": i, "method": m, "psnr": v})
+    report(sweep)
+    with (sweep / "report" / "drop.csv").open() as f:
+        drops = {(r["method"], r["metric"]): r for r in csv.DictReader(f)}
+    assert set(drops) == {(m, k) for m in ("deepjscc", "sing_inn") for k in ("psnr", "stlpips")}
+    for method in ("deepjscc", "sing_inn"):
+        matched = sum(values[("shapes", method)][0]) / 4
+        mismatched = sum(values[("photos", method)][0]) / 4
+        row = drops[(method, "psnr")]
+        assert (row["matched_data"], row["mismatched_data"]) == ("shapes", "photos")
+        assert float(row["delta"]) == pytest.approx(mismatched - matched)
+        want = values[("photos", method)][1] - values[("shapes", method)][1]
+        assert float(drops[(method, "stlpips")]["delta"]) == pytest.approx(want)
+    table = (sweep / "report" / "drop.md").read_text()
+    assert "shapes → photos" in table
+    assert "| 1/48 | 0 | sing_inn | 15.000 → 12.000 (-3.000) | 0.400 → 0.700 (+0.300) |" in table
+    # a sweep without a mismatched point (the SNR × BCR grid) writes no drop table
+    grid = _sweep(tmp_path)
+    report(grid)
+    assert not (grid / "report" / "drop.md").exists()

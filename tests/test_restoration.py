@@ -150,17 +150,19 @@ def test_mean_image_row_and_consistency_columns() -> None:
 def test_models_trained_on_another_dataset_are_named() -> None:
     from omegaconf import OmegaConf
 
-    from singexp.tasks import trained_elsewhere
+    from singexp.tasks import trained_elsewhere, trained_on
 
     cfg = OmegaConf.create({"dataset": {"name": "celebahq"}})
     torch.manual_seed(0)
     shapes_codec = DeepJSCCModule(
         bcr="1/192", image_size=32, latent_channels=8, width=8, dataset="shapes"
     )
-    (warning,) = trained_elsewhere(cfg, shapes_codec, None)
+    assert trained_on(shapes_codec, None) == {"jscc": "shapes"}  # metrics.json's trained_on
+    (warning,) = trained_elsewhere(cfg, trained_on(shapes_codec, None))
     assert warning.startswith("jscc.checkpoint was trained on 'shapes'")
     assert "'celebahq'" in warning and "\n" not in warning
     # trained on the tested data, or of unknown origin (older files): nothing to say
     same = OmegaConf.create({"dataset": {"name": "shapes"}})
-    assert trained_elsewhere(same, shapes_codec, None) == []
-    assert trained_elsewhere(cfg, _codec(), None) == []
+    assert trained_elsewhere(same, trained_on(shapes_codec, None)) == []
+    assert trained_on(_codec(), None) == {"jscc": None}
+    assert trained_elsewhere(cfg, trained_on(_codec(), None)) == []

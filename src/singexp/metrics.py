@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -363,6 +363,49 @@ def lpips(
         a = perceptual_resize(_clamp(pred), perceptual_size)
         b = perceptual_resize(_clamp(target), perceptual_size)
         return model(a, b).reshape(-1)
+
+
+# --------------------------------------------------------------------------- shared features
+
+
+def perceptual_features(net: nn.Module, images: Tensor, perceptual_size: int) -> list[Tensor]:
+    """The unit-normalised backbone features of ``images`` (clamped, resized as the metric
+    sees them) that an LPIPS-family ``net`` (ST-LPIPS or LPIPS) compares, one per layer.
+
+    The same arithmetic as the packages' ``LPIPS.forward`` for one input (Zhang et al. 2018,
+    eq. 1: ŷ^l normalised in the channel dimension); :func:`perceptual_distance` finishes it.
+    """
+    x = perceptual_resize(_clamp(images), perceptual_size)
+    with torch.no_grad():
+        scaling, backbone = net.get_submodule("scaling_layer"), net.get_submodule("net")
+        outs = backbone(scaling(x) if getattr(net, "version", None) == "0.1" else x)
+        # normalize_tensor of both packages: f / (‖f‖₂ over channels + 1e-10)
+        return [f / (f.pow(2).sum(dim=1, keepdim=True).sqrt() + 1e-10) for f in outs]
+
+
+def perceptual_distance(net: nn.Module, feats: Sequence[Tensor], other: Sequence[Tensor]) -> Tensor:
+    """Per-image distance (B,) between two :func:`perceptual_features` results: Σ_l of the
+    spatial mean of w_l · (ŷ^l − ŷ'^l)² (Zhang et al. 2018, eq. 1), as ``LPIPS.forward``."""
+    with torch.no_grad():
+        total: Tensor | float = 0.0
+        lins = cast("nn.ModuleList", net.get_submodule("lins"))
+        for lin, f, g in zip(lins, feats, other, strict=True):
+            total = total + lin((f - g) ** 2).mean([2, 3], keepdim=True)
+        return torch.as_tensor(total).reshape(-1)
+
+
+def _perceptual_many(
+    net: nn.Module | None, preds: Mapping[str, Tensor], target: Tensor, perceptual_size: int
+) -> dict[str, Tensor] | None:
+    """The distance of every set in ``preds`` to ``target``, the target's features computed
+    once (issue 18); equal to the per-pair metric (tests/test_metrics.py)."""
+    if net is None:
+        return None
+    target_feats = perceptual_features(net, target, perceptual_size)
+    return {
+        name: perceptual_distance(net, perceptual_features(net, p, perceptual_size), target_feats)
+        for name, p in preds.items()
+    }
 
 
 # --------------------------------------------------------------------------- SWD
@@ -700,25 +743,38 @@ class ImageMetrics:
 
     def per_image(self, pred: Tensor, target: Tensor) -> dict[str, Tensor]:
         """Per-image metrics, each (B,) on ``self.device``; absent keys are skipped or missing."""
-        _check_pair(pred, target)
-        pred = pred.detach().to(self.device)
+        return self.per_image_many({"pred": pred}, target)["pred"]
+
+    def per_image_many(
+        self, preds: Mapping[str, Tensor], target: Tensor
+    ) -> dict[str, dict[str, Tensor]]:
+        """:meth:`per_image` of every set in ``preds`` against one ``target`` batch, the
+        target's ST-LPIPS/LPIPS features computed once and shared (equal values)."""
+        for pred in preds.values():
+            _check_pair(pred, target)
         target = target.detach().to(self.device)
-        h, w = pred.shape[-2:]
+        moved = {name: p.detach().to(self.device) for name, p in preds.items()}
+        h, w = target.shape[-2:]
         self.input_hw = (h, w)
         self.perceptual_hw = perceptual_input_hw(h, w, self.perceptual_size)
-        out: dict[str, Tensor] = {"psnr": psnr(pred, target), "ssim": ssim(pred, target)}
+        out: dict[str, dict[str, Tensor]] = {
+            name: {"psnr": psnr(p, target), "ssim": ssim(p, target)} for name, p in moved.items()
+        }
         if self.enabled["ms_ssim"]:
-            value = ms_ssim(pred, target)
-            if value is not None:
-                out["ms_ssim"] = value
-        if self.enabled["stlpips"]:
-            value = stlpips(pred, target, perceptual_size=self.perceptual_size)
-            if value is not None:
-                out["stlpips"] = value
-        if self.enabled["lpips"]:
-            value = lpips(pred, target, net=self.lpips_net, perceptual_size=self.perceptual_size)
-            if value is not None:
-                out["lpips"] = value
+            for name, p in moved.items():
+                value = ms_ssim(p, target)
+                if value is not None:
+                    out[name]["ms_ssim"] = value
+        size = self.perceptual_size
+        perceptual = {
+            "stlpips": lambda: stlpips_net(self.device),
+            "lpips": lambda: lpips_net(self.lpips_net, self.device),
+        }
+        for key, net in perceptual.items():
+            if self.enabled[key]:
+                values = _perceptual_many(net(), moved, target, size)
+                for name, value in (values or {}).items():
+                    out[name][key] = value
         return out
 
     def set_level(
@@ -794,6 +850,8 @@ __all__ = [
     "lpips_status",
     "ms_ssim",
     "ms_ssim_supported",
+    "perceptual_distance",
+    "perceptual_features",
     "perceptual_input_hw",
     "perceptual_resize",
     "periodic_energy",

@@ -193,6 +193,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                         "steps": ((point.get("samplers") or {}).get(method) or {}).get("steps"),
                         "seconds_per_image": summary.get("seconds_per_image"),
                         # training pairs of the INN a SING-INN row used, when trained for it
+                        # whether the models were trained on the tested data (mismatch.yaml)
+                        "matched": _matched(point),
                         "inn_pairs": _inn_pairs(point)
                         if ((point.get("samplers") or {}).get(method) or {}).get("name")
                         == "sing_inn"
@@ -200,6 +202,99 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                     }
                 )
     return sorted(rows, key=_row_order)
+
+
+def _matched(point: dict[str, Any]) -> bool | None:
+    """True when every model with a recorded training set (metrics.json's ``trained_on``) was
+    trained on the tested data set, False when one was not, None when nothing is recorded."""
+    trained = [v for v in (point.get("trained_on") or {}).values() if v is not None]
+    if not trained:
+        return None
+    return all(str(v) == str(point.get("dataset")) for v in trained)
+
+
+def _without_data(variant: str) -> str:
+    """A variant label without its ``data=…`` part (the data is what a drop compares)."""
+    return ", ".join(p for p in str(variant or "").split(", ") if p and not p.startswith("data="))
+
+
+def drop_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Distribution mismatch (``+experiment=mismatch``): per BCR, SNR, method, other variant and
+    metric, the matched mean (models trained on the tested data), the mismatched one and
+    Δ = mismatched − matched. Empty unless the rows hold both kinds of point."""
+    groups: dict[tuple[Any, ...], dict[bool, dict[str, Any]]] = defaultdict(dict)
+    for r in rows:
+        if r.get("matched") is None:
+            continue
+        key = (r["bcr"], r["snr_db"], r["method"], _without_data(r["variant"]), r["metric"])
+        groups[key][bool(r["matched"])] = r
+    out = []
+    for (bcr, snr, method, variant, metric), pair in groups.items():
+        if True not in pair or False not in pair:
+            continue
+        matched, other = pair[True], pair[False]
+        out.append(
+            {
+                "bcr": bcr,
+                "snr_db": snr,
+                "method": method,
+                "variant": variant,
+                "metric": metric,
+                "matched_data": matched["dataset"],
+                "matched": matched["mean"],
+                "mismatched_data": other["dataset"],
+                "mismatched": other["mean"],
+                "delta": other["mean"] - matched["mean"],
+            }
+        )
+    return sorted(out, key=_row_order)
+
+
+def write_drop(rows: list[dict[str, Any]], out: Path) -> list[Path]:
+    """``drop.csv`` and ``drop.md``: :func:`drop_rows` (nothing when there is no drop to show);
+    the Markdown table has one row per point and method, one column per metric with
+    "matched → mismatched (Δ)"."""
+    drops = drop_rows(rows)
+    if not drops:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    fields = ["bcr", "snr_db", "method", "variant", "metric"]
+    fields += ["matched_data", "matched", "mismatched_data", "mismatched", "delta"]
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(drops)
+    csv_path = out / "drop.csv"
+    atomic_write_text(csv_path, buffer.getvalue())
+    metrics = [m for m in METRICS if any(d["metric"] == m for d in drops)]
+    table: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
+    for d in drops:
+        cell = f"{d['matched']:.3f} → {d['mismatched']:.3f} ({d['delta']:+.3f})"
+        table[(d["bcr"], d["snr_db"], d["method"], d["variant"])][d["metric"]] = cell
+    variants = any(d["variant"] for d in drops)
+    pairs = sorted({(d["matched_data"], d["mismatched_data"]) for d in drops})
+    said = "; ".join(f"{a} → {b}" for a, b in pairs)
+    lines = [
+        f"Distribution mismatch ({said}): each cell is the mean on the data the models were "
+        "trained on → the mean on the other data (Δ = mismatched − matched; for ↓ metrics a "
+        "positive Δ is worse, for PSNR/SSIM a negative one).",
+        "",
+        "| BCR | SNR (dB) | method | "
+        + ("variant | " if variants else "")
+        + " | ".join(LABELS[m] for m in metrics)
+        + " |",
+        "|---|---|---|" + ("---|" if variants else "") + "---|" * len(metrics),
+    ]
+    for (bcr, snr, method, variant), cells in table.items():
+        lines.append(
+            f"| {bcr} | {snr:g} | {method} | "
+            + (f"{variant} | " if variants else "")
+            + " | ".join(cells.get(m, "—") for m in metrics)
+            + " |"
+        )
+    md_path = out / "drop.md"
+    atomic_write_text(md_path, "\n".join(lines) + "\n")
+    return [csv_path, md_path]
 
 
 def _point_config(folder: Path) -> dict[str, Any]:
@@ -632,7 +727,7 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
         else f"unfinished point: {f.relative_to(sweep_dir)} (torn metrics.json)"
         for f in failed
     ]
-    files = [*write_tables(rows, out, notes)]
+    files = [*write_tables(rows, out, notes), *write_drop(rows, out)]
     info = sweep_info(sweep_dir)
     by_steps = steps_vary(rows)
     one_snr = len({r["snr_db"] for r in rows}) == 1

@@ -468,7 +468,8 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         mean_image=datamodule.mean_image(),
         operator=operator,
     )
-    warnings = trained_elsewhere(cfg, codec, inn_path)
+    models_trained_on = trained_on(codec, inn_path)
+    warnings = trained_elsewhere(cfg, models_trained_on)
     # guidance (SING-INN) takes gradients w.r.t. x0: no inference mode, the loop's no_grad suffices
     trainer = build_trainer(cfg, loggers, inference_mode=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -491,24 +492,32 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         "inn_checkpoint": str(inn_path) if inn_path else None,
         "prior_source": prior_source,
         "files": files,
+        "trained_on": models_trained_on,
         "warnings": warnings,
     }
 
 
-def trained_elsewhere(cfg: DictConfig, codec: Any, inn_path: Path | None) -> list[str]:
-    """One warning per model trained on another data set than ``dataset.name`` (the codec's
-    and INN's recorded ``dataset``; issue 15 item 6): its numbers can look like the paper's
-    pattern while every output is off-distribution. Logged now, printed under the table."""
-    tested = str(cfg.dataset.name)
-    found = {"jscc.checkpoint": codec.hparams.get("dataset")}
+def trained_on(codec: Any, inn_path: Path | None) -> dict[str, str | None]:
+    """The data set each model of the run was trained on, as its checkpoint records it (the
+    codec's and INN's ``dataset``; None: not recorded). In metrics.json as ``trained_on``: the
+    report tells matched points from mismatched ones by it (``+experiment=mismatch``)."""
+    found = {"jscc": codec.hparams.get("dataset")}
     if inn_path is not None:
-        found["inn.checkpoint"] = read_inn_metadata(inn_path)["hparams"].get("dataset")
+        found["inn"] = read_inn_metadata(inn_path)["hparams"].get("dataset")
+    return {key: None if value is None else str(value) for key, value in found.items()}
+
+
+def trained_elsewhere(cfg: DictConfig, models: dict[str, str | None]) -> list[str]:
+    """One warning per model (:func:`trained_on`) trained on another data set than
+    ``dataset.name`` (issue 15 item 6): its numbers can look like the paper's pattern while
+    every output is off-distribution. Logged now, printed under the table."""
+    tested = str(cfg.dataset.name)
     warnings = [
-        f"{key} was trained on {trained!r}, this run tests on {tested!r}: its numbers measure a "
-        "distribution mismatch, not the method (train on this data: "
-        f"{key.split('.')[0]}.checkpoint=auto)"
-        for key, trained in found.items()
-        if trained is not None and str(trained) != tested
+        f"{key}.checkpoint was trained on {trained!r}, this run tests on {tested!r}: its "
+        "numbers measure a distribution mismatch, not the method (train on this data: "
+        f"{key}.checkpoint=auto)"
+        for key, trained in models.items()
+        if trained is not None and trained != tested
     ]
     for warning in warnings:
         log.warning(warning)

@@ -133,8 +133,10 @@ class RestorationModule(L.LightningModule):
             scored[TRIVIAL] = self.mean_image.to(device, batch.dtype).expand_as(batch)
         # A†A of what every method is compared with, once per batch
         projected = {ORIGINAL: self.project(batch), BASELINE: self.project(outputs[BASELINE])}
+        # the originals' perceptual features once, shared by every method (issue 18)
+        per_method = self.metrics.per_image_many(scored, batch)
         for name, images in scored.items():
-            values = self.metrics.per_image(images, batch)
+            values = per_method[name]
             received = None if name == BASELINE else projected[BASELINE]
             values.update(self.consistency(images, received, projected[ORIGINAL]))
             self._metric_keys.update(values)
