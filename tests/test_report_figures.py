@@ -263,7 +263,14 @@ def test_mismatch_report_has_a_drop_per_method(tmp_path: Path) -> None:
         assert float(row["delta"]) == pytest.approx(mismatched - matched)
         want = values[("photos", method)][1] - values[("shapes", method)][1]
         assert float(drops[(method, "stlpips")]["delta"]) == pytest.approx(want)
+    # the gain over DeepJSCC on the same data (the data sets differ in difficulty)
+    inn_psnr = drops[("sing_inn", "psnr")]
+    assert float(inn_psnr["gain_matched"]) == pytest.approx(15.0 - 16.0)
+    assert float(inn_psnr["gain_mismatched"]) == pytest.approx(12.0 - 14.0)
+    assert float(drops[("sing_inn", "stlpips")]["gain_mismatched"]) == pytest.approx(0.7 - 0.6)
+    assert drops[("deepjscc", "psnr")]["gain_matched"] == ""  # DeepJSCC against itself: none
     table = (sweep / "report" / "drop.md").read_text()
+    assert "| 1/48 | 0 | sing_inn | -1.000 → -2.000 | -0.100 → +0.100 |" in table
     assert "shapes → photos" in table
     assert "| 1/48 | 0 | sing_inn | 15.000 → 12.000 (-3.000) | 0.400 → 0.700 (+0.300) |" in table
     # a sweep without a mismatched point (the SNR × BCR grid) writes no drop table

@@ -36,7 +36,8 @@ from torch import Tensor
 from singexp.bcr import format_ratio, parse_ratio
 from singexp.config import CONF_DIR, Validated, apply_quick, build, quote_group_overrides, validate
 from singexp.errors import ConfigError, SingexpError
-from singexp.modules.restoration import BASELINE, ORIGINAL, Restorer, batch_generator
+from singexp.modules.restoration import Restorer, batch_generator
+from singexp.results import BASELINE, ORIGINAL
 
 ImageInput = Tensor | str | Path | Sequence[str | Path]
 

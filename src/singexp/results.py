@@ -18,6 +18,12 @@ from singexp.faults import atomic_write_text, read_results, required_result_keys
 
 log = logging.getLogger("singexp")
 
+#: the method names a restoration's results use besides the restorers' own: the DeepJSCC output
+#: x̂ every restorer starts from, the originals, and the trivial mean-image baseline
+BASELINE = "deepjscc"
+ORIGINAL = "original"
+TRIVIAL = "mean_image"
+
 
 def _jsonable(value: Any) -> Any:
     """Replace NaN/inf by None so that metrics.json is strict JSON."""

@@ -31,14 +31,12 @@ from torch import Tensor
 from singexp.metrics import ImageMetrics, psnr
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.operators import LinearOperator
+from singexp.results import BASELINE, ORIGINAL, TRIVIAL
 from singexp.visualize import save_comparison_grid
 
 # restorer(x_hat, snr_db, generator) -> x_tilde
 Restorer = Callable[[Tensor, Tensor, torch.Generator], Tensor]
 
-BASELINE = "deepjscc"
-ORIGINAL = "original"
-TRIVIAL = "mean_image"
 #: wall seconds per image of each method (DeepJSCC: the codec's send and decode; a restorer:
 #: its own call), in every method's summary (metrics.json); summed over the batches, divided by
 #: the images, measured with the device synchronised
