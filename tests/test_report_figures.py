@@ -167,6 +167,15 @@ def test_operator_variants_become_a_column_and_lines(tmp_path: Path) -> None:
     # DeepJSCC does not depend on A: one line; SING-Zero: one line per A
     assert sorted(labels) == ["deepjscc", "sing_zero · A=avgpool s4", "sing_zero · A=fitted s4"]
     assert fig.legends[0].get_title().get_text() == "method · variant"
+    # a method's variants share its colour and differ in line style
+    lines = {
+        line.get_label(): line for line in fig.axes[0].get_lines() if line.get_label()[0] != "_"
+    }
+    if not lines:  # errorbar containers: their data line carries the style
+        lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}
+    a, f = lines["sing_zero · A=avgpool s4"], lines["sing_zero · A=fitted s4"]
+    assert a.get_color() == f.get_color() != lines["deepjscc"].get_color()
+    assert a.get_linestyle() != f.get_linestyle()
 
 
 def test_paper_grid_report_has_no_variant_column(tmp_path: Path) -> None:

@@ -64,6 +64,8 @@ AXIS_LABELS = {
 }
 #: the figures a report draws
 FIGURES = ("stlpips", "lpips", "psnr", "swd")
+#: line styles of a method's variants in a figure (the colour says the method)
+LINE_STYLES = ("-", "--", ":", "-.")
 
 
 def short_name(metric: str) -> str:
@@ -468,6 +470,9 @@ def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None 
         layout="constrained",
     )
     axes = fig.subplots(1, len(bcrs), squeeze=False, sharey=True)[0]
+    # one colour per method, one line style per variant: a method's variants read as a family
+    bases = list(dict.fromkeys(m.split(" · ")[0] for m in methods))
+    labels_of_variants = sorted({m.split(" · ", 1)[1] for m in methods if " · " in m})
     for ax, bcr in zip(axes, bcrs, strict=True):
         for i, method in enumerate(methods):
             pts = sorted(
@@ -476,12 +481,16 @@ def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None 
                 if r["bcr"] == bcr and r["method"] == method
             )
             shift = (i - (len(methods) - 1) / 2) * offset
-            color = f"C{i}"
+            base, _, variant = method.partition(" · ")
+            color = f"C{bases.index(base) % 10}"
+            style = LINE_STYLES[labels_of_variants.index(variant) % 4] if variant else "-"
             if pts:
                 snr, mean, ci = zip(*pts, strict=True)
                 err = [0.0 if math.isnan(c) else c for c in ci]
                 x = [s + shift for s in snr]
-                ax.errorbar(x, mean, yerr=err, marker="o", ms=4, capsize=3, label=method, c=color)
+                ax.errorbar(
+                    x, mean, yerr=err, marker="o", ms=4, capsize=3, label=method, c=color, ls=style
+                )
         ax.set_title(f"BCR {bcr}", fontsize=10)
         ax.set_xlabel("SNR (dB)")
         ax.set_xticks(snrs)
