@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format sync-wandb clean embedded-weights embedded-jscc embedded-prior embedded-inn
+.PHONY: help install run test test-fast lint format sync-wandb clean embedded-weights embedded-jscc embedded-prior embedded-inn embedded-inn-light
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -65,7 +65,17 @@ embedded-inn: install ## retrain the shipped SING-INN networks, one per BCR, on 
 	    hydra.run.dir=outputs/embedded/inn_$$r || exit 1; \
 	done
 
-embedded-weights: embedded-jscc embedded-prior embedded-inn ## retrain every shipped weight of the embedded default
+# the lighter INN (inn=light: width 16, 2 pairs) is shipped for the embedded grid only
+EMBEDDED_LIGHT_BCRS ?= 1_96 1_48 1_24
+
+embedded-inn-light: install ## retrain the shipped light SING-INN networks (inn=light), one per embedded BCR
+	for r in $(EMBEDDED_LIGHT_BCRS); do \
+	  OMP_NUM_THREADS=1 $(PY) -m singexp +experiment=embedded_inn inn=light bcr=$$r print_config=false \
+	    inn.export=src/singexp/assets/inn_shapes32/inn_$${r}_w16p2.safetensors \
+	    hydra.run.dir=outputs/embedded/inn_$${r}_w16p2 || exit 1; \
+	done
+
+embedded-weights: embedded-jscc embedded-prior embedded-inn embedded-inn-light ## retrain every shipped weight of the embedded default
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun lightning_logs wandb .pytest_cache .ruff_cache

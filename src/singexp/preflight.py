@@ -63,7 +63,7 @@ def check_inn(cfg: DictConfig, v: Validated) -> None:
     value = cfg.inn.get("checkpoint")
     if value is None or str(value) == "auto":
         return
-    path = resolve_inn_checkpoint(value, v.bcr, v.latent.image_size)
+    path = resolve_inn_checkpoint(value, v.bcr, v.latent.image_size, cfg.inn)
     if path is not None:
         check_inn_checkpoint(path, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size})
 

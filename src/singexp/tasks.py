@@ -388,7 +388,7 @@ def resolve_inn(cfg: DictConfig, v: Validated) -> Path | None:
     """``inn.checkpoint`` as a file (:func:`resolve_inn_checkpoint`: null, ``embedded``, a path);
     ``auto`` = the INN this config's ``inn`` keys train on the codec in use, trained once."""
     if str(cfg.inn.checkpoint) != "auto":
-        return resolve_inn_checkpoint(cfg.inn.checkpoint, v.bcr, v.latent.image_size)
+        return resolve_inn_checkpoint(cfg.inn.checkpoint, v.bcr, v.latent.image_size, cfg.inn)
     require_codec(cfg, v, "inn.checkpoint=auto")
     codec = v.jscc.checkpoint
     return train_artifact(

@@ -478,26 +478,43 @@ def check_inn_checkpoint(path: str | Path, expected: Mapping[str, Any]) -> None:
         )
 
 
-def embedded_inn(ratio: Fraction | str, image_size: int) -> Path:
-    """The shipped INN for ``ratio`` at 32 px (``inn.checkpoint=embedded``), or a one-line error."""
+def embedded_suffix(arch: Any = None) -> str:
+    """The file-name suffix of the shipped INN with ``arch``'s width and pairs: '' for the
+    default network (``inn=default``), ``_w16p2`` for ``inn=light``; None/absent keys: the
+    defaults."""
+    default = INNArchitecture()
+    width = int(getattr(arch, "width", None) or default.width)
+    pairs = int(getattr(arch, "pairs", None) or default.pairs)
+    return "" if (width, pairs) == (default.width, default.pairs) else f"_w{width}p{pairs}"
+
+
+def embedded_inn(ratio: Fraction | str, image_size: int, arch: Any = None) -> Path:
+    """The shipped INN for ``ratio`` at 32 px with ``arch``'s width and pairs
+    (``inn.checkpoint=embedded``; :func:`embedded_suffix`), or a one-line error."""
     rho = ratio if isinstance(ratio, Fraction) else parse_ratio(ratio)
-    path = EMBEDDED_INN_DIR / f"inn_{rho.numerator}_{rho.denominator}.safetensors"
+    suffix = embedded_suffix(arch)
+    path = EMBEDDED_INN_DIR / f"inn_{rho.numerator}_{rho.denominator}{suffix}.safetensors"
     if int(image_size) != 32 or not path.is_file():
+        what = f" with width {arch.width} and {arch.pairs} pairs" if suffix else ""
         raise ConfigError(
             "inn.checkpoint",
-            f"no embedded INN for bcr {rho.numerator}/{rho.denominator} at {image_size} px; "
-            "train one with `python -m singexp +experiment=train_inn` and set inn.checkpoint=PATH",
+            f"no embedded INN{what} for bcr {rho.numerator}/{rho.denominator} at {image_size} px "
+            "(README: Embedded default weights); train one with `python -m singexp "
+            "+experiment=train_inn` and set inn.checkpoint=PATH",
         )
     return path
 
 
-def resolve_inn_checkpoint(value: Any, ratio: Fraction | str, image_size: int) -> Path | None:
-    """``inn.checkpoint`` as a file: null → None, ``embedded`` → :func:`embedded_inn`, else the
-    path (which must exist)."""
+def resolve_inn_checkpoint(
+    value: Any, ratio: Fraction | str, image_size: int, arch: Any = None
+) -> Path | None:
+    """``inn.checkpoint`` as a file: null → None, ``embedded`` → :func:`embedded_inn` (the
+    shipped network with ``arch``'s width and pairs: the ``inn`` group), else the path (which
+    must exist)."""
     if value is None:
         return None
     if str(value) == "embedded":
-        return embedded_inn(ratio, image_size)
+        return embedded_inn(ratio, image_size, arch)
     path = Path(str(value))
     if not path.is_file():
         raise ConfigError("inn.checkpoint", f"no such file {str(value)!r}")
