@@ -274,17 +274,16 @@ def write_drop(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     fields = ["bcr", "snr_db", "method", "variant", "metric"]
     fields += ["matched_data", "matched", "mismatched_data", "mismatched", "delta"]
     fields += ["gain_matched", "gain_mismatched"]
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(drops)
-    csv_path = out / "drop.csv"
-    atomic_write_text(csv_path, buffer.getvalue())
+    csv_path = _write_csv(out / "drop.csv", fields, drops)
     metrics = [m for m in METRICS if any(d["metric"] == m for d in drops)]
     table: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
+    gains: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
     for d in drops:
-        cell = f"{d['matched']:.3f} → {d['mismatched']:.3f} ({d['delta']:+.3f})"
-        table[(d["bcr"], d["snr_db"], d["method"], d["variant"])][d["metric"]] = cell
+        key = (d["bcr"], d["snr_db"], d["method"], d["variant"])
+        table[key][d["metric"]] = f"{d['matched']:.3f} → {d['mismatched']:.3f} ({d['delta']:+.3f})"
+        if d["gain_matched"] is not None and d["gain_mismatched"] is not None:
+            gain = f"{d['gain_matched']:+.3f} → {d['gain_mismatched']:+.3f}"
+            gains[key][d["metric"]] = gain
     variants = any(d["variant"] for d in drops)
     pairs = sorted({(d["matched_data"], d["mismatched_data"]) for d in drops})
     said = "; ".join(f"{a} → {b}" for a, b in pairs)
@@ -293,24 +292,8 @@ def write_drop(rows: list[dict[str, Any]], out: Path) -> list[Path]:
         "trained on → the mean on the other data (Δ = mismatched − matched; for ↓ metrics a "
         "positive Δ is worse, for PSNR/SSIM a negative one).",
         "",
-        "| BCR | SNR (dB) | method | "
-        + ("variant | " if variants else "")
-        + " | ".join(LABELS[m] for m in metrics)
-        + " |",
-        "|---|---|---|" + ("---|" if variants else "") + "---|" * len(metrics),
+        *_markdown_table(table, metrics, variants),
     ]
-    for (bcr, snr, method, variant), cells in table.items():
-        lines.append(
-            f"| {bcr} | {snr:g} | {method} | "
-            + (f"{variant} | " if variants else "")
-            + " | ".join(cells.get(m, "—") for m in metrics)
-            + " |"
-        )
-    gains: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
-    for d in drops:
-        if d["gain_matched"] is not None and d["gain_mismatched"] is not None:
-            cell = f"{d['gain_matched']:+.3f} → {d['gain_mismatched']:+.3f}"
-            gains[(d["bcr"], d["snr_db"], d["method"], d["variant"])][d["metric"]] = cell
     if gains:
         lines += [
             "",
@@ -318,16 +301,8 @@ def write_drop(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             "mismatched. The data sets differ in difficulty; this is what the mismatch costs "
             "a restoration.",
             "",
-            lines[2],
-            lines[3],
+            *_markdown_table(gains, metrics, variants),
         ]
-        for (bcr, snr, method, variant), cells in gains.items():
-            lines.append(
-                f"| {bcr} | {snr:g} | {method} | "
-                + (f"{variant} | " if variants else "")
-                + " | ".join(cells.get(m, "—") for m in metrics)
-                + " |"
-            )
     md_path = out / "drop.md"
     atomic_write_text(md_path, "\n".join(lines) + "\n")
     return [csv_path, md_path]
@@ -389,6 +364,38 @@ def _bcr_value(bcr: str) -> float:
     return float(num) / float(den) if den else float(num)
 
 
+def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> Path:
+    """``rows`` as CSV with the columns ``fields`` (other keys ignored), written atomically."""
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buffer.getvalue())
+    return path
+
+
+def _markdown_table(
+    cells: dict[tuple[Any, ...], dict[str, str]], metrics: list[str], variants: bool
+) -> list[str]:
+    """A Markdown table: one row per (BCR, SNR, method, variant) key of ``cells`` (in its
+    order), one column per metric; the variant column only when ``variants``."""
+    lines = [
+        "| BCR | SNR (dB) | method | "
+        + ("variant | " if variants else "")
+        + " | ".join(LABELS[m] for m in metrics)
+        + " |",
+        "|---|---|---|" + ("---|" if variants else "") + "---|" * len(metrics),
+    ]
+    for (bcr, snr, method, variant), row in cells.items():
+        lines.append(
+            f"| {bcr} | {snr:g} | {method} | "
+            + (f"{variant} | " if variants else "")
+            + " | ".join(row.get(m, "—") for m in metrics)
+            + " |"
+        )
+    return lines
+
+
 def write_tables(
     rows: list[dict[str, Any]], out: Path, notes: list[str] | None = None
 ) -> tuple[Path, Path]:
@@ -399,29 +406,13 @@ def write_tables(
     fields += ["metric", "mean", "ci95", "images", "steps", "seconds_per_image"]
     rows = [{"variant": "", **r} for r in sorted(rows, key=_row_order)]
     variants = any(r["variant"] for r in rows)
-    csv_path = out / "results.csv"
-    buffer = io.StringIO(newline="")
-    writer = csv.DictWriter(buffer, fieldnames=fields, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(csv_path, buffer.getvalue())
+    csv_path = _write_csv(out / "results.csv", fields, rows)
     metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
     table: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
     for r in rows:
         cell = f"{r['mean']:.3f}" + ("" if math.isnan(r["ci95"]) else f" ± {r['ci95']:.3f}")
         table[(r["bcr"], r["snr_db"], r["method"], r["variant"])][r["metric"]] = cell
-    head = "| BCR | SNR (dB) | method | " + ("variant | " if variants else "")
-    lines = [
-        head + " | ".join(LABELS[m] for m in metrics) + " |",
-        "|---|---|---|" + ("---|" if variants else "") + "---|" * len(metrics),
-    ]
-    for (bcr, snr, method, variant), cells in table.items():  # in row order (sorted above)
-        lines.append(
-            f"| {bcr} | {snr:g} | {method} | "
-            + (f"{variant} | " if variants else "")
-            + " | ".join(cells.get(m, "—") for m in metrics)
-            + " |"
-        )
+    lines = _markdown_table(table, metrics, variants)  # in row order (sorted above)
     md_path = out / "results.md"
     text = (
         "Mean ± 95% confidence interval over test images (SWD: one value per set of images, "
