@@ -170,6 +170,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                         if r.get(m) not in (None, ""):
                             per_image[(r["method"], m)].append(float(r[m]))
         variant = point_variant(point, keys)
+        # the variant apart from the test data: what a mismatch drop pairs points by
+        other = point_variant(point, [k for k in keys if k != "data"])
         for method, summary in point["methods"].items():
             for metric in METRICS:
                 values = per_image.get((method, metric))
@@ -187,6 +189,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                         "snr_db": float(point.get("snr_db")),
                         "method": method,
                         "variant": variant,
+                        "variant_without_data": other,
                         "metric": metric,
                         "mean": mean,
                         "ci95": ci,
@@ -216,11 +219,6 @@ def _matched(point: dict[str, Any]) -> bool | None:
     return all(str(v) == str(point.get("dataset")) for v in trained)
 
 
-def _without_data(variant: str) -> str:
-    """A variant label without its ``data=…`` part (the data is what a drop compares)."""
-    return ", ".join(p for p in str(variant or "").split(", ") if p and not p.startswith("data="))
-
-
 def drop_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Distribution mismatch (``+experiment=mismatch``): per BCR, SNR, method, other variant and
     metric, the matched mean (models trained on the tested data), the mismatched one and
@@ -229,7 +227,7 @@ def drop_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for r in rows:
         if r.get("matched") is None:
             continue
-        key = (r["bcr"], r["snr_db"], r["method"], _without_data(r["variant"]), r["metric"])
+        key = (r["bcr"], r["snr_db"], r["method"], r["variant_without_data"], r["metric"])
         groups[key][bool(r["matched"])] = r
     out = []
     for (bcr, snr, method, variant, metric), pair in groups.items():
