@@ -68,3 +68,28 @@ def test_guided_step_quick_run_writes_json_and_table(tmp_path: Path) -> None:
     table = (tmp_path / "g" / "guided_step.md").read_text()
     assert table.count("\n| `") == len(forms) and "CPU ratio to bare" in table
     assert {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()} == reference
+
+
+def test_wait_policy_quick_run_writes_every_condition_and_policy(tmp_path: Path) -> None:
+    """``--quick``: each policy measured idle and beside hogs in both sessions, a fresh process
+    each; JSON + Markdown where told, and no hog left running."""
+    import json
+
+    script = ROOT / "benchmarks" / "wait_policy.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(tmp_path / "w")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "w" / "wait_policy.json").read_text())
+    conditions = ["idle", "hogs_same_session", "hogs_other_session"]
+    assert list(report["median_wall_s"]) == conditions
+    for condition in conditions:
+        assert set(report["runs"][condition]) == {"spin", "passive", "one_thread"}
+        assert all(v > 0 for v in report["median_wall_s"][condition].values())
+    table = (tmp_path / "w" / "wait_policy.md").read_text()
+    assert table.count("\n| `") == 3 and "hogs_other_session" in table
+    hogs = subprocess.run(["pgrep", "-x", "yes"], capture_output=True, text=True)
+    assert hogs.stdout.strip() == "", "the benchmark left its CPU hogs running"

@@ -2,35 +2,35 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from singexp.errors import ConfigError
-from singexp.threads import apply_thread_policy, choose_threads
+from singexp.threads import apply_thread_policy, choose_threads, wait_policy_env
 
 
 @pytest.mark.parametrize(
-    ("cores", "workers", "busy", "expected"),
+    ("cores", "workers", "expected"),
     [
-        (2, 1, 0, 2),  # idle machine, one run: every core
-        (2, 1, 1, 1),  # a training beside it keeps one core busy: one thread
-        (2, 1, 5, 1),  # overloaded: never below 1
-        (16, 4, 0, 4),  # joblib n_jobs=4 on 16 cores: a quarter each
-        (16, 4, 14, 2),  # ... but only 2 cores free
-        (8, 16, 0, 1),  # more workers than cores
+        (2, 1, 2),  # one run: every core it may use
+        (16, 4, 4),  # joblib n_jobs=4 on 16 cores: a quarter each
+        (6, 4, 1),  # 6 // 4
+        (8, 16, 1),  # more workers than cores: never below 1
     ],
 )
-def test_auto_is_the_cores_free_to_this_job(
-    cores: int, workers: int, busy: int, expected: int
-) -> None:
-    # min(cores // workers, cores - busy), at least 1
-    assert choose_threads("auto", cores=cores, workers=workers, busy=busy, env={}) == expected
+def test_auto_is_this_jobs_share_of_its_cores(cores: int, workers: int, expected: int) -> None:
+    # cores // workers, at least 1
+    assert choose_threads("auto", cores=cores, workers=workers, env={}) == expected
 
 
 def test_omp_num_threads_wins_over_auto_and_a_number_over_both() -> None:
     env = {"OMP_NUM_THREADS": "3"}
-    assert choose_threads("auto", cores=16, workers=1, busy=0, env=env) == 3
-    assert choose_threads(5, cores=16, workers=1, busy=0, env=env) == 5
+    assert choose_threads("auto", cores=16, workers=1, env=env) == 3
+    assert choose_threads(5, cores=16, workers=1, env=env) == 5
 
 
 @pytest.mark.parametrize("bad", [0, -1, "many", 1.5, True])
@@ -46,3 +46,28 @@ def test_policy_sets_torch_threads() -> None:
         assert apply_thread_policy(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_wait_policy_is_passive_unless_the_user_chose_one() -> None:
+    assert wait_policy_env({}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert wait_policy_env({"OMP_WAIT_POLICY": "ACTIVE"}) == {}
+    assert wait_policy_env({"GOMP_SPINCOUNT": "10000"}) == {}
+    assert wait_policy_env({"OMP_WAIT_POLICY": " "}) == {"OMP_WAIT_POLICY": "PASSIVE"}
+
+
+def test_command_line_sets_the_wait_policy_before_torch_loads() -> None:
+    # libgomp reads OMP_WAIT_POLICY once, when torch loads it: the entry point must set it first
+    code = (
+        "import os, singexp.__main__, singexp.threads as t; "
+        "print(os.environ.get('OMP_WAIT_POLICY'), t.set_before_torch, t.wait_policy())"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split("\n")[0] == "PASSIVE True OMP_WAIT_POLICY=PASSIVE"
+    env["OMP_WAIT_POLICY"] = "ACTIVE"  # the user's own choice is kept
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split("\n")[0] == "ACTIVE True OMP_WAIT_POLICY=ACTIVE"

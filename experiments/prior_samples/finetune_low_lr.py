@@ -41,6 +41,12 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--max-time", default="00:01:00:00", help="Lightning max_time DD:HH:MM:SS")
+    parser.add_argument(
+        "--precision",
+        default="32",
+        help="Lightning precision: 32 (the first 1500 steps) or bf16-mixed (CPU autocast; "
+        "2.1x faster per step on this machine's AMX cores, measured)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("PRIOR_THREADS", "1")))
     torch.manual_seed(1)  # another stream of data and noise than the shipped run's seed 0
@@ -65,7 +71,7 @@ def main() -> None:
     trainer = L.Trainer(
         accelerator="cpu",
         devices=1,
-        precision=32,
+        precision=args.precision,
         max_steps=args.steps,
         max_epochs=-1,
         max_time=args.max_time,

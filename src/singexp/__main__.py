@@ -7,6 +7,11 @@ and exit status 2, without a traceback.
 
 from __future__ import annotations
 
+# first, before anything imports torch: libgomp reads its wait policy once, when torch loads it
+from singexp.threads import set_wait_policy
+
+set_wait_policy()
+
 import sys
 from pathlib import Path
 from typing import Any

@@ -68,7 +68,7 @@ from singexp.results import archive_results, finished_results, write_json
 from singexp.samplers.registry import Method, check_method, restore
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
-from singexp.threads import apply_thread_policy
+from singexp.threads import apply_thread_policy, wait_policy
 
 log = logging.getLogger("singexp")
 
@@ -647,6 +647,7 @@ def _run_locked(cfg: DictConfig, v: Validated, out: Path) -> dict[str, Any]:
         if cfg.get("quick", False):
             results["quick"] = True
         results["threads"] = torch.get_num_threads()  # what threads=auto chose (threads.py)
+        results["omp_wait_policy"] = wait_policy()
         write_json(out / "metrics.json", results)
         (out / "error.txt").unlink(missing_ok=True)  # of an earlier, failed attempt
         log.info("results written to %s", out / "metrics.json")

@@ -1,31 +1,36 @@
-"""How many CPU threads torch uses: the ``threads`` config key (issue 18).
+"""How CPU threads are used: the ``threads`` config key and the OpenMP wait policy (issue 18).
 
-Nothing set torch's thread count before, so every process took all cores: measured on 2 cores
-shared with other work, 2 threads ran a UNet forward 3.2× slower than 1 thread, while idle
-they were 0.69× (measured for issue 18). ``threads=auto`` (default) picks
-
-    min(cores // workers, cores − busy), at least 1
+**Thread count.** ``threads=auto`` (default) picks ``cores // workers``, at least 1:
 
 - ``cores``: the cores this process may run on (``os.sched_getaffinity``: taskset, cgroups,
   Slurm's ``--cpus-per-task``), not the machine's;
 - ``workers``: parallel jobs of this sweep on the same cores (Hydra's joblib launcher
-  ``n_jobs``; 1 for a single run or a launcher that places jobs on their own machines);
-- ``busy``: cores other processes already keep busy (the 1-minute load average, rounded
-  down), so a run started beside a training does not oversubscribe.
+  ``n_jobs``; 1 for a single run or a launcher that places jobs on their own machines).
 
-``OMP_NUM_THREADS`` in the environment wins over ``auto`` (the user chose); ``threads=N``
-wins over both. The choice is logged and recorded in metrics.json (``threads``).
+``OMP_NUM_THREADS`` in the environment wins over ``auto`` (the user chose); ``threads=N`` wins
+over both. The choice is logged and recorded in metrics.json (``threads``).
+
+**Wait policy.** What made a run beside other work slow was not the thread count but how
+torch's OpenMP threads wait for each other. libgomp's default spins before sleeping; when another
+process holds a core, the spinning thread burns its time slice waiting for a thread that is not
+running. Measured on 2 cores (12 UNet forwards, batch 32, README "Threads"): 2 threads took
+2.1 s idle but 7.6 s beside two CPU hogs in the same session and 25 s beside hogs in another
+session; with ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once) 2.2 s idle, 4.3 s and 3.6 s. So the
+command line (``python -m singexp``, ``singexp``) sets ``OMP_WAIT_POLICY=PASSIVE`` before torch
+is imported (libgomp reads it once, when it loads), unless the user set ``OMP_WAIT_POLICY`` or
+``GOMP_SPINCOUNT``; metrics.json records it (``omp_wait_policy``). The earlier policy, one
+thread when the 1-minute load average said a core was busy, is gone: that average lags by
+minutes (a run started just after another got 1 thread on idle cores), and with passive waiting
+2 threads beside two hogs beat 1 thread (4.3 s vs 5.4 s).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
+import sys
 from collections.abc import Mapping
 from typing import Any
-
-import torch
 
 from singexp.errors import ConfigError
 
@@ -42,12 +47,43 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def busy_cores() -> int:
-    """Cores kept busy by other processes: the 1-minute load average, rounded down."""
-    try:
-        return math.floor(os.getloadavg()[0])
-    except (AttributeError, OSError):
-        return 0
+#: the OpenMP wait policy the command line sets (module docstring)
+WAIT_POLICY = "PASSIVE"
+#: the environment variables by which a user chooses the wait policy themselves
+WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def wait_policy_env(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables to add to ``env`` for the wait policy: none when the user chose one."""
+    if any(env.get(key, "").strip() for key in WAIT_KEYS):
+        return {}
+    return {"OMP_WAIT_POLICY": WAIT_POLICY}
+
+
+#: whether :func:`set_wait_policy` ran before torch was imported (None: it did not run)
+set_before_torch: bool | None = None
+
+
+def set_wait_policy() -> bool:
+    """Set the wait policy in this process's environment (and so its children's, e.g. joblib
+    workers). Returns whether it can still take effect: torch not imported yet."""
+    global set_before_torch
+    added = wait_policy_env(os.environ)
+    os.environ.update(added)
+    # a user's own variables were in the environment when the process (and libgomp) started
+    set_before_torch = not added or "torch" not in sys.modules
+    return set_before_torch
+
+
+def wait_policy() -> str:
+    """What this process's OpenMP threads do while waiting, for metrics.json. A policy set in
+    the environment only after torch loaded is not in effect (``torch`` imported first, e.g. a
+    Python session calling :func:`singexp.tasks.run`)."""
+    chosen = {key: os.environ[key] for key in WAIT_KEYS if os.environ.get(key, "").strip()}
+    if not chosen:
+        return "libgomp default (spin)"
+    text = ", ".join(f"{k}={v}" for k, v in chosen.items())
+    return text + (" (set after torch loaded: not in effect)" if set_before_torch is False else "")
 
 
 def choose_threads(
@@ -55,7 +91,6 @@ def choose_threads(
     *,
     cores: int,
     workers: int = 1,
-    busy: int = 0,
     env: Mapping[str, str] | None = None,
 ) -> int:
     """The thread count for ``threads=setting`` (module docstring); a ConfigError names the key."""
@@ -69,9 +104,7 @@ def choose_threads(
     omp = env.get("OMP_NUM_THREADS", "").strip()
     if omp.isdigit() and int(omp) >= 1:
         return int(omp)
-    share = cores // max(1, workers)
-    free = cores - max(0, busy)
-    return max(1, min(share, free))
+    return max(1, cores // max(1, workers))
 
 
 def launcher_workers(cores: int) -> int:
@@ -93,10 +126,10 @@ def launcher_workers(cores: int) -> int:
 
 def apply_thread_policy(setting: Any) -> int:
     """Set torch's intra-op threads from ``threads`` (module docstring); returns the count."""
+    import torch
+
     cores = available_cores()
-    threads = choose_threads(
-        setting, cores=cores, workers=launcher_workers(cores), busy=busy_cores()
-    )
+    threads = choose_threads(setting, cores=cores, workers=launcher_workers(cores))
     torch.set_num_threads(threads)
-    log.info("threads: %d of %d cores (threads=%s)", threads, cores, setting)
+    log.info("threads: %d of %d cores (threads=%s; %s)", threads, cores, setting, wait_policy())
     return threads
