@@ -105,11 +105,13 @@ def test_sing_zero_quick_runs_the_small_form(tmp_path: Path) -> None:
         "logger=none",
         f"hydra.run.dir={tmp_path}",
         cwd=tmp_path,
+        env={"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None},
     )
     assert result.returncode == 0, result.stderr[-2000:]
     results = json.loads((tmp_path / "metrics.json").read_text())
     assert results["quick"] is True
     assert results["threads"] >= 1  # what threads=auto chose (src/singexp/threads.py)
+    assert results["omp_wait_policy"] == "OMP_WAIT_POLICY=PASSIVE"  # set by the command line
     assert results["samplers"]["sing_zero"]["steps"] == STEPS
     with (tmp_path / "per_image.csv").open() as f:
         rows = list(csv.DictReader(f))

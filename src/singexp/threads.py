@@ -10,18 +10,20 @@
 ``OMP_NUM_THREADS`` in the environment wins over ``auto`` (the user chose); ``threads=N`` wins
 over both. The choice is logged and recorded in metrics.json (``threads``).
 
-**Wait policy.** What made a run beside other work slow was not the thread count but how
+**Wait policy.** What made a run beside other work slow was less the thread count than how
 torch's OpenMP threads wait for each other. libgomp's default spins before sleeping; when another
 process holds a core, the spinning thread burns its time slice waiting for a thread that is not
-running. Measured on 2 cores (12 UNet forwards, batch 32, README "Threads"): 2 threads took
-2.1 s idle but 7.6 s beside two CPU hogs in the same session and 25 s beside hogs in another
-session; with ``OMP_WAIT_POLICY=PASSIVE`` (sleep at once) 2.2 s idle, 4.3 s and 3.6 s. So the
-command line (``python -m singexp``, ``singexp``) sets ``OMP_WAIT_POLICY=PASSIVE`` before torch
-is imported (libgomp reads it once, when it loads), unless the user set ``OMP_WAIT_POLICY`` or
-``GOMP_SPINCOUNT``; metrics.json records it (``omp_wait_policy``). The earlier policy, one
-thread when the 1-minute load average said a core was busy, is gone: that average lags by
-minutes (a run started just after another got 1 thread on idle cores), and with passive waiting
-2 threads beside two hogs beat 1 thread (4.3 s vs 5.4 s).
+running. Measured on 2 cores (``benchmarks/results/wait_policy.md``: 12 UNet forwards at batch
+32; idle / two CPU hogs in the job's session / the hogs each in a session of its own): spinning
+2 threads 1.96 / 8.31 / 12.72 s, passive 2 threads 2.39 / 4.24 / 6.54 s, one thread 3.59 /
+4.90 / 4.56 s; the main job beside two hogs took 1.62× (same session) and 1.53× (another
+session) of its idle time with passive waiting. So the command line (``python -m singexp``,
+``singexp``) sets ``OMP_WAIT_POLICY=PASSIVE`` before torch is imported (libgomp reads it once,
+when it loads), unless the user set ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT``; metrics.json
+records it (``omp_wait_policy``). Passive waiting costs about 15–20 % on idle cores:
+``GOMP_SPINCOUNT=300000`` (libgomp's default spin) gets it back on cores of one's own. The
+earlier policy, one thread when the 1-minute load average said a core was busy, is gone: that
+average lags by minutes (a run started just after another got 1 thread on idle cores).
 """
 
 from __future__ import annotations
