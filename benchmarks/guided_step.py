@@ -31,7 +31,6 @@ size instead of the embedded one (timing only: its guidance is not a trained mod
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import statistics
@@ -43,7 +42,10 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from sampler_overhead import device_name  # the same machine description (benchmarks/ on sys.path)
+from sampler_overhead import (
+    device_name,
+    write_results,
+)  # the same machine description (benchmarks/ on sys.path)
 
 from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool, scale_for_bcr
@@ -302,11 +304,7 @@ def main(argv: list[str] | None = None) -> None:
         "wall_s": time.perf_counter() - started,
         "rows": summarize(samples),
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "guided_step.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "guided_step.md").write_text(markdown(report))
-    print(markdown(report))
-    say(f"wrote {args.out / 'guided_step.json'} and guided_step.md")
+    write_results(args.out, "guided_step", report, markdown(report))
 
 
 def cpu_minutes(report: dict[str, Any]) -> float:

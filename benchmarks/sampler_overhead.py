@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from diffusers import UNet2DModel
@@ -141,6 +142,16 @@ def measure(
     return out
 
 
+def write_results(out: Path, name: str, report: dict[str, Any], table: str) -> None:
+    """``out/<name>.json`` (everything measured) and ``out/<name>.md`` (the table); prints the
+    table and where both went."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / f"{name}.md").write_text(table)
+    print(table)
+    say(f"wrote {out / name}.json and {name}.md")
+
+
 def device_name() -> str:
     name = platform.processor() or platform.machine()
     try:
@@ -230,11 +241,7 @@ def main() -> None:
         "load_average_after": load_after,
         "rows": rows,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "sampler_overhead.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "sampler_overhead.md").write_text(markdown(report))
-    print(markdown(report))
-    say(f"wrote {args.out / 'sampler_overhead.json'} and sampler_overhead.md")
+    write_results(args.out, "sampler_overhead", report, markdown(report))
 
 
 def markdown(report: dict) -> str:

@@ -37,7 +37,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sampler_overhead import device_name  # the same machine description (benchmarks/ on sys.path)
+from sampler_overhead import (
+    device_name,
+    write_results,
+)  # the same machine description (benchmarks/ on sys.path)
 
 from singexp.progress import say
 from singexp.threads import WAIT_KEYS, available_cores
@@ -164,11 +167,7 @@ def main(argv: list[str] | None = None) -> None:
         "median_wall_s": median,
         "runs": runs,
     }
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "wait_policy.json").write_text(json.dumps(results, indent=2) + "\n")
-    (args.out / "wait_policy.md").write_text(table(results))
-    print(table(results))
-    print(f"wrote {args.out / 'wait_policy.json'} and wait_policy.md")
+    write_results(args.out, "wait_policy", results, table(results))
 
 
 if __name__ == "__main__":

@@ -42,18 +42,23 @@ def test_tiny_run_prints_progress_and_writes_where_told(tmp_path: Path) -> None:
 GUIDED = ROOT / "benchmarks" / "guided_step.py"
 
 
+def run_quick(script: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """``script --quick --out OUT`` as a user would run it."""
+    return subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
 def test_guided_step_quick_run_writes_json_and_table(tmp_path: Path) -> None:
     """``--quick``: every form in paired rounds, CPU-time ratios to the bare step with quartiles,
     the load recorded, JSON + Markdown where told (the tracked reference untouched)."""
     import json
 
     reference = {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()}
-    done = subprocess.run(
-        [sys.executable, str(GUIDED), "--quick", "--out", str(tmp_path / "g")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_quick(GUIDED, tmp_path / "g")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "round 2/2" in done.stderr and "ETA" in done.stderr
     report = json.loads((tmp_path / "g" / "guided_step.json").read_text())
@@ -76,12 +81,7 @@ def test_wait_policy_quick_run_writes_every_condition_and_policy(tmp_path: Path)
     import json
 
     script = ROOT / "benchmarks" / "wait_policy.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--quick", "--out", str(tmp_path / "w")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_quick(script, tmp_path / "w")
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads((tmp_path / "w" / "wait_policy.json").read_text())
     conditions = ["idle", "hogs_same_session", "hogs_other_session"]
