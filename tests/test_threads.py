@@ -71,3 +71,17 @@ def test_command_line_sets_the_wait_policy_before_torch_loads() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.split("\n")[0] == "ACTIVE True OMP_WAIT_POLICY=ACTIVE"
+
+
+def test_recorded_wait_policy_says_when_it_came_too_late(monkeypatch: pytest.MonkeyPatch) -> None:
+    from singexp import threads
+
+    monkeypatch.delenv("GOMP_SPINCOUNT", raising=False)
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert threads.wait_policy() == "libgomp default (spin)"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    monkeypatch.setattr(threads, "set_before_torch", True)
+    assert threads.wait_policy() == "OMP_WAIT_POLICY=PASSIVE"
+    # set by set_wait_policy() after torch had loaded libgomp: recorded as not in effect
+    monkeypatch.setattr(threads, "set_before_torch", False)
+    assert threads.wait_policy().endswith("(set after torch loaded: not in effect)")
