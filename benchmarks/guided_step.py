@@ -42,10 +42,9 @@ from typing import Any
 
 import torch
 from safetensors.torch import load_file
-from sampler_overhead import (
-    device_name,
-    write_results,
-)  # the same machine description (benchmarks/ on sys.path)
+
+# the same machine description and output files as sampler_overhead (benchmarks/ on sys.path)
+from sampler_overhead import device_name, write_results
 
 from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool, scale_for_bcr

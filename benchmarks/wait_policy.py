@@ -17,7 +17,7 @@ of a core whatever its thread count. Each round runs every policy once,
 in rotating order; the median over rounds is reported, and its ratio to the same policy's idle
 median.
 
-    .venv/bin/python benchmarks/wait_policy.py            # ~4 min on 2 idle cores
+    .venv/bin/python benchmarks/wait_policy.py            # ~7 min on 2 idle cores
     .venv/bin/python benchmarks/wait_policy.py --quick    # a few seconds (the test)
 
 Run it on otherwise idle cores (the hogs are the only other work wanted). Writes
@@ -37,10 +37,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sampler_overhead import (
-    device_name,
-    write_results,
-)  # the same machine description (benchmarks/ on sys.path)
+# the same machine description and output files as sampler_overhead (benchmarks/ on sys.path)
+from sampler_overhead import device_name, write_results
 
 from singexp.progress import say
 from singexp.threads import WAIT_KEYS, available_cores
@@ -93,10 +91,6 @@ def start_hogs(condition: str, cores: int) -> list[subprocess.Popen[bytes]]:
     ]
 
 
-def load() -> float:
-    return os.getloadavg()[0]
-
-
 def table(results: dict[str, Any]) -> str:
     med = results["median_wall_s"]
     lines = [
@@ -134,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         args.forwards, args.batch, args.rounds = 1, 2, 1
     cores = available_cores()
-    started, load_start = time.perf_counter(), load()
+    started, load_start = time.perf_counter(), os.getloadavg()[0]
     runs: dict[str, dict[str, list[dict[str, float]]]] = {}
     for condition in CONDITIONS:
         hogs = start_hogs(condition, cores)

@@ -55,11 +55,14 @@ WAIT_POLICY = "PASSIVE"
 WAIT_KEYS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
+def wait_variables(env: Mapping[str, str]) -> dict[str, str]:
+    """The wait-policy variables set (non-blank) in ``env``."""
+    return {key: env[key] for key in WAIT_KEYS if env.get(key, "").strip()}
+
+
 def wait_policy_env(env: Mapping[str, str]) -> dict[str, str]:
     """The variables to add to ``env`` for the wait policy: none when the user chose one."""
-    if any(env.get(key, "").strip() for key in WAIT_KEYS):
-        return {}
-    return {"OMP_WAIT_POLICY": WAIT_POLICY}
+    return {} if wait_variables(env) else {"OMP_WAIT_POLICY": WAIT_POLICY}
 
 
 #: whether :func:`set_wait_policy` ran before torch was imported (None: it did not run)
@@ -81,7 +84,7 @@ def wait_policy() -> str:
     """What this process's OpenMP threads do while waiting, for metrics.json. A policy set in
     the environment only after torch loaded is not in effect (``torch`` imported first, e.g. a
     Python session calling :func:`singexp.tasks.run`)."""
-    chosen = {key: os.environ[key] for key in WAIT_KEYS if os.environ.get(key, "").strip()}
+    chosen = wait_variables(os.environ)
     if not chosen:
         return "libgomp default (spin)"
     text = ", ".join(f"{k}={v}" for k, v in chosen.items())
