@@ -370,3 +370,20 @@ def test_unknown_loss_weighting_is_a_one_line_error() -> None:
     with pytest.raises(ConfigError, match=r"prior\.loss_weighting") as err:
         tiny_module(loss_weighting="snr")
     one_line(err)
+
+
+def test_loss_at_given_steps_uses_those_steps() -> None:
+    # diffusion_loss(t=...) (used by the mid-step fine-tune in experiments/prior_samples): the
+    # ε-MSE of x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε at exactly the given t, the noise from the generator
+    module = tiny_module()
+    x0 = fixed_batch(8)
+    t = torch.tensor([0, 50, 100, 200, 400, 600, 800, 999])
+    got = module.diffusion_loss(x0, torch.Generator().manual_seed(5), t=t)
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5))
+    a = module.noise_scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    x_t = a.sqrt() * x0 + (1 - a).sqrt() * noise
+    with torch.no_grad():
+        expected = ((module.unet(x_t, t).sample - noise) ** 2).mean()
+    assert float(got) == pytest.approx(float(expected), rel=1e-5)
+    other = module.diffusion_loss(x0, torch.Generator().manual_seed(5), t=t.flip(0))
+    assert float(other) != pytest.approx(float(expected), rel=1e-3)

@@ -82,7 +82,8 @@ def main() -> None:
     rows = [r for r in rows if r["label"] != args.label] + [row]
     path.write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
-        "| prior | params (M) | SWD ×10³ ↓ | real-vs-real SWD | diversity (ST-LPIPS) | real diversity |",
+        "| prior | params (M) | SWD ×10³ ↓ | real-vs-real SWD | diversity (ST-LPIPS) "
+        "| real diversity |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:

@@ -105,15 +105,21 @@ class DiffusionPriorModule(L.LightningModule):
         return self.unet(x_t, t).sample
 
     def diffusion_loss(
-        self, x0: Tensor, generator: torch.Generator | None = None, model: UNet2DModel | None = None
+        self,
+        x0: Tensor,
+        generator: torch.Generator | None = None,
+        model: UNet2DModel | None = None,
+        t: Tensor | None = None,
     ) -> Tensor:
-        """MSE between ε and its prediction at uniform random t (seeded by ``generator``),
-        each image weighted by :func:`loss_weights` (``prior.loss_weighting``)."""
+        """MSE between ε and its prediction at uniform random t (seeded by ``generator``; or at
+        the given steps ``t``), each image weighted by :func:`loss_weights`
+        (``prior.loss_weighting``)."""
         model = model or self.unet
         b = x0.shape[0]
         steps = self.noise_scheduler.config.num_train_timesteps
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        t = torch.randint(0, steps, (b,), generator=generator, device=x0.device)
+        if t is None:
+            t = torch.randint(0, steps, (b,), generator=generator, device=x0.device)
         x_t = self.noise_scheduler.add_noise(x0, noise, t)
         per_image = (model(x_t, t).sample - noise).pow(2).flatten(1).mean(1)
         alpha_bar = self.noise_scheduler.alphas_cumprod.to(x0.device)[t]
