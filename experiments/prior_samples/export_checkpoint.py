@@ -9,6 +9,7 @@ final weights to ``<run>/prior`` when it ends. Prints the checkpoint's optimiser
 from __future__ import annotations
 
 import argparse
+import inspect
 
 import torch
 
@@ -22,7 +23,14 @@ def main() -> None:
     parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     args = parser.parse_args()
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    module = DiffusionPriorModule.load_from_checkpoint(args.checkpoint, map_location="cpu")
+    # the module's own keys only: a subclass's extra ones (finetune_low_lr.py's mid_steps) are
+    # training-time settings, not part of the model
+    own = inspect.signature(DiffusionPriorModule.__init__).parameters
+    module = DiffusionPriorModule(
+        **{k: v for k, v in state["hyper_parameters"].items() if k in own}
+    )
+    module.load_state_dict(state["state_dict"])
+    module.on_load_checkpoint(state)
     module.export(args.out, dtype=args.dtype)
     print(f"step {state.get('global_step')}: EMA weights exported to {args.out}")
 

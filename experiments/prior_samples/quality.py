@@ -65,13 +65,16 @@ def main() -> None:
     dm.setup()
     real = dm.test_images(2 * args.n)
     held_out, other = real[: args.n], real[args.n :]
+    swd = sliced_wasserstein(fake, held_out)
     row = {
         "label": args.label,
         "prior": str(args.prior),
         "parameters_M": round(count_parameters(unet) / 1e6, 2),
         "n": args.n,
         "steps": args.steps,
-        "swd": sliced_wasserstein(fake, held_out)["swd"],
+        "swd": swd["swd"],
+        # per pyramid level (swd_32 = the finest patches: edges and textures)
+        "swd_levels": {k: round(v, 1) for k, v in swd.items() if k != "swd"},
         "swd_real_floor": sliced_wasserstein(other, held_out)["swd"] if len(other) else None,
         "diversity": pair_diversity(fake),
         "diversity_real": pair_diversity(held_out),
@@ -82,14 +85,16 @@ def main() -> None:
     rows = [r for r in rows if r["label"] != args.label] + [row]
     path.write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
-        "| prior | params (M) | SWD ×10³ ↓ | real-vs-real SWD | diversity (ST-LPIPS) "
-        "| real diversity |",
-        "|---|---|---|---|---|---|",
+        "| prior | params (M) | SWD ×10³ ↓ | finest level (32 px) | real-vs-real SWD "
+        "| diversity (ST-LPIPS) | real diversity |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         floor = "–" if r["swd_real_floor"] is None else f"{r['swd_real_floor']:.1f}"
+        finest = r.get("swd_levels", {}).get("swd_32")
         lines.append(
-            f"| {r['label']} | {r['parameters_M']} | {r['swd']:.1f} | {floor} | "
+            f"| {r['label']} | {r['parameters_M']} | {r['swd']:.1f} | "
+            f"{'–' if finest is None else finest} | {floor} | "
             f"{r['diversity']:.3f} | {r['diversity_real']:.3f} |"
         )
     (HERE / "quality.md").write_text(
