@@ -7,7 +7,10 @@
 # nothing can be fetched there, so carry their wheels. Prepare once, on this machine:
 #   .venv/bin/python -m pip download --no-deps -d .wheels diffusers==0.42.1 hydra-core==1.3.8 \
 #       omegaconf==2.3.1 antlr4-python3-runtime==4.9.3
-# then the device tool: command "bash experiments/prior_samples/device_train.sh",
+# (The driver is train_embedded.py, not `python -m singexp +experiment=train_prior`: it needs only
+# those packages; the command line's run also sets up loggers, metrics and config checks whose
+# packages were not checked on the device.)
+# Then the device tool: command "bash experiments/prior_samples/device_train.sh",
 # carry [".wheels"], timeout_s 600 (MINUTES=7 of training leaves time for start-up and export).
 # What comes back under $OUT: prior/ (EMA weights, diffusers folder: quality.py and make_grids.py
 # read it), metrics.csv (loss per 20 steps), last.png (the last validation grid).

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -42,11 +42,9 @@ def only_background(kind: str) -> Iterator[None]:
 
 
 def kind_images(n: int, kind: str | None = None) -> torch.Tensor:
+    """``n`` test images of the data (``kind``: every background of that kind)."""
     data = shapes.ShapesDataModule(image_size=32, train_size=10, test_size=n, seed=0)
-    if kind is None:
-        data.setup()
-        return data.test_images(n)
-    with only_background(kind):
+    with nullcontext() if kind is None else only_background(kind):
         data.setup()
         return data.test_images(n)
 
