@@ -24,6 +24,7 @@ from singexp.data import (
     folder,
 )
 from singexp.data.photos import COLOUR_PHOTOS, PHOTOS, load_photo
+from singexp.data.shapes import DEFAULT_BACKGROUNDS, background_probabilities
 from singexp.errors import ConfigError, SingexpError
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "dataset"
@@ -95,6 +96,36 @@ def test_shapes_config_errors() -> None:
         ShapesDataModule(train_size=-3)
     with pytest.raises(ConfigError, match=r"dataset\.max_shapes"):
         ShapesDataModule(min_shapes=4, max_shapes=2)
+
+
+def edge_share(x: torch.Tensor) -> float:
+    """Share of horizontally adjacent pixel pairs that differ by more than 0.3 (a hard edge)."""
+    return float(((x[..., 1:] - x[..., :-1]).abs().amax(dim=1) > 0.3).float().mean())
+
+
+def test_shapes_backgrounds_option_sets_the_mix() -> None:
+    assert background_probabilities() == tuple(
+        DEFAULT_BACKGROUNDS[k] for k in ("flat", "gradient", "stripes", "checkers", "noise")
+    )
+    assert background_probabilities({"stripes": 2, "checkers": 2}) == (0, 0, 0.5, 0.5, 0)
+    # the default mix is the documented one: None and the explicit weights give the same images
+    explicit = shapes(backgrounds=dict(DEFAULT_BACKGROUNDS))
+    assert torch.equal(first(shapes(), "train", 16), first(explicit, "train", 16))
+    # stripes/checkers only: hard edges everywhere; flat only: edges on the shapes' outlines only
+    periodic = first(shapes(backgrounds={"stripes": 1, "checkers": 1}, max_shapes=1), "test", 16)
+    flat = first(shapes(backgrounds={"flat": 1}, max_shapes=1), "test", 16)
+    check_images(periodic, 32)
+    assert edge_share(periodic) > 3 * edge_share(flat)
+    assert edge_share(periodic) > 0.15
+
+
+def test_shapes_backgrounds_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"dataset\.backgrounds.*unknown kind.*'dots'"):
+        ShapesDataModule(backgrounds={"dots": 1.0})
+    with pytest.raises(ConfigError, match=r"dataset\.backgrounds.*>= 0"):
+        ShapesDataModule(backgrounds={"flat": 1.0, "stripes": -0.5})
+    with pytest.raises(ConfigError, match=r"dataset\.backgrounds.*positive sum"):
+        ShapesDataModule(backgrounds={"flat": 0.0})
 
 
 # ---- base behaviour (through shapes) -----------------------------------------------------------

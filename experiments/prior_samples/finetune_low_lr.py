@@ -79,7 +79,24 @@ def main() -> None:
         metavar=("LO", "HI"),
         help="draw half of the training steps t from [LO, HI) (MidStepModule); default uniform",
     )
+    parser.add_argument(
+        "--init",
+        default=str(EMBEDDED_DIR),
+        help="diffusers folder the fine-tune starts from (default: the shipped prior)",
+    )
+    parser.add_argument(
+        "--backgrounds",
+        nargs="+",
+        metavar="KIND=WEIGHT",
+        help="background mix of the training data (dataset.backgrounds), e.g. stripes=1 "
+        "checkers=1; default the data's own mix",
+    )
     args = parser.parse_args()
+    backgrounds = (
+        {k: float(w) for k, w in (item.split("=") for item in args.backgrounds)}
+        if args.backgrounds
+        else None
+    )
     torch.set_num_threads(int(os.environ.get("PRIOR_THREADS", "1")))
     torch.manual_seed(1)  # another stream of data and noise than the shipped run's seed 0
 
@@ -93,12 +110,17 @@ def main() -> None:
         )
     else:
         module = DiffusionPriorModule(image_size=32, **keys, sample_dir=sample_dir)
-    shipped = load_prior(str(EMBEDDED_DIR), expected_size=32)
-    module.unet.load_state_dict(shipped.state_dict())
+    start = load_prior(args.init, expected_size=32)
+    module.unet.load_state_dict(start.state_dict())
     module.ema = EMAModel(module.unet.parameters(), decay=float(recipe["ema_decay"]))
 
     data = ShapesDataModule(
-        image_size=32, batch_size=int(recipe["batch_size"]), train_size=100000, val_size=256, seed=1
+        image_size=32,
+        batch_size=int(recipe["batch_size"]),
+        train_size=100000,
+        val_size=256,
+        seed=1,
+        backgrounds=backgrounds,
     )
     checkpoint = ModelCheckpoint(
         dirpath=str(args.out / "checkpoints"),

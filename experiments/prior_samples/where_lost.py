@@ -16,37 +16,26 @@ Two measures, both on test images of the embedded shapes data:
 from __future__ import annotations
 
 import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
-import singexp.data.shapes as shapes
+from singexp.data.shapes import ShapesDataModule
 from singexp.prior import build_scheduler, load_prior
 
 STEPS = (50, 200, 300, 400, 500, 700)
 KINDS = ("flat", "gradient", "noise", "stripes", "checkers")
 
 
-@contextmanager
-def only_background(kind: str) -> Iterator[None]:
-    """Generate images whose background is always ``kind`` (the data's own generator)."""
-    saved = shapes._BACKGROUND_P
-    shapes._BACKGROUND_P = tuple(float(k == kind) for k in shapes._BACKGROUNDS)
-    try:
-        yield
-    finally:
-        shapes._BACKGROUND_P = saved
-
-
 def kind_images(n: int, kind: str | None = None) -> torch.Tensor:
     """``n`` test images of the data (``kind``: every background of that kind)."""
-    data = shapes.ShapesDataModule(image_size=32, train_size=10, test_size=n, seed=0)
-    with nullcontext() if kind is None else only_background(kind):
-        data.setup()
-        return data.test_images(n)
+    backgrounds = None if kind is None else {kind: 1.0}
+    data = ShapesDataModule(
+        image_size=32, train_size=10, test_size=n, seed=0, backgrounds=backgrounds
+    )
+    data.setup()
+    return data.test_images(n)
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
@@ -12,7 +13,14 @@ from singexp.data.base import ImageDataModule, SeededImageDataset, check_positiv
 from singexp.errors import ConfigError
 
 _BACKGROUNDS = ("flat", "gradient", "stripes", "checkers", "noise")
-_BACKGROUND_P = (0.2, 0.25, 0.2, 0.15, 0.2)
+# the default share of each background kind (conf/dataset/shapes.yaml: dataset.backgrounds)
+DEFAULT_BACKGROUNDS = {
+    "flat": 0.2,
+    "gradient": 0.25,
+    "stripes": 0.2,
+    "checkers": 0.15,
+    "noise": 0.2,
+}
 _SHAPES = ("ellipse", "rectangle", "triangle", "ring")
 Array = np.ndarray
 
@@ -64,10 +72,36 @@ def _projection(rng: np.random.Generator, x: Array, y: Array) -> tuple[Array, Ar
     return dx * c + dy * s, dy * c - dx * s
 
 
-def _background(rng: np.random.Generator, n: int) -> Array:
-    """A (3, n, n) background: flat, gradient, stripes, checkers or smooth noise."""
+def background_probabilities(weights: Mapping[str, float] | None = None) -> tuple[float, ...]:
+    """Probabilities of the background kinds, in the order of ``_BACKGROUNDS``.
+
+    ``weights``: kind -> non-negative weight (normalised here; a kind left out gets 0);
+    None = the default mix. Unknown kinds, negative weights or an all-zero mix are config errors.
+    """
+    if weights is None:
+        weights = DEFAULT_BACKGROUNDS
+    unknown = sorted(set(weights) - set(_BACKGROUNDS))
+    if unknown:
+        raise ConfigError(
+            "dataset.backgrounds", f"unknown kind(s) {unknown}; use some of {list(_BACKGROUNDS)}"
+        )
+    values = [float(weights.get(kind, 0.0)) for kind in _BACKGROUNDS]
+    if min(values) < 0 or sum(values) <= 0:
+        raise ConfigError(
+            "dataset.backgrounds", f"weights must be >= 0 with a positive sum, got {dict(weights)}"
+        )
+    total = sum(values)
+    return tuple(v / total for v in values)
+
+
+def _background(rng: np.random.Generator, n: int, p: tuple[float, ...] | None = None) -> Array:
+    """A (3, n, n) background: flat, gradient, stripes, checkers or smooth noise.
+
+    ``p``: probabilities of the kinds in the order of ``_BACKGROUNDS`` (None = the default mix).
+    """
     x, y = _grid(n)
-    kind = _BACKGROUNDS[rng.choice(len(_BACKGROUNDS), p=_BACKGROUND_P)]
+    p = background_probabilities() if p is None else p
+    kind = _BACKGROUNDS[rng.choice(len(_BACKGROUNDS), p=p)]
     c0 = _colour(rng)
     if kind == "flat":
         return np.broadcast_to(c0[:, None, None], (3, n, n)).copy()
@@ -122,13 +156,20 @@ def _shape_mask(rng: np.random.Generator, x: Array, y: Array) -> Array:
 
 
 def render_shapes(
-    rng: np.random.Generator, size: int, min_shapes: int = 1, max_shapes: int = 5
+    rng: np.random.Generator,
+    size: int,
+    min_shapes: int = 1,
+    max_shapes: int = 5,
+    backgrounds: tuple[float, ...] | None = None,
 ) -> Array:
-    """Render one (3, size, size) float32 image in [0, 1] from `rng`."""
+    """Render one (3, size, size) float32 image in [0, 1] from `rng`.
+
+    ``backgrounds``: probabilities of the background kinds (:func:`background_probabilities`).
+    """
     ss = supersampling(size)
     n = size * ss
     x, y = _grid(n)
-    image = _background(rng, n)
+    image = _background(rng, n, backgrounds)
     mean = image[:, :: 2 * ss, :: 2 * ss].reshape(3, -1).mean(1)
     for _ in range(int(rng.integers(min_shapes, max_shapes + 1))):
         mask = _shape_mask(rng, x, y)
@@ -167,15 +208,23 @@ class ShapesDataset(SeededImageDataset):
     salt = 0x5AA9E5
 
     def __init__(
-        self, size: int, length: int, seed: int, split: str, min_shapes: int, max_shapes: int
+        self,
+        size: int,
+        length: int,
+        seed: int,
+        split: str,
+        min_shapes: int,
+        max_shapes: int,
+        backgrounds: tuple[float, ...] | None = None,
     ) -> None:
         super().__init__(length, seed, split)
         self.size = size
         self.min_shapes = min_shapes
         self.max_shapes = max_shapes
+        self.backgrounds = backgrounds
 
     def draw(self, rng: np.random.Generator) -> Tensor:
-        image = render_shapes(rng, self.size, self.min_shapes, self.max_shapes)
+        image = render_shapes(rng, self.size, self.min_shapes, self.max_shapes, self.backgrounds)
         return torch.from_numpy(image).mul_(2.0).sub_(1.0)
 
 
@@ -195,6 +244,7 @@ class ShapesDataModule(ImageDataModule):
         min_shapes: int = 1,
         max_shapes: int = 5,
         eval_seed: int | None = None,
+        backgrounds: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__(name, image_size, batch_size, num_workers, seed)
         self.sizes = {
@@ -209,6 +259,7 @@ class ShapesDataModule(ImageDataModule):
                 "dataset.max_shapes", f"must be >= dataset.min_shapes ({self.min_shapes})"
             )
         self.eval_seed = eval_seed
+        self.backgrounds = background_probabilities(backgrounds)
 
     def make_split(self, split: str) -> ShapesDataset:
         """The procedural dataset of one split (images are generated on access)."""
@@ -220,6 +271,7 @@ class ShapesDataModule(ImageDataModule):
             split,
             self.min_shapes,
             self.max_shapes,
+            self.backgrounds,
         )
 
     def details(self) -> str:
