@@ -11,6 +11,8 @@ pipelines do) and compares them with ``n`` held-out test images of the embedded 
   sets of the same size (what a perfect prior would score).
 - ``diversity``: mean ST-LPIPS between consecutive samples (pairs 0-1, 2-3, ...) — a collapsed
   prior scores near 0 — beside the same number for real images.
+- ``periodic``: the share of samples with a stripes/checkers background (periodic.py's
+  spectral-peak detector) beside the same share of the held-out images (0.29 for the data's mix).
 
 Appends one row per LABEL to quality.json and rewrites quality.md next to this script.
 """
@@ -23,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from periodic import periodic_share  # this folder (the script's own)
 
 from singexp.data.shapes import ShapesDataModule
 from singexp.metrics import sliced_wasserstein_many, stlpips
@@ -39,13 +42,17 @@ def pair_diversity(images: torch.Tensor) -> float:
     return float("nan") if values is None else float(values.mean())
 
 
+def _share(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}"
+
+
 def write(rows: list[dict], n: int, steps: int) -> None:
     """quality.json (all rows) and quality.md (their table) next to this script."""
     (HERE / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
         "| prior | params (M) | SWD ×10³ ↓ | finest level (32 px) | real-vs-real SWD "
-        "| diversity (ST-LPIPS) | real diversity |",
-        "|---|---|---|---|---|---|---|",
+        "| diversity (ST-LPIPS) | real diversity | periodic share | real periodic share |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         floor = "–" if r["swd_real_floor"] is None else f"{r['swd_real_floor']:.1f}"
@@ -53,7 +60,8 @@ def write(rows: list[dict], n: int, steps: int) -> None:
         lines.append(
             f"| {r['label']} | {r['parameters_M']} | {r['swd']:.1f} | "
             f"{'–' if finest is None else finest} | {floor} | "
-            f"{r['diversity']:.3f} | {r['diversity_real']:.3f} |"
+            f"{r['diversity']:.3f} | {r['diversity_real']:.3f} | "
+            f"{_share(r.get('periodic'))} | {_share(r.get('periodic_real'))} |"
         )
     (HERE / "quality.md").write_text(
         f"{len(rows)} priors; {n} DDIM-{steps} samples (η = 1) vs {n} held-out "
@@ -104,6 +112,8 @@ def main() -> None:
         "swd_real_floor": swds["other"]["swd"] if "other" in swds else None,
         "diversity": pair_diversity(fake),
         "diversity_real": pair_diversity(held_out),
+        "periodic": periodic_share(fake),
+        "periodic_real": periodic_share(held_out),
         "sampling_s": round(time.perf_counter() - start, 1),
     }
     path = HERE / "quality.json"
