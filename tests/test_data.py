@@ -126,6 +126,8 @@ def test_shapes_backgrounds_errors_name_the_key() -> None:
         ShapesDataModule(backgrounds={"flat": 1.0, "stripes": -0.5})
     with pytest.raises(ConfigError, match=r"dataset\.backgrounds.*positive sum"):
         ShapesDataModule(backgrounds={"flat": 0.0})
+    with pytest.raises(ConfigError, match=r"dataset\.backgrounds"):
+        ShapesDataModule(backgrounds={"flat": float("nan"), "stripes": 1.0})
 
 
 # ---- base behaviour (through shapes) -----------------------------------------------------------

@@ -86,7 +86,7 @@ def background_probabilities(weights: Mapping[str, float] | None = None) -> tupl
             "dataset.backgrounds", f"unknown kind(s) {unknown}; use some of {list(_BACKGROUNDS)}"
         )
     values = [float(weights.get(kind, 0.0)) for kind in _BACKGROUNDS]
-    if min(values) < 0 or sum(values) <= 0:
+    if not all(v >= 0 for v in values) or not sum(values) > 0:  # NaN fails both
         raise ConfigError(
             "dataset.backgrounds", f"weights must be >= 0 with a positive sum, got {dict(weights)}"
         )
