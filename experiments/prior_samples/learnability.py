@@ -20,7 +20,7 @@ import time
 import torch
 
 from singexp.data.shapes import ShapesDataModule
-from singexp.prior import build_unet, load_prior
+from singexp.prior import build_scheduler, build_unet, load_prior
 
 PERIODIC = {"stripes": 1.0, "checkers": 1.0}
 
@@ -50,7 +50,7 @@ def main() -> None:
     data.setup()
     test, train = data.test_images(128), data.split("train")
     # the embedded prior's schedule (conf/prior/embedded.yaml: linear β 1e-4..0.02, T = 1000)
-    alpha_bar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    alpha_bar = build_scheduler(kind="ddpm").alphas_cumprod
     test_noise = torch.randn(test.shape, generator=torch.Generator().manual_seed(200))
 
     def held_out_error() -> float:

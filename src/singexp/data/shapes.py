@@ -94,14 +94,16 @@ def background_probabilities(weights: Mapping[str, float] | None = None) -> tupl
     return tuple(v / total for v in values)
 
 
+_DEFAULT_P = background_probabilities()  # validated once, not per image
+
+
 def _background(rng: np.random.Generator, n: int, p: tuple[float, ...] | None = None) -> Array:
     """A (3, n, n) background: flat, gradient, stripes, checkers or smooth noise.
 
     ``p``: probabilities of the kinds in the order of ``_BACKGROUNDS`` (None = the default mix).
     """
     x, y = _grid(n)
-    p = background_probabilities() if p is None else p
-    kind = _BACKGROUNDS[rng.choice(len(_BACKGROUNDS), p=p)]
+    kind = _BACKGROUNDS[rng.choice(len(_BACKGROUNDS), p=_DEFAULT_P if p is None else p)]
     c0 = _colour(rng)
     if kind == "flat":
         return np.broadcast_to(c0[:, None, None], (3, n, n)).copy()
