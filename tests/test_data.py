@@ -259,6 +259,7 @@ def test_folder_resize_and_centre_crop(tmp_path: Path) -> None:
     root = tmp_path / "wide"
     root.mkdir()
     for i in range(3):
+        array[0, 0, 0] = i  # distinct files (a file in two splits is an error), outside the crop
         Image.fromarray(array).save(root / f"{i}.png")
     dm = ImageFolderDataModule(root=root, image_size=20, val_fraction=0.3, test_fraction=0.3)
     image = dm.split("train")[0]
@@ -293,7 +294,7 @@ def test_folder_decode_failure_later_is_an_error_not_a_substitute(
 def test_folder_split_subfolders(tmp_path: Path) -> None:
     root = tmp_path / "split"
     for i in range(6):
-        write_png(root / "train" / f"a{i}.png", (20, 20), (i * 40, 0, 0))
+        write_png(root / "train" / f"a{i}.png", (20, 20), (i * 40 + 10, 0, 0))
     for i in range(2):
         write_png(root / "test" / f"b{i}.png", (20, 20), (0, i * 40, 0))
     dm = ImageFolderDataModule(root=root, image_size=16, val_fraction=0.2)
@@ -301,7 +302,7 @@ def test_folder_split_subfolders(tmp_path: Path) -> None:
     assert {f.parent.name for f in dm.files("train") + dm.files("val")} == {"train"}
     assert len(dm.files("val")) == 1 and len(dm.files("train")) == 5
     for i in range(3):
-        write_png(root / "val" / f"c{i}.png", (20, 20), (0, 0, i * 40))
+        write_png(root / "val" / f"c{i}.png", (20, 20), (0, 0, i * 40 + 10))
     dm = ImageFolderDataModule(root=root, image_size=16)
     assert [f.parent.name for f in dm.files("val")] == ["val"] * 3
     assert len(dm.files("train")) == 6
@@ -309,9 +310,10 @@ def test_folder_split_subfolders(tmp_path: Path) -> None:
 
 def test_folder_tinyimagenet_layout(tmp_path: Path) -> None:
     root = tmp_path / "tiny-imagenet-200"
-    for wnid in ("n01", "n02"):
+    for k, wnid in enumerate(("n01", "n02")):  # distinct files: two splits may not share one
         for i in range(5):
-            write_png(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", (64, 64), (i, 9, 9))
+            colour = (i + 20 * k, 9, 9)
+            write_png(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", (64, 64), colour)
         (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("")
     for i in range(3):
         write_png(root / "val" / "images" / f"val_{i}.JPEG", (64, 64), (9, i, 9))

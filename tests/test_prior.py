@@ -315,6 +315,10 @@ def test_train_prior_exports_and_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "samples").glob("*.png"))
     assert load_prior(out, expected_size=16).config.sample_size == 16
+    # the data it was trained on, recorded for the mismatch warning (issue 32)
+    from singexp.prior import prior_trained_on
+
+    assert prior_trained_on(out) == "shapes"
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["ema"]["optimization_step"] == 2
     resumed = train_prior({**cfg, "max_steps": 3}, datamodule(), trainer_kwargs, tmp_path)

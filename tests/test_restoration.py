@@ -152,14 +152,15 @@ def test_models_trained_on_another_dataset_are_named() -> None:
 
     from singexp.tasks import trained_elsewhere, trained_on
 
-    cfg = OmegaConf.create({"dataset": {"name": "celebahq"}})
+    cfg = OmegaConf.create({"dataset": {"name": "celebahq"}, "jscc": {"checkpoint": "embedded"}})
     torch.manual_seed(0)
     shapes_codec = DeepJSCCModule(
         bcr="1/192", image_size=32, latent_channels=8, width=8, dataset="shapes"
     )
     assert trained_on(shapes_codec, None) == {"jscc": "shapes"}  # metrics.json's trained_on
     (warning,) = trained_elsewhere(cfg, trained_on(shapes_codec, None))
-    assert warning.startswith("jscc.checkpoint was trained on 'shapes'")
+    assert warning.startswith("jscc.checkpoint (embedded) was trained on 'shapes'")
+    assert warning.endswith("(train on this data: jscc.checkpoint=auto)")
     assert "'celebahq'" in warning and "\n" not in warning
     # trained on the tested data, or of unknown origin (older files): nothing to say
     same = OmegaConf.create({"dataset": {"name": "shapes"}})

@@ -69,6 +69,14 @@ def ensure(root: Path, kind: str, identity: dict[str, Any], build: Callable[[Pat
         return path
 
 
+def training_warnings(path: str | Path) -> list[str]:
+    """What the training job of the artifact at ``path`` warned about (its folder's
+    metrics.json ``warnings``, e.g. a tiny training split): said again by every run that reuses
+    it, since it trained before them."""
+    results, _ = read_results(Path(path).parent / "metrics.json", ())
+    return [str(w) for w in (results or {}).get("warnings") or []]
+
+
 def _without(node: dict[str, Any], *keys: str) -> dict[str, Any]:
     return {k: val for k, val in node.items() if k not in keys}
 
@@ -78,11 +86,16 @@ def _node(cfg: DictConfig, key: str) -> dict[str, Any]:
     return OmegaConf.to_container(cfg[key], resolve=True)
 
 
+#: dataset keys that do not change what a model trains on (how the data is batched or loaded,
+#: the test split, what is warned about)
+DATASET_RUN_KEYS = ("batch_size", "num_workers", "test_size", "min_train_images", "split_overlap")
+
+
 def _training_identity(cfg: DictConfig, **parts: Any) -> dict[str, Any]:
     """What every trained artifact depends on (the data, not how it is batched or loaded nor the
     test split; the trainer, not where it writes; the seed) plus ``parts``."""
     return {
-        "dataset": _without(_node(cfg, "dataset"), "batch_size", "num_workers", "test_size"),
+        "dataset": _without(_node(cfg, "dataset"), *DATASET_RUN_KEYS),
         "trainer": _without(_node(cfg, "trainer"), "default_root_dir"),
         "seed": cfg.seed,
         **parts,
@@ -121,6 +134,7 @@ PRIOR_RUN_KEYS = (
     "grid_size",
     "grid_steps",
     "save_grids",
+    "trained_on",
 )
 
 

@@ -20,6 +20,9 @@ PAPER_RATIOS: dict[str, Fraction] = {
     "1_192": Fraction(1, 192),
 }
 
+#: the image side the paper's ratios are used at (SING.md §1: 256×256 images)
+PAPER_IMAGE_SIZE: int = 256
+
 #: the embedded default's grid (README, "Operating points"): the paper's symbol counts
 #: k = 256, 512, 1024 at 256 px scaled with the image side to 32 px (k = 32, 64, 128 symbols
 #: for 3·32·32 values). At 32 px the paper's ratios leave k = 4, 8, 16 symbols per image.
@@ -35,6 +38,18 @@ def scaled_symbol_ratio(symbols_at_paper: int, image_size: int, paper_size: int 
     with the image side: k = k_paper · size / paper_size, ρ = k / (3 · size²)."""
     k = Fraction(symbols_at_paper * image_size, paper_size)
     return k / (3 * image_size * image_size)
+
+
+def paper_ratio_note(ratio: Fraction, image_size: int) -> str | None:
+    """One line when a run at the paper's image size uses a ratio the paper does not (issue 32:
+    the experiments' default 1/48 is the embedded grid's, chosen for 32 px); None otherwise."""
+    if image_size != PAPER_IMAGE_SIZE or ratio in PAPER_RATIOS.values():
+        return None
+    paper = ", ".join(format_ratio(r) for r in PAPER_RATIOS.values())
+    return (
+        f"bcr {format_ratio(ratio)} is not one of the paper's ratios at {image_size} px "
+        f"({paper}); for the paper's setting sweep bcr={','.join(PAPER_RATIOS)} (-m)"
+    )
 
 
 def parse_ratio(value: object, key: str = "bcr.ratio") -> Fraction:

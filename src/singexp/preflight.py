@@ -22,11 +22,15 @@ size, and a mismatch names both sizes.
 
 from __future__ import annotations
 
+import logging
+
 from omegaconf import DictConfig
 
-from singexp.bcr import format_ratio
+from singexp.bcr import format_ratio, paper_ratio_note
 from singexp.config import Validated
 from singexp.errors import ConfigError
+
+log = logging.getLogger("singexp")
 
 
 def restores(cfg: DictConfig) -> bool:
@@ -132,6 +136,10 @@ def preflight(cfg: DictConfig, v: Validated) -> None:
     if v.extra.get("preflight"):
         return
     task = str(cfg.task)
+    note = paper_ratio_note(v.bcr, v.latent.image_size)
+    if note is not None and task in ("jscc", "inn", "restore"):
+        log.warning(note)
+        v.extra.setdefault("warnings", []).append(note)  # printed under a restoration's table
     if task in ("jscc", "inn", "restore"):
         check_codec(cfg, v)
     if task in ("inn", "restore") and cfg.get("inn") is not None:

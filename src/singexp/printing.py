@@ -10,7 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from singexp.modules.inn import read_inn_metadata
-from singexp.report import LABELS
+from singexp.report import LABELS, METRICS, better
+from singexp.results import TRIVIAL
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
 
 #: row names of the printed restoration table (metrics.json keeps the keys)
@@ -26,6 +27,19 @@ def format_metric(key: str, value: float | None) -> str:
     if key == "seconds_per_image":  # wall time of the method's own call (modules/restoration.py)
         return f"{value:.3g}"
     return f"{value:.2f}" if key.startswith("psnr") or key == "swd" else f"{value:.4f}"
+
+
+#: the mark of a cell where the trivial baseline beats the method (issue 32)
+TRIVIAL_WINS = "†"
+
+
+def trivial_wins(metric: str, trivial: dict[str, Any], summary: dict[str, Any]) -> bool:
+    """Whether the mean image's ``metric`` is better than a method's (both measured; time is
+    not a metric of quality)."""
+    if metric not in METRICS:
+        return False
+    a, b = trivial.get(metric), summary.get(metric)
+    return a is not None and b is not None and better(metric, float(a), float(b))
 
 
 def print_method_table(results: dict[str, Any]) -> None:
@@ -58,14 +72,24 @@ def print_method_table(results: dict[str, Any]) -> None:
     table.add_column("method")
     for key in keys:
         table.add_column(COLUMN_LABELS.get(key) or LABELS[key], justify="right")
+    trivial = methods.get(TRIVIAL) or {}
+    beaten = False
     for name, summary in methods.items():
-        table.add_row(
-            METHOD_LABELS.get(name, name),
-            *("–" if k not in summary else format_metric(k, summary[k]) for k in keys),
-        )
+        cells = []
+        for k in keys:
+            cell = "–" if k not in summary else format_metric(k, summary[k])
+            if name != TRIVIAL and trivial_wins(k, trivial, summary):
+                cell, beaten = f"{cell} {TRIVIAL_WINS}", True
+            cells.append(cell)
+        table.add_row(METHOD_LABELS.get(name, name), *cells)
     # a log or pipe is 80 columns to rich: give the table the width it needs instead
     console = Console()
     Console(width=None if console.is_terminal else 160).print(table)
+    if beaten:
+        print(
+            f"{TRIVIAL_WINS} the mean image (the trivial baseline, which ignores the channel) "
+            "beats this method on this metric: that number is no evidence for the method"
+        )
     if any(k.startswith("psnr_A") for k in keys):
         operator = results.get("operator") or {}
         print(
@@ -144,19 +168,24 @@ def _inn_snr_range(results: dict[str, Any]) -> str:
 
 
 def print_results(results: dict[str, Any]) -> None:
+    """The finished run's table (a restoration run's methods, a prior's folder, a codec's or an
+    INN's metrics), its notes and its warnings."""
     if "methods" in results:
         print_method_table(results)
-        for key, why in results.get("metric_status", {}).items():
-            if why != "ok":
-                print(f"note: {key}: {why}")
-        for warning in results.get("warnings") or []:
-            print(f"warning: {warning}")
-        return
-    if results.get("task") == "prior":  # no test metrics: say where the weights went (issue 15)
+    elif results.get("task") == "prior":  # no test metrics: say where the weights went
         exported = f" (also copied to {results['export_to']})" if results.get("export_to") else ""
         print(f"prior · {results.get('dataset')}: EMA weights in {results.get('prior')}{exported}")
-        return
+    else:
+        print_metric_table(results)
+    for key, why in results.get("metric_status", {}).items():
+        if why != "ok":
+            print(f"note: {key}: {why}")
+    for warning in results.get("warnings") or []:
+        print(f"warning: {warning}")
 
+
+def print_metric_table(results: dict[str, Any]) -> None:
+    """The metric × value table of a DeepJSCC or INN run, with the mean-image baseline."""
     inn = results.get("task") == "inn"
     snr = _inn_snr_range(results) if inn else f"SNR {results['snr_db']} dB"
     channel = results.get("channel")
@@ -175,6 +204,3 @@ def print_results(results: dict[str, Any]) -> None:
     Console().print(table)
     if inn:
         print(INN_METRIC_LEGEND)
-    for key, why in results.get("metric_status", {}).items():
-        if why != "ok":
-            print(f"note: {key}: {why}")

@@ -42,6 +42,17 @@ PRESETS: dict[str, str] = {
     "ddpm_cifar10_32": "google/ddpm-cifar10-32",
 }
 
+#: the data each Hugging Face preset was trained on (Ho et al. 2020), named as the dataset
+#: configs name it (``dataset.name``): what the distribution-mismatch warning compares
+PRESET_TRAINED_ON: dict[str, str] = {
+    "google/ddpm-celebahq-256": "celebahq",
+    "google/ddpm-ema-celebahq-256": "celebahq",
+    "google/ddpm-cifar10-32": "cifar10",
+}
+
+#: the file a prior folder exported by singexp records its training data in (``{"dataset": ...}``)
+TRAINING_RECORD: str = "singexp.json"
+
 #: where a diffusers checkpoint may keep its UNet: at the top level or in a pipeline's unet/
 UNET_SUBFOLDERS: tuple[str, ...] = ("", "unet")
 
@@ -331,6 +342,39 @@ def check_prior_source(
         config, expected_size=expected_size, expected_channels=expected_channels, label=label
     )
     return label
+
+
+def write_training_record(folder: str | Path, dataset: str) -> Path:
+    """Record the data set an exported prior folder was trained on (:data:`TRAINING_RECORD`)."""
+    import json
+
+    path = Path(folder) / TRAINING_RECORD
+    path.write_text(json.dumps({"dataset": str(dataset)}, indent=2) + "\n")
+    return path
+
+
+def prior_trained_on(source: str | Path, declared: str | None = None) -> str | None:
+    """The data set the prior of ``source`` was trained on: ``declared`` (``prior.trained_on``,
+    for a folder that records nothing) wins, then the folder's :data:`TRAINING_RECORD` (written
+    when singexp exports a prior; the embedded prior's says ``shapes``), then what a preset is
+    known to be trained on (:data:`PRESET_TRAINED_ON`); None: not recorded."""
+    import json
+
+    if declared is not None and str(declared).strip():
+        return str(declared).strip()
+    label, folder = resolve_source(source)
+    if folder is None:
+        return PRESET_TRAINED_ON.get(label)
+    record = folder / TRAINING_RECORD
+    if record.is_file():
+        try:
+            dataset = json.loads(record.read_text()).get("dataset")
+        except (ValueError, AttributeError):
+            raise ConfigError(
+                "prior.source", f"{record} is not a JSON object with a dataset key"
+            ) from None
+        return None if dataset is None else str(dataset)
+    return None
 
 
 def load_prior(

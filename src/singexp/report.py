@@ -51,6 +51,15 @@ LABELS = {
     "psnr_A_xhat": "PSNR(Ax̃,Ax̂) (dB)",
     "psnr_A_x": "PSNR(Ax̃,Ax) (dB)",
 }
+#: metrics where lower is better (the ↓ of LABELS); the others: higher is better
+LOWER_IS_BETTER = frozenset({"stlpips", "lpips", "swd"})
+
+
+def better(metric: str, a: float, b: float) -> bool:
+    """Whether ``a`` is strictly better than ``b`` on ``metric`` (:data:`LOWER_IS_BETTER`)."""
+    return a < b if metric in LOWER_IS_BETTER else a > b
+
+
 #: y-axis labels of the figures
 AXIS_LABELS = {
     "psnr": "PSNR (dB)",

@@ -29,8 +29,10 @@ from singexp.artifacts import (
     ensure,
     inn_artifact_identity,
     prior_artifact_identity,
+    training_warnings,
 )
 from singexp.bcr import format_ratio
+from singexp.callbacks import TrainingSizeCheck, training_notes
 from singexp.config import Validated, apply_quick, build, print_config_mode, show_config, validate
 from singexp.errors import ConfigError, SingexpError
 from singexp.faults import (
@@ -63,7 +65,7 @@ from singexp.operators import (
 )
 from singexp.preflight import preflight
 from singexp.printing import print_results
-from singexp.prior import build_scheduler, load_prior
+from singexp.prior import build_scheduler, load_prior, prior_trained_on
 from singexp.results import archive_results, finished_results, write_json
 from singexp.samplers.registry import Method, check_method, restore
 from singexp.samplers.sing_inn import check_measurement
@@ -83,8 +85,10 @@ def trainer_kwargs(cfg: DictConfig, loggers: list[Logger]) -> dict[str, Any]:
 
 
 def build_callbacks(cfg: DictConfig) -> list[Any]:
-    """The Lightning callbacks of the ``callbacks`` group."""
-    return [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    """The Lightning callbacks of the ``callbacks`` group, and the training-size check that
+    every run gets (:class:`~singexp.callbacks.TrainingSizeCheck`, ``min_train_steps``)."""
+    chosen = [build(spec) for spec in (cfg.get("callbacks") or {}).values() if spec]
+    return [*chosen, TrainingSizeCheck(int(cfg.get("min_train_steps") or 0))]
 
 
 def build_trainer(cfg: DictConfig, loggers: list[Logger], **overrides: Any) -> L.Trainer:
@@ -92,19 +96,46 @@ def build_trainer(cfg: DictConfig, loggers: list[Logger], **overrides: Any) -> L
     return build(cfg.trainer, logger=loggers or False, callbacks=callbacks, **overrides)
 
 
+def mean_image_or_skip(datamodule: Any) -> tuple[torch.Tensor | None, str | None]:
+    """The trivial baseline's image, the mean training image, or ``(None, why)`` where the data
+    has no training split (a test-only folder): the baseline is then skipped, said in one line,
+    never replaced by the mean of the test images it is scored on."""
+    if datamodule.split_size("train") > 0:
+        return datamodule.mean_image(), None
+    why = (
+        f"mean-image baseline skipped: {datamodule.name} has no training images to average "
+        "(a test-only data set); add a train/ folder of the same kind of images to get it"
+    )
+    log.warning(why)
+    return None, why
+
+
 def mean_image_baseline(datamodule: Any) -> dict[str, float]:
-    """PSNR of the trivial receiver that always outputs the mean training image."""
+    """PSNR of the trivial receiver that always outputs the mean training image (empty when
+    the data has no training split: :func:`mean_image_or_skip`)."""
+    mean, _ = mean_image_or_skip(datamodule)
+    if mean is None:
+        return {}
     test = datamodule.test_images(len(datamodule.test_dataset))
-    mean = datamodule.mean_image().to(test.dtype)
-    return {"psnr": float(psnr(mean.expand_as(test), test).mean())}
+    return {"psnr": float(psnr(mean.to(test.dtype).expand_as(test), test).mean())}
+
+
+def indexed_data(cfg: DictConfig, v: Validated) -> Any:
+    """The run's data module, indexed (files checked, splits made and said: a bad folder, a
+    split overlap fail here), once per run: :func:`run` calls it before the loggers start, the
+    task reuses it."""
+    if "datamodule" not in v.extra:
+        datamodule = build(cfg.dataset)
+        datamodule.setup()
+        v.extra["datamodule"] = datamodule
+    return v.extra["datamodule"]
 
 
 def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """Train a DeepJSCC codec (or load ``jscc.checkpoint``) and test it at ``channel.snr_db``."""
     preflight(cfg, v)
     out = Path(cfg.paths.output_dir)
-    datamodule = build(cfg.dataset)
-    datamodule.setup()  # index the data (and say the split) before building or training a model
+    datamodule = indexed_data(cfg, v)  # the split said before building or training a model
     identity = {
         "bcr": format_ratio(v.bcr),
         "image_size": v.latent.image_size,
@@ -147,6 +178,7 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
         "checkpoint": checkpoint,
         "latent_channels": v.latent.channels,
         "channel_symbols": v.latent.symbols,
+        "warnings": [*v.extra.get("warnings", []), *training_notes(trainer.callbacks)],
     }
 
 
@@ -186,6 +218,12 @@ def measured_sigma_y(
     if not any(getattr(m.config, "sigma_y", None) == SIGMA_Y_AUTO for m in methods.values()):
         return None
     val = datamodule.val_dataset
+    if len(val) == 0:
+        raise ConfigError(
+            "sigma_y",
+            f"auto measures σ_y on validation images and {datamodule.name} has none (a "
+            "test-only data set); set sigma_y to a number (0 = noise-free DDNM)",
+        )
     x = torch.stack([val[i] for i in range(min(64, len(val)))])
     generator = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + 2)
     with torch.no_grad():
@@ -430,12 +468,22 @@ def task_operator(
     )
 
 
+def training_split(datamodule: Any, purpose: str) -> Any:
+    """The training split for ``purpose``; a test-only data set is a one-line error naming it."""
+    if datamodule.split_size("train") == 0:
+        raise ConfigError(
+            "dataset.root",
+            f"{purpose} needs training images and {datamodule.name} has none (a test-only data "
+            "set); add a train/ folder or choose a setting that needs none",
+        )
+    return datamodule.train_dataset
+
+
 def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """DeepJSCC at ``channel.snr_db`` then each restorer, on the same received images."""
     preflight(cfg, v)  # sizes, prior present, given models: before any auto training (issue 15)
     # index the data first: a bad folder fails, and the split is said, before any auto training
-    datamodule = build(cfg.dataset)
-    datamodule.setup()
+    datamodule = indexed_data(cfg, v)
     require_codec(cfg, v, "restoration")
     check_checkpoint(
         v.jscc.checkpoint, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size}
@@ -444,7 +492,7 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     metrics = ImageMetrics.from_config(cfg.metrics)
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
     methods = method_configs(cfg)
-    operator = task_operator(cfg, v, codec, lambda: datamodule.train_dataset)
+    operator = task_operator(cfg, v, codec, lambda: training_split(datamodule, "operator=fitted"))
     # auto models are trained only for a job that restores (a bare DeepJSCC run needs none)
     needs_inn = bool(methods) or str(cfg.inn.checkpoint) != "auto"
     inn_path = resolve_inn(cfg, v) if needs_inn else None
@@ -457,6 +505,7 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     restorers, networks = build_restorers(
         cfg, v, methods, operator, inn_path, prior_source, sigma_y, codec
     )
+    mean_image, skipped = mean_image_or_skip(datamodule)
     module = RestorationModule(
         codec,
         restorers,
@@ -465,11 +514,19 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
         metrics=metrics,
         seed=int(cfg.seed),
         grid_images=int(cfg.evaluate.grid_images),
-        mean_image=datamodule.mean_image(),
+        mean_image=mean_image,
         operator=operator,
     )
-    models_trained_on = trained_on(codec, inn_path)
-    warnings = trained_elsewhere(cfg, models_trained_on)
+    models_trained_on = trained_on(codec, inn_path, prior_source, cfg.prior.get("trained_on"))
+    elsewhere = trained_elsewhere(cfg, models_trained_on, trainable=skipped is None)
+    warnings = [*v.extra.get("warnings", []), *elsewhere, *([skipped] if skipped else [])]
+    for key, value, path in (
+        ("jscc.checkpoint", cfg.jscc.checkpoint, v.jscc.checkpoint),
+        ("inn.checkpoint", cfg.inn.checkpoint, inn_path),
+        ("prior.source", cfg.prior.source, prior_source),
+    ):
+        if str(value) == "auto" and path is not None:  # its training's warnings, said again
+            warnings += [f"{key}=auto: {note}" for note in training_warnings(path)]
     # guidance (SING-INN) takes gradients w.r.t. x0: no inference mode, the loop's no_grad suffices
     trainer = build_trainer(cfg, loggers, inference_mode=False)
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -497,28 +554,56 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     }
 
 
-def trained_on(codec: Any, inn_path: Path | None) -> dict[str, str | None]:
-    """The data set each model of the run was trained on, as its checkpoint records it (the
-    codec's and INN's ``dataset``; None: not recorded). In metrics.json as ``trained_on``: the
-    report tells matched points from mismatched ones by it (``+experiment=mismatch``)."""
+def trained_on(
+    codec: Any,
+    inn_path: Path | None,
+    prior_source: str | None = None,
+    prior_declared: str | None = None,
+) -> dict[str, str | None]:
+    """The data set each model of the run was trained on, as it records it: the codec's and
+    INN's checkpoint ``dataset``, the prior's (:func:`~singexp.prior.prior_trained_on`: its
+    folder's record, a preset's known data, or ``prior.trained_on``); None: not recorded. In
+    metrics.json as ``trained_on``: the report tells matched points from mismatched ones by it
+    (``+experiment=mismatch``)."""
     found = {"jscc": codec.hparams.get("dataset")}
     if inn_path is not None:
         found["inn"] = read_inn_metadata(inn_path)["hparams"].get("dataset")
+    if prior_source is not None:
+        found["prior"] = prior_trained_on(prior_source, prior_declared)
     return {key: None if value is None else str(value) for key, value in found.items()}
 
 
-def trained_elsewhere(cfg: DictConfig, models: dict[str, str | None]) -> list[str]:
+#: the config key that names each model of :func:`trained_on`, and the value that trains it on
+#: the tested data
+MODEL_KEYS: dict[str, tuple[str, str]] = {
+    "jscc": ("jscc.checkpoint", "auto"),
+    "inn": ("inn.checkpoint", "auto"),
+    "prior": ("prior.source", "auto"),
+}
+
+
+def trained_elsewhere(
+    cfg: DictConfig, models: dict[str, str | None], trainable: bool = True
+) -> list[str]:
     """One warning per model (:func:`trained_on`) trained on another data set than
-    ``dataset.name`` (issue 15 item 6): its numbers can look like the paper's pattern while
-    every output is off-distribution. Logged now, printed under the table."""
+    ``dataset.name`` (issue 15 item 6, issue 32): its numbers can look like the paper's pattern
+    while every output is off-distribution. Logged now, printed under the table. ``trainable``:
+    the data has a training split (else the fix is a model trained on data like it)."""
     tested = str(cfg.dataset.name)
-    warnings = [
-        f"{key}.checkpoint was trained on {trained!r}, this run tests on {tested!r}: its "
-        "numbers measure a distribution mismatch, not the method (train on this data: "
-        f"{key}.checkpoint=auto)"
-        for key, trained in models.items()
-        if trained is not None and trained != tested
-    ]
+    warnings = []
+    for key, trained in models.items():
+        if trained is None or trained == tested:
+            continue
+        name, train_here = MODEL_KEYS[key]
+        fix = (
+            f"train on this data: {name}={train_here}"
+            if trainable
+            else f"a test-only data set: give {name} a model trained on data like it"
+        )
+        warnings.append(
+            f"{name} ({OmegaConf.select(cfg, name)}) was trained on {trained!r}, this run tests "
+            f"on {tested!r}: its numbers measure a distribution mismatch, not the method ({fix})"
+        )
     for warning in warnings:
         log.warning(warning)
     return warnings
@@ -532,29 +617,38 @@ def prior_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str
     """
     out = Path(cfg.paths.output_dir)
     prior_cfg = OmegaConf.to_container(cfg.prior, resolve=True)
-    exported = train_prior(prior_cfg, build(cfg.dataset), trainer_kwargs(cfg, loggers), out)
+    kwargs = trainer_kwargs(cfg, loggers)
+    exported = train_prior(prior_cfg, indexed_data(cfg, v), kwargs, out)
     if cfg.get("export_to"):
         target = Path(cfg.export_to)
         shutil.copytree(exported, target, dirs_exist_ok=True)
         log.info("copied the prior to %s", target)
-    return {"prior": str(exported), "export_to": cfg.get("export_to")}
+    return {
+        "prior": str(exported),
+        "export_to": cfg.get("export_to"),
+        "warnings": training_notes(kwargs["callbacks"]),
+    }
 
 
 def inn_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str, Any]:
     """Train SING-INN's conditional INN on pairs made by the codec of ``jscc.checkpoint``."""
     preflight(cfg, v)
-    datamodule = build(cfg.dataset)
-    datamodule.setup()  # a bad folder fails, and the split is said, before an auto codec trains
+    datamodule = indexed_data(cfg, v)  # a bad folder fails before an auto codec trains
     require_codec(cfg, v, "INN training")
     out = Path(cfg.paths.output_dir)
+    kwargs = trainer_kwargs(cfg, loggers)
     path = train_inn(
         OmegaConf.to_container(cfg.inn, resolve=True),
         datamodule=datamodule,
         codec=v.jscc.checkpoint,
         out_dir=out,
-        trainer_kwargs=trainer_kwargs(cfg, loggers),
+        trainer_kwargs=kwargs,
     )
-    return {"inn": str(path), "validation": read_inn_metadata(path).get("metrics")}
+    return {
+        "inn": str(path),
+        "validation": read_inn_metadata(path).get("metrics"),
+        "warnings": training_notes(kwargs["callbacks"]),
+    }
 
 
 TASKS: dict[str, Task] = {
@@ -633,6 +727,7 @@ def _run_locked(cfg: DictConfig, v: Validated, out: Path) -> dict[str, Any]:
     archive_results(out)
     set_aside_unfinished_wandb(out)
     show_config(cfg, _command_line_overrides())
+    indexed_data(cfg, v)  # a folder that cannot be used fails before the loggers start
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")

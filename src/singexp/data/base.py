@@ -17,6 +17,8 @@ log = logging.getLogger("singexp.data")
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 MEAN_IMAGE_MAX: int = 2048
+#: default of ``dataset.min_train_images``: a training split below it is warned about
+MIN_TRAIN_IMAGES: int = 100
 
 
 def to_signed(images: np.ndarray | Tensor) -> Tensor:
@@ -92,6 +94,7 @@ class ImageDataModule(L.LightningDataModule):
         batch_size: int,
         num_workers: int = 0,
         seed: int = 0,
+        min_train_images: int = MIN_TRAIN_IMAGES,
     ) -> None:
         super().__init__()
         self.name = name
@@ -105,6 +108,17 @@ class ImageDataModule(L.LightningDataModule):
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ConfigError("dataset.seed", f"must be an integer, got {seed!r}")
         self.seed = seed
+        if (
+            isinstance(min_train_images, bool)
+            or not isinstance(min_train_images, int)
+            or min_train_images < 0
+        ):
+            raise ConfigError(
+                "dataset.min_train_images",
+                f"must be an integer >= 0 (0: never warn), got {min_train_images!r}",
+            )
+        #: a model trained on fewer images than this is warned about (singexp.callbacks)
+        self.min_train_images = min_train_images
         self.datasets: dict[str, Dataset[Tensor]] = {}
         self._mean_image: Tensor | None = None
 

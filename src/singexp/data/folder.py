@@ -16,13 +16,16 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from singexp.data.base import ImageDataModule, to_signed, warn_once
+from singexp.artifacts import file_digest
+from singexp.data.base import MIN_TRAIN_IMAGES, SPLIT_CODES, ImageDataModule, to_signed, warn_once
 from singexp.errors import ConfigError, SingexpError
 
 log = logging.getLogger("singexp.data")
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})
 HOLDOUT_MODES: tuple[str, ...] = ("interleave", "tail")
+#: what ``dataset.split_overlap`` does with files that two splits share (same content)
+OVERLAP_MODES: tuple[str, ...] = ("error", "warn")
 _PROGRESS_MIN = 2000  # show a progress bar when checking at least this many files
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _NAMED = 20  # skipped files named in the warning; beyond that, a file lists them all
@@ -85,6 +88,27 @@ def load_image(path: Path, size: int, background: Colour = WHITE) -> Tensor:
     left, top = (w - size) // 2, (h - size) // 2
     image = image.crop((left, top, left + size, top + size))
     return to_signed(np.asarray(image, dtype=np.uint8))
+
+
+def overlapping_files(splits: dict[str, list[Path]]) -> list[tuple[str, Path, str, Path]]:
+    """``(split, file, other split, other file)`` for every file whose bytes another split holds
+    too (a symlink, a hard link or a copy): sizes first, then the sha256 of the files whose size
+    another split has, so a folder of distinct images is not read twice."""
+    by_size: dict[int, list[tuple[str, Path]]] = {}
+    for split, files in splits.items():
+        for path in files:
+            by_size.setdefault(path.stat().st_size, []).append((split, path))
+    found: list[tuple[str, Path, str, Path]] = []
+    for group in by_size.values():
+        if len({split for split, _ in group}) < 2:
+            continue
+        by_digest: dict[str, list[tuple[str, Path]]] = {}
+        for split, path in group:
+            by_digest.setdefault(file_digest(path), []).append((split, path))
+        for same in by_digest.values():
+            first_split, first = same[0]
+            found += [(s, p, first_split, first) for s, p in same[1:] if s != first_split]
+    return sorted(found, key=lambda row: (SPLIT_CODES[row[0]], str(row[1])))
 
 
 def spread(n: int, k: int) -> list[int]:
@@ -162,6 +186,7 @@ class ImageFolderDataModule(ImageDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         seed: int = 0,
+        min_train_images: int = MIN_TRAIN_IMAGES,
         root: str | os.PathLike[str] | None = None,
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
@@ -175,8 +200,9 @@ class ImageFolderDataModule(ImageDataModule):
         test_dir: str = "test",
         min_test_images: int = 16,
         alpha_background: Sequence[int] = WHITE,
+        split_overlap: str = "error",
     ) -> None:
-        super().__init__(name, image_size, batch_size, num_workers, seed)
+        super().__init__(name, image_size, batch_size, num_workers, seed, min_train_images)
         self.root = self._check_root(root)
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not isinstance(value, int | float) or not 0.0 < value < 1.0:
@@ -201,6 +227,11 @@ class ImageFolderDataModule(ImageDataModule):
             )
         self.min_test_images = min_test_images
         self.alpha_background = _colour(alpha_background)
+        if split_overlap not in OVERLAP_MODES:
+            raise ConfigError(
+                "dataset.split_overlap", f"must be one of {OVERLAP_MODES}, got {split_overlap!r}"
+            )
+        self.split_overlap = split_overlap
         self.layout = ""
         self._test_only = False  # a test/ subfolder and no other images: no train/val split
         self.skipped: dict[Path, str] = {}  # file -> why it was skipped
@@ -298,7 +329,29 @@ class ImageFolderDataModule(ImageDataModule):
             if cap is not None and len(files) > cap:
                 splits[split] = [files[i] for i in spread(len(files), cap)]
                 self.layout += f"; {split} capped at {cap} (evenly spread)"
+        self._check_overlap(splits)
         return splits
+
+    def _check_overlap(self, splits: dict[str, list[Path]]) -> None:
+        """Files that two splits share by content (issue 32: a train/ of symlinks to test/ made
+        the mean-image baseline the test images' mean) are an error naming them, or with
+        ``dataset.split_overlap=warn`` one warning."""
+        shared = overlapping_files(splits)
+        if not shared:
+            return
+        names = [f"{self._name(a)} ({s}) = {self._name(b)} ({t})" for s, a, t, b in shared]
+        listing = ", ".join(names[:_NAMED]) + (
+            f", ... ({len(names)} in all)" if len(names) > _NAMED else ""
+        )
+        files = f"{len(shared)} file{'s' if len(shared) > 1 else ''}"
+        what = f"{files} under {self.root} in two splits (same content): {listing}"
+        if self.split_overlap == "warn":
+            warn_once(f"{what}; the test metrics are not of held-out images")
+            return
+        raise ConfigError(
+            "dataset.split_overlap",
+            f"{what}; remove them from one split, or set dataset.split_overlap=warn to run anyway",
+        )
 
     def _rule(self, n: int, k: int) -> str:
         """How `k` of `n` sorted files are held out (the split rule the split line states)."""

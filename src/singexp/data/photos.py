@@ -8,7 +8,13 @@ import numpy as np
 import torch.nn.functional as F
 from torch import Tensor
 
-from singexp.data.base import ImageDataModule, SeededImageDataset, check_positive, to_signed
+from singexp.data.base import (
+    MIN_TRAIN_IMAGES,
+    ImageDataModule,
+    SeededImageDataset,
+    check_positive,
+    to_signed,
+)
 from singexp.errors import ConfigError, SingexpError
 
 _CROP_TRIES = 8
@@ -123,6 +129,7 @@ class PhotosDataModule(ImageDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
+        min_train_images: int = MIN_TRAIN_IMAGES,
         train_size: int = 8192,
         val_size: int = 256,
         test_size: int = 256,
@@ -134,7 +141,7 @@ class PhotosDataModule(ImageDataModule):
         min_std: float = 0.03,
         eval_seed: int | None = None,
     ) -> None:
-        super().__init__(name, image_size, batch_size, num_workers, seed)
+        super().__init__(name, image_size, batch_size, num_workers, seed, min_train_images)
         self.sizes = {
             "train": check_positive("dataset.train_size", train_size),
             "val": check_positive("dataset.val_size", val_size),

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from singexp.data.base import ImageDataModule, SeededImageDataset, check_positive
+from singexp.data.base import MIN_TRAIN_IMAGES, ImageDataModule, SeededImageDataset, check_positive
 from singexp.errors import ConfigError
 
 _BACKGROUNDS = ("flat", "gradient", "stripes", "checkers", "noise")
@@ -240,6 +240,7 @@ class ShapesDataModule(ImageDataModule):
         batch_size: int = 64,
         num_workers: int = 0,
         seed: int = 0,
+        min_train_images: int = MIN_TRAIN_IMAGES,
         train_size: int = 8192,
         val_size: int = 256,
         test_size: int = 256,
@@ -248,7 +249,7 @@ class ShapesDataModule(ImageDataModule):
         eval_seed: int | None = None,
         backgrounds: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(name, image_size, batch_size, num_workers, seed)
+        super().__init__(name, image_size, batch_size, num_workers, seed, min_train_images)
         self.sizes = {
             "train": check_positive("dataset.train_size", train_size),
             "val": check_positive("dataset.val_size", val_size),

@@ -24,7 +24,13 @@ from torch import Tensor
 
 from singexp.errors import ConfigError
 from singexp.faults import resume_checkpoint
-from singexp.prior import build_scheduler, build_unet, count_parameters, sample_grid_rows
+from singexp.prior import (
+    build_scheduler,
+    build_unet,
+    count_parameters,
+    sample_grid_rows,
+    write_training_record,
+)
 
 log = logging.getLogger("singexp.prior")
 
@@ -350,5 +356,7 @@ def train_prior(
     trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
     export_dir = out_dir / "prior"
     module.export(export_dir, dtype=cfg.get("export_dtype", "float16"))
+    if getattr(datamodule, "name", None) is not None:  # the mismatch warning reads it back
+        write_training_record(export_dir, str(datamodule.name))
     log.info("prior exported to %s", export_dir)
     return export_dir
