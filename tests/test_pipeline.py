@@ -54,6 +54,7 @@ def test_api_restores_as_the_evaluation_does(pipe: SingPipeline) -> None:
     module.on_test_epoch_start()
     for batch_idx in range(2):
         module.test_step(x[4 * batch_idx : 4 * batch_idx + 4], batch_idx)
+    module.on_test_epoch_end()  # the batches in order (gathered under DDP), grid and summary
     expected = module.grid_rows()
     out = pipe(x)
     assert list(out) == [ORIGINAL, BASELINE, *METHODS]

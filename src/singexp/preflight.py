@@ -148,6 +148,9 @@ def preflight(cfg: DictConfig, v: Validated) -> None:
         check_inn(cfg, v)
         if restores(cfg):
             check_prior(cfg, v)
+            from singexp.samplers.compute import ComputeConfig
+
+            ComputeConfig.from_config(cfg.get("evaluate"))  # precision, micro-batch, ...
     if task == "prior":
         check_prior_size(cfg, v)
     v.extra["preflight"] = True

@@ -34,6 +34,7 @@ from singexp.artifacts import (
 from singexp.bcr import format_ratio
 from singexp.callbacks import TrainingSizeCheck, training_notes
 from singexp.config import Validated, apply_quick, build, print_config_mode, show_config, validate
+from singexp.distributed import launch_rank
 from singexp.errors import ConfigError, SingexpError
 from singexp.faults import (
     Terminated,
@@ -67,6 +68,7 @@ from singexp.preflight import preflight
 from singexp.printing import print_results
 from singexp.prior import build_scheduler, load_prior, prior_trained_on
 from singexp.results import archive_results, finished_results, write_json
+from singexp.samplers.compute import ComputeConfig
 from singexp.samplers.registry import Method, check_method, restore
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
@@ -167,7 +169,7 @@ def jscc_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[str,
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         checkpoint = best or None
-        if v.jscc.export:
+        if v.jscc.export and trainer.is_global_zero:  # one process writes the file
             checkpoint = str(export_codec(module, v.jscc.export))
             log.info("exported the codec to %s", checkpoint)
     return {
@@ -303,9 +305,10 @@ def build_restorers(
     """
     if not methods:
         return {}, {}
+    compute = ComputeConfig.from_config(cfg.get("evaluate"))
     source = resolve_prior_source(cfg) if prior_source is None else prior_source
     networks: dict[str, torch.nn.Module] = {
-        "prior": load_prior(source, expected_size=v.latent.image_size)
+        "prior": compute.prepare_prior(load_prior(source, expected_size=v.latent.image_size))
     }
     if inn_path is not None:
         networks["inn"] = load_inn(inn_path).inn.eval().requires_grad_(False)
@@ -324,6 +327,7 @@ def build_restorers(
             "scheduler": method_scheduler(cfg, method),
             "operator": operator,
             "sigma_y": sigma_y,
+            "compute": compute,
         }
         for part in ("inn", "codec"):
             if part in networks:
@@ -389,6 +393,7 @@ def train_artifact(
             "callbacks": {},
             # Lightning adds checkpoints/ itself (issue 15: not checkpoints/checkpoints/)
             "trainer.default_root_dir": str(folder),
+            **single_process(sub),
             **overrides(folder),
         }
         for key, value in settings.items():
@@ -402,6 +407,18 @@ def train_artifact(
         return path
 
     return ensure(Path(cfg.paths.artifacts), task, identity, train)
+
+
+def single_process(cfg: DictConfig) -> dict[str, Any]:
+    """Trainer overrides that train an artifact in this process when the run is multi-process
+    (``trainer=ddp``): the processes a DDP trainer launches re-run the command and would wait on
+    the artifact's lock that this process holds while it trains (:func:`ensure`). Empty
+    otherwise; the artifact's identity keeps the run's trainer."""
+    strategy = str(cfg.trainer.get("strategy", "auto"))
+    if "ddp" not in strategy and "fsdp" not in strategy:
+        return {}
+    log.info("an auto artifact of a %s run trains in one process (devices=1)", strategy)
+    return {"trainer.strategy": "auto", "trainer.devices": 1, "trainer.num_nodes": 1}
 
 
 def resolve_auto_codec(cfg: DictConfig, v: Validated) -> None:
@@ -527,9 +544,13 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
     ):
         if str(value) == "auto" and path is not None:  # its training's warnings, said again
             warnings += [f"{key}=auto: {note}" for note in training_warnings(path)]
-    # guidance (SING-INN) takes gradients w.r.t. x0: no inference mode, the loop's no_grad suffices
-    trainer = build_trainer(cfg, loggers, inference_mode=False)
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    # guidance (SING-INN) takes gradients w.r.t. x0: no inference mode, the loop's no_grad
+    # suffices; under DDP each process takes whole batches of the single-process order
+    # (singexp.distributed), not Lightning's DistributedSampler
+    trainer = build_trainer(cfg, loggers, inference_mode=False, use_distributed_sampler=False)
+    trainer.test(module, dataloaders=datamodule.sharded_test_dataloader(), verbose=False)
+    if not trainer.is_global_zero:  # rank 0 gathered the results and writes them
+        return {"methods": {}, "rank": trainer.global_rank}
     identity = describe_run(cfg, v)
     title = " · ".join(f"{k} {identity[k]}" for k in ("dataset", "channel", "snr_db", "bcr"))
     files = write_outputs(module, out, title)
@@ -545,6 +566,8 @@ def restore_task(cfg: DictConfig, v: Validated, loggers: list[Logger]) -> dict[s
             for name, m in methods.items()
         },
         "operator": describe_operator(operator, str(cfg.operator.name)),
+        # how the restorers computed: precision, guidance micro-batch, checkpointing
+        "evaluate": dataclasses.asdict(ComputeConfig.from_config(cfg.get("evaluate"))),
         "jscc_checkpoint": v.jscc.checkpoint,
         "inn_checkpoint": str(inn_path) if inn_path else None,
         "prior_source": prior_source,
@@ -701,12 +724,22 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     _single_log_stream()
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if launch_rank() > 0:  # a DDP process that Lightning or Slurm started beside rank 0
+        return _run_other_rank(cfg, v)
     with sigterm_ends_point(), point_lock(out):
         try:
             return _run_locked(cfg, v, out)
         except Terminated:
             log.warning("SIGTERM: %s stopped unfinished; re-run the same command to resume", out)
             raise
+
+
+def _run_other_rank(cfg: DictConfig, v: Validated) -> dict[str, Any]:
+    """:func:`run` in a DDP process of rank > 0: the task's share of the work, without the run
+    folder's lock, config, results or loggers, which rank 0 owns (:mod:`singexp.distributed`)."""
+    L.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    torch.set_float32_matmul_precision("high")
+    return TASKS[cfg.task](cfg, v, [])
 
 
 def _command_line_overrides() -> list[str]:

@@ -186,6 +186,21 @@ class ImageDataModule(L.LightningDataModule):
         """Test batches in a fixed order."""
         return self._loader("test", shuffle=False)
 
+    def sharded_test_dataloader(self) -> DataLoader[Tensor]:
+        """The batches of :meth:`test_dataloader`, shared by whole batches between the processes
+        of a DDP run (:class:`~singexp.distributed.ShardedBatches`): in one process, the same
+        batches in the same order. Give the trainer ``use_distributed_sampler=False``."""
+        from singexp.distributed import ShardedBatches
+
+        dataset = self.split("test")
+        return DataLoader(
+            dataset,
+            batch_sampler=ShardedBatches(len(dataset), self.batch_size),  # type: ignore[arg-type]
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
     # ---- helpers -----------------------------------------------------------------------------
     def test_images(self, n: int) -> Tensor:
         """The first `n` test images stacked as (min(n, test size), 3, H, W)."""

@@ -1,9 +1,13 @@
 """Restoration evaluation: x → DeepJSCC (encoder → channel → decoder) → x̂ → restorer → x̃.
 
 For every test batch the codec sends the images through the channel once, with channel noise
-drawn from a generator seeded by (seed, batch index), so every method restores the same x̂ and
-reruns see the same noise. Metrics compare x̂ and each x̃ with x; per-image rows, a summary and
-an image grid (x | x̂ | x̃ …) are written to the run folder.
+drawn from a generator seeded by (seed, global batch index), so every method restores the same
+x̂ and reruns see the same noise. Metrics compare x̂ and each x̃ with x; per-image rows, a summary
+and an image grid (x | x̂ | x̃ …) are written to the run folder.
+
+Under DDP (``trainer=ddp``) each process restores whole batches of the single-process order
+(:mod:`singexp.distributed`), rank 0 gathers them, computes the set-level metrics (SWD) and the
+confidence intervals on all images, and alone writes: the numbers are the single-process ones.
 
 Beside the methods, two things make a number mean something (issue 12, issue 15 item 6):
 - a trivial baseline row, ``mean_image``: the receiver that ignores the channel and always
@@ -20,6 +24,7 @@ from __future__ import annotations
 import csv
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,11 +33,27 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from singexp.distributed import ShardedBatches, gather_to_zero, world
+from singexp.errors import SingexpError
 from singexp.metrics import ImageMetrics, psnr
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.operators import LinearOperator
 from singexp.results import BASELINE, ORIGINAL, TRIVIAL
 from singexp.visualize import save_comparison_grid
+
+
+@dataclass
+class BatchResult:
+    """One test batch's results: its global index, per-image rows, the images each method
+    scored (and the originals) on the CPU, each method's seconds and the metrics measured."""
+
+    index: int
+    rows: list[dict[str, Any]]
+    images: dict[str, Tensor]
+    original: Tensor
+    seconds: dict[str, float]
+    keys: set[str]  # the per-image metrics measured
+
 
 # restorer(x_hat, snr_db, generator) -> x_tilde
 Restorer = Callable[[Tensor, Tensor, torch.Generator], Tensor]
@@ -84,11 +105,8 @@ class RestorationModule(L.LightningModule):
         self.operator = operator
         self.rows: list[dict[str, Any]] = []
         self.grid: dict[str, list[Tensor]] = {}
-        self._sets: dict[str, list[Tensor]] = {}
         self.summary: dict[str, dict[str, Any]] = {}
-        self._seen = 0
-        self._metric_keys: set[str] = set()
-        self._seconds: dict[str, float] = {}
+        self._batches: list[BatchResult] = []
 
     @property
     def methods(self) -> list[str]:
@@ -96,36 +114,55 @@ class RestorationModule(L.LightningModule):
         return [BASELINE, *self.restorers, *trivial]
 
     def on_test_epoch_start(self) -> None:
-        self.rows, self.grid, self._sets, self.summary = [], {}, {}, {}
-        self._seen = 0
-        self._metric_keys = set()
-        self._seconds = {}
+        self.rows, self.grid, self.summary = [], {}, {}
+        self._batches = []
 
-    def _timed(self, name: str, run: Callable[[], Tensor], device: torch.device) -> Tensor:
-        """``run()``, its wall time added to ``name``'s :data:`SECONDS` total."""
+    def _timed(
+        self, seconds: dict[str, float], name: str, run: Callable[[], Tensor], device: torch.device
+    ) -> Tensor:
+        """``run()``, its wall time added to ``seconds[name]``."""
         sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
         sync()
         started = time.perf_counter()
         out = run()
         sync()
-        self._seconds[name] = self._seconds.get(name, 0.0) + time.perf_counter() - started
+        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
         return out
+
+    def _position(self, batch_idx: int) -> tuple[int, int]:
+        """``(global batch index, test index of its first image)`` of this process's
+        ``batch_idx``-th batch: under DDP the loader's :class:`ShardedBatches` says; in one
+        process with any in-order loader, ``batch_idx`` and the images seen so far."""
+        sampler = getattr(self._test_loader(), "batch_sampler", None)
+        if isinstance(sampler, ShardedBatches):
+            index = sampler.global_batch(batch_idx)
+            return index, sampler.start(index)
+        if world()[1] > 1:
+            raise SingexpError(
+                "a DDP restoration needs the test loader of ImageDataModule."
+                "sharded_test_dataloader (whole batches per process, noise seeded by the global "
+                "batch); Lightning's DistributedSampler would seed by the local batch"
+            )
+        return batch_idx, sum(len(b.original) for b in self._batches)
 
     @torch.no_grad()
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
         device = batch.device
+        index, first = self._position(batch_idx)
+        seconds: dict[str, float] = {}
         snr = torch.full((batch.shape[0],), self.snr_db, device=device)
-        channel = batch_generator(self.seed, batch_idx, 0, device)
-        x_hat = self._timed(BASELINE, lambda: self.codec.codec(batch, snr, channel), device)
+        channel = batch_generator(self.seed, index, 0, device)
+        x_hat = self._timed(
+            seconds, BASELINE, lambda: self.codec.codec(batch, snr, channel), device
+        )
         outputs = {BASELINE: x_hat.clamp(-1, 1)}
         for name, restorer in self.restorers.items():
-            generator = batch_generator(self.seed, batch_idx, 1, device)
+            generator = batch_generator(self.seed, index, 1, device)
             x_tilde = self._timed(
-                name, partial(restorer, outputs[BASELINE], snr, generator), device
+                seconds, name, partial(restorer, outputs[BASELINE], snr, generator), device
             )
             outputs[name] = x_tilde.clamp(-1, 1)
         self.metrics.to(device)
-        first, self._seen = self._seen, self._seen + batch.shape[0]
         scored = dict(outputs)
         if self.mean_image is not None:
             scored[TRIVIAL] = self.mean_image.to(device, batch.dtype).expand_as(batch)
@@ -133,19 +170,28 @@ class RestorationModule(L.LightningModule):
         projected = {ORIGINAL: self.project(batch), BASELINE: self.project(outputs[BASELINE])}
         # the originals' perceptual features once, shared by every method (issue 18)
         per_method = self.metrics.per_image_many(scored, batch)
+        rows: list[dict[str, Any]] = []
+        keys: set[str] = set()
         for name, images in scored.items():
             values = per_method[name]
             received = None if name == BASELINE else projected[BASELINE]
             values.update(self.consistency(images, received, projected[ORIGINAL]))
-            self._metric_keys.update(values)
+            keys.update(values)
             for i in range(batch.shape[0]):
                 row = {"image": first + i, **self._describe(first + i)}
                 row.update({"method": name, "snr_db": self.snr_db})
                 row.update({k: float(v[i]) for k, v in values.items()})
-                self.rows.append(row)
-            self._sets.setdefault(name, []).append(images.cpu())
-        self._sets.setdefault(ORIGINAL, []).append(batch.cpu())
-        self._collect_grid({ORIGINAL: batch, **outputs})
+                rows.append(row)
+        self._batches.append(
+            BatchResult(
+                index=index,
+                rows=rows,
+                images={name: images.cpu() for name, images in scored.items()},
+                original=batch.cpu(),
+                seconds=seconds,
+                keys=keys,
+            )
+        )
 
     def project(self, images: Tensor) -> Tensor | None:
         """A†A x (image-shaped, so every operator works: for block averaging and the gray
@@ -168,31 +214,41 @@ class RestorationModule(L.LightningModule):
             values[CONSISTENCY_RECEIVED] = psnr(p_tilde, received)
         return values
 
-    def _describe(self, index: int) -> dict[str, Any]:
-        """Where test image `index` comes from (its file, or generated sample and seed), if the
-        test set says (``describe_item``; issue 15, item 5). The test loader is not shuffled."""
+    def _test_loader(self) -> Any:
+        """The trainer's test loader (None when not attached to a trainer)."""
         try:
             loaders = self.trainer.test_dataloaders
         except RuntimeError:  # not attached to a trainer
-            return {}
-        loader = loaders[0] if isinstance(loaders, list | tuple) else loaders
-        describe = getattr(getattr(loader, "dataset", None), "describe_item", None)
+            return None
+        return loaders[0] if isinstance(loaders, list | tuple) else loaders
+
+    def _describe(self, index: int) -> dict[str, Any]:
+        """Where test image `index` comes from (its file, or generated sample and seed), if the
+        test set says (``describe_item``; issue 15, item 5). The test loader is not shuffled."""
+        describe = getattr(getattr(self._test_loader(), "dataset", None), "describe_item", None)
         return dict(describe(index)) if callable(describe) else {}
 
-    def _collect_grid(self, outputs: Mapping[str, Tensor]) -> None:
-        have = sum(t.shape[0] for t in self.grid.get(ORIGINAL, []))
-        take = self.grid_images - have
-        if take > 0:
-            for name, images in outputs.items():
-                self.grid.setdefault(name, []).append(images[:take].cpu())
-
     def on_test_epoch_end(self) -> None:
-        originals = torch.cat(self._sets.pop(ORIGINAL))
-        keys = sorted(self._metric_keys)
+        gathered = gather_to_zero(self._batches)  # every process's batches, on rank 0 only
+        self._batches = []
+        if gathered is None:  # rank > 0 of a DDP run: rank 0 summarises and writes
+            return
+        batches = sorted((b for part in gathered for b in part), key=lambda b: b.index)
+        self.rows = [row for b in batches for row in b.rows]
+        sets = {name: torch.cat([b.images[name] for b in batches]) for name in self.methods}
+        originals = torch.cat([b.original for b in batches])
+        shown = [ORIGINAL, BASELINE, *self.restorers]  # the grid's rows (not the trivial one)
+        self.grid = {
+            name: [(originals if name == ORIGINAL else sets[name])[: self.grid_images]]
+            for name in shown
+        }
+        seconds: dict[str, float] = {}
+        for b in batches:
+            for name, value in b.seconds.items():
+                seconds[name] = seconds.get(name, 0.0) + value
+        keys = sorted(set().union(*(b.keys for b in batches)))
         # set-level metrics of every method against the same originals, their share once
-        set_level = self.metrics.set_level_many(
-            {name: torch.cat(self._sets[name]) for name in self.methods}, originals
-        )
+        set_level = self.metrics.set_level_many(sets, originals)
         for name in self.methods:
             rows = [r for r in self.rows if r["method"] == name]
             # a method's own keys only (DeepJSCC has no PSNR(A x̃, A x̂))
@@ -200,13 +256,12 @@ class RestorationModule(L.LightningModule):
             summary = self.metrics.summarize({k: [r[k] for r in rows if k in r] for k in own})
             summary.update(set_level[name])
             summary["images"] = len(rows)
-            if name in self._seconds and rows:
-                summary[SECONDS] = self._seconds[name] / len(rows)
+            if name in seconds and rows:
+                summary[SECONDS] = seconds[name] / len(rows)
             self.summary[name] = summary
             for key, value in summary.items():
                 if isinstance(value, int | float):
-                    self.log(f"test/{name}/{key}", float(value))
-        self._sets = {}
+                    self.log(f"test/{name}/{key}", float(value), rank_zero_only=True)
 
     def grid_rows(self) -> dict[str, Tensor]:
         return {name: torch.cat(parts) for name, parts in self.grid.items()}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -95,8 +97,16 @@ class Correction:
         """The term subtracted from x_t'; ``x0`` = x0|t(x_t) with its graph to ``x_t``."""
         raise NotImplementedError
 
+    def rows(self, rows: slice) -> Correction:
+        """This correction's :meth:`x_t_guidance` for the images ``rows`` of its batch (a guided
+        step in micro-batches, ``evaluate.guidance_batch``): per-image state sliced."""
+        raise NotImplementedError(f"{type(self).__name__} cannot guide a micro-batch")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+GuidanceT = TypeVar("GuidanceT", bound="Guidance")
 
 
 class Guidance(Correction):
@@ -115,6 +125,17 @@ class Guidance(Correction):
         zeta_t = torch.as_tensor(zeta, dtype=like.dtype, device=like.device)
         self.zeta = zeta_t.reshape(-1, 1, 1, 1) if zeta_t.ndim == 1 else zeta_t
         self.zeta_schedule = zeta_schedule
+
+    #: the attributes holding one value per image (sliced by :meth:`rows`)
+    per_image: tuple[str, ...] = ()
+
+    def rows(self: GuidanceT, rows: slice) -> GuidanceT:
+        part = copy.copy(self)
+        for name in self.per_image:
+            setattr(part, name, getattr(self, name)[rows])
+        if self.zeta.ndim == 4:  # one ζ per image
+            part.zeta = self.zeta[rows]
+        return part
 
     def zeta_at(self, step: StepInfo) -> Tensor:
         """ζ_t of the schedule."""

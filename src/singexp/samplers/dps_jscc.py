@@ -35,6 +35,7 @@ samples leave [−1, 1] by far). The UNet is the loop's; nothing here is a secon
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -147,6 +148,21 @@ class JSCCMeasurement(Guidance):
     ) -> None:
         super().__init__(zeta, zeta_schedule, like=y)
         self.forward, self.y, self.clip_input = forward, y, clip_input
+        self.per_image = ("y",)
+
+    def rows(self, rows: slice) -> JSCCMeasurement:
+        if self.forward.noise != "none":  # its channel draws have the batch's shape
+            raise ConfigError(
+                "evaluate.guidance_batch",
+                "DPS-JSCC with forward_noise=mean draws its channel noise for the whole batch; "
+                "micro-batches would draw other noise: set evaluate.guidance_batch=null or "
+                "forward_noise=none",
+            )
+        part = super().rows(rows)
+        if self.forward.snr_db.ndim == 1:  # one SNR per image
+            part.forward = copy.copy(self.forward)
+            part.forward.snr_db = self.forward.snr_db[rows]
+        return part
 
     def x_t_guidance(self, x_t: Tensor, x0: Tensor, step: StepInfo) -> Tensor:
         """ζ_t/‖r‖ ∇_{x_t} ‖r‖², r = y − A(x0|t(x_t)) per image (DPS, Chung et al., Alg. 1)."""

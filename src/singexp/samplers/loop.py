@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypedDict, cast
 
@@ -282,6 +283,44 @@ def _model_step(
     return eps, (x - step.sqrt_one_minus_alpha_bar * eps) / step.sqrt_alpha_bar
 
 
+#: images per UNet forward + backward of a guided step (DPS); None: the whole batch. Set by
+#: :func:`guidance_micro_batch` (``evaluate.guidance_batch``): the same numbers in less memory,
+#: each image's gradient being its own (per-image residuals), and no noise is drawn there
+GUIDANCE_BATCH: ContextVar[int | None] = ContextVar("guidance_batch", default=None)
+
+
+@contextmanager
+def guidance_micro_batch(size: int | None) -> Iterator[None]:
+    """Guided steps of the loops run inside take ``size`` images at a time (None: all)."""
+    token = GUIDANCE_BATCH.set(size)
+    try:
+        yield
+    finally:
+        GUIDANCE_BATCH.reset(token)
+
+
+def _guided_model_step(
+    unet: Any, scheduler: Any, x: Tensor, step: StepInfo, channels: int, correction: Correction
+) -> tuple[Tensor, Tensor, Tensor]:
+    """ε, x0|t and the x_t guidance of a DPS step, keeping the UNet's graph from x_t to x0|t,
+    in micro-batches of :data:`GUIDANCE_BATCH` images (:meth:`Correction.rows`)."""
+    size = x.shape[0]
+    chunk = GUIDANCE_BATCH.get() or size
+    parts: list[tuple[Tensor, Tensor, Tensor]] = []
+    for start in range(0, size, chunk):
+        rows = slice(start, min(start + chunk, size))
+        part = correction if chunk >= size else correction.rows(rows)
+        with torch.enable_grad():
+            x_in = x[rows].detach().requires_grad_(True)
+            eps, x0 = _model_step(unet, scheduler, x_in, step, channels)
+            push = part.x_t_guidance(x_in, x0, step).detach()
+        parts.append((eps.detach(), x0.detach(), push))
+    if len(parts) == 1:
+        return parts[0]
+    eps, x0, push = (torch.cat(p) for p in zip(*parts, strict=True))
+    return eps, x0, push
+
+
 def _check_finite(x: Tensor, step: StepInfo, desc: str) -> None:
     if not torch.isfinite(x).all():
         raise SamplingError(
@@ -347,12 +386,7 @@ def sample(
             step = infos[k]
             push = None
             if correction.guides_x_t and correction.guides_at(step):
-                # DPS: keep the UNet's graph from x_t to x0|t (only at the steps it guides)
-                with torch.enable_grad():
-                    x_in = x.detach().requires_grad_(True)
-                    eps, x0 = _model_step(unet, scheduler, x_in, step, channels)
-                    push = correction.x_t_guidance(x_in, x0, step).detach()
-                eps, x0 = eps.detach(), x0.detach()
+                eps, x0, push = _guided_model_step(unet, scheduler, x, step, channels, correction)
             else:
                 eps, x0 = _model_step(unet, scheduler, x, step, channels)
             x0_hat = correction(x0, step)

@@ -9,6 +9,7 @@ from typing import Any
 from torch import Tensor
 
 from singexp.errors import ConfigError
+from singexp.samplers.compute import ComputeConfig
 from singexp.samplers.dps_jscc import DPSJSCCConfig, restore_dps_jscc
 from singexp.samplers.inverse_jscc import InverseJSCCConfig, restore_inverse_jscc
 from singexp.samplers.sing_inn import SingINNConfig, restore_sing_inn
@@ -58,13 +59,22 @@ def check_method(cfg: Mapping[str, Any], prefix: str = "sampler") -> Method:
     return Method(name, entry[0](cfg, prefix), prefix, dict(cfg))
 
 
-def restore(method: Method | Mapping[str, Any], x_hat: Tensor, **components: Any) -> Tensor:
+def restore(
+    method: Method | Mapping[str, Any],
+    x_hat: Tensor,
+    *,
+    compute: ComputeConfig | None = None,
+    **components: Any,
+) -> Tensor:
     """Run the restorer of ``method`` (a :class:`Method` or a sampler config node) on x̂.
 
     ``components``: what the restorers need (``unet``, ``scheduler``, ``operator``, ``inn``,
     ``codec``, ``generator``, ``snr_db``, ``sigma_y``); each takes what it uses; ``none`` needs
-    nothing.
+    nothing. ``compute``: precision and guidance micro-batch of the call (:mod:`.compute`);
+    the result is in x̂'s dtype.
     """
     if not isinstance(method, Method):
         method = check_method(method)
-    return SAMPLERS[method.name][1](method.config, x_hat, **components)
+    with (compute or ComputeConfig()).running(x_hat.device):
+        out = SAMPLERS[method.name][1](method.config, x_hat, **components)
+    return out.to(x_hat.dtype)

@@ -125,6 +125,7 @@ class INNGuidance(Guidance):
                 "sampler.gradient", f"unknown {gradient!r}; choose one of {GRADIENTS}"
             )
         super().__init__(zeta, zeta_schedule, like=c_y)
+        self.per_image = ("c_y", "snr_db")
         self.inn = as_inn(inn)
         self.c_y = c_y
         snr = torch.as_tensor(snr_db, dtype=torch.float32, device=c_y.device)
@@ -189,6 +190,9 @@ class TwoPhase(Correction):
         if self._late(step):
             return self.late.x_t_guidance(x_t, x0, step)
         return torch.zeros_like(x_t)
+
+    def rows(self, rows: slice) -> TwoPhase:
+        return TwoPhase(self.early, self.late.rows(rows), self.switch_t)  # guidance: late only
 
     def __repr__(self) -> str:
         return f"TwoPhase({self.early!r} until t<{self.switch_t}, then {self.late!r})"
