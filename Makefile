@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast lint format sync-wandb clean embedded-weights embedded-jscc embedded-prior embedded-inn embedded-inn-light
+.PHONY: help install run test test-fast lint format docs docs-tables sync-wandb clean embedded-weights embedded-jscc embedded-prior embedded-inn embedded-inn-light
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-18s %s\n", $$1, $$2}'
@@ -37,11 +37,17 @@ format: install ## ruff format and autofix
 	$(VENV)/bin/ruff format src tests
 	$(VENV)/bin/ruff check --fix src tests
 
+docs: install ## build the documentation site (mkdocs build --strict)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-tables: install ## regenerate the results tables of README.md and docs/ from their result files
+	$(PY) -m singexp.doc_tables
+
 sync-wandb: install ## upload offline W&B runs under outputs/
 	find $${SINGEXP_OUTPUT:-outputs} -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +
 
 EMBEDDED_JSCC := src/singexp/assets/jscc_shapes32
-# the embedded grid (k = 32, 64, 128 symbols: README "Operating points") and the paper's ratios
+# the embedded grid (k = 32, 64, 128 symbols: docs/guide/configs.md "Operating points") and the paper's ratios
 EMBEDDED_BCRS ?= 1_96 1_48 1_24 1_768 1_384 1_192
 
 embedded-jscc: install ## retrain the shipped DeepJSCC codecs (32 px shapes, every BCR of EMBEDDED_BCRS)
@@ -78,4 +84,4 @@ embedded-inn-light: install ## retrain the shipped light SING-INN networks (inn=
 embedded-weights: embedded-jscc embedded-prior embedded-inn embedded-inn-light ## retrain every shipped weight of the embedded default
 
 clean: ## remove run outputs and caches (keeps .venv)
-	rm -rf outputs multirun lightning_logs wandb .pytest_cache .ruff_cache
+	rm -rf outputs multirun lightning_logs wandb site .pytest_cache .ruff_cache

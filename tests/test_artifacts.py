@@ -51,11 +51,11 @@ def test_ensure_reuses_a_folder_artifact(tmp_path: Path) -> None:
 
 def _inn_hash(make_cfg: Callable[..., DictConfig], *overrides: str) -> str:
     cfg = make_cfg("+experiment=sing_inn", "logger=none", *overrides)
-    return identity_hash(inn_artifact_identity(cfg, validate(cfg)))
+    return identity_hash(inn_artifact_identity(validate(cfg)))
 
 
 def _prior_hash(make_cfg: Callable[..., DictConfig], *overrides: str) -> str:
-    return identity_hash(prior_artifact_identity(make_cfg("logger=none", *overrides)))
+    return identity_hash(prior_artifact_identity(validate(make_cfg("logger=none", *overrides))))
 
 
 def test_auto_inn_identity_follows_training_keys_and_codec_content(

@@ -65,6 +65,10 @@ def test_unknown_group_option_is_one_line() -> None:
         check_group_overrides(["+experiment=nope"])
     with pytest.raises(ConfigError, match=r"bcr\.ratio=1/768"):  # a ratio by value: the key
         check_group_overrides(["bcr=1/768"])
+    # the sweep values quoted by hand, as the shell passes bcr="'1_768','1_384'" (paper_grid)
+    check_group_overrides(["bcr='1_768','1_384','1_192'"])
+    with pytest.raises(ConfigError, match=r"bcr: unknown option '1_7'"):
+        check_group_overrides(["bcr='1_768','1_7'"])
 
 
 def _own_values(node: Any, path: str = "") -> Iterator[tuple[str, Any]]:
@@ -109,7 +113,8 @@ def test_gpu_trainer_without_a_gpu_is_a_one_line_error(make_cfg: MakeCfg) -> Non
 
 
 def test_sampler_override_that_methods_would_ignore_is_an_error(make_cfg: MakeCfg) -> None:
-    from singexp.tasks import method_configs
+    def method_configs(cfg: DictConfig) -> dict:
+        return validate(cfg).methods
 
     main_job = make_cfg("+experiment=sing_inn")
     assert list(method_configs(main_job)) == ["sing_zero", "sing_inn"]

@@ -24,8 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from conftest import run_cli
-from singexp import tasks
-from singexp.config import validate
+from singexp import artifacts, tasks
+from singexp.config import RunConfig, validate
 from singexp.data import ImageFolderDataModule, ShapesDataModule
 from singexp.errors import ConfigError
 from singexp.metrics import ImageMetrics
@@ -301,14 +301,16 @@ def test_auto_artifact_checkpoints_are_not_doubled(
 ) -> None:
     seen: dict[str, str] = {}
 
-    def fake_jscc(cfg: DictConfig, v: object, loggers: list[object]) -> dict[str, object]:
-        seen["root"] = str(cfg.trainer.default_root_dir)
-        (Path(cfg.paths.output_dir) / "codec.safetensors").write_bytes(b"x")
+    def fake_jscc(run: RunConfig, loggers: list[object]) -> dict[str, object]:
+        seen["root"] = str(run.trainer["default_root_dir"])
+        (run.output_dir / "codec.safetensors").write_bytes(b"x")
         return {}
 
-    monkeypatch.setitem(tasks.TASKS, "jscc", fake_jscc)
+    monkeypatch.setitem(artifacts.JOBS, "jscc", fake_jscc)
     cfg = make_cfg(f"paths.artifacts={tmp_path / 'artifacts'}")
-    path = tasks.train_artifact(cfg, "jscc", {"id": 1}, "codec.safetensors", lambda _: {})
+    path = artifacts.train_artifact(
+        validate(cfg), "jscc", {"id": 1}, "codec.safetensors", lambda _: {}
+    )
     # Lightning writes default_root_dir/checkpoints/…: the artifact folder itself, once
     assert Path(seen["root"]) == path.parent
 
@@ -362,7 +364,9 @@ def test_restore_indexes_the_folder_before_any_auto_training(
     truncated_jpeg(bad / "a.jpg")
     (bad / "b.png").write_text("text")
     trained: list[str] = []
-    monkeypatch.setattr(tasks, "train_artifact", lambda cfg, task, *a, **k: trained.append(task))
+    monkeypatch.setattr(
+        artifacts, "train_artifact", lambda run, task, *a, **k: trained.append(task)
+    )
     cfg = make_cfg(
         "+experiment=sing_zero",
         "dataset=image_folder",
@@ -371,5 +375,5 @@ def test_restore_indexes_the_folder_before_any_auto_training(
         "jscc.checkpoint=auto",
     )
     with pytest.raises(ConfigError, match=r"dataset\.root.*no readable images"):
-        tasks.restore_task(cfg, validate(cfg), [])
+        tasks.restore_task(validate(cfg), [])
     assert trained == []

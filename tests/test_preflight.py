@@ -17,7 +17,7 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from conftest import run_cli
-from singexp import progress, tasks
+from singexp import artifacts, progress, tasks
 from singexp.config import ASSETS_DIR, validate
 from singexp.errors import ConfigError
 from singexp.prior import check_prior_source
@@ -43,7 +43,7 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         trained.append(task)
         raise AssertionError(f"{task} artifact trained before the preflight failed")
 
-    monkeypatch.setattr(tasks, "train_artifact", fake)
+    monkeypatch.setattr(artifacts, "train_artifact", fake)
     return trained
 
 
@@ -103,7 +103,7 @@ def test_missing_preset_prior_fails_before_the_auto_codec_trains(
         "jscc.checkpoint=auto",
     )
     with pytest.raises(ConfigError, match=r"^prior\.source: google/ddpm-cifar10-32 not found"):
-        tasks.restore_task(cfg, validate(cfg), [])
+        tasks.restore_task(validate(cfg), [])
     assert no_training == []
 
 
@@ -119,7 +119,7 @@ def test_auto_prior_of_another_size_fails_before_codec_training(
         "prior.image_size=32",
     )
     with pytest.raises(ConfigError) as error:
-        tasks.restore_task(cfg, validate(cfg), [])
+        tasks.restore_task(validate(cfg), [])
     assert str(error.value) == (
         "prior.image_size: is 32 (auto) but dataset.image_size=64; a trained prior follows the "
         "data's size: drop the prior.image_size override or set prior.image_size=64"
@@ -135,7 +135,7 @@ def test_bad_inn_key_fails_before_the_auto_codec_trains(
         "+experiment=sing_inn", "jscc.checkpoint=auto", "inn.checkpoint=auto", "inn.lr=-0.001"
     )
     with pytest.raises(ConfigError) as error:
-        tasks.restore_task(cfg, validate(cfg), [])
+        tasks.restore_task(validate(cfg), [])
     assert str(error.value) == "inn.lr: must be > 0, got -0.001"
     assert no_training == []
 
@@ -171,7 +171,7 @@ def test_auto_models_at_the_data_size_pass_the_preflight(
     assert cfg.prior.image_size == 64  # one size key: the trained prior follows the data
     from singexp.preflight import preflight
 
-    preflight(cfg, validate(cfg))  # nothing raised
+    preflight(validate(cfg))  # nothing raised
 
 
 def test_given_codec_of_another_size_fails_before_the_inn_trains(
@@ -186,7 +186,7 @@ def test_given_codec_of_another_size_fails_before_the_inn_trains(
         "prior.source=auto",
     )
     with pytest.raises(ConfigError) as error:
-        tasks.restore_task(cfg, validate(cfg), [])
+        tasks.restore_task(validate(cfg), [])
     message = str(error.value)
     assert message.startswith("jscc.checkpoint: jscc_1_768.safetensors was trained for ")
     assert "image_size=32" in message and "dataset.image_size=64" in message
@@ -206,7 +206,7 @@ def test_given_inn_of_another_size_fails_before_the_codec_trains(
         "prior.source=auto",
     )
     with pytest.raises(ConfigError) as error:
-        tasks.restore_task(cfg, validate(cfg), [])
+        tasks.restore_task(validate(cfg), [])
     message = str(error.value)
     assert message.startswith("inn.checkpoint: inn_1_768.safetensors was trained for ")
     assert "image_size=32" in message and "dataset.image_size=64" in message
@@ -227,7 +227,7 @@ def test_inn_task_indexes_the_folder_before_the_auto_codec_trains(
         "jscc.checkpoint=auto",
     )
     with pytest.raises(ConfigError, match=r"dataset\.root"):
-        tasks.inn_task(cfg, validate(cfg), [])
+        tasks.TASKS["inn"](validate(cfg), [])
     assert no_training == []
 
 
@@ -236,7 +236,7 @@ def test_auto_codec_in_a_jscc_run_says_to_train_with_null(
 ) -> None:
     cfg = make_cfg("jscc.checkpoint=auto")
     with pytest.raises(ConfigError, match=r"^jscc\.checkpoint: auto is .*jscc\.checkpoint=null"):
-        tasks.jscc_task(cfg, validate(cfg), [])
+        tasks.TASKS["jscc"](validate(cfg), [])
 
 
 # ---- item 3: one size key, mismatches with shipped or preset models ---------------------------
@@ -281,7 +281,7 @@ def test_preset_prior_of_another_size_names_both_sizes(
     )
     assert cfg.prior.image_size == 256  # the weights fix a preset's size
     with pytest.raises(ConfigError) as error:
-        tasks.restore_task(cfg, validate(cfg), [])
+        tasks.restore_task(validate(cfg), [])
     assert str(error.value) == (
         "prior.image_size: is 256 (google/ddpm-ema-celebahq-256) but dataset.image_size=64; "
         "set dataset.image_size=256 or choose a prior of 64 px (prior.source=auto trains one "

@@ -222,7 +222,7 @@ def test_inn_artifact_identity_holds_the_training_set_size(tmp_path: Path) -> No
                 "config",
                 overrides=["+experiment=inn_data_size", f"paths.output_dir={tmp_path}", *overrides],
             )
-        return inn_artifact_identity(cfg, validate(cfg))
+        return inn_artifact_identity(validate(cfg))
 
     small = identity("dataset.train_size=100")
     assert small["dataset"]["train_size"] == 100

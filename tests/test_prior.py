@@ -377,7 +377,7 @@ def test_unknown_loss_weighting_is_a_one_line_error() -> None:
 
 
 def test_loss_at_given_steps_uses_those_steps() -> None:
-    # diffusion_loss(t=...) (used by the mid-step fine-tune in experiments/prior_samples): the
+    # diffusion_loss(t=...) (used by the mid-step fine-tune of docs/research/prior_samples): the
     # ε-MSE of x_t = √ᾱ_t x0 + √(1−ᾱ_t) ε at exactly the given t, the noise from the generator
     module = tiny_module()
     x0 = fixed_batch(8)

@@ -23,14 +23,18 @@ from PIL import Image
 
 from conftest import run_cli
 from singexp import tasks
+from singexp.artifacts import trained_elsewhere, trained_on
 from singexp.callbacks import TrainingSizeCheck, tiny_training_note, training_notes
 from singexp.config import apply_quick, validate
 from singexp.data import ImageFolderDataModule
+from singexp.data.base import indexed_data, training_split
 from singexp.errors import ConfigError
 from singexp.modules.jscc import DeepJSCCModule
+from singexp.modules.restoration import mean_image_baseline, mean_image_or_skip
 from singexp.preflight import preflight
 from singexp.printing import TRIVIAL_WINS, print_method_table
 from singexp.prior import TRAINING_RECORD, prior_trained_on
+from singexp.trainers import build_callbacks, build_trainer
 
 SHAPES_WARNING = "was trained on 'shapes', this run tests on 'image_folder'"
 
@@ -101,9 +105,9 @@ def test_mean_image_is_the_training_mean_or_skipped_with_the_reason(tmp_path: Pa
     for i, colour in enumerate(colours(4)):
         solid(tmp_path / "only" / "test" / f"t{i}.png", colour)
     test_only = ImageFolderDataModule(root=tmp_path / "only", image_size=16, min_test_images=1)
-    mean, why = tasks.mean_image_or_skip(test_only)
+    mean, why = mean_image_or_skip(test_only)
     assert mean is None and why is not None and "no training images" in why
-    assert tasks.mean_image_baseline(test_only) == {}
+    assert mean_image_baseline(test_only) == {}
     # with a train split: the train images' mean, never the test images'
     for i in range(6):
         solid(tmp_path / "both" / "train" / f"a{i}.png", (200 - i, 0, 0) if i % 2 else (0, 0, i))
@@ -111,7 +115,7 @@ def test_mean_image_is_the_training_mean_or_skipped_with_the_reason(tmp_path: Pa
     both = ImageFolderDataModule(
         root=tmp_path / "both", image_size=16, min_test_images=1, val_dir=None, val_fraction=0.2
     )
-    mean, why = tasks.mean_image_or_skip(both)
+    mean, why = mean_image_or_skip(both)
     assert why is None and mean is not None
     train = torch.stack([both.train_dataset[i] for i in range(len(both.train_dataset))])
     torch.testing.assert_close(mean, train.mean(0), atol=1e-6, rtol=0)
@@ -124,7 +128,7 @@ def test_settings_that_need_training_images_name_the_fix_on_a_test_only_folder(
         solid(tmp_path / "test" / f"t{i}.png", colour)
     dm = ImageFolderDataModule(root=tmp_path, image_size=16, min_test_images=1)
     with pytest.raises(ConfigError, match=r"dataset\.root: operator=fitted needs training"):
-        tasks.training_split(dm, "operator=fitted")
+        training_split(dm, "operator=fitted")
 
 
 # ---- train/test overlap --------------------------------------------------------------------------
@@ -186,6 +190,8 @@ def test_a_folder_that_cannot_be_used_fails_before_the_loggers_start(
     (root / "train" / "link.png").symlink_to(root / "test" / "b0.png")
     started: list[Any] = []
     monkeypatch.setattr(tasks, "build_loggers", lambda *a: started.append(a) or [])
+    # run() sets torch's thread count for the process; keep this pytest process's own
+    monkeypatch.setattr(tasks, "apply_thread_policy", lambda setting: torch.get_num_threads())
     cfg = make_cfg(
         "+experiment=sing_zero",
         "sampler=none",
@@ -216,24 +222,23 @@ def test_the_prior_records_its_training_data(tmp_path: Path) -> None:
         prior_trained_on(folder)
 
 
-def test_a_prior_trained_elsewhere_is_warned_about_like_the_codec() -> None:
-    from omegaconf import OmegaConf
-
+def test_a_prior_trained_elsewhere_is_warned_about_like_the_codec(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
     torch.manual_seed(0)
     codec = DeepJSCCModule(bcr="1/192", image_size=32, latent_channels=8, width=8, dataset="faces")
-    cfg = OmegaConf.create(
-        {"dataset": {"name": "faces"}, "prior": {"source": "google/ddpm-ema-celebahq-256"}}
-    )
-    models = tasks.trained_on(codec, None, "google/ddpm-ema-celebahq-256")
+    prior = "prior.source=google/ddpm-ema-celebahq-256"
+    run = validate(make_cfg("dataset.name=faces", prior))
+    models = trained_on(codec, None, "google/ddpm-ema-celebahq-256")
     assert models == {"jscc": "faces", "prior": "celebahq"}
-    (warning,) = tasks.trained_elsewhere(cfg, models)
+    (warning,) = trained_elsewhere(run, models)
     assert warning.startswith(
         "prior.source (google/ddpm-ema-celebahq-256) was trained on 'celebahq', this run tests "
         "on 'faces'"
     )
     assert warning.endswith("(train on this data: prior.source=auto)")
-    same = OmegaConf.create({"dataset": {"name": "celebahq"}, "prior": cfg.prior})
-    assert [w.split(" (")[0] for w in tasks.trained_elsewhere(same, models)] == ["jscc.checkpoint"]
+    same = validate(make_cfg("dataset.name=celebahq", prior))
+    assert [w.split(" (")[0] for w in trained_elsewhere(same, models)] == ["jscc.checkpoint"]
 
 
 # ---- tiny training -------------------------------------------------------------------------------
@@ -251,8 +256,9 @@ def test_tiny_training_note_names_what_is_small() -> None:
 
 
 def _fit_codec(cfg: DictConfig) -> list[str]:
-    trainer = tasks.build_trainer(cfg, [])
-    datamodule = tasks.indexed_data(cfg, validate(cfg))
+    run = validate(cfg)
+    trainer = build_trainer(run, [])
+    datamodule = indexed_data(run)
     torch.manual_seed(0)
     codec = DeepJSCCModule(bcr="1/48", image_size=32, latent_channels=4, width=8)
     trainer.fit(codec, datamodule=datamodule)
@@ -284,7 +290,7 @@ def test_training_on_a_tiny_split_warns_in_one_line(
     quick = make_cfg(*base, "quick=true")
     apply_quick(quick)  # a quick run is tiny by request
     assert quick.min_train_steps == 0 and quick.dataset.min_train_images == 0
-    assert any(isinstance(cb, TrainingSizeCheck) for cb in tasks.build_callbacks(quick))
+    assert any(isinstance(cb, TrainingSizeCheck) for cb in build_callbacks(validate(quick)))
 
 
 def test_min_train_images_must_be_a_count(tmp_path: Path) -> None:
@@ -306,11 +312,11 @@ def test_paper_ratios_named_at_256_px(make_cfg: Callable[..., DictConfig]) -> No
     assert paper_ratio_note(Fraction(1, 48), 32) is None  # the embedded grid's ratio at 32 px
     cfg = make_cfg("bcr=1_48", "dataset.image_size=256")
     v = validate(cfg)
-    preflight(cfg, v)
+    preflight(v)
     assert v.extra["warnings"] == [note]  # printed under a restoration's table
     paper = make_cfg("bcr=1_192", "dataset.image_size=256")
     v = validate(paper)
-    preflight(paper, v)
+    preflight(v)
     assert "warnings" not in v.extra
 
 

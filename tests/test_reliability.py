@@ -27,8 +27,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import run_cli
-from singexp.artifacts import codec_artifact_identity, ensure, identity_hash
-from singexp.config import CONF_DIR, EMBEDDED_JSCC_DIR, Validated, validate
+from singexp.artifacts import JOBS, codec_artifact_identity, ensure, identity_hash, require_codec
+from singexp.config import CONF_DIR, EMBEDDED_JSCC_DIR, RunConfig, validate
 from singexp.errors import ConfigError
 from singexp.faults import (
     Terminated,
@@ -42,7 +42,6 @@ from singexp.faults import (
 from singexp.loggers import resolve_wandb_mode, server_answers
 from singexp.report import report
 from singexp.results import finished_results, write_json
-from singexp.tasks import TASKS, resolve_auto_codec
 
 MakeCfg = Callable[..., DictConfig]
 # a DeepJSCC run in seconds: a few batches, no checkpoints, no loggers
@@ -101,10 +100,10 @@ def test_a_failing_write_leaves_the_previous_results_whole(tmp_path: Path) -> No
 
 def test_a_torn_metrics_json_does_not_count_as_finished(tmp_path: Path, make_cfg: MakeCfg) -> None:
     cfg = _saved_point(tmp_path / "p", make_cfg)
-    assert finished_results(cfg, tmp_path / "p") is not None
+    assert finished_results(validate(cfg).plain, tmp_path / "p") is not None
     for torn in ("", '{"task": "jscc", "snr', '{"task": "jscc"}', "[1, 2]"):
         (tmp_path / "p" / "metrics.json").write_text(torn)
-        assert finished_results(cfg, tmp_path / "p") is None, torn
+        assert finished_results(validate(cfg).plain, tmp_path / "p") is None, torn
 
 
 def test_a_moved_or_copied_run_folder_is_reused(tmp_path: Path, make_cfg: MakeCfg) -> None:
@@ -114,9 +113,10 @@ def test_a_moved_or_copied_run_folder_is_reused(tmp_path: Path, make_cfg: MakeCf
     shutil.copytree(tmp_path / "a", tmp_path / "b" / "moved")
     folder = tmp_path / "b" / "moved" / "p"
     cfg = make_cfg(*JSCC[:1], f"paths.output_dir={folder}", "paths.root=/elsewhere", *wandb)
-    assert finished_results(cfg, folder) is not None
+    assert finished_results(validate(cfg).plain, folder) is not None
     other = make_cfg(*JSCC[:1], f"paths.output_dir={folder}", "channel.snr_db=3", *wandb)
-    assert finished_results(other, folder) is None  # another config is still another config
+    # another config is still another config
+    assert finished_results(validate(other).plain, folder) is None
 
 
 def _fake_point(folder: Path, snr: float) -> None:
@@ -460,7 +460,7 @@ def test_wandb_online_with_a_stalling_server_falls_back_and_keeps_results(
 def test_auto_codec_identity_does_not_follow_the_test_snr(make_cfg: MakeCfg) -> None:
     def codec_hash(*overrides: str) -> str:
         cfg = make_cfg("+experiment=sing_zero", "jscc.checkpoint=auto", *overrides)
-        return identity_hash(codec_artifact_identity(cfg, validate(cfg)))
+        return identity_hash(codec_artifact_identity(validate(cfg)))
 
     default = {codec_hash(f"channel.snr_db={snr}") for snr in (-5, -1, 3, 5)}
     assert len(default) == 1  # one codec for the whole SNR sweep
@@ -475,12 +475,12 @@ def test_an_snr_sweep_trains_one_auto_codec_on_the_shared_range(
 ) -> None:
     trained: list[tuple[float, float]] = []
 
-    def fake_jscc_task(sub: DictConfig, v: Validated, loggers: list) -> dict:
-        trained.append(v.channel.train_range())
-        Path(sub.jscc.export).write_bytes(b"codec")
+    def fake_jscc_task(sub: RunConfig, loggers: list) -> dict:
+        trained.append(sub.channel.train_range())
+        Path(str(sub.jscc.export)).write_bytes(b"codec")
         return {}
 
-    monkeypatch.setitem(TASKS, "jscc", fake_jscc_task)
+    monkeypatch.setitem(JOBS, "jscc", fake_jscc_task)
     codecs = set()
     for snr in (-5, 0, 5):
         cfg = make_cfg(
@@ -490,7 +490,7 @@ def test_an_snr_sweep_trains_one_auto_codec_on_the_shared_range(
             f"paths.artifacts={tmp_path / 'artifacts'}",
         )
         v = validate(cfg)
-        resolve_auto_codec(cfg, v)
+        require_codec(v, "restoration")
         codecs.add(v.jscc.checkpoint)
     assert trained == [(-5.0, 5.0)] and len(codecs) == 1  # one codec, not one per SNR
 

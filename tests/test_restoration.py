@@ -1,7 +1,9 @@
 """The restoration evaluation: same received images for every method, files on disk."""
 
 import csv
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
@@ -147,12 +149,11 @@ def test_mean_image_row_and_consistency_columns() -> None:
     assert all("psnr_A_x" in r for r in rows["deepjscc"])
 
 
-def test_models_trained_on_another_dataset_are_named() -> None:
-    from omegaconf import OmegaConf
+def test_models_trained_on_another_dataset_are_named(make_cfg: Callable[..., Any]) -> None:
+    from singexp.artifacts import trained_elsewhere, trained_on
+    from singexp.config import validate
 
-    from singexp.tasks import trained_elsewhere, trained_on
-
-    cfg = OmegaConf.create({"dataset": {"name": "celebahq"}, "jscc": {"checkpoint": "embedded"}})
+    cfg = validate(make_cfg("dataset.name=celebahq", "jscc.checkpoint=embedded"))
     torch.manual_seed(0)
     shapes_codec = DeepJSCCModule(
         bcr="1/192", image_size=32, latent_channels=8, width=8, dataset="shapes"
@@ -163,7 +164,7 @@ def test_models_trained_on_another_dataset_are_named() -> None:
     assert warning.endswith("(train on this data: jscc.checkpoint=auto)")
     assert "'celebahq'" in warning and "\n" not in warning
     # trained on the tested data, or of unknown origin (older files): nothing to say
-    same = OmegaConf.create({"dataset": {"name": "shapes"}})
+    same = validate(make_cfg("dataset.name=shapes", "jscc.checkpoint=embedded"))
     assert trained_elsewhere(same, trained_on(shapes_codec, None)) == []
     assert trained_on(_codec(), None) == {"jscc": None}
     assert trained_elsewhere(cfg, trained_on(_codec(), None)) == []

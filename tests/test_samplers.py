@@ -40,7 +40,8 @@ SHAPE = (3, 3, 16, 16)
 STEPS = 8
 
 
-#: the schedule of the shipped prior, as restoration builds its schedulers (tasks.build_restorers)
+#: the schedule of the shipped prior, as restoration builds its schedulers
+#: (singexp.samplers.build.build_restorers)
 PRIOR = OmegaConf.load(CONF_DIR / "prior" / "embedded.yaml")
 
 
@@ -612,15 +613,17 @@ def test_sigma_y_auto_is_the_rms_of_a_x_hat_minus_a_x(make_cfg: Any) -> None:
     """``sigma_y=auto``: √mean((A x̂ − A x)²) over the validation images through the codec."""
     from singexp.config import build, validate
     from singexp.modules.jscc import load_codec
+    from singexp.modules.restoration import measured_sigma_y
     from singexp.operators import build_operator
-    from singexp.tasks import measured_sigma_y, method_configs
+    from singexp.samplers.build import needs_sigma_y
 
     cfg = make_cfg("+experiment=sing_zero", "sampler.sigma_y=auto", "dataset.val_size=8")
     v = validate(cfg)
     op = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db)
     data = build(cfg.dataset)
-    got = measured_sigma_y(cfg, v, method_configs(cfg), codec, op, data)
+    assert needs_sigma_y(v.methods)
+    got = measured_sigma_y(codec, op, data, v.channel.snr_db, v.seed)
     x = torch.stack([data.val_dataset[i] for i in range(8)])
     g = torch.Generator().manual_seed(int(cfg.seed) * 1_000_003 + 2)
     with torch.no_grad():
@@ -630,7 +633,4 @@ def test_sigma_y_auto_is_the_rms_of_a_x_hat_minus_a_x(make_cfg: Any) -> None:
     assert got == pytest.approx(float(want), rel=1e-9)
     assert got > 0.05  # at −3 dB the received average colours are noisy
     # a fixed σ_y needs no measurement
-    assert (
-        measured_sigma_y(cfg, v, method_configs(make_cfg("+experiment=sing_zero")), codec, op, data)
-        is None
-    )
+    assert not needs_sigma_y(validate(make_cfg("+experiment=sing_zero")).methods)

@@ -14,6 +14,7 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from conftest import randomize
+from singexp.artifacts import resolve_inn, resolve_prior_source
 from singexp.config import CONF_DIR, build, validate
 from singexp.errors import ConfigError
 from singexp.metrics import periodic_energy
@@ -24,6 +25,7 @@ from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool, build_operator
 from singexp.prior import build_scheduler
 from singexp.samplers import NullSpace, StepInfo, sample
+from singexp.samplers.build import build_restorers
 from singexp.samplers.sing_inn import (
     INNGuidance,
     SingINNConfig,
@@ -33,7 +35,6 @@ from singexp.samplers.sing_inn import (
     restore_sing_inn,
     sing_inn,
 )
-from singexp.tasks import build_restorers, method_configs, resolve_inn, resolve_prior_source
 
 TINY = {"pairs": 1, "cond_blocks": 1, "width": 8, "emb_dim": 16}
 SHAPE = (2, 3, 16, 16)
@@ -380,9 +381,7 @@ def test_default_sing_inn_draws_no_grid_pattern(
     )
     v = validate(cfg)
     operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
-    restorers, _ = build_restorers(
-        cfg, v, method_configs(cfg), operator, resolve_inn(cfg, v), resolve_prior_source(cfg)
-    )
+    restorers, _ = build_restorers(v, operator, resolve_inn(v), resolve_prior_source(v))
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db).eval()
     x = build(cfg.dataset).test_images(8)
     snr = torch.full((8,), v.channel.snr_db)

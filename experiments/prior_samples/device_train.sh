@@ -2,7 +2,8 @@
 # The embedded prior's recipe (conf/prior/embedded.yaml) with a GPU's steps: one device run.
 #
 # Why: on this project's 2 CPU cores the prior gets ~10^3-10^4 steps of batch 64 and its samples
-# lack the data's stripes and checkers (README here); diffusion priors usually get 10^5.
+# lack the data's stripes and checkers (docs/research/prior_samples.md); diffusion priors usually
+# get 10^5.
 # The device machine has torch and lightning but not diffusers, hydra-core or omegaconf, and
 # nothing can be fetched there, so carry their wheels. Prepare once, on this machine:
 #   .venv/bin/python -m pip download --no-deps -d .wheels diffusers==0.42.1 hydra-core==1.3.8 \
@@ -12,11 +13,11 @@
 # packages were not checked on the device.)
 # Then the device tool: command "bash experiments/prior_samples/device_train.sh",
 # carry [".wheels"], timeout_s 600 (MINUTES=7 of training leaves time for start-up and export).
-# What comes back under $OUT: prior/ (EMA weights, diffusers folder: quality.py and make_grids.py
-# read it), metrics.csv (loss per 20 steps), last.png (the last validation grid).
-# Checkpoints stay behind (40 MB, over the tool's 16 MB per file); a later run fine-tunes from
-# the exported weights (finetune_low_lr.py). Knobs: MINUTES, BATCH, LR, ACCELERATOR, PRECISION,
-# WORKERS, SKIP_PIP=1 (packages already there).
+# What comes back under $OUT: prior/ (EMA weights, diffusers folder: quality.py and
+# docs/research/prior_samples/make_grids.py read it), metrics.csv (loss per 20 steps), last.png
+# (the last validation grid). Checkpoints stay behind (40 MB, over the tool's 16 MB per file); a
+# later run fine-tunes from the exported weights (docs/research/prior_samples/finetune_low_lr.py).
+# Knobs: MINUTES, BATCH, LR, ACCELERATOR, PRECISION, WORKERS, SKIP_PIP=1 (packages already there).
 set -euo pipefail
 OUT=${OUT:-outputs/device}
 if [ "${SKIP_PIP:-0}" != 1 ]; then

@@ -23,8 +23,8 @@ def main() -> None:
     parser.add_argument("--dtype", default="float16", choices=("float16", "float32"))
     args = parser.parse_args()
     state = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
-    # the module's own keys only: a subclass's extra ones (finetune_low_lr.py's mid_steps) are
-    # training-time settings, not part of the model
+    # the module's own keys only: a subclass's extra ones (the mid_steps of
+    # docs/research/prior_samples/finetune_low_lr.py) are training-time settings, not the model's
     own = inspect.signature(DiffusionPriorModule.__init__).parameters
     module = DiffusionPriorModule(
         **{k: v for k, v in state["hyper_parameters"].items() if k in own}

@@ -13,9 +13,9 @@ and smooth-noise backgrounds with shapes on top do not:
               / total AC power                              (power summed over RGB; × 2: the mirror)
 
 ``periodic_share`` is the fraction of a set with peak > ``THRESHOLD``. Calibrated on 256 test
-images per background kind (this script's table, README here): r₀ = 3 cycles per image keeps the
-shapes' own low-frequency power out; THRESHOLD = 0.15 sits at about the 90th percentile of flat
-backgrounds.
+images per background kind (this script's table; docs/research/prior_samples.md): r₀ = 3 cycles
+per image keeps the shapes' own low-frequency power out; THRESHOLD = 0.15 sits at about the 90th
+percentile of flat backgrounds.
 """
 
 from __future__ import annotations

@@ -14,7 +14,9 @@ pipelines do) and compares them with ``n`` held-out test images of the embedded 
 - ``periodic``: the share of samples with a stripes/checkers background (periodic.py's
   spectral-peak detector) beside the same share of the held-out images (0.29 for the data's mix).
 
-Appends one row per LABEL to quality.json and rewrites quality.md next to this script.
+Appends one row per LABEL to quality.json and rewrites quality.md next to this script (the
+shipped prior's rows); ``--results FILE.json`` keeps another table, e.g. the research note's
+``docs/research/prior_samples/quality.json`` (its .md is written beside it).
 """
 
 from __future__ import annotations
@@ -46,9 +48,9 @@ def _share(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f}"
 
 
-def write(rows: list[dict], n: int, steps: int) -> None:
-    """quality.json (all rows) and quality.md (their table) next to this script."""
-    (HERE / "quality.json").write_text(json.dumps(rows, indent=2) + "\n")
+def write(rows: list[dict], n: int, steps: int, path: Path = HERE / "quality.json") -> None:
+    """``path`` (all rows, JSON) and its table in a .md file beside it."""
+    path.write_text(json.dumps(rows, indent=2) + "\n")
     lines = [
         "| prior | params (M) | SWD ×10³ ↓ | finest level (32 px) | real-vs-real SWD "
         "| diversity (ST-LPIPS) | real diversity | periodic share | real periodic share |",
@@ -63,7 +65,7 @@ def write(rows: list[dict], n: int, steps: int) -> None:
             f"{r['diversity']:.3f} | {r['diversity_real']:.3f} | "
             f"{_share(r.get('periodic'))} | {_share(r.get('periodic_real'))} |"
         )
-    (HERE / "quality.md").write_text(
+    path.with_suffix(".md").write_text(
         f"{len(rows)} priors; {n} DDIM-{steps} samples (η = 1) vs {n} held-out "
         "test images (quality.py)\n\n" + "\n".join(lines) + "\n"
     )
@@ -77,6 +79,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=HERE / "quality.json",
+        help="JSON table to add the row to (default: the shipped prior's, beside this script)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     unet = load_prior(args.prior, expected_size=32)
@@ -116,14 +124,14 @@ def main() -> None:
         "periodic_real": periodic_share(held_out),
         "sampling_s": round(time.perf_counter() - start, 1),
     }
-    path = HERE / "quality.json"
+    path = args.results
     rows = json.loads(path.read_text()) if path.is_file() else []
     labels = [r["label"] for r in rows]
     if args.label in labels:  # a re-measured row keeps its place
         rows[labels.index(args.label)] = row
     else:
         rows.append(row)
-    write(rows, args.n, args.steps)
+    write(rows, args.n, args.steps, path)
     print(json.dumps(row))
 
 

@@ -22,21 +22,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from singexp.artifacts import resolve_inn, resolve_prior_source
 from singexp.config import CONF_DIR, build, validate
 from singexp.metrics import ImageMetrics, periodic_energy, psnr
 from singexp.modules.inn import load_inn
 from singexp.modules.jscc import load_codec
-from singexp.modules.restoration import batch_generator
+from singexp.modules.restoration import batch_generator, measured_sigma_y
 from singexp.operators import build_operator
 from singexp.prior import load_prior
 from singexp.samplers import check_method, restore
+from singexp.samplers.build import method_scheduler, needs_sigma_y
 from singexp.samplers.sing_inn import check_measurement
-from singexp.tasks import (
-    measured_sigma_y,
-    method_scheduler,
-    resolve_inn,
-    resolve_prior_source,
-)
 from singexp.visualize import save_comparison_grid
 
 HERE = Path(__file__).resolve().parent
@@ -99,8 +95,8 @@ def main() -> None:
     x_all = data.test_images(n)
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db).eval()
     operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
-    unet = load_prior(resolve_prior_source(cfg), expected_size=v.latent.image_size)
-    inn = load_inn(resolve_inn(cfg, v)).inn.eval().requires_grad_(False)
+    unet = load_prior(resolve_prior_source(v), expected_size=v.latent.image_size)
+    inn = load_inn(resolve_inn(v)).inn.eval().requires_grad_(False)
     metrics = ImageMetrics.from_config(cfg.metrics)
 
     methods = {}
@@ -112,7 +108,9 @@ def main() -> None:
         if args.steps:
             node["steps"] = args.steps
         methods[name] = check_method(node)
-    sigma_y = measured_sigma_y(cfg, v, methods, codec, operator, data)
+    sigma_y = None
+    if needs_sigma_y(methods):
+        sigma_y = measured_sigma_y(codec, operator, data, v.channel.snr_db, v.seed)
 
     snr = v.channel.snr_db
     x_hat_all, outputs = [], {name: [] for name in methods}
@@ -126,7 +124,7 @@ def main() -> None:
         for name, method in methods.items():
             if method.name == "sing_inn":
                 check_measurement(method.config, inn, operator, "methods.sing_inn")
-            scheduler = method_scheduler(cfg, method)
+            scheduler = method_scheduler(v.prior, method)
             t0 = time.perf_counter()
             out = restore(
                 method,

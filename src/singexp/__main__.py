@@ -101,7 +101,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
 def main() -> None:
     if sys.argv[1:2] == ["restore"]:  # singexp restore PATH... [overrides]: singexp.pipeline
-        from singexp.pipeline import restore_cli
+        from singexp.restore_cli import restore_cli
 
         restore_cli(sys.argv[2:])
         return

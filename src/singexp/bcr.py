@@ -23,9 +23,10 @@ PAPER_RATIOS: dict[str, Fraction] = {
 #: the image side the paper's ratios are used at (SING.md §1: 256×256 images)
 PAPER_IMAGE_SIZE: int = 256
 
-#: the embedded default's grid (README, "Operating points"): the paper's symbol counts
-#: k = 256, 512, 1024 at 256 px scaled with the image side to 32 px (k = 32, 64, 128 symbols
-#: for 3·32·32 values). At 32 px the paper's ratios leave k = 4, 8, 16 symbols per image.
+#: the embedded default's grid (docs/guide/configs.md, "Operating points"): the paper's
+#: symbol counts k = 256, 512, 1024 at 256 px scaled with the image side to 32 px (k = 32, 64,
+#: 128 symbols for 3·32·32 values). At 32 px the paper's ratios leave k = 4, 8, 16 symbols per
+#: image.
 EMBEDDED_RATIOS: dict[str, Fraction] = {
     "1_96": Fraction(1, 96),
     "1_48": Fraction(1, 48),

@@ -8,15 +8,12 @@ schemas below (types, unknown keys, ranges) before anything is built, raising
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
-from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, TypeVar
 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -25,6 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from singexp.bcr import LatentShape, latent_shape, parse_ratio
 from singexp.channel import CHANNELS
 from singexp.errors import ConfigError, SingexpError
+from singexp.schema import _coerce, check_schema
 
 S = TypeVar("S")
 
@@ -101,93 +99,93 @@ class JSCCConfig:
 
 
 @dataclass
-class Validated:
-    """The parts of a composed config that singexp checked, in typed form."""
+class RunConfig:
+    """The run's config, validated once (:func:`validate`): what every layer below the task
+    layer receives, never the raw Hydra config.
+
+    singexp's own groups are typed (``channel``, ``bcr``, ``latent``, ``jscc``, ``methods``: name
+    → :class:`~singexp.samplers.registry.Method`); the groups that a library or another module's
+    schema reads are resolved plain mappings (``dataset`` and ``trainer`` are ``_target_`` specs;
+    ``inn``, ``prior``, ``operator``, ``metrics``, ``evaluate`` are checked by their modules).
+    ``plain`` is the whole config, resolved (what a run folder's config.yaml holds); ``extra``
+    what the run learns on the way (warnings, the indexed data module).
+    """
 
     channel: ChannelConfig
     bcr: Fraction
     latent: LatentShape
     jscc: JSCCConfig
+    task: str = "jscc"
+    seed: int = 0
+    methods: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    inn: dict[str, Any] = field(default_factory=dict)
+    prior: dict[str, Any] = field(default_factory=dict)
+    operator: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    callbacks: dict[str, Any] = field(default_factory=dict)
+    logger: dict[str, Any] = field(default_factory=dict)
+    paths: dict[str, Any] = field(default_factory=dict)
+    min_train_steps: int = 0
+    quick: bool = False
+    plain: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def output_dir(self) -> Path:
+        """The run folder (``paths.output_dir``)."""
+        return Path(str(self.paths["output_dir"]))
 
-def _is_number(value: Any) -> bool:
-    if isinstance(value, bool):
-        return False
+    @property
+    def dataset_name(self) -> str:
+        return str(self.dataset.get("name"))
+
+    def select(self, key: str, default: Any = None) -> Any:
+        """The value of the dotted ``key`` in the resolved config (``default`` when absent)."""
+        node: Any = self.plain
+        for part in key.split("."):
+            if not isinstance(node, Mapping) or part not in node:
+                return default
+            node = node[part]
+        return node
+
+    def with_settings(self, settings: Mapping[str, Any]) -> RunConfig:
+        """Another run's config: this one with the dotted keys of ``settings`` set (added where
+        new), validated again (how an ``auto`` artifact's training run is derived)."""
+        sub = OmegaConf.create(self.plain)
+        for key, value in settings.items():
+            OmegaConf.update(sub, key, value, merge=False, force_add=True)
+        return validate(sub)
+
+
+#: the name this object had before it carried the whole run's config
+Validated = RunConfig
+
+
+def _plain(cfg: DictConfig) -> dict[str, Any]:
+    """The config as resolved plain containers; outside a Hydra job, a key whose interpolation
+    needs Hydra's runtime (``paths.output_dir`` unless set) stays as written."""
     try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    except Exception:
+        return _resolved(cfg)
 
 
-def config_number(key: str, value: Any, kind: type) -> Any:
-    """``value`` as a finite float or a whole int (``kind``); else a ConfigError naming ``key``."""
-    if kind is int:
-        return _coerce(key, value, int)
-    return _coerce(key, value, float)
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    """Convert one config value to the schema's type or raise a ConfigError naming ``key``."""
-    union = get_origin(hint) in (Union, UnionType)
-    members = get_args(hint) if union else (hint,)
-    if value is None:
-        if type(None) in members:
-            return None
-        raise ConfigError(key, "must be set (it is null)")
-    base = next((a for a in members if a is not type(None)), hint)
-    origin = get_origin(base) or base
-    if origin is float:
-        if not _is_number(value):
-            raise ConfigError(key, f"{value!r} is not a number; write e.g. {key}=0 or {key}=-3.5")
-        return float(value)
-    if origin is int:
-        if isinstance(value, bool) or not _is_number(value) or float(value) != int(float(value)):
-            raise ConfigError(key, f"{value!r} is not a whole number; write e.g. {key}=16")
-        return int(float(value))
-    if origin is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(key, f"{value!r} is not true/false")
-        return value
-    if origin in (list, tuple):
-        if not isinstance(value, list | tuple | ListConfig):
-            raise ConfigError(key, f"{value!r} is not a list; write e.g. {key}=[-5,5]")
-        items = get_args(base)
-        if origin is list or items[1:] == (Ellipsis,):  # list[T], tuple[T, ...]: any length
-            items = items[:1] * len(value)
-        elif len(value) != len(items):
-            raise ConfigError(key, f"{value!r} must have {len(items)} values")
-        pairs = enumerate(zip(value, items, strict=True))
-        coerced = [_coerce(f"{key}[{i}]", v, item) for i, (v, item) in pairs]
-        return coerced if origin is list else tuple(coerced)
-    return str(value)
-
-
-def check_schema(group: str, node: Any, schema: type[S]) -> S:
-    """Build the dataclass ``schema`` from the config node ``group`` (a DictConfig or a
-    mapping): unknown keys and wrong types are ConfigErrors naming ``group.key``; keys left out
-    take the schema's defaults. The one way singexp's config groups are read."""
-    if not isinstance(node, Mapping):
-        raise ConfigError(group, f"expected a config group, got {node!r}")
-    hints = get_type_hints(schema)
-    names = {f.name for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
-    for key in node:
-        if key not in names:
-            raise ConfigError(
-                f"{group}.{key}", f"unknown key; known keys: {', '.join(sorted(names))}"
-            )
-    values = {
-        name: _coerce(
-            f"{group}.{name}",
-            OmegaConf.to_object(node[name])
-            if isinstance(node[name], DictConfig | ListConfig)
-            else node[name],
-            hints[name],
-        )
-        for name in names
-        if name in node
-    }
-    return schema(**values)
+def _resolved(node: Any) -> Any:
+    if isinstance(node, DictConfig):
+        out: dict[str, Any] = {}
+        for key in node:
+            try:
+                value = node[key]
+            except Exception:  # an interpolation that cannot resolve here
+                value = OmegaConf.to_container(node, resolve=False)[key]  # type: ignore[index]
+            out[str(key)] = _resolved(value)
+        return out
+    if isinstance(node, ListConfig):
+        return [_resolved(value) for value in node]
+    return node
 
 
 def validate_channel(node: DictConfig) -> ChannelConfig:
@@ -284,8 +282,9 @@ def check_shipped_sizes(cfg: DictConfig, size: int) -> None:
     )
 
 
-def validate(cfg: DictConfig) -> Validated:
-    """Check the composed config early; raise a one-line ConfigError naming the key."""
+def validate(cfg: DictConfig) -> RunConfig:
+    """Check the composed config once, early, into the typed :class:`RunConfig` that the layers
+    below the tasks receive; raise a one-line ConfigError naming the key."""
     validate_seed(cfg.get("seed"))
     channel = validate_channel(cfg.channel)
     bcr_node = cfg.get("bcr")
@@ -316,7 +315,31 @@ def validate(cfg: DictConfig) -> Validated:
     if inn_checkpoint is not None and str(inn_checkpoint) not in ("embedded", "auto"):
         check_model_file("inn.checkpoint", inn_checkpoint)
     check_accelerator(cfg.get("trainer"))
-    return Validated(channel=channel, bcr=ratio, latent=latent, jscc=jscc)
+    from singexp.samplers.registry import methods_from_config
+
+    plain = _plain(cfg)
+    return RunConfig(
+        channel=channel,
+        bcr=ratio,
+        latent=latent,
+        jscc=jscc,
+        task=str(cfg.get("task", "jscc")),
+        seed=validate_seed(cfg.get("seed")),
+        methods=methods_from_config(plain.get("methods"), plain.get("sampler")),
+        dataset=dict(plain.get("dataset") or {}),
+        inn=dict(plain.get("inn") or {}),
+        prior=dict(plain.get("prior") or {}),
+        operator=dict(plain.get("operator") or {}),
+        metrics=dict(plain.get("metrics") or {}),
+        evaluate=dict(plain.get("evaluate") or {}),
+        trainer=dict(plain.get("trainer") or {}),
+        callbacks=dict(plain.get("callbacks") or {}),
+        logger=dict(plain.get("logger") or {}),
+        paths=dict(plain.get("paths") or {}),
+        min_train_steps=int(plain.get("min_train_steps") or 0),
+        quick=bool(plain.get("quick", False)),
+        plain=plain,
+    )
 
 
 def check_model_file(key: str, path: str | Path) -> None:
@@ -366,7 +389,7 @@ def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
             continue
         options = group_options(key, conf_dir)
         for option in value.split(","):
-            option = option.strip()
+            option = option.strip().strip("'\"")  # bcr="'1_768','1_192'": quoted by hand
             if option in ("null", "") or option.startswith(("glob(", "choice(", "range(")):
                 continue
             if option not in options:
@@ -561,3 +584,12 @@ def show_config(cfg: DictConfig, overrides: list[str]) -> None:
         print(OmegaConf.to_yaml(cfg, resolve=True))
     elif mode == "short":
         print(config_summary(cfg, overrides))
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Any = None) -> Any:
+    """The config the command line composes for ``overrides`` (same groups, same quoting),
+    outside a Hydra run."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
+        return compose("config", overrides=quote_group_overrides(list(overrides)))

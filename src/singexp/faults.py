@@ -1,4 +1,4 @@
-"""What keeps results whole under faults (README "Faults"): a kill, SIGTERM, a full disk, two
+"""What keeps results whole under faults (docs/guide/faults.md): a kill, SIGTERM, a full disk, two
 jobs at once, a moved folder.
 
 - :func:`atomic_write_text`: results are written to a temporary file beside the target, then

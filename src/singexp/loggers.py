@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import Logger, WandbLogger
-from omegaconf import DictConfig
 
-from singexp.config import build, config_number
+from singexp.config import build
 from singexp.errors import ConfigError
+from singexp.schema import config_number
 
 log = logging.getLogger("singexp.loggers")
 
@@ -179,7 +179,7 @@ def wandb_logger(
     return WandbLogger(mode=resolved, save_dir=save_dir, dir=save_dir, **kwargs)
 
 
-def build_loggers(node: DictConfig | Mapping[str, Any] | None) -> list[Logger]:
+def build_loggers(node: Mapping[str, Any] | None) -> list[Logger]:
     """Instantiate every logger of the ``logger`` group (an empty group gives none)."""
     if not node:
         return []
@@ -211,7 +211,7 @@ def finish_loggers(loggers: list[Logger], failed: bool) -> None:
 WANDB_TARGET = "singexp.loggers.wandb_logger"
 
 
-def wandb_spec(node: DictConfig | Mapping[str, Any] | None) -> DictConfig | None:
+def wandb_spec(node: Mapping[str, Any] | None) -> Any:
     """The W&B entry of a ``logger`` group, if any."""
     for spec in (node or {}).values():
         if spec and spec.get("_target_") == WANDB_TARGET:

@@ -12,7 +12,8 @@ What runs earlier still, and is not repeated here: :func:`singexp.config.validat
 ranges, model files that do not load, the shipped 32 px models at another
 ``dataset.image_size``: :func:`singexp.config.check_shipped_sizes`), the group options and keys
 of the command line (:mod:`singexp.__main__`) and the methods' settings
-(:func:`singexp.tasks.method_configs`). What runs right after: the data module indexes the
+(:func:`singexp.samplers.registry.methods_from_config`, run by
+:func:`singexp.config.validate`). What runs right after: the data module indexes the
 folder (bad files, the split) before any model is built.
 
 One size key: the codec and the INN are built at ``dataset.image_size``, and so is a trained
@@ -24,29 +25,24 @@ from __future__ import annotations
 
 import logging
 
-from omegaconf import DictConfig
-
 from singexp.bcr import format_ratio, paper_ratio_note
-from singexp.config import Validated
+from singexp.config import RunConfig
 from singexp.errors import ConfigError
 
 log = logging.getLogger("singexp")
 
 
-def restores(cfg: DictConfig) -> bool:
+def restores(run: RunConfig) -> bool:
     """Whether a restoration run has methods that sample the prior (``methods`` or a
     ``sampler`` other than ``none``)."""
-    sampler = cfg.get("sampler")
-    return bool(cfg.get("methods")) or (
-        isinstance(sampler, DictConfig) and sampler.get("name", "none") != "none"
-    )
+    return bool(run.methods)
 
 
-def check_codec(cfg: DictConfig, v: Validated) -> None:
+def check_codec(v: RunConfig) -> None:
     """A given ``jscc.checkpoint`` (not ``auto``) was trained for this BCR and image size."""
     from singexp.modules.jscc import check_checkpoint
 
-    if v.jscc.checkpoint == "auto" and cfg.task == "jscc":
+    if v.jscc.checkpoint == "auto" and v.task == "jscc":
         raise ConfigError(
             "jscc.checkpoint",
             "auto is the codec a restoration or INN run trains for itself; a jscc run trains "
@@ -59,37 +55,37 @@ def check_codec(cfg: DictConfig, v: Validated) -> None:
     )
 
 
-def check_inn(cfg: DictConfig, v: Validated) -> None:
+def check_inn(v: RunConfig) -> None:
     """A given ``inn.checkpoint`` (``embedded`` or a file, not ``auto``) exists for this BCR and
     was trained at this image size (its codec's content is compared once the codec is known)."""
     from singexp.modules.inn import check_inn_checkpoint, resolve_inn_checkpoint
 
-    value = cfg.inn.get("checkpoint")
+    value = v.inn.get("checkpoint")
     if value is None or str(value) == "auto":
         return
-    path = resolve_inn_checkpoint(value, v.bcr, v.latent.image_size, cfg.inn)
+    path = resolve_inn_checkpoint(value, v.bcr, v.latent.image_size, v.inn)
     if path is not None:
         check_inn_checkpoint(path, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size})
 
 
-def check_inn_settings(cfg: DictConfig) -> None:
+def check_inn_settings(v: RunConfig) -> None:
     """The ``inn`` group's keys (types, ranges, scale vs image size) when an INN will be trained
     (``task=inn`` or ``inn.checkpoint=auto``): a bad key fails here, not after the codec trains."""
     from singexp.modules.inn import inn_config
 
-    if cfg.task == "inn" or str(cfg.inn.get("checkpoint")) == "auto":
-        inn_config(cfg.inn)
+    if v.task == "inn" or str(v.inn.get("checkpoint")) == "auto":
+        inn_config(v.inn)
 
 
-def check_prior_size(cfg: DictConfig, v: Validated) -> None:
+def check_prior_size(v: RunConfig) -> None:
     """``prior.image_size`` (when set) equals ``dataset.image_size``: a preset fixes its size,
     a trained prior follows the data (``${dataset.image_size}``) unless overridden."""
     size = v.latent.image_size
-    source = str(cfg.prior.get("source"))
-    declared = cfg.prior.get("image_size")
+    source = str(v.prior.get("source"))
+    declared = v.prior.get("image_size")
     if declared is None or int(declared) == size:
         return
-    if source == "auto" or cfg.task == "prior":
+    if source == "auto" or v.task == "prior":
         fix = (
             f"a trained prior follows the data's size: drop the prior.image_size override or "
             f"set prior.image_size={size}"
@@ -104,14 +100,14 @@ def check_prior_size(cfg: DictConfig, v: Validated) -> None:
     )
 
 
-def check_prior(cfg: DictConfig, v: Validated) -> None:
+def check_prior(v: RunConfig) -> None:
     """:func:`check_prior_size`; a ``prior.source`` other than ``auto`` is present (local
     folder, ``embedded``, or a preset in the local Hugging Face cache) and generates images of
     that size; ``auto`` can be built at that size."""
     from singexp.prior import build_unet, check_prior_source
 
-    check_prior_size(cfg, v)
-    prior = cfg.prior
+    check_prior_size(v)
+    prior = v.prior
     size = v.latent.image_size
     source = str(prior.get("source"))
     channels = int(prior.get("in_channels", 3))
@@ -128,29 +124,29 @@ def check_prior(cfg: DictConfig, v: Validated) -> None:
     )
 
 
-def preflight(cfg: DictConfig, v: Validated) -> None:
+def preflight(v: RunConfig) -> None:
     """Run every check of ``cfg.task`` that needs no training (see the module docstring);
     raise the first failure as a one-line :class:`ConfigError`. Once per ``v``: :func:`run`
     calls it before the loggers start, the task functions again for direct callers (a no-op
     then); an auto artifact's training job checks its own config."""
     if v.extra.get("preflight"):
         return
-    task = str(cfg.task)
+    task = v.task
     note = paper_ratio_note(v.bcr, v.latent.image_size)
     if note is not None and task in ("jscc", "inn", "restore"):
         log.warning(note)
         v.extra.setdefault("warnings", []).append(note)  # printed under a restoration's table
     if task in ("jscc", "inn", "restore"):
-        check_codec(cfg, v)
-    if task in ("inn", "restore") and cfg.get("inn") is not None:
-        check_inn_settings(cfg)
+        check_codec(v)
+    if task in ("inn", "restore") and v.inn:
+        check_inn_settings(v)
     if task == "restore":
-        check_inn(cfg, v)
-        if restores(cfg):
-            check_prior(cfg, v)
+        check_inn(v)
+        if restores(v):
+            check_prior(v)
             from singexp.samplers.compute import ComputeConfig
 
-            ComputeConfig.from_config(cfg.get("evaluate"))  # precision, micro-batch, ...
+            ComputeConfig.from_config(v.evaluate)  # precision, micro-batch, ...
     if task == "prior":
-        check_prior_size(cfg, v)
+        check_prior_size(v)
     v.extra["preflight"] = True

@@ -24,6 +24,7 @@ import json
 import logging
 import math
 from collections import defaultdict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -798,7 +799,7 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
 
 
 def report_to_wandb(
-    sweep_dir: Path, summary: dict[str, Any], config: DictConfig | None, always: bool = False
+    sweep_dir: Path, summary: dict[str, Any], config: Mapping[str, Any] | None, always: bool = False
 ) -> Path | None:
     """Log the sweep's table (a W&B Table) and figures in one ``report`` run of its W&B group.
 

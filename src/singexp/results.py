@@ -8,11 +8,12 @@ import json
 import logging
 import math
 import shutil
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from singexp.faults import atomic_write_text, read_results, required_result_keys
 
@@ -64,13 +65,14 @@ def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
     return {k: strip(v) for k, v in config.items() if k not in REUSE_IGNORED}
 
 
-def finished_results(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
-    """The results of an earlier run of exactly this config in ``out``, unless ``force``; a
-    ``metrics.json`` that does not parse or is incomplete (a torn write) does not count."""
+def finished_results(config: Mapping[str, Any], out: Path) -> dict[str, Any] | None:
+    """The results of an earlier run of exactly ``config`` (the run's resolved config:
+    ``RunConfig.plain``) in ``out``, unless ``force``; a ``metrics.json`` that does not parse or
+    is incomplete (a torn write) does not count."""
     done, saved = out / "metrics.json", out / "config.yaml"
-    if cfg.get("force", False) or not done.is_file() or not saved.is_file():
+    if config.get("force", False) or not done.is_file() or not saved.is_file():
         return None
-    results, why = read_results(done, required_result_keys(str(cfg.task)))
+    results, why = read_results(done, required_result_keys(str(config.get("task"))))
     if results is None:
         log.warning("%s: %s; the run counts as unfinished and runs again", out, why)
         return None
@@ -78,8 +80,7 @@ def finished_results(cfg: DictConfig, out: Path) -> dict[str, Any] | None:
         before = OmegaConf.to_container(OmegaConf.load(saved))
     except Exception:  # a config.yaml that does not parse is not this config's
         return None
-    now = OmegaConf.to_container(cfg, resolve=True)
-    return results if comparable_config(now) == comparable_config(before) else None
+    return results if comparable_config(dict(config)) == comparable_config(before) else None
 
 
 #: what a finished run leaves in its folder besides checkpoints and logger folders

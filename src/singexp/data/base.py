@@ -161,6 +161,14 @@ class ImageDataModule(L.LightningDataModule):
         """Number of images in a split."""
         return len(self.split(split))  # type: ignore[arg-type]
 
+    def _loading(self) -> dict[str, Any]:
+        """How every loader of this data module loads: workers and pinned memory."""
+        return {
+            "num_workers": self.num_workers,
+            "persistent_workers": self.num_workers > 0,
+            "pin_memory": torch.cuda.is_available(),
+        }
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader[Tensor]:
         generator = torch.Generator().manual_seed(self.seed) if shuffle else None
         return DataLoader(
@@ -168,10 +176,8 @@ class ImageDataModule(L.LightningDataModule):
             batch_size=self.batch_size,
             shuffle=shuffle,
             drop_last=False,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
             generator=generator,
+            **self._loading(),
         )
 
     def train_dataloader(self) -> DataLoader[Tensor]:
@@ -196,9 +202,7 @@ class ImageDataModule(L.LightningDataModule):
         return DataLoader(
             dataset,
             batch_sampler=ShardedBatches(len(dataset), self.batch_size),  # type: ignore[arg-type]
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            **self._loading(),
         )
 
     # ---- helpers -----------------------------------------------------------------------------
@@ -237,3 +241,27 @@ class ImageDataModule(L.LightningDataModule):
             f"{self.name}: {self.image_size}px RGB, train/val/test = {sizes}, "
             f"batch {self.batch_size}{extra}"
         )
+
+
+def indexed_data(run: Any) -> Any:
+    """The run's data module (``run.dataset``), indexed (files checked, splits made and said: a
+    bad folder, a split overlap fail here), once per run (kept in ``run.extra``): the task layer
+    calls it before the loggers start, the jobs reuse it."""
+    if "datamodule" not in run.extra:
+        from singexp.config import build
+
+        datamodule = build(run.dataset)
+        datamodule.setup()
+        run.extra["datamodule"] = datamodule
+    return run.extra["datamodule"]
+
+
+def training_split(datamodule: Any, purpose: str) -> Any:
+    """The training split for ``purpose``; a test-only data set is a one-line error naming it."""
+    if datamodule.split_size("train") == 0:
+        raise ConfigError(
+            "dataset.root",
+            f"{purpose} needs training images and {datamodule.name} has none (a test-only data "
+            "set); add a train/ folder or choose a setting that needs none",
+        )
+    return datamodule.train_dataset

@@ -499,7 +499,7 @@ def embedded_inn(ratio: Fraction | str, image_size: int, arch: Any = None) -> Pa
         raise ConfigError(
             "inn.checkpoint",
             f"no embedded INN{what} for bcr {rho.numerator}/{rho.denominator} at {image_size} px "
-            "(README: Embedded default weights); train one with `python -m singexp "
+            "(docs/results/embedded_weights.md); train one with `python -m singexp "
             "+experiment=train_inn` and set inn.checkpoint=PATH",
         )
     return path

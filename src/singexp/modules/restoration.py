@@ -22,6 +22,7 @@ Beside the methods, two things make a number mean something (issue 12, issue 15 
 from __future__ import annotations
 
 import csv
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,10 +35,10 @@ import torch
 from torch import Tensor
 
 from singexp.distributed import ShardedBatches, gather_to_zero, world
-from singexp.errors import SingexpError
+from singexp.errors import ConfigError, SingexpError
 from singexp.metrics import ImageMetrics, psnr
 from singexp.modules.jscc import DeepJSCCModule
-from singexp.operators import LinearOperator
+from singexp.operators import LinearOperator, measurement_noise_std
 from singexp.results import BASELINE, ORIGINAL, TRIVIAL
 from singexp.visualize import save_comparison_grid
 
@@ -285,3 +286,47 @@ def write_outputs(module: RestorationModule, out: Path, title: str) -> dict[str,
     csv_path = write_per_image_csv(module.rows, out / "per_image.csv")
     grid_path = save_comparison_grid(module.grid_rows(), out / "grid.png", title=title)
     return {"per_image": str(csv_path), "grid": str(grid_path)}
+
+
+def mean_image_or_skip(datamodule: Any) -> tuple[Tensor | None, str | None]:
+    """The trivial baseline's image, the mean training image, or ``(None, why)`` where the data
+    has no training split (a test-only folder): the baseline is then skipped, said in one line,
+    never replaced by the mean of the test images it is scored on."""
+    if datamodule.split_size("train") > 0:
+        return datamodule.mean_image(), None
+    why = (
+        f"mean-image baseline skipped: {datamodule.name} has no training images to average "
+        "(a test-only data set); add a train/ folder of the same kind of images to get it"
+    )
+    logging.getLogger("singexp").warning(why)
+    return None, why
+
+
+def mean_image_baseline(datamodule: Any) -> dict[str, float]:
+    """PSNR of the trivial receiver that always outputs the mean training image (empty when
+    the data has no training split: :func:`mean_image_or_skip`)."""
+    mean, _ = mean_image_or_skip(datamodule)
+    if mean is None:
+        return {}
+    test = datamodule.test_images(len(datamodule.test_dataset))
+    return {"psnr": float(psnr(mean.to(test.dtype).expand_as(test), test).mean())}
+
+
+def measured_sigma_y(
+    codec: DeepJSCCModule, operator: LinearOperator, datamodule: Any, snr_db: float, seed: int
+) -> float:
+    """σ_y for ``sigma_y=auto``: the RMS of A x̂ − A x over up to 64 validation images of
+    ``datamodule`` sent through the codec at the test SNR, channel noise seeded by ``seed``
+    (:func:`~singexp.operators.measurement_noise_std`)."""
+    val = datamodule.val_dataset
+    if len(val) == 0:
+        raise ConfigError(
+            "sigma_y",
+            f"auto measures σ_y on validation images and {datamodule.name} has none (a "
+            "test-only data set); set sigma_y to a number (0 = noise-free DDNM)",
+        )
+    x = torch.stack([val[i] for i in range(min(64, len(val)))])
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + 2)
+    with torch.no_grad():
+        x_hat = codec.eval()(x, snr_db, generator).clamp(-1, 1)
+    return measurement_noise_std(operator, x, x_hat)

@@ -73,7 +73,8 @@ class DDIMGenerator:
     and G returns the last x0|t. ``eta`` 0: the deterministic map from z = x_T alone; η > 0:
     z = (x_T, z_1 … z_N), the injected noises too (the analogue of StyleGAN's noise inputs that
     InverseJSCC optimises beside its latent). ``clip_x0``: what diffusers' DDIM does by default
-    (``clip_sample``); the embedded prior's unclipped samples leave [−1, 1] by far (README).
+    (``clip_sample``); the embedded prior's unclipped samples leave [−1, 1] by far
+    (docs/results/baselines.md).
     Call it under ``torch.enable_grad()`` to optimise z.
     """
 

@@ -78,3 +78,24 @@ def restore(
     with (compute or ComputeConfig()).running(x_hat.device):
         out = SAMPLERS[method.name][1](method.config, x_hat, **components)
     return out.to(x_hat.dtype)
+
+
+def methods_from_config(
+    methods: Mapping[str, Any] | None, sampler: Mapping[str, Any] | None
+) -> dict[str, Method]:
+    """The restorers a run evaluates, checked before anything runs: ``methods`` (name → sampler
+    config; errors name ``methods.<name>.<key>``) or the one ``sampler`` (none: no restorer)."""
+    if methods:
+        if sampler and (sampler.get("name", "none") != "none" or len(sampler) > 1):
+            first = next(iter(methods))
+            raise ConfigError(
+                "sampler",
+                f"is ignored by this experiment, which evaluates methods {', '.join(methods)}; "
+                f"set their keys instead, e.g. methods.{first}.steps=10",
+            )
+        return {
+            str(name): check_method(dict(node), f"methods.{name}") for name, node in methods.items()
+        }
+    if not sampler or sampler.get("name", "none") == "none":
+        return {}
+    return {str(sampler["name"]): check_method(dict(sampler))}

@@ -24,12 +24,12 @@ x0|t is mostly noise; SING.md §4 leaves the schedule open). ``variant=two_phase
 paper's) keeps DDNM null-space consistency with the INN's linear coarse part for timesteps
 ≥ ``switch_t`` and guides below.
 
-Why ``dps`` is the default (measured, README): the embedded INN's inverse f⁻¹(c_y, d) is exact
-for d of a clean image but, for d of a blurry or noisy x0|t (every step but the last few), it
-returns colour-shifted images with a period-2 checkerboard (its finest Haar level). The x0-space
-forms write that x_inv into x̂0|t at every step, so the artifacts accumulate (the grid pattern of
-the earlier default, ``two_phase`` + ``constant``, whose output is the last x_inv); through the
-UNet's Jacobian (``dps``) they are filtered out.
+Why ``dps`` is the default (measured, docs/guide/methods.md): the embedded INN's inverse
+f⁻¹(c_y, d) is exact for d of a clean image but, for d of a blurry or noisy x0|t (every step
+but the last few), it returns colour-shifted images with a period-2 checkerboard (its finest
+Haar level). The x0-space forms write that x_inv into x̂0|t at every step, so the artifacts
+accumulate (the grid pattern of the earlier default, ``two_phase`` + ``constant``, whose output
+is the last x_inv); through the UNet's Jacobian (``dps``) they are filtered out.
 
 With identity couplings (a fresh INN: the pure Haar split) the x0-space forms give
 x0|t − 2ζ A†(A x0|t − c_y): at ζ = ½ exactly DDNM's null-space correction (SING-Zero).

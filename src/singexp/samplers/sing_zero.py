@@ -16,7 +16,6 @@ from typing import Any, Unpack
 import torch
 from torch import Tensor
 
-from singexp.config import config_number
 from singexp.errors import ConfigError
 from singexp.operators import LinearOperator
 from singexp.samplers.base import Correction
@@ -29,8 +28,10 @@ from singexp.samplers.loop import (
     loop_options,
     sample_restoration,
 )
+from singexp.schema import config_number
 
-#: ``sigma_y`` value that asks for σ_y measured from the codec at the test SNR (README)
+#: ``sigma_y`` value that asks for σ_y measured from the codec at the test SNR
+#: (docs/guide/methods.md)
 SIGMA_Y_AUTO = "auto"
 
 

@@ -1,6 +1,6 @@
 """How fast does a UNet learn the periodic backgrounds alone? (issue 12, sixth session)
 
-    .venv/bin/python experiments/prior_samples/learnability.py NAME [--channels 32 64 128]
+    .venv/bin/python docs/research/prior_samples/learnability.py NAME [--channels 32 64 128]
         [--layers 1] [--init PRIOR_DIR] [--lr 1e-3] [--steps 3000] [--train-size 20000]
 
 A specialist test, not a prior: the UNet (a fresh ``singexp.prior.build_unet`` of the given

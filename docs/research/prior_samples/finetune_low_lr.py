@@ -1,15 +1,17 @@
 """Hypothesis test (issue 12): does the shipped prior sharpen with a lower learning rate?
 
-    .venv/bin/python experiments/prior_samples/finetune_low_lr.py OUT_DIR [--lr 1e-4] [--steps 1500]
+    .venv/bin/python docs/research/prior_samples/finetune_low_lr.py OUT_DIR [--lr 1e-4] \
+        [--steps 1500]
 
 The shipped prior was trained at a constant AdamW lr of 1e-3 (batch 64, EMA 0.999) and more
-steps at that lr did not help (README here: 2400 → 6000 steps). A constant high lr keeps the
-weights noisy; the usual remedy is a lower lr at the end of training. This continues from the
-shipped EMA weights (``src/singexp/assets/prior_shapes32``) at ``--lr`` with a fresh optimiser
-and a fresh EMA started at those weights, the same data, batch and loss as the shipped recipe
-(``conf/prior/embedded.yaml``), writing a checkpoint every 100 steps (a rerun with the same
-OUT_DIR resumes) and exporting the EMA to ``OUT_DIR/prior`` (diffusers format). Measure it
-with ``quality.py LABEL OUT_DIR/prior``.
+steps at that lr did not help (docs/research/prior_samples.md: 2400 → 6000 steps). A constant
+high lr keeps the weights noisy; the usual remedy is a lower lr at the end of training. This
+continues from the shipped EMA weights (``src/singexp/assets/prior_shapes32``) at ``--lr`` with
+a fresh optimiser and a fresh EMA started at those weights, the same data, batch and loss as the
+shipped recipe (``conf/prior/embedded.yaml``), writing a checkpoint every 100 steps (a rerun
+with the same OUT_DIR resumes) and exporting the EMA to ``OUT_DIR/prior`` (diffusers format).
+Measure it with ``experiments/prior_samples/quality.py LABEL OUT_DIR/prior --results
+docs/research/prior_samples/quality.json``.
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s
 class MidStepModule(DiffusionPriorModule):
     """Training steps t drawn half uniformly over [0, T) and half over [lo, hi).
 
-    Why (README here, fifth session): started from a real striped image noised to step 400, the
-    shipped prior returns no stripes (from step 200 it keeps them, blurred), so the stripes and
-    checkers are decided in the middle of the schedule; this spends 1.5x the updates there
-    (EDM, Karras et al. 2022, Sec. 5: the loss can only be reduced at intermediate noise levels,
-    so training should focus on them). Validation keeps uniform t, comparable across runs.
+    Why (docs/research/prior_samples.md, fifth session): started from a real striped image
+    noised to step 400, the shipped prior returns no stripes (from step 200 it keeps them,
+    blurred), so the stripes and checkers are decided in the middle of the schedule; this spends
+    1.5x the updates there (EDM, Karras et al. 2022, Sec. 5: the loss can only be reduced at
+    intermediate noise levels, so training should focus on them). Validation keeps uniform t,
+    comparable across runs.
     """
 
     def __init__(self, *, mid_steps: tuple[int, int], **kwargs: object) -> None:

@@ -1,6 +1,6 @@
 """Sample grids of the embedded prior (DDIM, η = 1 and η = 0) beside real shapes images.
 
-    .venv/bin/python experiments/prior_samples/make_grids.py [PRIOR_DIR] [--n 64] [--steps 50]
+    .venv/bin/python docs/research/prior_samples/make_grids.py [PRIOR_DIR] [--n 64] [--steps 50]
 
 PRIOR_DIR defaults to the shipped prior (src/singexp/assets/prior_shapes32). Writes
 samples.png (top: η = 1, bottom: η = 0, same initial noise), samples_eta1.png,

@@ -1,6 +1,6 @@
 """Where in the schedule does a prior lose the data's stripes and checkers? (issue 12)
 
-    .venv/bin/python experiments/prior_samples/where_lost.py [PRIOR_DIR ...] [--grid FILE]
+    .venv/bin/python docs/research/prior_samples/where_lost.py [PRIOR_DIR ...] [--grid FILE]
 
 Two measures, both on test images of the embedded shapes data:
 

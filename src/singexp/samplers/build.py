@@ -1,0 +1,150 @@
+"""The restorers of a run: each method's scheduler, its callable with the networks it shares,
+and the record of what ran (metrics.json ``samplers``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from singexp.config import RunConfig
+from singexp.modules.inn import load_inn
+from singexp.modules.restoration import Restorer
+from singexp.operators import LinearOperator
+from singexp.prior import build_scheduler, load_prior
+from singexp.samplers.compute import ComputeConfig
+from singexp.samplers.registry import Method, restore
+from singexp.samplers.sing_inn import check_measurement
+from singexp.samplers.sing_zero import SIGMA_Y_AUTO
+
+
+def method_scheduler(prior: dict[str, Any], method: Method) -> Any:
+    """The diffusers scheduler of one method: the prior's schedule (the ``prior`` group), the
+    method's kind and spacing, no clipping inside ``step``
+    (:func:`~singexp.prior.build_scheduler`)."""
+    return build_scheduler(
+        num_train_timesteps=prior["num_train_timesteps"],
+        beta_start=prior["beta_start"],
+        beta_end=prior["beta_end"],
+        schedule=prior["schedule"],
+        kind=method.raw.get("scheduler", "ddim"),
+        timestep_spacing=method.raw.get("timestep_spacing", "leading"),
+    )
+
+
+def needs_sigma_y(methods: dict[str, Method]) -> bool:
+    """Whether a method measures its σ_y (``sigma_y=auto``)."""
+    return any(getattr(m.config, "sigma_y", None) == SIGMA_Y_AUTO for m in methods.values())
+
+
+def build_restorers(
+    run: RunConfig,
+    operator: LinearOperator,
+    inn_path: Path | None,
+    prior_source: str | None,
+    sigma_y: float | None = None,
+    codec: Any = None,
+) -> tuple[dict[str, Restorer], dict[str, torch.nn.Module]]:
+    """Restorer callables for ``run.methods`` and the networks they share (moved by Lightning).
+
+    The prior (``prior_source``, resolved: :func:`singexp.artifacts.resolve_prior_source`) is
+    loaded when a method is configured; the INN when ``inn_path`` is given; the codec (a
+    :class:`~singexp.modules.jscc.DeepJSCCModule`, the one the run loaded) for the baselines
+    that run the DeepJSCC chain (``dps_jscc``, ``inverse_jscc``). ``sigma_y``: what
+    ``sigma_y=auto`` means.
+    """
+    methods = run.methods
+    if not methods:
+        return {}, {}
+    if prior_source is None:
+        raise ValueError("build_restorers: prior_source is needed when methods are configured")
+    compute = ComputeConfig.from_config(run.evaluate)
+    networks: dict[str, torch.nn.Module] = {
+        "prior": compute.prepare_prior(
+            load_prior(prior_source, expected_size=run.latent.image_size)
+        )
+    }
+    if inn_path is not None:
+        networks["inn"] = load_inn(inn_path).inn.eval().requires_grad_(False)
+    if any(m.name in ("dps_jscc", "inverse_jscc") for m in methods.values()):
+        # the baselines' forward model: the DeepJSCC the images went through (frozen; the SNR
+        # each restorer is called with is the test SNR)
+        if codec is None:
+            raise ValueError("build_restorers: dps_jscc / inverse_jscc need the run's codec")
+        networks["codec"] = codec.codec.eval().requires_grad_(False)
+    restorers: dict[str, Restorer] = {}
+    for name, method in methods.items():
+        if method.name == "sing_inn" and "inn" in networks:
+            check_measurement(method.config, networks["inn"], operator, method.prefix)
+        components = {
+            "unet": networks["prior"],
+            "scheduler": method_scheduler(run.prior, method),
+            "operator": operator,
+            "sigma_y": sigma_y,
+            "compute": compute,
+        }
+        for part in ("inn", "codec"):
+            if part in networks:
+                components[part] = networks[part]
+        restorers[name] = partial(_restore, method, components)
+    return restorers, networks
+
+
+def _restore(
+    method: Method,
+    components: dict[str, Any],
+    x_hat: torch.Tensor,
+    snr_db: torch.Tensor,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    return restore(method, x_hat, generator=generator, snr_db=snr_db, **components)
+
+
+def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None) -> dict:
+    """What ran, for metrics.json: every key of the method's config (variant, update form,
+    clipping, ...) plus the measurement it used and σ_y as measured for ``auto``."""
+    record: dict[str, Any] = {**method.raw}
+    if method.config is None:
+        return record
+    record.update(
+        {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
+    )
+    if hasattr(method.config, "time_travel"):  # InverseJSCC runs no sampling loop
+        record["time_travel"] = dataclasses.asdict(method.config.time_travel)  # JSON-ready
+    if method.name == "sing_zero":
+        record["measurement_operator"] = repr(operator)
+        if method.config.sigma_y == SIGMA_Y_AUTO:
+            record["sigma_y_measured"] = sigma_y
+    if method.name == "sing_inn":
+        scale = getattr(inn, "scale", None)
+        record["measurement_operator"] = f"AveragePool(scale={scale})"
+        record["inn_input_clip"] = "x0|t clipped to [-1, 1] before the INN"
+    if method.name in ("dps_jscc", "inverse_jscc"):  # forward model: the DeepJSCC chain
+        c = method.config
+        noise = "noiseless" if c.forward_noise == "none" else f"mean of {c.noise_samples} draws"
+        # the printed line's "A = ..." (printing.describe_sampler)
+        record["measurement_operator"] = f"the DeepJSCC chain at the test SNR ({noise})"
+    if method.name == "dps_jscc":
+        record["measurement_operator"] += f"; DPS step ζ {c.zeta} ({c.zeta_schedule})"
+    if method.name == "inverse_jscc":
+        record["generator"] = (
+            f"the prior's DDIM map from x_T (eta {c.generator_eta}, {c.generator_steps} steps); "
+            "no generator trained"
+        )
+        # the printed line's update / η / steps: InverseJSCC's optimisation and its generator
+        record["update"] = (
+            f"{c.iterations} Adam iterations (lr {c.lr}, init {c.init}, {c.loss}) on x_T of "
+            "G = the prior's DDIM map"
+        )
+        record["eta"], record["steps"] = c.generator_eta, c.generator_steps
+    return record
+
+
+def method_records(
+    methods: dict[str, Method], operator: Any, inn: Any, sigma_y: float | None
+) -> dict[str, dict]:
+    """:func:`method_record` of every method, by name (metrics.json ``samplers``)."""
+    return {name: method_record(m, operator, inn, sigma_y) for name, m in methods.items()}
