@@ -74,6 +74,7 @@ ALLOWED_PAGES: dict[str, str] = {
     "docs/presets/inn_data_size.md": "committed report output (results.md)",
     "docs/presets/snr_generalisation.md": "committed report output (results.md)",
     "docs/presets/mismatch.md": "committed report output (drop.md, results.md)",
+    "docs/presets/mismatch_five.md": "committed report output (drop.md, results.md)",
     "docs/research/prior_samples.md": "research notes kept by the prior-samples work; its "
     "numbers come from docs/research/prior_samples/quality.json (not generated blocks yet)",
     "docs/research/prior_samples/quality.md": "written by docs/research/prior_samples' "

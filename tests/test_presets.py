@@ -281,6 +281,7 @@ def test_mismatch_grid() -> None:
             "channel.snr_db": ["-5", "0", "5"],
             "methods.sing_zero.steps": ["100"],
             "methods.sing_inn.steps": ["100"],
+            "methods.dps_jscc.steps": ["100"],
         }
     )
     assert folder.endswith("sweeps/mismatch")
@@ -293,6 +294,11 @@ def test_mismatch_grid() -> None:
         "embedded",
     )
     assert cfg.dataset.test_size == 16 and cfg.bcr.name == "1_48"
+    # all five methods (issue 31), the baselines with their tuned values as in the comparison
+    assert list(cfg.methods) == ["sing_zero", "sing_inn", "dps_jscc", "inverse_jscc"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        comparison = compose("config", overrides=["+experiment=comparison"])
+    assert cfg.methods == comparison.methods
 
 
 # ---- every preset's fast form, end to end ---------------------------------------------------
@@ -316,6 +322,10 @@ def test_fast_form_end_to_end(tmp_path: Path, preset: str, points: int, figure: 
     assert len(list(sweep.glob("*/metrics.json"))) == points
     assert "| variant |" in (sweep / "report" / "results.md").read_text()
     assert (sweep / "report" / figure).is_file()
+    if preset == "mismatch":  # the drop of all five methods (issue 31)
+        drop = (sweep / "report" / "drop.md").read_text()
+        for method in ("deepjscc", "sing_zero", "sing_inn", "dps_jscc", "inverse_jscc"):
+            assert f"| {method} |" in drop, method
     again = run_cli(*args, cwd=tmp_path, env=env)
     assert again.returncode == 0
     assert (again.stdout + again.stderr).count("reusing them") == points

@@ -229,6 +229,9 @@ def render_restoration(source: Path, options: dict[str, str]) -> str:
             if m != "mean_image" and trivial_wins(k, trivial, methods[m]):
                 cell = f"{cell} {TRIVIAL_WINS}"
             cells.append(cell)
+        if options.get("seconds"):  # the time cost: wall seconds per image of each method
+            spent = methods[m].get("seconds_per_image")
+            cells.append("–" if spent is None else f"{float(spent):.2f}")
         rows.append([METHOD_NAMES.get(m, m), *cells])
     images = next(iter(methods.values())).get("images")
     lines = [
@@ -236,7 +239,14 @@ def render_restoration(source: Path, options: dict[str, str]) -> str:
         f"{results['snr_db']:g} dB · BCR {results['bcr']} · {images} test images, seed "
         f"{results.get('seed')} (source: `{options.get('name', source.name)}`)",
         "",
-        md_table(["method", *(LABELS[k] for k in keys)], rows),
+        md_table(
+            [
+                "method",
+                *(LABELS[k] for k in keys),
+                *(["s / image"] if options.get("seconds") else []),
+            ],
+            rows,
+        ),
         "",
     ]
     missing = [
@@ -460,6 +470,35 @@ def render_metric_table(source: Path, options: dict[str, str]) -> str:
     )
 
 
+def render_paired(source: Path, options: dict[str, str]) -> str:
+    """A report's ``paired.csv`` (``+experiment=comparison``) as its ``paired.md`` says it."""
+    from singexp.report import paired_markdown, read_paired
+
+    return paired_markdown(read_paired(source))
+
+
+def render_tuned(source: Path, options: dict[str, str]) -> str:
+    """A ``conf/tuned`` file (``python -m singexp.tuning``): one row per method and key, its
+    header's provenance lines under the table."""
+    from omegaconf import OmegaConf
+
+    text = source.read_text(encoding="utf-8")
+    values: Any = OmegaConf.to_container(OmegaConf.load(source)) or {}
+    rows = [
+        [
+            METHOD_NAMES.get(method, method),
+            key,
+            f"{value:.4g}" if isinstance(value, float) else str(value),
+        ]
+        for method, settings in (values.get("methods") or {}).items()
+        for key, value in settings.items()
+    ]
+    said = [
+        line[2:] for line in text.splitlines() if line.startswith("# ") and "@package" not in line
+    ]
+    return md_table(["method", "key", "tuned value"], rows) + "\n\n" + "\n".join(said)
+
+
 #: kind → renderer(source file, options) → Markdown
 KINDS: dict[str, Callable[[Path, dict[str, str]], str]] = {
     "restoration": render_restoration,
@@ -469,6 +508,8 @@ KINDS: dict[str, Callable[[Path, dict[str, str]], str]] = {
     "select": render_select,
     "paper_scale_flops": render_paper_scale_flops,
     "metric_table": render_metric_table,
+    "paired": render_paired,
+    "tuned": render_tuned,
 }
 
 

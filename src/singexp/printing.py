@@ -68,6 +68,8 @@ def print_method_table(results: dict[str, Any]) -> None:
         f"{results['dataset']} · {results['channel']} SNR {results['snr_db']} dB · "
         f"BCR {results['bcr']} · {next(iter(methods.values())).get('images', 0)} images"
     )
+    if results.get("evaluated_split", "test") != "test":  # a tuning trial: validation images
+        title += f" ({results['evaluated_split']} split)"
     table = Table(title=title, min_width=len(title))  # a title on one line
     table.add_column("method")
     for key in keys:

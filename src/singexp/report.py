@@ -316,6 +316,127 @@ def write_drop(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     return [csv_path, md_path]
 
 
+def paired_differences(
+    per_image: list[dict[str, Any]], reference: str, metrics: tuple[str, ...] = METRICS
+) -> dict[tuple[str, str], tuple[float, float, int]]:
+    """(method, metric) → (mean, 95% CI half-width, n) of the per-image difference
+    method − ``reference`` over the images both were scored on (the same images and channel
+    noise: a paired comparison, issue 31). ``per_image``: rows of ``per_image.csv``."""
+    values: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
+    for r in per_image:
+        for m in metrics:
+            if r.get(m) not in (None, ""):
+                values[(str(r["method"]), m)][str(r["image"])] = float(r[m])
+    out: dict[tuple[str, str], tuple[float, float, int]] = {}
+    for (method, m), by_image in values.items():
+        base = values.get((reference, m))
+        if method == reference or not base:
+            continue
+        diffs = [v - base[i] for i, v in by_image.items() if i in base]
+        if diffs:
+            mean, ci = mean_ci(diffs)
+            out[(method, m)] = (mean, ci, len(diffs))
+    return out
+
+
+def paired_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Rows like :func:`collect`'s for the points whose config names
+    ``evaluate.paired_reference`` (``+experiment=comparison``): each other method minus the
+    reference, per metric, from the point's ``per_image.csv`` (SWD is one value per set: no
+    paired difference)."""
+    rows: list[dict[str, Any]] = []
+    for folder in _point_folders(sweep_dir, "per_image.csv"):
+        reference = (_point_config(folder).get("evaluate") or {}).get("paired_reference")
+        point, _ = read_results(folder / "metrics.json", ("methods", "bcr", "snr_db"))
+        if not reference or point is None:
+            continue
+        with (folder / "per_image.csv").open() as f:
+            per_image = list(csv.DictReader(f))
+        for (method, metric), (mean, ci, n) in paired_differences(per_image, reference).items():
+            rows.append(
+                {
+                    "dataset": point.get("dataset"),
+                    "channel": point.get("channel"),
+                    "bcr": point.get("bcr"),
+                    "snr_db": float(point.get("snr_db")),
+                    "method": f"{method} − {reference}",
+                    "variant": "",
+                    "metric": metric,
+                    "mean": mean,
+                    "ci95": ci,
+                    "images": n,
+                }
+            )
+    return sorted(rows, key=_row_order)
+
+
+#: the columns of ``paired.csv``
+PAIRED_FIELDS = [
+    "dataset",
+    "channel",
+    "bcr",
+    "snr_db",
+    "method",
+    "metric",
+    "mean",
+    "ci95",
+    "images",
+]
+
+
+def paired_markdown(rows: list[dict[str, Any]]) -> str:
+    """The paired differences as ``paired.md`` says them: one row per point and method, one
+    column per metric, "Δ ± CI" with * where the interval excludes 0."""
+    metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
+    table: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
+    for r in sorted(rows, key=_row_order):
+        excludes_zero = not math.isnan(r["ci95"]) and abs(r["mean"]) > r["ci95"]
+        cell = f"{r['mean']:+.3f} ± {r['ci95']:.3f}" + (" *" if excludes_zero else "")
+        table[(r["bcr"], r["snr_db"], r["method"], "")][r["metric"]] = cell
+    lines = [
+        "Paired differences on the same test images and channel noise: mean of (method − "
+        "reference) per image ± 95% confidence interval; * the interval excludes 0. For ↓ "
+        "metrics a negative Δ favours the method, for PSNR/SSIM a positive one.",
+        "",
+        *_markdown_table(table, metrics, False),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def read_paired(csv_path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``paired.csv``, typed as :func:`paired_rows` makes them."""
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["snr_db"] = float(r["snr_db"])
+        r["mean"], r["ci95"] = float(r["mean"]), float(r["ci95"])
+        r["images"] = int(r["images"])
+    return rows
+
+
+def write_paired(
+    rows: list[dict[str, Any]], out: Path, info: dict[str, Any] | None = None
+) -> list[Path]:
+    """``paired.csv``, ``paired.md`` (Δ ± 95% CI per point, method and metric; a CI that
+    excludes 0 is marked *) and one figure per metric of :data:`FIGURES`
+    (``paired_<metric>_vs_snr.png``): nothing without paired rows."""
+    if not rows:
+        return []
+    out.mkdir(parents=True, exist_ok=True)
+    files = [_write_csv(out / "paired.csv", PAIRED_FIELDS, rows)]
+    md_path = out / "paired.md"
+    atomic_write_text(md_path, paired_markdown(rows))
+    files.append(md_path)
+    for metric in FIGURES:
+        if any(r["metric"] == metric for r in rows):
+            fig = figure(rows, metric, info)
+            fig.suptitle(f"paired Δ {_title(metric, info)}", fontsize=10)
+            for ext in ("png", "pdf"):
+                files.append(out / f"paired_{metric}_vs_snr.{ext}")
+                fig.savefig(files[-1])
+    return files
+
+
 def _point_config(folder: Path) -> dict[str, Any]:
     """The point's saved config.yaml as a dict ({} without one, or unreadable)."""
     path = folder / "config.yaml"
@@ -771,6 +892,7 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
     ]
     files = [*write_tables(rows, out, notes), *write_drop(rows, out)]
     info = sweep_info(sweep_dir)
+    files += write_paired(paired_rows(sweep_dir), out, info)
     by_steps = steps_vary(rows)
     one_snr = len({r["snr_db"] for r in rows}) == 1
     for metric in FIGURES:

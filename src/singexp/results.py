@@ -48,10 +48,24 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 REUSE_IGNORED = ("force", "print_config", "paths", "preset")
 
 
+#: keys added to the config after results were written, with the default that reproduces what
+#: ran before them: a saved config without such a key equals one with its default (issue 31)
+ADDED_DEFAULTS: dict[str, dict[str, Any]] = {
+    "evaluate": {"split": "test", "images": None, "paired_reference": None},
+}
+
+
 def comparable_config(config: dict[str, Any]) -> dict[str, Any]:
-    """A resolved config as reuse compares it: without :data:`REUSE_IGNORED`, and with paths
-    inside its own run folder (logger and checkpoint folders) written relative to ``<run>``."""
+    """A resolved config as reuse compares it: without :data:`REUSE_IGNORED`, without the
+    :data:`ADDED_DEFAULTS` at their defaults, and with paths inside its own run folder (logger
+    and checkpoint folders) written relative to ``<run>``."""
     out = str((config.get("paths") or {}).get("output_dir") or "")
+    config = dict(config)
+    for group, defaults in ADDED_DEFAULTS.items():
+        if isinstance(config.get(group), dict):
+            config[group] = {
+                k: v for k, v in config[group].items() if k not in defaults or v != defaults[k]
+            }
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):

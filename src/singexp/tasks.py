@@ -84,16 +84,20 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
     # suffices; under DDP each process takes whole batches of the single-process order
     # (singexp.distributed), not Lightning's DistributedSampler
     trainer = build_trainer(run, loggers, inference_mode=False, use_distributed_sampler=False)
-    trainer.test(module, dataloaders=datamodule.sharded_test_dataloader(), verbose=False)
+    split = str(run.evaluate.get("split", "test"))  # val: a tuning trial (issue 31)
+    images = datamodule.sharded_test_dataloader(split, run.evaluate.get("images"))
+    trainer.test(module, dataloaders=images, verbose=False)
     if not trainer.is_global_zero:  # rank 0 gathered the results and writes them
         return {"methods": {}, "rank": trainer.global_rank}
     identity = describe_run(run)
     title = " · ".join(f"{k} {identity[k]}" for k in ("dataset", "channel", "snr_db", "bcr"))
+    title += "" if split == "test" else f" · {split} images"
     files = write_outputs(module, run.output_dir, title)
     for logger in loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key="grid", images=[files["grid"]], caption=[" | ".join(module.grid)])
     return {
+        "evaluated_split": split,
         "methods": module.summary,
         "metric_status": metrics.status(),
         "perceptual_size": metrics.perceptual_size,

@@ -9,13 +9,16 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from singexp.errors import ConfigError
 
 log = logging.getLogger("singexp.data")
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
+#: what a restoration run may evaluate (``evaluate.split``): the test images, or the validation
+#: images when a method is tuned (issue 31: tuning never reads the test images)
+EVALUATION_SPLITS: tuple[str, ...] = ("test", "val")
 MEAN_IMAGE_MAX: int = 2048
 #: default of ``dataset.min_train_images``: a training split below it is warned about
 MIN_TRAIN_IMAGES: int = 100
@@ -192,13 +195,33 @@ class ImageDataModule(L.LightningDataModule):
         """Test batches in a fixed order."""
         return self._loader("test", shuffle=False)
 
-    def sharded_test_dataloader(self) -> DataLoader[Tensor]:
-        """The batches of :meth:`test_dataloader`, shared by whole batches between the processes
-        of a DDP run (:class:`~singexp.distributed.ShardedBatches`): in one process, the same
-        batches in the same order. Give the trainer ``use_distributed_sampler=False``."""
+    def sharded_test_dataloader(
+        self, split: str = "test", images: int | None = None
+    ) -> DataLoader[Tensor]:
+        """The batches of :meth:`test_dataloader` (of ``split``: ``val`` when tuning, issue 31),
+        shared by whole batches between the processes of a DDP run
+        (:class:`~singexp.distributed.ShardedBatches`): in one process, the same batches in the
+        same order; ``images``: only the first ones of the split (``evaluate.images``). Give the
+        trainer ``use_distributed_sampler=False``."""
         from singexp.distributed import ShardedBatches
 
-        dataset = self.split("test")
+        if split not in EVALUATION_SPLITS:
+            raise ConfigError(
+                "evaluate.split", f"must be one of {list(EVALUATION_SPLITS)}, got {split!r}"
+            )
+        if self.split_size(split) == 0:
+            raise ConfigError(
+                "evaluate.split",
+                f"{self.name} has no {split} images; choose evaluate.split="
+                f"{'test' if split == 'val' else 'val'} or give the data a {split} split",
+            )
+        dataset = self.split(split)
+        if images is not None:
+            if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+                raise ConfigError(
+                    "evaluate.images", f"must be null (all) or an integer >= 1, got {images!r}"
+                )
+            dataset = Subset(dataset, range(min(images, len(dataset))))  # type: ignore[arg-type]
         return DataLoader(
             dataset,
             batch_sampler=ShardedBatches(len(dataset), self.batch_size),  # type: ignore[arg-type]

@@ -1,0 +1,193 @@
+"""The tuned settings the comparison reads (issue 31): collected from the tuning sweeps.
+
+Each method is tuned by its own preset (``+experiment=tune_<method>``, the protocol of
+``conf/experiment/tuning.yaml``): Hydra's Optuna sweeper writes ``optimization_results.yaml``
+(the best parameters) into the sweep folder, one ``trial_<n>`` run folder per trial.
+:func:`collect` reads those folders and refuses a sweep that broke the protocol — a trial scored
+on anything but the validation split (``evaluated_split`` in its metrics.json), or sweeps with
+different budgets (trials, images, steps of the untuned keys) — and :func:`write_tuned` writes
+the chosen values as a config (``conf/tuned/<name>.yaml``) that ``+experiment=comparison``
+composes over every method's defaults.
+
+    python -m singexp.tuning outputs/tuning --out src/singexp/conf/tuned/embedded.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from singexp.errors import SingexpError
+from singexp.faults import read_results
+
+#: what the optimiser writes into a finished Optuna sweep folder
+RESULTS_FILE = "optimization_results.yaml"
+
+
+@dataclass
+class TunedMethod:
+    """One method's tuning sweep: where, the chosen values, and the budget it used."""
+
+    method: str
+    sweep: Path
+    best_params: dict[str, Any]
+    best_value: float
+    trials: int
+    images: int
+    split: str
+    seed: int
+    objective: str
+
+
+def sweep_folders(paths: list[Path]) -> list[Path]:
+    """The tuning sweep folders of ``paths`` (a sweep folder, or a folder of them)."""
+    found: list[Path] = []
+    for path in paths:
+        if (path / RESULTS_FILE).is_file():
+            found.append(path)
+        elif path.is_dir():
+            found.extend(sorted(p.parent for p in path.glob(f"*/{RESULTS_FILE}")))
+    if not found:
+        names = ", ".join(str(p) for p in paths)
+        raise SingexpError(
+            f"no finished tuning sweep ({RESULTS_FILE}) in {names}; run e.g. "
+            "`python -m singexp +experiment=tune_sing_inn` first"
+        )
+    return found
+
+
+def read_sweep(sweep: Path) -> TunedMethod:
+    """One sweep's chosen values and budget; a trial that scored anything but validation
+    images (or did not finish) is a one-line error: its values cannot be used."""
+    best = OmegaConf.to_container(OmegaConf.load(sweep / RESULTS_FILE))
+    assert isinstance(best, dict)
+    params = {str(k): v for k, v in (best.get("best_params") or {}).items()}
+    methods = {key.split(".")[1] for key in params if key.startswith("methods.")}
+    if len(methods) != 1 or len(params) == 0:
+        raise SingexpError(f"{sweep}: expected the parameters of one method, got {sorted(params)}")
+    trials = sorted(sweep.glob("trial_*"), key=lambda p: int(p.name.split("_")[1]))
+    splits: set[str] = set()
+    images: set[int] = set()
+    seeds: set[int] = set()
+    objectives: set[str] = set()
+    for trial in trials:
+        results, why = read_results(trial / "metrics.json", ("methods",))
+        if results is None:
+            raise SingexpError(f"{trial}: unfinished trial ({why}); re-run the tuning command")
+        config = OmegaConf.to_container(OmegaConf.load(trial / "config.yaml"), resolve=False)
+        assert isinstance(config, dict)
+        split = str(results.get("evaluated_split", "test"))  # older runs: the test split
+        if split != "val":
+            raise SingexpError(
+                f"{trial}: scored on the {split} split; tuning must read validation images only "
+                "(evaluate.split=val, the tune_<method> presets): its values cannot be used"
+            )
+        splits.add(split)
+        first = next(iter(results["methods"].values()))
+        images.add(int(first.get("images", 0)))
+        seeds.add(int(results.get("seed", config.get("seed", 0))))
+        objectives.add(str(config.get("optimized_metric")))
+    if not trials:
+        raise SingexpError(f"{sweep}: no trial_* run folders")
+    if len(images) != 1 or len(seeds) != 1:
+        raise SingexpError(f"{sweep}: trials scored different images ({sorted(images)})")
+    return TunedMethod(
+        method=methods.pop(),
+        sweep=sweep,
+        best_params=params,
+        best_value=float(best["best_value"]),
+        trials=len(trials),
+        images=images.pop(),
+        split=splits.pop(),
+        seed=seeds.pop(),
+        objective=objectives.pop(),
+    )
+
+
+def collect(paths: list[Path]) -> list[TunedMethod]:
+    """Every sweep of ``paths`` (:func:`read_sweep`), checked to share one budget: the same
+    number of trials on the same validation images with the same seed."""
+    tuned = [read_sweep(sweep) for sweep in sweep_folders(paths)]
+    budgets = {(t.trials, t.images, t.seed) for t in tuned}
+    if len(budgets) > 1:
+        lines = "; ".join(f"{t.method}: {t.trials} trials, {t.images} images" for t in tuned)
+        raise SingexpError(
+            f"the tuning sweeps used different budgets ({lines}); every method gets the same "
+            "trials and images (tuning.trials, evaluate.images): finish or re-run them"
+        )
+    seen: set[str] = set()
+    for t in tuned:
+        if t.method in seen:
+            raise SingexpError(f"two tuning sweeps for {t.method}; give one folder per method")
+        seen.add(t.method)
+    return tuned
+
+
+def tuned_config(tuned: list[TunedMethod]) -> str:
+    """The ``tuned`` config file: a header saying where each value comes from, then the values
+    under ``methods.<name>``."""
+    nested: dict[str, Any] = {}
+    for t in tuned:
+        for key, value in sorted(t.best_params.items()):
+            node = nested
+            *parents, leaf = key.split(".")
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = value
+    first = tuned[0]
+    lines = [
+        "# @package _global_",
+        "# Generated by `python -m singexp.tuning` from the tuning sweeps below: do not edit by",
+        "# hand (re-run the tuning, then this command). The protocol:",
+        "# conf/experiment/tuning.yaml,",
+        f"# {first.trials} trials per method (seeded TPE, seed {first.seed}) on the first "
+        f"{first.images} {first.split} images,",
+        "# objective = the method's ST-LPIPS + 10 × every dB of PSNR lost beyond 1.5 dB below "
+        "DeepJSCC.",
+    ]
+    for t in tuned:
+        lines.append(f"#   {t.method}: best objective {t.best_value:.4f} ({t.sweep.name})")
+    body = OmegaConf.to_yaml(OmegaConf.create(nested))
+    return "\n".join(lines) + "\n" + body
+
+
+def write_tuned(paths: list[Path], out: Path) -> list[TunedMethod]:
+    """Collect the sweeps of ``paths`` and write their chosen values to ``out``."""
+    tuned = collect(paths)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(tuned_config(tuned))
+    return tuned
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m singexp.tuning",
+        description="Write the tuned settings of the tuning sweeps for +experiment=comparison.",
+    )
+    parser.add_argument(
+        "sweeps", nargs="+", type=Path, help="tuning sweep folders (or their parent)"
+    )
+    parser.add_argument("--out", type=Path, required=True, help="the tuned config file to write")
+    args = parser.parse_args(argv)
+    try:
+        tuned = write_tuned(args.sweeps, args.out)
+    except SingexpError as error:
+        print(f"singexp: error: {error}", file=sys.stderr)
+        sys.exit(2)
+    for t in tuned:
+        values = ", ".join(f"{k.split('.')[-1]} {_short(v)}" for k, v in t.best_params.items())
+        print(f"{t.method}: {values} (objective {t.best_value:.4f}, {t.trials} trials)")
+    print(f"written to {args.out}")
+
+
+if __name__ == "__main__":
+    main()
