@@ -75,6 +75,7 @@ ALLOWED_PAGES: dict[str, str] = {
     "docs/presets/snr_generalisation.md": "committed report output (results.md)",
     "docs/presets/mismatch.md": "committed report output (drop.md, results.md)",
     "docs/presets/mismatch_five.md": "committed report output (drop.md, results.md)",
+    "docs/presets/comparison_grid.md": "committed report output (results.md, paired.md)",
     "docs/research/prior_samples.md": "research notes kept by the prior-samples work; its "
     "numbers come from docs/research/prior_samples/quality.json (not generated blocks yet)",
     "docs/research/prior_samples/quality.md": "written by docs/research/prior_samples' "
