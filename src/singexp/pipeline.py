@@ -34,7 +34,8 @@ from torch import Tensor
 
 from singexp.assembly import Restoration, build_restoration
 from singexp.bcr import format_ratio, parse_ratio
-from singexp.config import RunConfig, apply_quick, build, compose_config, validate
+from singexp.config import RunConfig, apply_quick, compose_config, validate
+from singexp.data.base import indexed_data
 from singexp.errors import SingexpError
 from singexp.modules.restoration import batch_generator
 from singexp.results import BASELINE, ORIGINAL
@@ -114,7 +115,6 @@ class SingPipeline:
         self.device = torch.device(device)
         self.methods = run.methods  # checked by validate, before anything loads
         self._stages: dict[tuple[str, float | None], Restoration] = {}
-        self._data: list[Any] = []  # the data module, built once if an operator or σ_y needs it
         base = self._build_stage(run)
         self._stages[self._key(run.bcr, float(run.channel.snr_db))] = base
         self._base = base
@@ -167,10 +167,8 @@ class SingPipeline:
         return format_ratio(parse_ratio(bcr)), (snr_db if self._needs_snr() else None)
 
     def _datamodule(self) -> Any:
-        if not self._data:
-            self._data.append(build(self.run.dataset))
-            self._data[0].setup()
-        return self._data[0]
+        """The data module, built once if an operator or σ_y needs it (every stage shares it)."""
+        return indexed_data(self.run)
 
     def _build_stage(self, run: RunConfig) -> Restoration:
         """Codec, operator, INN, prior and restorers for ``run``, as the evaluation task builds

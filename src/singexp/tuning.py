@@ -5,7 +5,7 @@ Each method is tuned by its own preset (``+experiment=tune_<method>``, the proto
 (the best parameters) into the sweep folder, one ``trial_<n>`` run folder per trial.
 :func:`collect` reads those folders and refuses a sweep that broke the protocol — a trial scored
 on anything but the validation split (``evaluated_split`` in its metrics.json), or sweeps with
-different budgets (trials, images, steps of the untuned keys) — and :func:`write_tuned` writes
+different budgets (trials, validation images, seed) — and :func:`write_tuned` writes
 the chosen values as a config (``conf/tuned/<name>.yaml``) that ``+experiment=comparison``
 composes over every method's defaults.
 
@@ -95,7 +95,9 @@ def read_sweep(sweep: Path) -> TunedMethod:
     if not trials:
         raise SingexpError(f"{sweep}: no trial_* run folders")
     if len(images) != 1 or len(seeds) != 1:
-        raise SingexpError(f"{sweep}: trials scored different images ({sorted(images)})")
+        raise SingexpError(
+            f"{sweep}: trials differ in images ({sorted(images)}) or seed ({sorted(seeds)})"
+        )
     return TunedMethod(
         method=methods.pop(),
         sweep=sweep,
