@@ -24,6 +24,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 
+@pytest.fixture(autouse=True)
+def _fresh_reuse_store() -> None:
+    """Every test starts with nothing kept by singexp.reuse (a sweep's shared models)."""
+    from singexp import reuse
+
+    reuse.clear()
+
+
 def run_if(*, cuda: bool) -> pytest.MarkDecorator:
     """The one GPU gate of the tests (Lightning's ``RunIf``, for what singexp needs): run the
     test only where a CUDA GPU is available (``cuda=True``) or only where none is."""

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "sampler_overhead.py"
 
@@ -93,3 +95,141 @@ def test_wait_policy_quick_run_writes_every_condition_and_policy(tmp_path: Path)
     assert table.count("\n| `") == 3 and "hogs_other_session" in table
     hogs = subprocess.run(["pgrep", "-x", "yes"], capture_output=True, text=True)
     assert hogs.stdout.strip() == "", "the benchmark left its CPU hogs running"
+
+
+GRID = ROOT / "benchmarks" / "grid.py"
+PRECISION = ROOT / "benchmarks" / "precision.py"
+
+
+@pytest.mark.slow
+def test_grid_quick_run_times_the_grid_from_an_empty_folder(tmp_path: Path) -> None:
+    """``grid.py --quick``: the grid command from an empty root, 2 points, wall and CPU time, the
+    load, and the profile read from the points' metrics.json."""
+    import json
+
+    reference = {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(GRID),
+            "--quick",
+            "--out",
+            str(tmp_path / "b"),
+            "--root",
+            str(tmp_path / "root"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    report = json.loads((tmp_path / "b" / "grid.json").read_text())
+    assert report["profile"]["points"] == 2  # 2 points computed, none reused from elsewhere
+    assert sorted(p.name for p in (tmp_path / "root" / "sweeps" / "paper_grid").glob("bcr*")) == [
+        "bcr1_48_snr0",
+        "bcr1_48_snr5",
+    ]
+    run = report["run"]
+    assert run["wall_s"] > 0 and run["cpu_s"] > 0 and run["load_before"] >= 0
+    assert "paths.root=" in run["command"] and "+experiment=paper_grid" in run["command"]
+    methods = report["profile"]["method_wall_s"]
+    assert {"deepjscc", "sing_zero", "sing_inn"} <= set(methods)
+    assert 0 < methods["sing_inn"] < report["profile"]["point_wall_s"]
+    table = (tmp_path / "b" / "grid.md").read_text()
+    assert "method: sing_inn" in table and "outside the points" in table
+    assert {p: p.read_bytes() for p in (ROOT / "benchmarks" / "results").iterdir()} == reference
+
+
+def _fake_run(
+    folder: Path, stlpips: list[float], seconds: float, methods: tuple[str, ...] = ("sing_inn",)
+) -> Path:
+    """A finished main-job folder: metrics.json and per_image.csv of DeepJSCC and ``methods``
+    (each with the given per-image ST-LPIPS)."""
+    import json
+
+    folder.mkdir(parents=True)
+    rows = ["image,sample,seed,method,snr_db,psnr,ssim,stlpips"]
+    for i, v in enumerate(stlpips):
+        rows += [f"{i},{i},0,{m},0.0,{15 + v},{0.3 + v},{v}" for m in methods]
+        rows.append(f"{i},{i},0,deepjscc,0.0,16.0,0.4,0.5")
+    (folder / "per_image.csv").write_text("\n".join(rows) + "\n")
+    summary = {
+        m: {"seconds_per_image": seconds, "swd": 60.0, "images": len(stlpips)} for m in methods
+    }
+    summary["deepjscc"] = {"seconds_per_image": 0.002, "swd": 120.0, "images": len(stlpips)}
+    (folder / "metrics.json").write_text(json.dumps({"methods": summary}))
+    return folder
+
+
+def test_precision_compares_per_image_pairs_with_their_interval(tmp_path: Path) -> None:
+    """The paired difference bf16 − fp32 and its 95 % interval, against the formula: mean of
+    the per-image differences ± 1.96·s/√n; the measure's own interval from the fp32 values."""
+    import json
+    import math
+    import statistics
+
+    fp32 = [0.40, 0.42, 0.38, 0.45, 0.41, 0.39]
+    bf16 = [0.41, 0.42, 0.39, 0.47, 0.41, 0.40]
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PRECISION),
+            "--out",
+            str(tmp_path / "b"),
+            "--fp32",
+            str(_fake_run(tmp_path / "fp32", fp32, 2.0)),
+            "--bf16",
+            str(_fake_run(tmp_path / "bf16", bf16, 1.0)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "b" / "precision.json").read_text())
+    inn = report["comparison"]["methods"]["sing_inn"]
+    diffs = [b - a for a, b in zip(fp32, bf16, strict=True)]
+    half = 1.96 * statistics.stdev(diffs) / math.sqrt(len(diffs))
+    assert inn["paired"]["stlpips"]["mean"] == pytest.approx(statistics.fmean(diffs))
+    assert inn["paired"]["stlpips"]["ci"] == pytest.approx(half, rel=1e-3)
+    noise = 1.96 * statistics.stdev(fp32) / math.sqrt(len(fp32))
+    assert inn["paired"]["stlpips"]["measure_ci"] == pytest.approx(noise, rel=1e-3)
+    assert inn["paired_ci_contains_0"] is (abs(statistics.fmean(diffs)) <= half)
+    assert inn["within_measure_noise"] is True
+    deep = report["comparison"]["methods"]["deepjscc"]["paired"]["psnr"]
+    assert deep["mean"] == 0 and deep["ci"] == 0
+    assert "| sing_inn | 2.000 | 1.000 | ×2.00 |" in (tmp_path / "b" / "precision.md").read_text()
+
+
+def test_precision_pools_two_sweeps_point_by_point(tmp_path: Path) -> None:
+    """``--sweeps``: every point present in both grids compared, the pairs pooled over points
+    (the image keys kept apart per point), against the formula."""
+    import json
+    import statistics
+
+    a = {"p1": [0.40, 0.42, 0.38], "p2": [0.50, 0.55, 0.52]}
+    b = {"p1": [0.41, 0.42, 0.39], "p2": [0.50, 0.57, 0.52]}
+    for name in a:
+        for precision, values in (("fp32", a), ("bf16", b)):
+            _fake_run(tmp_path / precision / name, values[name], 1.0, ("sing_zero", "sing_inn"))
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(PRECISION),
+            "--out",
+            str(tmp_path / "b"),
+            "--sweeps",
+            str(tmp_path / "fp32"),
+            str(tmp_path / "bf16"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads((tmp_path / "b" / "precision_grid.json").read_text())
+    assert report["grid"]["points"] == 2
+    pooled = report["grid"]["pooled"]["sing_inn"]
+    diffs = [y - x for n in a for x, y in zip(a[n], b[n], strict=True)]
+    assert pooled["pairs"] == 6
+    assert pooled["paired"]["stlpips"]["mean"] == pytest.approx(statistics.fmean(diffs))

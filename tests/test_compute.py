@@ -62,12 +62,13 @@ def _unet_batches(unet: UNet2DModel) -> Iterator[list[int]]:
 
 def test_the_keys_are_checked_with_the_key_named() -> None:
     node = OmegaConf.load(CONF_DIR / "config.yaml").evaluate
-    assert ComputeConfig.from_config(node) == ComputeConfig("fp32", None, False)  # defaults
+    assert ComputeConfig.from_config(node) == ComputeConfig("fp32", None, False, False)
     for bad, key in (
         ({"precision": "fp64"}, "evaluate.precision"),
         ({"guidance_batch": 0}, "evaluate.guidance_batch"),
         ({"guidance_batch": True}, "evaluate.guidance_batch"),
         ({"gradient_checkpointing": "yes"}, "evaluate.gradient_checkpointing"),
+        ({"compile": 1}, "evaluate.compile"),
     ):
         with pytest.raises(ConfigError, match=rf"^{key}: "):
             ComputeConfig.from_config(bad)
@@ -136,6 +137,36 @@ def test_bf16_runs_the_unet_in_bf16_and_returns_float32(unet: UNet2DModel) -> No
     assert 0 < gap < 0.02  # bf16 rounding: near, never identical
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_is_bf16_only_where_the_cpu_runs_it_natively(
+    unet: UNet2DModel, monkeypatch: pytest.MonkeyPatch, native: bool
+) -> None:
+    """``precision=auto`` (issue 29): bf16 on a CPU with AVX-512 BF16 or AMX, fp32 on one
+    without (where oneDNN emulates bf16, 40-130x slower); metrics.json records what ran."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    compute = ComputeConfig.from_config({"precision": "auto"})
+    cpu = torch.device("cpu")
+    expected = "bf16" if native else "fp32"
+    assert compute.record(cpu) == {
+        "precision": "auto",
+        "guidance_batch": None,
+        "gradient_checkpointing": False,
+        "compile": False,
+        "precision_used": expected,
+    }
+    dtypes: list[torch.dtype] = []
+    handle = unet.conv_in.register_forward_hook(lambda _m, _a, out: dtypes.append(out.dtype))
+    try:
+        _sing_zero(unet, compute, _images(6))
+    finally:
+        handle.remove()
+    assert set(dtypes) == {torch.bfloat16 if native else torch.float32}
+    # an explicit precision is never changed by the hardware
+    assert ComputeConfig(precision="fp32").record(cpu)["precision_used"] == "fp32"
+    assert ComputeConfig(precision="bf16").record(cpu)["precision_used"] == "bf16"
+
+
 def _saved_numel(net: UNet2DModel, x: Tensor) -> int:
     """Elements the autograd graph of one UNet forward keeps for its backward."""
     total = 0
@@ -160,3 +191,17 @@ def test_gradient_checkpointing_keeps_less_and_changes_nothing(unet: UNet2DModel
     plain = _sing_inn(plain_unet, ComputeConfig(), x_hat)
     again = _sing_inn(checkpointed, ComputeConfig(gradient_checkpointing=True), x_hat)
     torch.testing.assert_close(again, plain, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compile_gives_the_eager_restoration(unet: UNet2DModel) -> None:
+    """``evaluate.compile``: the prior through torch.compile restores the same images as the
+    eager UNet (SING-INN with its guided steps: a forward and a backward graph), to float
+    rounding."""
+    x_hat = _images(7)
+    eager = _sing_inn(unet, ComputeConfig(), x_hat)
+    compiled_unet = ComputeConfig(compile=True).prepare_prior(copy.deepcopy(unet))
+    assert compiled_unet is not unet and hasattr(compiled_unet, "_orig_mod")
+    assert compiled_unet.config == unet.config  # what the samplers read passes through
+    compiled = _sing_inn(compiled_unet, ComputeConfig(compile=True), x_hat)
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)

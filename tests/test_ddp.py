@@ -137,4 +137,6 @@ def test_ddp_on_two_cpu_processes_gives_the_single_process_numbers(tmp_path: Pat
         "precision": "fp32",
         "guidance_batch": None,
         "gradient_checkpointing": False,
+        "compile": False,
+        "precision_used": "fp32",
     }

@@ -23,6 +23,7 @@ from singexp.modules.inn import check_inn_checkpoint, jscc_identity
 from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, load_codec
 from singexp.modules.restoration import Restorer, measured_sigma_y
 from singexp.operators import LinearOperator, codec_pairs, operator_from_config
+from singexp.reuse import file_identity, reused
 from singexp.samplers.build import build_restorers, needs_sigma_y
 
 
@@ -63,7 +64,10 @@ def build_restoration(run: RunConfig, datamodule: Callable[[], Any]) -> Restorat
         str(run.jscc.checkpoint),
         {"bcr": format_ratio(run.bcr), "image_size": run.latent.image_size},
     )
-    codec = load_codec(str(run.jscc.checkpoint), test_snr_db=run.channel.snr_db)
+    path, snr_db = str(run.jscc.checkpoint), run.channel.snr_db
+    codec = reused(  # once per process and SNR (singexp.reuse)
+        ("codec", file_identity(path), snr_db), lambda: load_codec(path, test_snr_db=snr_db)
+    )
     operator = run_operator(run, codec, lambda: training_split(datamodule(), "operator=fitted"))
     # auto models are trained only for a job that restores (a bare DeepJSCC run needs none)
     needs_inn = bool(run.methods) or str(run.inn.get("checkpoint")) != "auto"

@@ -311,17 +311,19 @@ def _load_script(path: Path) -> ModuleType:
 def render_benchmark(source: Path, options: dict[str, str]) -> str:
     """A benchmark's JSON through the benchmark's own Markdown writer (``script=`` the script,
     by default ``benchmarks/<json stem>.py``; ``function=`` ``markdown`` or ``table``): its
-    table, and with ``notes=true`` the lines right after it."""
+    table (``table=N``: its N-th), and with ``notes=true`` the lines right after it."""
     root = _root_of(source)
     script = root / options.get("script", f"benchmarks/{source.stem}.py")
     module = _load_script(script)
     writer: Callable[[dict[str, Any]], str] = getattr(module, options.get("function", "markdown"))
     text = writer(json.loads(source.read_text(encoding="utf-8")))
     lines = text.splitlines()
-    first = next(i for i, line in enumerate(lines) if line.startswith("|"))
-    last = first
-    while last < len(lines) and lines[last].startswith("|"):
-        last += 1
+    last = 0
+    for _ in range(int(options.get("table", "1"))):  # table=N: the N-th table of the page
+        first = next(i for i in range(last, len(lines)) if lines[i].startswith("|"))
+        last = first
+        while last < len(lines) and lines[last].startswith("|"):
+            last += 1
     out = lines[first:last]
     if options.get("notes") == "true":
         notes: list[str] = []

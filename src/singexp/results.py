@@ -51,7 +51,7 @@ REUSE_IGNORED = ("force", "print_config", "paths", "preset")
 #: keys added to the config after results were written, with the default that reproduces what
 #: ran before them: a saved config without such a key equals one with its default (issue 31)
 ADDED_DEFAULTS: dict[str, dict[str, Any]] = {
-    "evaluate": {"split": "test", "images": None, "paired_reference": None},
+    "evaluate": {"split": "test", "images": None, "paired_reference": None, "compile": False},
 }
 
 

@@ -10,8 +10,8 @@ restoration (:mod:`singexp.assembly`) and evaluates it (:mod:`singexp.modules.re
 
 from __future__ import annotations
 
-import dataclasses
 import logging
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
+from singexp import reuse
 from singexp.artifacts import JOBS, auto_training_notes, trained_elsewhere, trained_on
 from singexp.assembly import build_restoration
 from singexp.bcr import format_ratio
@@ -106,7 +107,7 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
         ),
         "operator": describe_operator(parts.operator, str(run.operator.get("name"))),
         # how the restorers computed: precision, guidance micro-batch, checkpointing
-        "evaluate": dataclasses.asdict(ComputeConfig.from_config(run.evaluate)),
+        "evaluate": ComputeConfig.from_config(run.evaluate).record(module.device),
         "jscc_checkpoint": run.jscc.checkpoint,
         "inn_checkpoint": str(parts.inn_path) if parts.inn_path else None,
         "prior_source": parts.prior_source,
@@ -209,7 +210,15 @@ def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path) -> dict[str, Any
         grid_keys = {**describe_run(run_cfg), "method": list(run_cfg.methods) or ["deepjscc"]}
         for logger in loggers:
             logger.log_hyperparams({**grid_keys, **run_cfg.plain})
+        wall, cpu = time.perf_counter(), time.process_time()
         results = {**describe_run(run_cfg), **TASKS[run_cfg.task](run_cfg, loggers)}
+        # the point's own cost (benchmarks/grid.py sums it): this process, from building the
+        # models to the written outputs; loggers and the config check are outside
+        results["timing"] = {
+            "wall_s": time.perf_counter() - wall,
+            "cpu_s": time.process_time() - cpu,
+            "reused": reuse.stats(),  # models and data this process kept (singexp.reuse)
+        }
         if run_cfg.quick:
             results["quick"] = True
         results["threads"] = torch.get_num_threads()  # what threads=auto chose (threads.py)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -272,10 +273,18 @@ def indexed_data(run: Any) -> Any:
     calls it before the loggers start, the jobs reuse it."""
     if "datamodule" not in run.extra:
         from singexp.config import build
+        from singexp.reuse import config_identity, folder_identity, reused
 
-        datamodule = build(run.dataset)
-        datamodule.setup()
-        run.extra["datamodule"] = datamodule
+        def setup() -> Any:
+            datamodule = build(run.dataset)
+            datamodule.setup()
+            return datamodule
+
+        # the points of a sweep share it (and its mean image): singexp.reuse; a folder's
+        # files are part of the key, so a changed folder is indexed again
+        root = run.dataset.get("root")
+        files = folder_identity(root) if root and Path(str(root)).is_dir() else ()
+        run.extra["datamodule"] = reused(("data", config_identity(run.dataset), files), setup)
     return run.extra["datamodule"]
 
 

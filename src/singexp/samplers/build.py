@@ -4,6 +4,7 @@ and the record of what ran (metrics.json ``samplers``)."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,21 @@ from singexp.config import RunConfig
 from singexp.modules.inn import load_inn
 from singexp.modules.restoration import Restorer
 from singexp.operators import LinearOperator
-from singexp.prior import build_scheduler, load_prior
+from singexp.prior import build_scheduler, load_prior, resolve_source
+from singexp.reuse import file_identity, folder_identity, reused
 from singexp.samplers.compute import ComputeConfig
 from singexp.samplers.registry import Method, restore
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
+
+
+def prior_identity(source: str) -> tuple[Any, ...]:
+    """What a prior is loaded from, as a :mod:`singexp.reuse` key: a local folder's files, or
+    a Hugging Face cache's repo id (whose snapshots do not change)."""
+    label, folder = resolve_source(source)
+    if folder is not None:
+        return (label, folder_identity(folder))
+    return (label, os.environ.get("HF_HUB_CACHE"), os.environ.get("HF_HOME"))
 
 
 def method_scheduler(prior: dict[str, Any], method: Method) -> Any:
@@ -62,13 +73,25 @@ def build_restorers(
     if prior_source is None:
         raise ValueError("build_restorers: prior_source is needed when methods are configured")
     compute = ComputeConfig.from_config(run.evaluate)
+    size = run.latent.image_size
+    # loaded once per process, shared by the points of a sweep (singexp.reuse)
     networks: dict[str, torch.nn.Module] = {
-        "prior": compute.prepare_prior(
-            load_prior(prior_source, expected_size=run.latent.image_size)
+        "prior": reused(
+            (
+                "prior",
+                prior_identity(prior_source),
+                size,
+                compute.gradient_checkpointing,
+                compute.compile,
+            ),
+            lambda: compute.prepare_prior(load_prior(prior_source, expected_size=size)),
         )
     }
     if inn_path is not None:
-        networks["inn"] = load_inn(inn_path).inn.eval().requires_grad_(False)
+        networks["inn"] = reused(
+            ("inn", file_identity(inn_path)),
+            lambda: load_inn(inn_path).inn.eval().requires_grad_(False),
+        )
     if any(m.name in ("dps_jscc", "inverse_jscc") for m in methods.values()):
         # the baselines' forward model: the DeepJSCC the images went through (frozen; the SNR
         # each restorer is called with is the test SNR)
