@@ -83,19 +83,23 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def run_logged(command: list[str], log: Path, what: str) -> None:
+    """``command`` with its output in ``log``; a failure ends the benchmark with the log's tail."""
+    with log.open("w") as out:
+        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if done.returncode != 0:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"{what} failed (exit {done.returncode}); its log {log}:\n{tail}")
+
+
 def run_grid(root: Path, overrides: list[str], log: Path) -> dict[str, Any]:
     """The grid command in ``root`` (must not hold results), timed; its output in ``log``."""
     command = [sys.executable, *COMMAND, f"paths.root={root}", *overrides]
     cpu0, load0 = children_cpu(), os.getloadavg()
     started = time.perf_counter()
-    with LoadSampler() as load, log.open("w") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+    with LoadSampler() as load:
+        run_logged(command, log, "the grid command")
     wall = time.perf_counter() - started
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(
-            f"the grid command failed (exit {done.returncode}); its log {log}:\n{tail}"
-        )
     return {
         "command": " ".join(["python", *command[1:]]),
         "wall_s": wall,

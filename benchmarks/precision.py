@@ -23,13 +23,14 @@ import argparse
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
+from functools import cache
 from pathlib import Path
 from typing import Any
 
 import torch
+from grid import run_logged
 from guided_step import commit
 from sampler_overhead import device_name, write_results
 
@@ -61,14 +62,11 @@ def run_point(precision: str, folder: Path, quick: bool) -> None:
     log = folder.parent / f"{precision}.log"
     folder.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    with log.open("w") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
-    if done.returncode != 0:
-        tail = log.read_text(errors="replace")[-3000:]
-        raise SystemExit(f"{precision}: the main job failed (exit {done.returncode}):\n{tail}")
+    run_logged(command, log, f"{precision}: the main job")
     print(f"{precision}: {time.perf_counter() - started:.0f} s ({folder})", file=sys.stderr)
 
 
+@cache  # a point's rows serve its own comparison and the pooled one (--sweeps)
 def read_rows(folder: Path) -> list[dict[str, Any]]:
     with (folder / "per_image.csv").open() as f:
         return list(csv.DictReader(f))

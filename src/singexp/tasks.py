@@ -106,7 +106,8 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
             run.methods, parts.operator, parts.networks.get("inn"), parts.sigma_y
         ),
         "operator": describe_operator(parts.operator, str(run.operator.get("name"))),
-        # how the restorers computed: precision, guidance micro-batch, checkpointing
+        # how the restorers computed: precision (and the one used), guidance micro-batch,
+        # checkpointing, compile
         "evaluate": ComputeConfig.from_config(run.evaluate).record(module.device),
         "jscc_checkpoint": run.jscc.checkpoint,
         "inn_checkpoint": str(parts.inn_path) if parts.inn_path else None,
