@@ -37,16 +37,15 @@ from singexp.bcr import format_ratio
 from singexp.callbacks import training_notes
 from singexp.config import RunConfig
 from singexp.data.base import indexed_data
-from singexp.digests import file_digest, identity_hash
 from singexp.errors import ConfigError, SingexpError
-from singexp.faults import atomic_write_text, read_results, resume_checkpoint
+from singexp.faults import atomic_write_text, resume_checkpoint
 from singexp.modules.inn import read_inn_metadata, resolve_inn_checkpoint, train_inn
 from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, export_codec, load_codec
 from singexp.modules.prior import train_prior
 from singexp.modules.restoration import mean_image_baseline
+from singexp.points import file_digest, identity_hash, read_results, write_json
 from singexp.preflight import preflight
 from singexp.prior import prior_trained_on
-from singexp.results import write_json
 from singexp.trainers import build_trainer, trainer_kwargs
 
 log = logging.getLogger("singexp.artifacts")

@@ -38,7 +38,7 @@ from singexp.config import RunConfig, apply_quick, compose_config, validate
 from singexp.data.base import indexed_data
 from singexp.errors import SingexpError
 from singexp.modules.restoration import batch_generator
-from singexp.results import BASELINE, ORIGINAL
+from singexp.points import BASELINE, ORIGINAL
 
 ImageInput = Tensor | str | Path | Sequence[str | Path]
 

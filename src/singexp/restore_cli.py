@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 from singexp.config import CONF_DIR, apply_quick, quote_group_overrides, validate
 from singexp.errors import ConfigError, SingexpError
 from singexp.pipeline import GRID_FILE, TENSORS_FILE, SingPipeline, image_files, output_names
-from singexp.results import ORIGINAL
+from singexp.points import ORIGINAL
 
 #: where ``singexp restore`` writes without ``out=``: a run folder of its own per experiment
 RESTORE_RUN_DIR = (

@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from singexp.errors import SingexpError
-from singexp.faults import read_results
+from singexp.points import read_results
 
 #: what the optimiser writes into a finished Optuna sweep folder
 RESULTS_FILE = "optimization_results.yaml"

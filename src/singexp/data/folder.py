@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from singexp.data.base import MIN_TRAIN_IMAGES, SPLIT_CODES, ImageDataModule, to_signed, warn_once
-from singexp.digests import file_digest
+from singexp.points import file_digest
 from singexp.errors import ConfigError, SingexpError
 
 log = logging.getLogger("singexp.data")
