@@ -26,7 +26,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
@@ -196,7 +196,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                         "dataset": point.get("dataset"),
                         "channel": point.get("channel"),
                         "bcr": point.get("bcr"),
-                        "snr_db": float(point.get("snr_db")),
+                        "snr_db": float(point["snr_db"]),
                         "method": method,
                         "variant": variant,
                         "variant_without_data": other,
@@ -358,7 +358,7 @@ def paired_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                     "dataset": point.get("dataset"),
                     "channel": point.get("channel"),
                     "bcr": point.get("bcr"),
-                    "snr_db": float(point.get("snr_db")),
+                    "snr_db": float(point["snr_db"]),
                     "method": f"{method} − {reference}",
                     "variant": "",
                     "metric": metric,
@@ -446,7 +446,7 @@ def _point_config(folder: Path) -> dict[str, Any]:
         loaded = OmegaConf.to_container(OmegaConf.load(path))
     except Exception:  # a torn config does not stop the report
         return {}
-    return loaded if isinstance(loaded, dict) else {}
+    return cast("dict[str, Any]", loaded) if isinstance(loaded, dict) else {}
 
 
 def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -983,7 +983,7 @@ def main() -> None:
     result = report(args.sweep_dir)
     if args.wandb:
         saved = args.sweep_dir / "multirun.yaml"
-        config = OmegaConf.load(saved) if saved.is_file() else None
+        config = cast("DictConfig | None", OmegaConf.load(saved) if saved.is_file() else None)
         folder = report_to_wandb(args.sweep_dir, result, config, always=True)
         result["wandb_run"] = str(folder) if folder else None
     table = args.sweep_dir / "report" / "results.md"

@@ -11,7 +11,7 @@ import shutil
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 
@@ -91,7 +91,7 @@ def finished_results(config: Mapping[str, Any], out: Path) -> dict[str, Any] | N
         log.warning("%s: %s; the run counts as unfinished and runs again", out, why)
         return None
     try:
-        before = OmegaConf.to_container(OmegaConf.load(saved))
+        before = cast("dict[str, Any]", OmegaConf.to_container(OmegaConf.load(saved)))
     except Exception:  # a config.yaml that does not parse is not this config's
         return None
     return results if comparable_config(dict(config)) == comparable_config(before) else None
