@@ -39,8 +39,8 @@ from singexp.faults import (
     sigterm_ends_point,
 )
 from singexp.loggers import resolve_wandb_mode, server_answers
-from singexp.report import report
 from singexp.points import finished_results, read_results, write_json
+from singexp.report import report
 
 MakeCfg = Callable[..., DictConfig]
 # a DeepJSCC run in seconds: a few batches, no checkpoints, no loggers

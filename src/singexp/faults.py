@@ -3,7 +3,8 @@ jobs at once, a moved folder.
 
 - :func:`atomic_write_text`: results are written to a temporary file beside the target, then
   renamed over it, so a file is either the old one, the new one, or absent, never torn.
-- a ``metrics.json`` counts only when it parses and is complete (:func:`singexp.points.read_results`).
+- a ``metrics.json`` counts only when it parses and is complete
+  (:func:`singexp.points.read_results`).
 - :func:`point_lock`: one job at a time computes a run folder (a grid point); a second copy of
   the same sweep waits for it and then reuses its results.
 - :func:`sigterm_ends_point`: SIGTERM ends the current point as Ctrl-C does (:class:`Terminated`);
@@ -23,7 +24,6 @@ Light imports only: ``singexp.report`` uses it without torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -31,7 +31,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any

@@ -192,7 +192,7 @@ def read_config(folder: Path) -> dict[str, Any]:
         loaded = OmegaConf.to_container(OmegaConf.load(path))
     except Exception:  # a torn config.yaml is no config
         return {}
-    return loaded if isinstance(loaded, dict) else {}
+    return {str(k): v for k, v in loaded.items()} if isinstance(loaded, dict) else {}
 
 
 def finished_results(config: Mapping[str, Any], out: Path) -> dict[str, Any] | None:

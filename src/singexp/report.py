@@ -30,7 +30,7 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
@@ -178,7 +178,7 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                         "dataset": results.get("dataset"),
                         "channel": results.get("channel"),
                         "bcr": results.get("bcr"),
-                        "snr_db": float(results.get("snr_db")),  # type: ignore[arg-type]
+                        "snr_db": float(results["snr_db"]),
                         "method": method,
                         "variant": variant,
                         "variant_without_data": other,
@@ -342,7 +342,7 @@ def paired_rows(sweep_dir: Path) -> list[dict[str, Any]]:
                     "dataset": point.get("dataset"),
                     "channel": point.get("channel"),
                     "bcr": point.get("bcr"),
-                    "snr_db": float(point.get("snr_db")),
+                    "snr_db": float(point["snr_db"]),
                     "method": f"{method} − {reference}",
                     "variant": "",
                     "metric": metric,
@@ -1052,7 +1052,7 @@ def main() -> None:
     result = report(args.sweep_dir)
     if args.wandb:
         saved = args.sweep_dir / "multirun.yaml"
-        config = OmegaConf.load(saved) if saved.is_file() else None
+        config = cast("DictConfig | None", OmegaConf.load(saved) if saved.is_file() else None)
         folder = report_to_wandb(args.sweep_dir, result, config, always=True)
         result["wandb_run"] = str(folder) if folder else None
     table = args.sweep_dir / "report" / "results.md"

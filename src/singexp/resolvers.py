@@ -63,6 +63,7 @@ def run_group(name: str, *, _root_: Any = None) -> str:
     mode = None if hydra_cfg is None else hydra_cfg.get("mode")
     if getattr(mode, "name", mode) != RunMode.MULTIRUN.name:
         return str(name)
+    assert hydra_cfg is not None  # a multirun mode was read from it
     return sweep_group(str(name), hydra_cfg.sweep.dir)
 
 
