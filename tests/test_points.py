@@ -194,3 +194,42 @@ def test_a_moved_and_renamed_sweep_reuses_every_point(tmp_path: Path) -> None:
     again = run_cli(*args, f"hydra.sweep.dir={moved}", "-m", "seed=0,1", cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert (again.stdout + again.stderr).count("reusing them") == 2
+
+
+def _finished(folder: Path, config: dict[str, Any], shift: float) -> None:
+    """A finished restoration point: config.yaml, metrics.json and per_image.csv (3 images)."""
+    import yaml
+
+    folder.mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    methods = {m: {"psnr": 20.0 + shift, "images": 3} for m in ("deepjscc", "sing_inn")}
+    write_json(
+        folder / "metrics.json",
+        {"task": "restore", "dataset": "shapes", "channel": "awgn", "snr_db": 0.0}
+        | {"bcr": "1/48", "seed": config["seed"], "methods": methods},
+    )
+    with (folder / "per_image.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, ["image", "method", "psnr"])
+        writer.writeheader()
+        for i in range(3):
+            writer.writerow({"image": i, "method": "deepjscc", "psnr": 20.0 + i})
+            writer.writerow({"image": i, "method": "sing_inn", "psnr": 20.5 + i + shift})
+
+
+def test_paired_table_and_figures_carry_the_keys_that_differ(tmp_path: Path) -> None:
+    from singexp.report import collect, figure, report, sweep_info
+
+    base = _with(CONFIG, "evaluate.paired_reference", "deepjscc")
+    for seed in (0, 1):
+        _finished(tmp_path / f"{seed}_seed={seed}", _with(base, "seed", seed), shift=seed)
+    summary = report(tmp_path)
+    assert summary["points"] == 2
+    paired = (tmp_path / "report" / "paired.md").read_text()
+    assert "| sing_inn − deepjscc | seed=0 | +0.500 ± 0.000 * |" in paired
+    assert "| sing_inn − deepjscc | seed=1 | +1.500 ± 0.000 * |" in paired
+    with (tmp_path / "report" / "paired.csv").open() as f:
+        assert {r["seed"] for r in csv.DictReader(f)} == {"0", "1"}
+    labels = figure(collect(tmp_path), "psnr", sweep_info(tmp_path)).axes[0]
+    names = sorted(labels.get_legend_handles_labels()[1])
+    # DeepJSCC's numbers are the same for both seeds here: one line; SING-INN one per seed
+    assert names == ["deepjscc", "sing_inn · seed=0", "sing_inn · seed=1"]

@@ -247,7 +247,10 @@ def log_sweep_table(
         "job_type": "report",
         "name": f"{group}-report",
         "dir": str(save_dir),
-        "config": {"sweep_group": group, "points": len({(r["bcr"], r["snr_db"]) for r in rows})},
+        "config": {
+            "sweep_group": group,
+            "points": len({(r["bcr"], r["snr_db"], r.get("variant")) for r in rows}),
+        },
     }
     timeout = float(spec.get("init_timeout") or INIT_TIMEOUT)
     try:

@@ -43,7 +43,6 @@ from singexp.points import (
     display_value,
     objective,
     point_label,
-    read_config,
     read_point,
     read_results,
     varying_keys,
@@ -327,24 +326,28 @@ def paired_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """Rows like :func:`collect`'s for the points whose config names
     ``evaluate.paired_reference`` (``+experiment=comparison``): each other method minus the
     reference, per metric, from the point's ``per_image.csv`` (SWD is one value per set: no
-    paired difference)."""
+    paired difference), labelled by the keys that tell the sweep's points apart."""
+    points, _ = sweep_points(sweep_dir)
+    keys = varying_keys(points)
     rows: list[dict[str, Any]] = []
-    for folder in _point_folders(sweep_dir, "per_image.csv"):
-        reference = (read_config(folder).get("evaluate") or {}).get("paired_reference")
-        point, _ = read_results(folder / "metrics.json", ("methods", "bcr", "snr_db"))
-        if not reference or point is None:
+    for point in points:
+        reference = (point.config.get("evaluate") or {}).get("paired_reference")
+        csv_path = point.folder / "per_image.csv"
+        if not reference or not csv_path.is_file():
             continue
-        with (folder / "per_image.csv").open() as f:
+        with csv_path.open() as f:
             per_image = list(csv.DictReader(f))
+        results = point.results
         for (method, metric), (mean, ci, n) in paired_differences(per_image, reference).items():
             rows.append(
                 {
-                    "dataset": point.get("dataset"),
-                    "channel": point.get("channel"),
-                    "bcr": point.get("bcr"),
-                    "snr_db": float(point["snr_db"]),
+                    "dataset": results.get("dataset"),
+                    "channel": results.get("channel"),
+                    "bcr": results.get("bcr"),
+                    "snr_db": float(results["snr_db"]),
                     "method": f"{method} − {reference}",
-                    "variant": "",
+                    "variant": point_label(point, keys),
+                    "keys": {k: display_value(point.keys.get(k, "<unset>")) for k in keys},
                     "metric": metric,
                     "mean": mean,
                     "ci95": ci,
@@ -376,13 +379,14 @@ def paired_markdown(rows: list[dict[str, Any]]) -> str:
     for r in sorted(rows, key=_row_order):
         excludes_zero = not math.isnan(r["ci95"]) and abs(r["mean"]) > r["ci95"]
         cell = f"{r['mean']:+.3f} ± {r['ci95']:.3f}" + (" *" if excludes_zero else "")
-        table[(r["bcr"], r["snr_db"], r["method"], "")][r["metric"]] = cell
+        table[(r["bcr"], r["snr_db"], r["method"], r.get("variant") or "")][r["metric"]] = cell
+    variants = any(r.get("variant") for r in rows)
     lines = [
         "Paired differences on the same test images and channel noise: mean of (method − "
         "reference) per image ± 95% confidence interval; * the interval excludes 0. For ↓ "
         "metrics a negative Δ favours the method, for PSNR/SSIM a positive one.",
         "",
-        *_markdown_table(table, metrics, False),
+        *_markdown_table(table, metrics, variants),
     ]
     return "\n".join(lines) + "\n"
 
@@ -407,7 +411,9 @@ def write_paired(
     if not rows:
         return []
     out.mkdir(parents=True, exist_ok=True)
-    files = [_write_csv(out / "paired.csv", PAIRED_FIELDS, rows)]
+    keys = list(dict.fromkeys(k for r in rows for k in (r.get("keys") or {})))
+    fields = PAIRED_FIELDS[:5] + (["variant", *keys] if keys else []) + PAIRED_FIELDS[5:]
+    files = [_write_csv(out / "paired.csv", fields, [flat_row(r) for r in rows])]
     md_path = out / "paired.md"
     atomic_write_text(md_path, paired_markdown(rows))
     files.append(md_path)
@@ -475,6 +481,12 @@ def _bcr_value(bcr: str) -> float:
     return float(num) / float(den) if den else float(num)
 
 
+def flat_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A report row with its ``keys`` (the point's values of the keys that differ) as columns of
+    their own, for CSV files and W&B tables."""
+    return {**{k: v for k, v in row.items() if k != "keys"}, **(row.get("keys") or {})}
+
+
 def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> Path:
     """``rows`` as CSV with the columns ``fields`` (other keys ignored), written atomically."""
     buffer = io.StringIO(newline="")
@@ -520,7 +532,7 @@ def write_tables(
     keys = list(dict.fromkeys(k for r in rows for k in (r.get("keys") or {})))
     fields = ["dataset", "channel", "bcr", "snr_db", "method", "variant", *keys]
     fields += ["metric", "mean", "ci95", "images", "steps", "seconds_per_image"]
-    rows = [{"variant": "", **r, **(r.get("keys") or {})} for r in sorted(rows, key=_row_order)]
+    rows = [{"variant": "", **flat_row(r)} for r in sorted(rows, key=_row_order)]
     splits = sorted({str(r.get("split") or "test") for r in rows})
     variants = any(r["variant"] for r in rows)
     csv_path = _write_csv(out / "results.csv", fields, rows)
@@ -1013,7 +1025,7 @@ def report_to_wandb(
         return log_sweep_table(
             spec,
             str(spec.group),
-            collect(sweep_dir),
+            [flat_row(r) for r in collect(sweep_dir)],
             [Path(f) for f in summary["files"]],
             sweep_dir / "report",
         )
