@@ -272,7 +272,7 @@ class Point:
     folder: Path
     results: dict[str, Any]
     config: dict[str, Any]
-    #: the flat :func:`identity` (from config.yaml; from metrics.json for a point without one)
+    #: the flat :func:`identity` (config.yaml's, over what metrics.json records)
     keys: dict[str, Any]
     #: the keys given on the point's command line (Hydra's ``.hydra/overrides.yaml``)
     overrides: list[str] = field(default_factory=list)
@@ -326,7 +326,8 @@ def read_point(folder: Path) -> Point | None:
     if results is None:
         return None
     config = read_config(folder)
-    keys = flat(identity(config)) if config else _keys_from_results(results)
+    # the grid coordinates metrics.json records, then the saved config (which wins)
+    keys = {**_keys_from_results(results), **flat(identity(config))}
     return Point(folder, results, config, keys, _overrides(folder))
 
 
