@@ -6,7 +6,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import requires_gpu, requires_no_gpu
-from singexp.config import CONF_DIR, check_group_overrides, group_options, validate
+from singexp.cli import check_group_overrides, group_options
+from singexp.config import CONF_DIR, validate
 from singexp.errors import ConfigError
 
 MakeCfg = Callable[..., DictConfig]
@@ -135,7 +136,7 @@ def test_sampler_override_that_methods_would_ignore_is_an_error(make_cfg: MakeCf
 
 
 def test_overrides_hydra_would_refuse_are_rewritten() -> None:
-    from singexp.config import quote_group_overrides
+    from singexp.cli import quote_group_overrides
 
     assert quote_group_overrides(["bcr=1_768,1_192", "channel.snr_db=1_0"]) == [
         "bcr='1_768','1_192'",
@@ -152,7 +153,7 @@ def test_experiment_without_plus_composes(make_cfg: MakeCfg) -> None:
 
 
 def test_key_typos_are_one_line_with_the_nearest_keys() -> None:
-    from singexp.config import check_override_keys
+    from singexp.cli import check_override_keys
 
     cases = {
         "channel.snr=5": r"channel\.snr: is not a config key; did you mean channel\.snr_db\?",

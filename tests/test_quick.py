@@ -11,8 +11,10 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import run_cli
-from singexp.config import CONF_DIR, apply_quick, config_summary, show_config
+from singexp.config import CONF_DIR
+from singexp.config_print import config_summary, show_config
 from singexp.errors import ConfigError
+from singexp.quick import apply_quick
 
 QUICK = OmegaConf.load(CONF_DIR / "quick.yaml")
 STEPS = int(QUICK.sampler_steps)

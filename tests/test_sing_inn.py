@@ -15,8 +15,9 @@ from torch import Tensor
 
 from conftest import randomize
 from singexp.artifacts import resolve_inn, resolve_prior_source
-from singexp.config import CONF_DIR, build, validate
+from singexp.config import CONF_DIR, validate
 from singexp.errors import ConfigError
+from singexp.instantiate import build
 from singexp.metrics import periodic_energy
 from singexp.modules.inn import INNModule
 from singexp.modules.jscc import load_codec

@@ -13,18 +13,16 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from singexp.bcr import LatentShape, latent_shape, parse_ratio
 from singexp.channel import CHANNELS
-from singexp.errors import ConfigError, SingexpError
-from singexp.schema import _coerce, check_schema
-
-S = TypeVar("S")
+from singexp.errors import ConfigError
+from singexp.instantiate import build as build  # re-exported: loggers.py imports it here
+from singexp.schema import _coerce
+from singexp.schema import check_schema as check_schema  # re-exported for the modules' schemas
 
 #: the config tree and the shipped weights are package data (so a wheel carries them); the
 #: repository's top-level ``conf`` is a link to ``src/singexp/conf`` for readers
@@ -78,12 +76,6 @@ class ChannelConfig:
         if unset and self.auto_train_snr_range is not None:
             return float(self.auto_train_snr_range[0]), float(self.auto_train_snr_range[1])
         return self.train_range()
-
-
-@dataclass
-class BCRConfig:
-    name: str = "1_192"
-    ratio: str = "1/192"
 
 
 @dataclass
@@ -158,10 +150,6 @@ class RunConfig:
         for key, value in settings.items():
             OmegaConf.update(sub, key, value, merge=False, force_add=True)
         return validate(sub)
-
-
-#: the name this object had before it carried the whole run's config
-Validated = RunConfig
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
@@ -367,229 +355,3 @@ def check_model_file(key: str, path: str | Path) -> None:
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ConfigError(key, f"{path} is not a Lightning checkpoint (no state_dict in it)")
-
-
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """The option names of a config group (the YAML files in ``conf/GROUP``)."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
-
-
-def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Reject ``group=option`` overrides naming an option that does not exist, in one line.
-
-    Hydra's own message for this spans many lines; this check runs before Hydra composes.
-    Sweeps (``dataset=a,b``) are checked option by option.
-    """
-    for arg in args:
-        if "=" not in arg or arg.startswith(("hydra", "~")):
-            continue
-        key, _, value = arg.partition("=")
-        key = key.lstrip("+")
-        if "." in key or "/" in key or not (conf_dir / key).is_dir():
-            continue
-        options = group_options(key, conf_dir)
-        for option in value.split(","):
-            option = option.strip().strip("'\"")  # bcr="'1_768','1_192'": quoted by hand
-            if option in ("null", "") or option.startswith(("glob(", "choice(", "range(")):
-                continue
-            if option not in options:
-                hint = ""
-                if key == "bcr" and "/" in option:  # a ratio by value is bcr.ratio
-                    hint = f" (or any ratio by value: bcr.ratio={option})"
-                raise ConfigError(
-                    key, f"unknown option {option!r}; choose one of: {', '.join(options)}{hint}"
-                )
-
-
-def _first_values(args: list[str]) -> list[str]:
-    """The overrides with each sweep (``a=1,2``, ``range(...)``) replaced by its first value and
-    Hydra's own keys left out: one config of the sweep, composable without Hydra's runtime."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    single = []
-    for override in OverridesParser.create().parse_overrides(args):
-        if override.key_or_group.startswith("hydra"):
-            continue
-        line = override.input_line or ""  # always set for overrides parsed from strings
-        if override.is_sweep_override():
-            key = line.partition("=")[0]
-            single.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
-        else:
-            single.append(line)
-    return single
-
-
-def check_override_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """A key that is not in the config (``channel.snr=5``) in one line, with the nearest keys;
-    Hydra's own message spans several lines. Composes the config once (a sweep's first point);
-    any other problem is left for Hydra to report."""
-    import difflib
-
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException
-
-    def composed(overrides: list[str]) -> DictConfig:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            return compose("config", overrides=overrides)
-
-    try:
-        single = _first_values(args)
-        composed(single)
-        return
-    except ConfigCompositionException as error:
-        message = str(error)
-    except Exception:  # not ours to judge: Hydra reports it with its own message
-        return
-    if not message.startswith("Could not override '"):
-        return
-    key = message.split("'")[1]
-    try:  # the nearest keys where the path first leaves the config
-        node: Any = composed([a for a in single if a.partition("=")[0].lstrip("+~") != key])
-        path: list[str] = []
-        for part in key.split("."):
-            if not isinstance(node, DictConfig) or part not in node:
-                known = [str(k) for k in node] if isinstance(node, DictConfig) else []
-                near = [".".join([*path, k]) for k in difflib.get_close_matches(part, known, n=3)]
-                break
-            node, path = node[part], [*path, part]
-        else:
-            near = []
-    except Exception:
-        near = []
-    hint = f"; did you mean {' or '.join(near)}?" if near else ""
-    raise ConfigError(key, f"is not a config key{hint} (a new key is added with +{key}=...)")
-
-
-def build(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets singexp's one-line errors through unwrapped."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__
-        while cause is not None and not isinstance(cause, SingexpError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
-
-
-def quote_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
-    """Quote group options that Hydra's override grammar would read as numbers, and append
-    ``experiment=NAME`` as ``+experiment=NAME`` (the group has no default to override).
-
-    ``bcr=1_768`` is the integer 1768 to Hydra (underscores are digit separators), which it
-    refuses as a group option; ``bcr='1_768'`` is the option named 1_768.
-    """
-    quoted = []
-    for arg in args:
-        if arg.startswith("experiment="):  # not in the defaults list: Hydra wants it appended
-            arg = f"+{arg}"
-        key, sep, value = arg.partition("=")
-        group = key.lstrip("+~")
-        if sep and "." not in group and (conf_dir / group).is_dir():
-            parts = [
-                f"'{p}'" if p.replace("_", "").isdigit() and "_" in p else p
-                for p in value.split(",")
-            ]
-            arg = f"{key}={','.join(parts)}"
-        quoted.append(arg)
-    return quoted
-
-
-def _quick_node(node: DictConfig, values: Any) -> None:
-    """Set ``values`` (a mapping) into ``node``: keys the node has, and new keys only in a
-    ``_target_`` node (a third-party signature such as lightning.Trainer), never in singexp's
-    schema-checked groups, where an unknown key is an error."""
-    for key, value in values.items():
-        current = node.get(key) if key in node else None
-        if isinstance(value, DictConfig) and isinstance(current, DictConfig):
-            _quick_node(current, value)
-        elif key in node or "_target_" in node:
-            node[key] = value
-
-
-def apply_quick(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> bool:
-    """``quick=true``: overwrite the composed config, the experiment's own settings included,
-    with ``conf/quick.yaml`` (few images, epochs and batches; ``sampler_steps`` steps for the
-    ``sampler`` and every ``methods.<name>``, at most ``sampler_iterations`` iterations).
-    Returns whether it applied; ``quick`` other than a boolean is a one-line error."""
-    from omegaconf import open_dict
-
-    quick = cfg.get("quick", False)
-    if not isinstance(quick, bool):
-        raise ConfigError("quick", f"must be true or false, got {quick!r}")
-    if not quick:
-        return False
-    settings = OmegaConf.load(conf_dir / "quick.yaml")
-    with open_dict(cfg):
-        _quick_node(cfg, settings.set)
-        samplers = [cfg.get("sampler"), *(cfg.get("methods") or {}).values()]
-        for node in samplers:
-            if isinstance(node, DictConfig) and "steps" in node:
-                node.steps = int(settings.sampler_steps)
-            if isinstance(node, DictConfig) and "iterations" in node:  # InverseJSCC's Adam
-                node.iterations = min(int(node.iterations), int(settings.sampler_iterations))
-    return True
-
-
-def print_config_mode(value: Any) -> str:
-    """``print_config``: ``short`` (also ``true``), ``full`` or ``false`` (also null)."""
-    if value is None or value is False:
-        return "false"
-    if value is True:
-        return "short"
-    if str(value) in ("short", "full", "false"):
-        return str(value)
-    raise ConfigError("print_config", f"must be short, full or false, got {value!r}")
-
-
-def config_summary(cfg: DictConfig, overrides: list[str]) -> str:
-    """The short config print: the command-line overrides and the resolved keys that say what
-    runs (experiment, data, channel, BCR, methods and their steps)."""
-
-    def get(key: str) -> Any:
-        return OmegaConf.select(cfg, key, default=None)
-
-    lines = [
-        "config (short; print_config=full prints all of it, print_config=false nothing):",
-        f"  overrides: {' '.join(overrides) if overrides else '(none)'}",
-        f"  experiment_name: {get('experiment_name')}",
-        f"  task: {get('task')}",
-        f"  dataset: {get('dataset.name')}, {get('dataset.image_size')} px, "
-        f"test_size {get('dataset.test_size')}, batch_size {get('dataset.batch_size')}",
-        f"  channel: {get('channel.name')}, snr_db {get('channel.snr_db')}",
-        f"  bcr: {get('bcr.ratio')}",
-    ]
-    methods = get("methods") or {}
-    sampler = get("sampler")
-    if not methods and sampler is not None and sampler.get("name", "none") != "none":
-        methods = {sampler.name: sampler}
-    if methods:
-        described = [
-            f"{name} ({node.steps} steps)" if "steps" in node else str(name)
-            for name, node in methods.items()
-        ]
-        lines.append(f"  methods: {', '.join(described)}")
-    if get("task") != "restore":
-        lines.append(f"  trainer.max_epochs: {get('trainer.max_epochs')}")
-    if get("quick"):
-        lines.append("  quick: true")
-    return "\n".join(lines)
-
-
-def show_config(cfg: DictConfig, overrides: list[str]) -> None:
-    """Print the config as ``print_config`` says: short (default), full or nothing."""
-    mode = print_config_mode(cfg.get("print_config", "short"))
-    if mode == "full":
-        print(OmegaConf.to_yaml(cfg, resolve=True))
-    elif mode == "short":
-        print(config_summary(cfg, overrides))
-
-
-def compose_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Any = None) -> Any:
-    """The config the command line composes for ``overrides`` (same groups, same quoting),
-    outside a Hydra run."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=quote_group_overrides(list(overrides)))

@@ -34,10 +34,12 @@ from torch import Tensor
 
 from singexp.assembly import Restoration, build_restoration
 from singexp.bcr import format_ratio, parse_ratio
-from singexp.config import RunConfig, apply_quick, compose_config, validate
+from singexp.cli import compose_config
+from singexp.config import RunConfig, validate
 from singexp.data.base import indexed_data
 from singexp.errors import SingexpError
 from singexp.modules.restoration import batch_generator
+from singexp.quick import apply_quick
 from singexp.results import BASELINE, ORIGINAL
 
 ImageInput = Tensor | str | Path | Sequence[str | Path]

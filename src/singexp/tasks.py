@@ -25,7 +25,8 @@ from singexp import reuse
 from singexp.artifacts import JOBS, auto_training_notes, trained_elsewhere, trained_on
 from singexp.assembly import build_restoration
 from singexp.bcr import format_ratio
-from singexp.config import RunConfig, apply_quick, print_config_mode, show_config, validate
+from singexp.config import RunConfig, validate
+from singexp.config_print import print_config_mode, show_config
 from singexp.data.base import indexed_data
 from singexp.distributed import launch_rank
 from singexp.errors import ConfigError
@@ -42,6 +43,7 @@ from singexp.modules.restoration import RestorationModule, mean_image_or_skip, w
 from singexp.operators import describe_operator
 from singexp.preflight import preflight
 from singexp.printing import print_results
+from singexp.quick import apply_quick
 from singexp.results import archive_results, finished_results, write_json
 from singexp.samplers.build import method_records
 from singexp.samplers.compute import ComputeConfig
