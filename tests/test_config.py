@@ -235,3 +235,32 @@ def test_check_schema_reads_tuples_lists_and_mappings() -> None:
         assert info.value.key == key
     with pytest.raises(ConfigError, match=r"^g: expected a config group"):
         check_schema("g", [1], Schema)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # inn.scale's resolver fails: its own one-line error names operator.scale
+        ("operator.scale=3", r"^operator\.scale: 3 does not divide the image size 32"),
+        # an interpolation to a missing key: the key holding it, with OmegaConf's reason
+        ("+evaluate.extra=${nowhere}", r"^evaluate\.extra: cannot resolve '\$\{nowhere\}': "),
+    ],
+)
+def test_interpolation_errors_name_the_key_at_validation(
+    make_cfg: Callable[..., DictConfig], override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        validate(make_cfg("+experiment=sing_inn", override))
+    assert "\n" not in str(error.value)
+
+
+def test_dataset_options_are_validated(make_cfg: Callable[..., DictConfig]) -> None:
+    for override, key in [
+        ("dataset.batch_size=abc", "dataset.batch_size"),
+        ("dataset.batch_size=0", "dataset.batch_size"),
+        ("dataset.test_size=0", "dataset.test_size"),
+        ("dataset.num_workers=-1", "dataset.num_workers"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^{key}: "):
+            validate(make_cfg(override))
+    validate(make_cfg("dataset.test_size=null"))  # null: all the split's images

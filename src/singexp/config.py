@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from singexp.bcr import LatentShape, latent_shape, parse_ratio
 from singexp.channel import CHANNELS
-from singexp.errors import ConfigError
+from singexp.errors import ConfigError, SingexpError
 from singexp.instantiate import build as build  # re-exported: loggers.py imports it here
 from singexp.schema import _coerce
 from singexp.schema import check_schema as check_schema  # re-exported for the modules' schemas
@@ -153,26 +153,58 @@ class RunConfig:
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
-    """The config as resolved plain containers; outside a Hydra job, a key whose interpolation
-    needs Hydra's runtime (``paths.output_dir`` unless set) stays as written."""
+    """The config as resolved plain containers. Outside a Hydra job, a key whose interpolation
+    needs Hydra's runtime (``paths.output_dir`` unless set) stays as written; any other
+    interpolation that fails (a resolver's error, a missing key) is a one-line ConfigError
+    naming the key, before anything is written."""
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except Exception:
-        return _resolved(cfg)
+        return _resolved(cfg, "")
 
 
-def _resolved(node: Any) -> Any:
+#: the message of an interpolation that only Hydra's runtime resolves (``${hydra:...}``)
+NEEDS_HYDRA = "HydraConfig was not set"
+
+
+def _interpolation_error(key: str, raw: Any, error: Exception) -> SingexpError:
+    """The one-line error of ``key``'s interpolation: the resolver's own ConfigError where it
+    raised one, else a ConfigError naming ``key`` with OmegaConf's reason."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, SingexpError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return cause
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    reason = reason.split(" raised while resolving interpolation: ")[-1]
+    return ConfigError(key, f"cannot resolve {raw!r}: {reason}")
+
+
+def _resolved(node: Any, prefix: str) -> Any:
     if isinstance(node, DictConfig):
         out: dict[str, Any] = {}
         for key in node:
             try:
                 value = node[key]
-            except Exception:  # an interpolation that cannot resolve here
-                value = OmegaConf.to_container(node, resolve=False)[key]  # type: ignore[index]
-            out[str(key)] = _resolved(value)
+            except Exception as error:  # an interpolation that cannot resolve
+                raw = OmegaConf.to_container(node, resolve=False)[key]  # type: ignore[index]
+                if NEEDS_HYDRA not in str(error):
+                    raise _interpolation_error(f"{prefix}{key!s}", raw, error) from None
+                value = raw  # resolved by Hydra's runtime, in a Hydra job
+            out[str(key)] = _resolved(value, f"{prefix}{key!s}.")
         return out
     if isinstance(node, ListConfig):
-        return [_resolved(value) for value in node]
+        items = []
+        for i in range(len(node)):
+            try:
+                value = node[i]
+            except Exception as error:
+                raw = OmegaConf.to_container(node, resolve=False)[i]  # type: ignore[index]
+                if NEEDS_HYDRA not in str(error):
+                    raise _interpolation_error(f"{prefix[:-1]}[{i}]", raw, error) from None
+                value = raw
+            items.append(_resolved(value, f"{prefix[:-1]}[{i}]."))
+        return items
     return node
 
 
@@ -197,6 +229,28 @@ def validate_channel(node: DictConfig) -> ChannelConfig:
                 f"{MAX_SNR_DB:g}] dB (beyond, noise is nil or swamps the signal: NaN metrics)",
             )
     return ch
+
+
+#: the options every data module takes: (key, least value, whether null is allowed: all images)
+DATASET_OPTIONS = (
+    ("batch_size", 1, False),
+    ("num_workers", 0, False),
+    ("min_train_images", 0, False),
+    ("train_size", 1, True),
+    ("val_size", 1, True),
+    ("test_size", 1, True),
+)
+
+
+def validate_dataset_options(dataset: Mapping[str, Any]) -> None:
+    """The data options that every data module takes (:data:`DATASET_OPTIONS`), whole numbers in
+    range, checked before the data module is built (its own signature checks the rest)."""
+    for key, least, nullable in DATASET_OPTIONS:
+        if key not in dataset:
+            continue
+        value = _coerce(f"dataset.{key}", dataset[key], int | None if nullable else int)
+        if value is not None and value < least:
+            raise ConfigError(f"dataset.{key}", f"must be ≥ {least}, got {value}")
 
 
 def validate_seed(value: Any) -> int:
@@ -273,6 +327,7 @@ def check_shipped_sizes(cfg: DictConfig, size: int) -> None:
 def validate(cfg: DictConfig) -> RunConfig:
     """Check the composed config once, early, into the typed :class:`RunConfig` that the layers
     below the tasks receive; raise a one-line ConfigError naming the key."""
+    plain = _plain(cfg)  # first: an interpolation that fails is named before any other check
     validate_seed(cfg.get("seed"))
     channel = validate_channel(cfg.channel)
     bcr_node = cfg.get("bcr")
@@ -290,6 +345,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     size = _coerce("dataset.image_size", dataset.image_size, int)
     if size < 1:
         raise ConfigError("dataset.image_size", f"must be positive, got {size}")
+    validate_dataset_options(dataset)
     if jscc.downsample < 2 or jscc.downsample & (jscc.downsample - 1):
         raise ConfigError("jscc.downsample", f"must be a power of two ≥ 2, got {jscc.downsample}")
     latent = latent_shape(ratio, size, jscc.downsample)
@@ -305,7 +361,6 @@ def validate(cfg: DictConfig) -> RunConfig:
     check_accelerator(cfg.get("trainer"))
     from singexp.samplers.registry import methods_from_config
 
-    plain = _plain(cfg)
     return RunConfig(
         channel=channel,
         bcr=ratio,

@@ -3,11 +3,14 @@ nothing."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from singexp.errors import ConfigError
+
+if TYPE_CHECKING:
+    from singexp.quick import Quick
 
 
 def print_config_mode(value: Any) -> str:
@@ -21,9 +24,10 @@ def print_config_mode(value: Any) -> str:
     raise ConfigError("print_config", f"must be short, full or false, got {value!r}")
 
 
-def config_summary(cfg: DictConfig, overrides: list[str]) -> str:
+def config_summary(cfg: DictConfig, overrides: list[str], quick: Quick | None = None) -> str:
     """The short config print: the command-line overrides and the resolved keys that say what
-    runs (experiment, data, channel, BCR, methods and their steps)."""
+    runs (experiment, data, channel, BCR, methods and their steps); with ``quick``, what
+    ``quick=true`` set."""
 
     def get(key: str) -> Any:
         return OmegaConf.select(cfg, key, default=None)
@@ -51,14 +55,14 @@ def config_summary(cfg: DictConfig, overrides: list[str]) -> str:
     if get("task") != "restore":
         lines.append(f"  trainer.max_epochs: {get('trainer.max_epochs')}")
     if get("quick"):
-        lines.append("  quick: true")
+        lines.append(f"  quick: true ({quick.describe()})" if quick else "  quick: true")
     return "\n".join(lines)
 
 
-def show_config(cfg: DictConfig, overrides: list[str]) -> None:
+def show_config(cfg: DictConfig, overrides: list[str], quick: Quick | None = None) -> None:
     """Print the config as ``print_config`` says: short (default), full or nothing."""
     mode = print_config_mode(cfg.get("print_config", "short"))
     if mode == "full":
         print(OmegaConf.to_yaml(cfg, resolve=True))
     elif mode == "short":
-        print(config_summary(cfg, overrides))
+        print(config_summary(cfg, overrides, quick))

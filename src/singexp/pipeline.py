@@ -136,7 +136,7 @@ class SingPipeline:
         cfg = compose_config(list(overrides), config_dir)
         # outside a Hydra run there is no run folder: auto-trained models resolve without one
         OmegaConf.update(cfg, "paths.output_dir", str(Path(str(cfg.paths.root)).resolve()))
-        apply_quick(cfg)  # as singexp.tasks.run does
+        apply_quick(cfg, overrides=list(overrides))  # as singexp.tasks.run does
         return cls(validate(cfg), device=device)
 
     @property

@@ -43,7 +43,7 @@ from singexp.modules.restoration import RestorationModule, mean_image_or_skip, w
 from singexp.operators import describe_operator
 from singexp.preflight import preflight
 from singexp.printing import print_results
-from singexp.quick import apply_quick
+from singexp.quick import Quick, apply_quick, command_line_overrides
 from singexp.results import archive_results, finished_results, write_json
 from singexp.samplers.build import method_records
 from singexp.samplers.compute import ComputeConfig
@@ -157,7 +157,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     if cfg.task not in TASKS:
         raise ConfigError("task", f"unknown task {cfg.task!r}; choose one of {sorted(TASKS)}")
-    apply_quick(cfg)  # after the experiment's own settings, so that quick=true wins over them
+    # after the experiment's own settings, so that quick=true wins over them (not over the
+    # command line's keys); before validation, which checks what it set and what it left
+    quick = apply_quick(cfg, overrides=_command_line_overrides())
     print_config_mode(cfg.get("print_config", "short"))  # a bad value fails before anything runs
     run_cfg = validate(cfg)  # once: types, ranges, the methods' settings (a sampler override
     # that methods would ignore fails here, early)
@@ -170,7 +172,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return _run_other_rank(run_cfg)
     with sigterm_ends_point(), point_lock(out):
         try:
-            return _run_locked(cfg, run_cfg, out)
+            return _run_locked(cfg, run_cfg, out, quick)
         except Terminated:
             log.warning("SIGTERM: %s stopped unfinished; re-run the same command to resume", out)
             raise
@@ -187,12 +189,10 @@ def _run_other_rank(run_cfg: RunConfig) -> dict[str, Any]:
 def _command_line_overrides() -> list[str]:
     """This job's overrides as Hydra received them (a sweep point's own values); none outside
     Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return command_line_overrides()
 
 
-def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path) -> dict[str, Any]:
+def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path, quick: Quick) -> dict[str, Any]:
     """:func:`run` in the run folder ``out``, whose lock this job holds."""
     previous = finished_results(run_cfg.plain, out)
     if previous is not None:
@@ -201,7 +201,7 @@ def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path) -> dict[str, Any
         return previous
     archive_results(out)
     set_aside_unfinished_wandb(out)
-    show_config(cfg, _command_line_overrides())
+    show_config(cfg, _command_line_overrides(), quick)
     indexed_data(run_cfg)  # a folder that cannot be used fails before the loggers start
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(run_cfg.seed, workers=True, verbose=False)
