@@ -264,3 +264,17 @@ def test_dataset_options_are_validated(make_cfg: Callable[..., DictConfig]) -> N
         with pytest.raises(ConfigError, match=rf"^{key}: "):
             validate(make_cfg(override))
     validate(make_cfg("dataset.test_size=null"))  # null: all the split's images
+
+
+def test_evaluate_split_and_compute_are_checked_once_into_runconfig(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    from singexp.samplers.compute import ComputeConfig
+
+    run = validate(make_cfg("+experiment=sing_zero", "evaluate.split=val", "evaluate.compile=true"))
+    assert run.evaluate_split == "val"
+    assert run.compute == ComputeConfig(compile=True)
+    with pytest.raises(ConfigError, match=r"^evaluate\.split: "):
+        validate(make_cfg("evaluate.split=train"))  # at validation, before any preflight
+    with pytest.raises(ConfigError, match=r"^evaluate\.precision: "):
+        validate(make_cfg("evaluate.precision=fp64"))

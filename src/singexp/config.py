@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -34,6 +34,9 @@ EMBEDDED_JSCC_DIR = ASSETS_DIR / "jscc_shapes32"
 MAX_SNR_DB = 100.0
 #: seeds numpy and Lightning accept
 MAX_SEED = 2**32 - 1
+
+if TYPE_CHECKING:
+    from singexp.samplers.compute import ComputeConfig
 
 
 def embedded_codec(ratio: Fraction, image_size: int) -> Path:
@@ -122,6 +125,10 @@ class RunConfig:
     paths: dict[str, Any] = field(default_factory=dict)
     min_train_steps: int = 0
     quick: bool = False
+    #: ``evaluate``'s compute keys (precision, guidance micro-batch, ...), checked once
+    compute: ComputeConfig = field(default_factory=lambda: _compute_default())
+    #: ``evaluate.split``: the images a restoration is scored on (test, or val to tune)
+    evaluate_split: str = "test"
     plain: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -150,6 +157,25 @@ class RunConfig:
         for key, value in settings.items():
             OmegaConf.update(sub, key, value, merge=False, force_add=True)
         return validate(sub)
+
+
+def _compute_default() -> ComputeConfig:
+    from singexp.samplers.compute import ComputeConfig
+
+    return ComputeConfig()
+
+
+def validate_evaluation_split(evaluate: Mapping[str, Any]) -> str:
+    """``evaluate.split`` names images a restoration may be scored on (test, or val to tune)."""
+    from singexp.data.base import EVALUATION_SPLITS
+
+    split = evaluate.get("split", "test")
+    if split not in EVALUATION_SPLITS:
+        raise ConfigError(
+            "evaluate.split",
+            f"must be one of {list(EVALUATION_SPLITS)} (val: tuning a method), got {split!r}",
+        )
+    return str(split)
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
@@ -359,7 +385,10 @@ def validate(cfg: DictConfig) -> RunConfig:
     if inn_checkpoint is not None and str(inn_checkpoint) not in ("embedded", "auto"):
         check_model_file("inn.checkpoint", inn_checkpoint)
     check_accelerator(cfg.get("trainer"))
+    from singexp.samplers.compute import ComputeConfig
     from singexp.samplers.registry import methods_from_config
+
+    evaluate = dict(plain.get("evaluate") or {})
 
     return RunConfig(
         channel=channel,
@@ -374,7 +403,9 @@ def validate(cfg: DictConfig) -> RunConfig:
         prior=dict(plain.get("prior") or {}),
         operator=dict(plain.get("operator") or {}),
         metrics=dict(plain.get("metrics") or {}),
-        evaluate=dict(plain.get("evaluate") or {}),
+        evaluate=evaluate,
+        compute=ComputeConfig.from_config(evaluate),
+        evaluate_split=validate_evaluation_split(evaluate),
         trainer=dict(plain.get("trainer") or {}),
         callbacks=dict(plain.get("callbacks") or {}),
         logger=dict(plain.get("logger") or {}),

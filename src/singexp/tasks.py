@@ -46,7 +46,6 @@ from singexp.printing import print_results
 from singexp.quick import Quick, apply_quick, command_line_overrides
 from singexp.results import archive_results, finished_results, write_json
 from singexp.samplers.build import method_records
-from singexp.samplers.compute import ComputeConfig
 from singexp.threads import apply_thread_policy, wait_policy
 from singexp.trainers import build_trainer
 
@@ -87,7 +86,7 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
     # suffices; under DDP each process takes whole batches of the single-process order
     # (singexp.distributed), not Lightning's DistributedSampler
     trainer = build_trainer(run, loggers, inference_mode=False, use_distributed_sampler=False)
-    split = str(run.evaluate.get("split", "test"))  # val: a tuning trial (issue 31)
+    split = run.evaluate_split  # val: a tuning trial (issue 31)
     images = datamodule.sharded_test_dataloader(split, run.evaluate.get("images"))
     trainer.test(module, dataloaders=images, verbose=False)
     if not trainer.is_global_zero:  # rank 0 gathered the results and writes them
@@ -110,7 +109,7 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
         "operator": describe_operator(parts.operator, str(run.operator.get("name"))),
         # how the restorers computed: precision (and the one used), guidance micro-batch,
         # checkpointing, compile
-        "evaluate": ComputeConfig.from_config(run.evaluate).record(module.device),
+        "evaluate": run.compute.record(module.device),
         "jscc_checkpoint": run.jscc.checkpoint,
         "inn_checkpoint": str(parts.inn_path) if parts.inn_path else None,
         "prior_source": parts.prior_source,

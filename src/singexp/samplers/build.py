@@ -17,7 +17,6 @@ from singexp.modules.restoration import Restorer
 from singexp.operators import LinearOperator
 from singexp.prior import build_scheduler, load_prior, resolve_source
 from singexp.reuse import file_identity, folder_identity, reused
-from singexp.samplers.compute import ComputeConfig
 from singexp.samplers.registry import Method, restore
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
@@ -72,7 +71,7 @@ def build_restorers(
         return {}, {}
     if prior_source is None:
         raise ValueError("build_restorers: prior_source is needed when methods are configured")
-    compute = ComputeConfig.from_config(run.evaluate)
+    compute = run.compute
     size = run.latent.image_size
     # loaded once per process, shared by the points of a sweep (singexp.reuse)
     networks: dict[str, torch.nn.Module] = {
