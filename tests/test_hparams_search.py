@@ -3,6 +3,7 @@ SING-Zero's η, minimising ST-LPIPS with a PSNR constraint (``singexp.__main__.o
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -86,3 +87,20 @@ def test_optuna_preset_runs_four_quick_trials_and_writes_the_best(tmp_path: Path
     params = [json.loads(t.read_text())["samplers"] for t in trials]
     assert len({p["sing_inn"]["zeta"] for p in params}) == 4  # four different trials
     assert all(p["sing_inn"]["steps"] == 10 for p in params)  # quick mode
+    # the report (issue 38): a trials table best first, the best marked, scored on val, and
+    # one row per trial and method in results.csv, told apart by the searched keys
+    table = (sweep / "report" / "results.md").read_text()
+    assert "Trials of the search, scored on the val split (4 trials" in table
+    assert "over val images" in table and "test images" not in table
+    with (sweep / "report" / "trials.csv").open() as f:
+        ranked = list(csv.DictReader(f))
+    assert [r["best"] for r in ranked] == ["True", "False", "False", "False"]
+    assert float(ranked[0]["objective"]) == pytest.approx(min(values), abs=1e-9)
+    assert [float(r["objective"]) for r in ranked] == sorted(float(r["objective"]) for r in ranked)
+    best_row = next(line for line in table.splitlines() if line.startswith("| 1 ★ |"))
+    assert ranked[0]["trial"] in best_row
+    with (sweep / "report" / "results.csv").open() as f:
+        rows = [r for r in csv.DictReader(f) if r["metric"] == "psnr"]
+    assert len(rows) == len({(r["method"], r["variant"]) for r in rows})  # no duplicates
+    assert len({r["variant"] for r in rows}) == 4  # one per trial
+    assert all("methods.sing_inn.zeta=" in r["variant"] for r in rows)

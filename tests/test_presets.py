@@ -260,17 +260,18 @@ def test_snr_generalisation_grid_and_point_folders(tmp_path: Path) -> None:
     assert cfg.inn.checkpoint == "auto" and list(cfg.methods) == ["sing_inn"]
 
 
-def test_report_names_the_varied_inn_settings() -> None:
-    from singexp.report import point_variant, varying_keys
+def test_report_names_the_varied_inn_settings(tmp_path: Path) -> None:
+    from singexp.points import Point, flat, identity, point_label, varying_keys
 
-    def point(n: int, low: int) -> dict[str, Any]:
+    def point(n: int, low: int) -> Point:
         config = {"inn": {"checkpoint": "auto", "train_snr_range": [low, 5]}}
-        return {"_config": {**config, "dataset": {"train_size": n}}}
+        config = {**config, "dataset": {"train_size": n}, "bcr": {"ratio": "1/48"}}
+        return Point(tmp_path, {}, config, flat(identity(config)))
 
     points = [point(100, 0), point(500, 0), point(100, -5)]
     keys = varying_keys(points)
-    assert keys == ["N", "INN SNR"]
-    assert point_variant(points[2], keys) == "N=100, INN SNR=-5..5 dB"
+    assert keys == ["inn.train_snr_range", "dataset.train_size"]
+    assert point_label(points[2], keys) == "inn.train_snr_range=[-5, 5], dataset.train_size=100"
 
 
 # ---- distribution mismatch ------------------------------------------------------------------
@@ -334,8 +335,8 @@ def test_fast_form_end_to_end(tmp_path: Path, preset: str, points: int, figure: 
 
 def test_editing_a_presets_grid_list_keeps_finished_points_reusable() -> None:
     # each point's config.yaml carries the preset's grid lists; adding an SNR to the list must
-    # not make the finished points differ from themselves (results.REUSE_IGNORED)
-    from singexp.results import comparable_config
+    # not make the finished points differ from themselves (points.NOT_IDENTITY)
+    from singexp.points import identity as comparable_config
 
     point = {"seed": 0, "channel": {"snr_db": 0.0}, "preset": {"grid": {"snr_db": "-5,0,5"}}}
     edited = {**point, "preset": {"grid": {"snr_db": "-5,0,5,10"}}}

@@ -35,13 +35,12 @@ from singexp.faults import (
     check_launcher,
     check_writable,
     point_lock,
-    read_results,
     set_aside_unfinished_wandb,
     sigterm_ends_point,
 )
 from singexp.loggers import resolve_wandb_mode, server_answers
+from singexp.points import finished_results, read_results, write_json
 from singexp.report import report
-from singexp.results import finished_results, write_json
 
 MakeCfg = Callable[..., DictConfig]
 # a DeepJSCC run in seconds: a few batches, no checkpoints, no loggers

@@ -159,13 +159,13 @@ def test_operator_variants_become_a_column_and_lines(tmp_path: Path) -> None:
     report(sweep)
     table = (sweep / "report" / "results.md").read_text()
     assert "| variant |" in table
-    assert "| sing_zero | A=fitted s4 |" in table and "| sing_zero | A=avgpool s4 |" in table
+    assert "| sing_zero | A=fitted |" in table and "| sing_zero | A=avgpool |" in table
     with (sweep / "report" / "results.csv").open() as f:
-        assert {r["variant"] for r in csv.DictReader(f)} == {"A=avgpool s4", "A=fitted s4"}
+        assert {r["variant"] for r in csv.DictReader(f)} == {"A=avgpool", "A=fitted"}
     fig = figure(collect(sweep), "psnr", sweep_info(sweep))
     labels = fig.axes[0].get_legend_handles_labels()[1]
     # DeepJSCC does not depend on A: one line; SING-Zero: one line per A
-    assert sorted(labels) == ["deepjscc", "sing_zero · A=avgpool s4", "sing_zero · A=fitted s4"]
+    assert sorted(labels) == ["deepjscc", "sing_zero · A=avgpool", "sing_zero · A=fitted"]
     assert fig.legends[0].get_title().get_text() == "method · variant"
     # a method's variants share its colour and differ in line style
     lines = {
@@ -173,7 +173,7 @@ def test_operator_variants_become_a_column_and_lines(tmp_path: Path) -> None:
     }
     if not lines:  # errorbar containers: their data line carries the style
         lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}
-    a, f = lines["sing_zero · A=avgpool s4"], lines["sing_zero · A=fitted s4"]
+    a, f = lines["sing_zero · A=avgpool"], lines["sing_zero · A=fitted"]
     assert a.get_color() == f.get_color() != lines["deepjscc"].get_color()
     assert a.get_linestyle() != f.get_linestyle()
 

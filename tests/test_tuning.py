@@ -274,7 +274,7 @@ def test_the_comparison_is_one_command_and_regenerates_identically(tmp_path: Pat
 
 
 def test_results_saved_before_the_evaluate_keys_existed_are_still_reused() -> None:
-    from singexp.results import comparable_config
+    from singexp.points import identity as comparable_config
 
     before = {"seed": 0, "evaluate": {"grid_images": 8, "precision": "fp32"}}
     now = {

@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from singexp.cli import check_group_overrides, check_override_keys, quote_group_overrides
 from singexp.config import CONF_DIR
-from singexp.errors import ConfigError, SingexpError
+from singexp.errors import SingexpError
 from singexp.faults import SIGTERM_EXIT, Terminated, record_failure, sigterm_ends_point
 
 
@@ -30,37 +30,19 @@ def _fail(error: SingexpError) -> None:
     sys.exit(2)
 
 
-def _result(results: dict[str, Any], key: str, config_key: str) -> float:
-    """The number at the dotted ``key`` of a run's results (metrics.json), e.g.
-    ``methods.sing_inn.stlpips``; a missing or null one is a one-line error naming
-    ``config_key``."""
-    value: Any = results
-    for part in key.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(config_key, f"{key!r} is not a number in this run's metrics.json")
-    return float(value)
-
-
 def objective(cfg: DictConfig, results: dict[str, Any]) -> float:
-    """What a hyper-parameter search (``hparams_search``, Hydra's Optuna sweeper) optimises:
-    ``optimized_metric`` (a dotted key of metrics.json) plus, with ``objective_penalty``,
-    ``weight × max(0, floor − margin − value)``: e.g. ST-LPIPS of SING-INN, penalised when its
-    PSNR falls more than ``margin`` dB below DeepJSCC's."""
-    key = str(cfg.optimized_metric)
-    total = metric = _result(results, key, "optimized_metric")
-    line = f"{key} {metric:.4f}"
+    """What a hyper-parameter search optimises (:func:`singexp.points.objective`), printed."""
+    from omegaconf import OmegaConf
+
+    from singexp.points import objective as score
+
     penalty = cfg.get("objective_penalty")
-    if penalty:
-        missing = [k for k in ("value", "floor", "margin", "weight") if penalty.get(k) is None]
-        if missing:
-            raise ConfigError(f"objective_penalty.{missing[0]}", "must be set")
-        value = _result(results, str(penalty.value), "objective_penalty.value")
-        floor = _result(results, str(penalty.floor), "objective_penalty.floor")
-        shortfall = max(0.0, floor - float(penalty.margin) - value)
-        total += float(penalty.weight) * shortfall
-        line += f" + {float(penalty.weight):g} × {shortfall:.4f} ({penalty.value} below floor)"
-    print(f"objective: {line} = {total:.4f}")
+    settings = {
+        "optimized_metric": cfg.get("optimized_metric"),
+        "objective_penalty": OmegaConf.to_container(penalty, resolve=True) if penalty else None,
+    }
+    total, line = score(settings, results)
+    print(f"objective: {line}")
     return total
 
 

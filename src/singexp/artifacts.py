@@ -37,16 +37,15 @@ from singexp.bcr import format_ratio
 from singexp.callbacks import training_notes
 from singexp.config import RunConfig
 from singexp.data.base import indexed_data
-from singexp.digests import file_digest, identity_hash
 from singexp.errors import ConfigError, SingexpError
-from singexp.faults import atomic_write_text, read_results, resume_checkpoint
+from singexp.faults import atomic_write_text, resume_checkpoint
 from singexp.modules.inn import read_inn_metadata, resolve_inn_checkpoint, train_inn
 from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, export_codec, load_codec
 from singexp.modules.prior import train_prior
 from singexp.modules.restoration import mean_image_baseline
+from singexp.points import file_digest, identity_hash, read_results, write_json
 from singexp.preflight import preflight
 from singexp.prior import prior_trained_on
-from singexp.results import write_json
 from singexp.trainers import build_trainer, trainer_kwargs
 
 log = logging.getLogger("singexp.artifacts")
@@ -277,7 +276,7 @@ def codec_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
     """Train a DeepJSCC codec (or load ``jscc.checkpoint``) and test it at ``channel.snr_db``."""
     preflight(run)
     datamodule = indexed_data(run)  # the split said before building or training a model
-    identity = {
+    identity: dict[str, Any] = {
         "bcr": format_ratio(run.bcr),
         "image_size": run.latent.image_size,
         "channel": run.channel.name,
@@ -290,7 +289,7 @@ def codec_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
             run.jscc.checkpoint, test_snr_db=run.channel.snr_db, metrics=run.metrics
         )
         trainer.test(module, datamodule=datamodule, verbose=False)
-        checkpoint = run.jscc.checkpoint
+        checkpoint: str | None = run.jscc.checkpoint
     else:
         module = DeepJSCCModule(
             **identity,
@@ -306,7 +305,7 @@ def codec_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
         )
         resume = resume_checkpoint(run.output_dir, run.jscc.resume)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""  # type: ignore[attr-defined]  # Lightning types checkpoint_callback as Checkpoint; it is a ModelCheckpoint
         trainer.test(module, datamodule=datamodule, ckpt_path=best or None, verbose=False)
         checkpoint = best or None
         if run.jscc.export and trainer.is_global_zero:  # one process writes the file
@@ -320,7 +319,7 @@ def codec_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
         "checkpoint": checkpoint,
         "latent_channels": run.latent.channels,
         "channel_symbols": run.latent.symbols,
-        "warnings": [*run.extra.get("warnings", []), *training_notes(trainer.callbacks)],
+        "warnings": [*run.extra.get("warnings", []), *training_notes(trainer.callbacks)],  # type: ignore[attr-defined]  # Lightning's Trainer.callbacks is set dynamically
     }
 
 
@@ -329,6 +328,7 @@ def inn_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
     preflight(run)
     datamodule = indexed_data(run)  # a bad folder fails before an auto codec trains
     require_codec(run, "INN training")
+    assert run.jscc.checkpoint is not None  # require_codec set it
     kwargs = trainer_kwargs(run, loggers)
     path = train_inn(
         run.inn,

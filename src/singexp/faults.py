@@ -3,7 +3,8 @@ jobs at once, a moved folder.
 
 - :func:`atomic_write_text`: results are written to a temporary file beside the target, then
   renamed over it, so a file is either the old one, the new one, or absent, never torn.
-- :func:`read_results`: a ``metrics.json`` counts only when it parses and is complete.
+- a ``metrics.json`` counts only when it parses and is complete
+  (:func:`singexp.points.read_results`).
 - :func:`point_lock`: one job at a time computes a run folder (a grid point); a second copy of
   the same sweep waits for it and then reuses its results.
 - :func:`sigterm_ends_point`: SIGTERM ends the current point as Ctrl-C does (:class:`Terminated`);
@@ -23,7 +24,6 @@ Light imports only: ``singexp.report`` uses it without torch.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -31,7 +31,7 @@ import signal
 import sys
 import tempfile
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -43,9 +43,6 @@ from singexp.errors import ConfigError
 
 log = logging.getLogger("singexp.faults")
 
-#: the keys every point's metrics.json has (``tasks.describe_run``), and per task its results key
-RESULT_KEYS = ("task", "dataset", "channel", "snr_db", "bcr", "seed")
-TASK_RESULT_KEY = {"jscc": "test", "restore": "methods", "prior": "prior", "inn": "inn"}
 #: exit status of a job ended by SIGTERM (128 + 15, as the shell reports it)
 SIGTERM_EXIT = 128 + int(signal.SIGTERM)
 # the process's umask (read by setting it, then restored): the mode open() would give a new file
@@ -72,30 +69,6 @@ def atomic_write_text(path: Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def read_results(path: Path, required: Iterable[str] = ()) -> tuple[dict[str, Any] | None, str]:
-    """``(results, "")`` when ``path`` parses as a JSON object holding every ``required`` key;
-    else ``(None, why)``: missing, torn (unparsable) or incomplete."""
-    path = Path(path)
-    if not path.is_file():
-        return None, "no metrics.json"
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        return None, f"{path.name} is torn or unreadable ({type(error).__name__}: {error})"
-    if not isinstance(data, dict):
-        return None, f"{path.name} is not a JSON object"
-    missing = [key for key in required if key not in data]
-    if missing:
-        return None, f"{path.name} is incomplete (no {', '.join(missing)})"
-    return data, ""
-
-
-def required_result_keys(task: str) -> tuple[str, ...]:
-    """What a finished run of ``task`` has in its metrics.json."""
-    extra = TASK_RESULT_KEY.get(task)
-    return (*RESULT_KEYS, extra) if extra else RESULT_KEYS
 
 
 def resume_checkpoint(out_dir: str | Path, enabled: bool, what: str = "training") -> str | None:

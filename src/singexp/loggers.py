@@ -18,7 +18,7 @@ import shutil
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
@@ -97,7 +97,7 @@ def server_answers(url: str, timeout: float = PROBE_TIMEOUT) -> bool:
     return answered.is_set()
 
 
-def resolve_wandb_mode(mode: str) -> tuple[str, str]:
+def resolve_wandb_mode(mode: str) -> tuple[Literal["online", "offline", "disabled"], str]:
     """The W&B mode to use and why: config, else WANDB_MODE, else auto. ``online`` (asked for
     either way) and ``auto`` need credentials and a server that answers, else ``offline``."""
     if mode not in WANDB_MODES:
@@ -109,7 +109,7 @@ def resolve_wandb_mode(mode: str) -> tuple[str, str]:
     if mode == "auto" and env in ("online", "offline", "disabled", "dryrun"):
         mode, source = ("offline" if env == "dryrun" else env), "WANDB_MODE"
     if mode in ("offline", "disabled"):
-        return mode, f"set by {source}"
+        return cast(Literal["offline", "disabled"], mode), f"set by {source}"
     asked = f"{source}=online asks for online, but " if mode == "online" else ""
     url = wandb_base_url()
     if not has_wandb_credentials(url):
@@ -240,14 +240,17 @@ def log_sweep_table(
     def cell(value: Any) -> Any:  # NaN (no CI from one image) is not valid JSON
         return None if isinstance(value, float) and not math.isfinite(value) else value
 
-    init = {
+    init: dict[str, Any] = {
         "project": spec.get("project"),
         "entity": spec.get("entity"),
         "group": group,
         "job_type": "report",
         "name": f"{group}-report",
         "dir": str(save_dir),
-        "config": {"sweep_group": group, "points": len({(r["bcr"], r["snr_db"]) for r in rows})},
+        "config": {
+            "sweep_group": group,
+            "points": len({(r["bcr"], r["snr_db"], r.get("variant")) for r in rows}),
+        },
     }
     timeout = float(spec.get("init_timeout") or INIT_TIMEOUT)
     try:
@@ -259,7 +262,7 @@ def log_sweep_table(
         mode, why = "offline", f"wandb.init failed within {timeout:g} s: {error}"
         run = wandb.init(**init, mode=mode)
     try:
-        table = wandb.Table(columns=columns, data=[[cell(r[c]) for c in columns] for r in rows])
+        table = wandb.Table(columns=columns, data=[[cell(r[c]) for c in columns] for r in rows])  # type: ignore[arg-type]  # wandb asks for a list[str | int] where a list[str] is as good
         images = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures if p.suffix == ".png"}
         run.log({"results": table, **images})
         folder = Path(run.dir).parent

@@ -831,7 +831,10 @@ class ImageMetrics:
             )
         return out
 
-    def summarize(self, per_image_lists: Sequence[Mapping[str, Tensor]]) -> dict[str, float | None]:
+    def summarize(
+        self,
+        per_image_lists: Sequence[Mapping[str, Tensor]] | Mapping[str, Sequence[Tensor | float]],
+    ) -> dict[str, float | None]:
         """:func:`summarize` over this object's per-image keys (lpips included even if missing)."""
         return summarize(per_image_lists, PER_IMAGE_KEYS)
 

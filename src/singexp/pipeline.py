@@ -39,8 +39,8 @@ from singexp.config import RunConfig, validate
 from singexp.data.base import indexed_data
 from singexp.errors import SingexpError
 from singexp.modules.restoration import batch_generator
+from singexp.points import BASELINE, ORIGINAL
 from singexp.quick import apply_quick
-from singexp.results import BASELINE, ORIGINAL
 
 ImageInput = Tensor | str | Path | Sequence[str | Path]
 

@@ -10,8 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from singexp.modules.inn import read_inn_metadata
+from singexp.points import TRIVIAL
 from singexp.report import LABELS, METRICS, better
-from singexp.results import TRIVIAL
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
 
 #: row names of the printed restoration table (metrics.json keeps the keys)

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+from diffusers.models import UNet2DModel  # not `diffusers`: dummies under TYPE_CHECKING
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
 from singexp.errors import ConfigError
 

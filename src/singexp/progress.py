@@ -223,6 +223,7 @@ def sampling(desc: str, total: int) -> Iterator[Callable[[], None]]:
             )
             own.start()
         progress = live or own
+        assert progress is not None  # own is started when there is no live display
         task = progress.add_task(label, total=total)
 
         def advance() -> None:

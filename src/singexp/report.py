@@ -6,11 +6,15 @@ Reads every grid point's ``metrics.json`` (and ``per_image.csv`` for confidence 
 SWEEP_DIR and writes ``results.csv`` (rows sorted by BCR, SNR, method), ``results.md`` and figures
 (metric vs SNR, one line per method, one panel per BCR with a shared y axis, one legend outside
 the panels, methods offset slightly along x so that error bars do not overlap; PNG and PDF) into
-SWEEP_DIR/report. Points that differ by more than SNR and BCR (the operator A of
-``+experiment=ablation_operator``, …: :data:`VARIANTS`) get a ``variant`` column, and their
-methods one line per variant ("sing_zero · A=fitted s8"); a method whose numbers are the same for
-every variant (DeepJSCC's PSNR under each A) keeps one line. SWD is a set-level measure (one
-value per point, no interval), reported ×10³ as :func:`singexp.metrics.swd` computes it.
+SWEEP_DIR/report. A point is its resolved config (:mod:`singexp.points`): every key whose value
+differs between the sweep's points besides BCR and SNR (a sampler's η, a method's ζ, the seed,
+the channel, the data, the operator A, …) goes into the point's ``variant`` (``A=fitted,
+seed=1``) and a column of its own in ``results.csv``; a method gets one line per variant
+("sing_zero · A=fitted"), and one line when its numbers are the same for every variant
+(DeepJSCC's PSNR under each A). Points that differ only in keys that do not change results
+(``threads``) are one point. A hyper-parameter search's report opens with its trials, best
+first. SWD is a set-level measure (one value per point, no interval), reported ×10³ as
+:func:`singexp.metrics.swd` computes it.
 :class:`ReportCallback` does the same at the end of a Hydra multirun.
 """
 
@@ -26,15 +30,24 @@ import math
 from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hydra.experimental.callback import Callback
 from matplotlib.figure import Figure
 from omegaconf import DictConfig, OmegaConf
 
-from singexp.faults import atomic_write_text, read_results
+from singexp.faults import atomic_write_text
+from singexp.points import (
+    BASELINE,
+    Point,
+    display_value,
+    objective,
+    point_label,
+    read_point,
+    read_results,
+    varying_keys,
+)
 from singexp.resolvers import sweep_group
-from singexp.results import BASELINE
 
 log = logging.getLogger("singexp.report")
 
@@ -90,64 +103,31 @@ NOT_POINTS = frozenset({"report", "wandb", "superseded"})
 FAILED_POINTS: list[Path] = []
 
 
-def _operator_label(point: dict[str, Any]) -> str | None:
-    op = point.get("operator")
-    if not isinstance(op, dict) or not op.get("name"):
-        return None
-    return str(op["name"]) + ("" if op.get("scale") is None else f" s{op['scale']}")
-
-
-def _steps_label(point: dict[str, Any]) -> str | None:
-    steps = sorted(
-        {int(r["steps"]) for r in (point.get("samplers") or {}).values() if r.get("steps")}
-    )
-    return "/".join(str(s) for s in steps) or None
-
-
-#: what, besides SNR and BCR, may tell a sweep's points apart: name → label of a point's
-#: metrics.json (None: not recorded). Only the ones that differ between the points of a sweep
-#: become its ``variant`` (so the SNR × BCR grid's report is unchanged).
-def _inn_pairs(point: dict[str, Any]) -> int | None:
+def _inn_pairs(point: Point) -> int | None:
     """Training pairs of an INN trained for this point (``inn.checkpoint=auto``: the point's
     ``dataset.train_size``, from its config.yaml); None for a given INN file."""
-    config = point.get("_config") or {}
-    if str((config.get("inn") or {}).get("checkpoint")) != "auto":
+    if str((point.config.get("inn") or {}).get("checkpoint")) != "auto":
         return None
-    size = (config.get("dataset") or {}).get("train_size")
+    size = (point.config.get("dataset") or {}).get("train_size")
     return None if size is None else int(size)
 
 
-def _inn_snr_range(point: dict[str, Any]) -> str | None:
-    """The training SNR range (dB) of an INN trained for this point (``inn.checkpoint=auto``)."""
-    inn = (point.get("_config") or {}).get("inn") or {}
-    low_high = inn.get("train_snr_range")
-    if str(inn.get("checkpoint")) != "auto" or not low_high:
-        return None
-    return "{:g}..{:g} dB".format(*low_high)
-
-
-VARIANTS: dict[str, Any] = {
-    "data": lambda point: point.get("dataset"),
-    "A": _operator_label,
-    "steps": _steps_label,
-    "N": _inn_pairs,
-    "INN SNR": _inn_snr_range,
-}
-
-
-def point_variant(point: dict[str, Any], keys: list[str] | tuple[str, ...]) -> str:
-    """``A=fitted s8`` (the values of ``keys`` for this point, joined by ``, ``); '' without."""
-    parts = []
-    for key in keys:
-        value = VARIANTS[key](point)
-        if value is not None:
-            parts.append(f"{key}={value}")
-    return ", ".join(parts)
-
-
-def varying_keys(points: list[dict[str, Any]]) -> list[str]:
-    """The :data:`VARIANTS` whose value is not the same for every point."""
-    return [key for key, label in VARIANTS.items() if len({label(p) for p in points}) > 1]
+def sweep_points(sweep_dir: Path) -> tuple[list[Point], list[tuple[Path, Path]]]:
+    """The finished restoration points under ``sweep_dir``, one per identity
+    (:func:`singexp.points.identity`), and the (kept, duplicate) folders of points that are the
+    same point as another (they differ only in keys that do not change results, such as
+    ``threads``): the newest metrics.json is kept, the others are named in the report's notes."""
+    by_identity: dict[str, list[Point]] = defaultdict(list)
+    for folder in _point_folders(sweep_dir, "metrics.json"):
+        point = read_point(folder)
+        if point is not None:  # torn, or not a restoration point: failed_points() names the former
+            by_identity[json.dumps(point.keys, sort_keys=True, default=str)].append(point)
+    kept, duplicates = [], []
+    for same in by_identity.values():
+        same.sort(key=lambda p: (p.folder / "metrics.json").stat().st_mtime, reverse=True)
+        kept.append(same[0])
+        duplicates += [(same[0].folder, other.folder) for other in same[1:]]
+    return sorted(kept, key=lambda p: str(p.folder)), duplicates
 
 
 def mean_ci(values: list[float]) -> tuple[float, float]:
@@ -162,58 +142,61 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 
 def collect(sweep_dir: Path) -> list[dict[str, Any]]:
     """One row per (grid point, method, metric) with mean, 95% CI and the number of images, and
-    the point's ``variant`` (:func:`point_variant` over the :func:`varying_keys`)."""
-    points: list[tuple[Path, dict[str, Any]]] = []
-    for folder in _point_folders(sweep_dir, "metrics.json"):
-        point, _ = read_results(folder / "metrics.json", ("methods", "bcr", "snr_db"))
-        if point is not None:  # torn, or not a restoration point: failed_points() names the former
-            points.append((folder, {**point, "_config": _point_config(folder)}))
-    keys = varying_keys([p for _, p in points])
+    the point's ``variant``: its values of every key that differs between the sweep's points
+    (:func:`singexp.points.varying_keys`), each also in ``keys``."""
+    points, _ = sweep_points(sweep_dir)
+    keys = varying_keys(points)
+    # the variant apart from the test data: what a mismatch drop pairs points by
+    data_free = [k for k in keys if not k.startswith("dataset.")]
     rows: list[dict[str, Any]] = []
-    for folder, point in points:
+    for point in points:
+        results = point.results
         per_image: dict[tuple[str, str], list[float]] = defaultdict(list)
-        csv_path = folder / "per_image.csv"
+        csv_path = point.folder / "per_image.csv"
         if csv_path.is_file():
             with csv_path.open() as f:
                 for r in csv.DictReader(f):
                     for m in METRICS:
                         if r.get(m) not in (None, ""):
                             per_image[(r["method"], m)].append(float(r[m]))
-        variant = point_variant(point, keys)
-        # the variant apart from the test data: what a mismatch drop pairs points by
-        other = point_variant(point, [k for k in keys if k != "data"])
-        for method, summary in point["methods"].items():
+        variant = point_label(point, keys)
+        other = point_label(point, data_free)
+        values = {k: display_value(point.keys.get(k, "<unset>")) for k in keys}
+        for method, summary in results["methods"].items():
+            record = (results.get("samplers") or {}).get(method) or {}
             for metric in METRICS:
-                values = per_image.get((method, metric))
-                if values:
-                    mean, ci = mean_ci(values)
+                measured = per_image.get((method, metric))
+                if measured:
+                    mean, ci = mean_ci(measured)
                 elif summary.get(metric) is not None:
                     mean, ci = float(summary[metric]), float("nan")
                 else:
                     continue
                 rows.append(
                     {
-                        "dataset": point.get("dataset"),
-                        "channel": point.get("channel"),
-                        "bcr": point.get("bcr"),
-                        "snr_db": float(point.get("snr_db")),
+                        "dataset": results.get("dataset"),
+                        "channel": results.get("channel"),
+                        "bcr": results.get("bcr"),
+                        "snr_db": float(results["snr_db"]),
                         "method": method,
                         "variant": variant,
                         "variant_without_data": other,
+                        "keys": values,
+                        "point": point.folder.name,
+                        "split": results.get("evaluated_split", "test"),
                         "metric": metric,
                         "mean": mean,
                         "ci95": ci,
-                        "images": len(values) if values else summary.get("images"),
+                        "images": len(measured) if measured else summary.get("images"),
                         # sampler steps of the method (None: DeepJSCC, the mean image) and
                         # its measured wall seconds per image (modules.restoration)
-                        "steps": ((point.get("samplers") or {}).get(method) or {}).get("steps"),
+                        "steps": record.get("steps"),
                         "seconds_per_image": summary.get("seconds_per_image"),
-                        # training pairs of the INN a SING-INN row used, when trained for it
                         # whether the models were trained on the tested data (mismatch.yaml)
-                        "matched": _matched(point),
+                        "matched": _matched(results),
+                        # training pairs of the INN a SING-INN row used, when trained for it
                         "inn_pairs": _inn_pairs(point)
-                        if ((point.get("samplers") or {}).get(method) or {}).get("name")
-                        == "sing_inn"
+                        if record.get("name") == "sing_inn"
                         else None,
                     }
                 )
@@ -343,24 +326,28 @@ def paired_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     """Rows like :func:`collect`'s for the points whose config names
     ``evaluate.paired_reference`` (``+experiment=comparison``): each other method minus the
     reference, per metric, from the point's ``per_image.csv`` (SWD is one value per set: no
-    paired difference)."""
+    paired difference), labelled by the keys that tell the sweep's points apart."""
+    points, _ = sweep_points(sweep_dir)
+    keys = varying_keys(points)
     rows: list[dict[str, Any]] = []
-    for folder in _point_folders(sweep_dir, "per_image.csv"):
-        reference = (_point_config(folder).get("evaluate") or {}).get("paired_reference")
-        point, _ = read_results(folder / "metrics.json", ("methods", "bcr", "snr_db"))
-        if not reference or point is None:
+    for point in points:
+        reference = (point.config.get("evaluate") or {}).get("paired_reference")
+        csv_path = point.folder / "per_image.csv"
+        if not reference or not csv_path.is_file():
             continue
-        with (folder / "per_image.csv").open() as f:
+        with csv_path.open() as f:
             per_image = list(csv.DictReader(f))
+        results = point.results
         for (method, metric), (mean, ci, n) in paired_differences(per_image, reference).items():
             rows.append(
                 {
-                    "dataset": point.get("dataset"),
-                    "channel": point.get("channel"),
-                    "bcr": point.get("bcr"),
-                    "snr_db": float(point.get("snr_db")),
+                    "dataset": results.get("dataset"),
+                    "channel": results.get("channel"),
+                    "bcr": results.get("bcr"),
+                    "snr_db": float(results["snr_db"]),
                     "method": f"{method} − {reference}",
-                    "variant": "",
+                    "variant": point_label(point, keys),
+                    "keys": {k: display_value(point.keys.get(k, "<unset>")) for k in keys},
                     "metric": metric,
                     "mean": mean,
                     "ci95": ci,
@@ -392,13 +379,14 @@ def paired_markdown(rows: list[dict[str, Any]]) -> str:
     for r in sorted(rows, key=_row_order):
         excludes_zero = not math.isnan(r["ci95"]) and abs(r["mean"]) > r["ci95"]
         cell = f"{r['mean']:+.3f} ± {r['ci95']:.3f}" + (" *" if excludes_zero else "")
-        table[(r["bcr"], r["snr_db"], r["method"], "")][r["metric"]] = cell
+        table[(r["bcr"], r["snr_db"], r["method"], r.get("variant") or "")][r["metric"]] = cell
+    variants = any(r.get("variant") for r in rows)
     lines = [
         "Paired differences on the same test images and channel noise: mean of (method − "
         "reference) per image ± 95% confidence interval; * the interval excludes 0. For ↓ "
         "metrics a negative Δ favours the method, for PSNR/SSIM a positive one.",
         "",
-        *_markdown_table(table, metrics, False),
+        *_markdown_table(table, metrics, variants),
     ]
     return "\n".join(lines) + "\n"
 
@@ -423,7 +411,9 @@ def write_paired(
     if not rows:
         return []
     out.mkdir(parents=True, exist_ok=True)
-    files = [_write_csv(out / "paired.csv", PAIRED_FIELDS, rows)]
+    keys = list(dict.fromkeys(k for r in rows for k in (r.get("keys") or {})))
+    fields = PAIRED_FIELDS[:5] + (["variant", *keys] if keys else []) + PAIRED_FIELDS[5:]
+    files = [_write_csv(out / "paired.csv", fields, [flat_row(r) for r in rows])]
     md_path = out / "paired.md"
     atomic_write_text(md_path, paired_markdown(rows))
     files.append(md_path)
@@ -437,24 +427,20 @@ def write_paired(
     return files
 
 
-def _point_config(folder: Path) -> dict[str, Any]:
-    """The point's saved config.yaml as a dict ({} without one, or unreadable)."""
-    path = folder / "config.yaml"
-    if not path.is_file():
-        return {}
-    try:
-        loaded = OmegaConf.to_container(OmegaConf.load(path))
-    except Exception:  # a torn config does not stop the report
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
-
-
 def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
     """(BCR, SNR, method, variant, metric): the order of ``results.csv`` and the Markdown
     table."""
     metric = METRICS.index(row["metric"]) if row["metric"] in METRICS else len(METRICS)
-    variant = str(row.get("variant") or "")
+    values = list((row.get("keys") or {}).values()) or [str(row.get("variant") or "")]
+    variant = tuple(_sortable(v) for v in values)  # numbers by value: seed=2 before seed=10
     return (_bcr_value(row["bcr"]), row["snr_db"], str(row["method"]), variant, metric)
+
+
+def _sortable(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
 
 
 def steps_vary(rows: list[dict[str, Any]]) -> bool:
@@ -469,8 +455,9 @@ def steps_vary(rows: list[dict[str, Any]]) -> bool:
 
 
 def sweep_info(sweep_dir: Path) -> dict[str, Any]:
-    """What the figures' title says: data set, channel, test images and sampler steps of the
-    points (each a sorted list of the distinct values found)."""
+    """What the figures' title says: data set, channel, the images scored (``split``: test, or
+    val for a search's trials), their number and sampler steps of the points (each a sorted
+    list of the distinct values found)."""
     found: dict[str, set[Any]] = defaultdict(set)
     for folder in _point_folders(sweep_dir, "metrics.json"):
         point, _ = read_results(folder / "metrics.json", ("methods",))
@@ -479,6 +466,7 @@ def sweep_info(sweep_dir: Path) -> dict[str, Any]:
         for key in ("dataset", "channel"):
             if point.get(key) is not None:
                 found[key].add(str(point[key]))
+        found["split"].add(str(point.get("evaluated_split") or "test"))
         for summary in point["methods"].values():
             if isinstance(summary, dict) and summary.get("images") is not None:
                 found["images"].add(int(summary["images"]))
@@ -491,6 +479,12 @@ def sweep_info(sweep_dir: Path) -> dict[str, Any]:
 def _bcr_value(bcr: str) -> float:
     num, _, den = str(bcr).partition("/")
     return float(num) / float(den) if den else float(num)
+
+
+def flat_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A report row with its ``keys`` (the point's values of the keys that differ) as columns of
+    their own, for CSV files and W&B tables."""
+    return {**{k: v for k, v in row.items() if k != "keys"}, **(row.get("keys") or {})}
 
 
 def _write_csv(path: Path, fields: list[str], rows: list[dict[str, Any]]) -> Path:
@@ -526,14 +520,20 @@ def _markdown_table(
 
 
 def write_tables(
-    rows: list[dict[str, Any]], out: Path, notes: list[str] | None = None
+    rows: list[dict[str, Any]],
+    out: Path,
+    notes: list[str] | None = None,
+    before: list[str] | None = None,
 ) -> tuple[Path, Path]:
-    """``results.csv`` (one row per point, method and metric) and a Markdown table, followed by
-    ``notes`` (metrics not measured, failed points)."""
+    """``results.csv`` (one row per point, method and metric; a column per key that tells the
+    sweep's points apart) and a Markdown table, after ``before`` (a search's trials) and
+    followed by ``notes`` (metrics not measured, failed points, duplicate points)."""
     out.mkdir(parents=True, exist_ok=True)
-    fields = ["dataset", "channel", "bcr", "snr_db", "method", "variant"]
+    keys = list(dict.fromkeys(k for r in rows for k in (r.get("keys") or {})))
+    fields = ["dataset", "channel", "bcr", "snr_db", "method", "variant", *keys]
     fields += ["metric", "mean", "ci95", "images", "steps", "seconds_per_image"]
-    rows = [{"variant": "", **r} for r in sorted(rows, key=_row_order)]
+    rows = [{"variant": "", **flat_row(r)} for r in sorted(rows, key=_row_order)]
+    splits = sorted({str(r.get("split") or "test") for r in rows})
     variants = any(r["variant"] for r in rows)
     csv_path = _write_csv(out / "results.csv", fields, rows)
     metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
@@ -543,9 +543,10 @@ def write_tables(
         table[(r["bcr"], r["snr_db"], r["method"], r["variant"])][r["metric"]] = cell
     lines = _markdown_table(table, metrics, variants)  # in row order (sorted above)
     md_path = out / "results.md"
-    text = (
-        "Mean ± 95% confidence interval over test images (SWD: one value per set of images, "
-        "×10³; ↓ lower is better).\n\n" + "\n".join(lines) + "\n"
+    text = "".join(f"{line}\n" for line in before or [])
+    text += (
+        f"Mean ± 95% confidence interval over {'/'.join(splits)} images (SWD: one value per set "
+        "of images, ×10³; ↓ lower is better).\n\n" + "\n".join(lines) + "\n"
     )
     if notes:
         text += "\n" + "\n".join(f"- {note}" for note in notes) + "\n"
@@ -565,7 +566,7 @@ def _title(metric: str, info: dict[str, Any] | None) -> str:
         if info.get(key):
             parts.append(said(info[key]))
     if info.get("images"):
-        parts.append(f"{said(info['images'])} test images")
+        parts.append(f"{said(info['images'])} {said(info.get('split') or ['test'])} images")
     if info.get("steps"):
         parts.append(f"{said(info['steps'])} sampler steps")
     return " · ".join(parts)
@@ -871,6 +872,78 @@ def unmeasured(sweep_dir: Path) -> dict[str, str]:
     return reasons
 
 
+def search_direction(sweep_dir: Path) -> str:
+    """``minimize`` or ``maximize``: the sweeper's direction in the sweep's ``multirun.yaml``
+    (Hydra's Optuna sweeper), minimise without one."""
+    saved = sweep_dir / "multirun.yaml"
+    try:
+        value = OmegaConf.select(OmegaConf.load(saved), "hydra.sweeper.direction", default=None)
+    except Exception:  # no multirun.yaml, or one that does not parse
+        value = None
+    return "maximize" if str(value).lower() == "maximize" else "minimize"
+
+
+def trial_rows(points: list[Point], direction: str = "minimize") -> list[dict[str, Any]]:
+    """A hyper-parameter search's trials (the points whose config has ``optimized_metric``),
+    best first: each point's objective (:func:`singexp.points.objective`, as the sweeper got
+    it), its values of the keys the trials differ in, and ``best`` for the first."""
+    scored = [p for p in points if p.config.get("optimized_metric")]
+    keys = varying_keys(scored)
+    rows = []
+    for point in scored:
+        try:
+            value, how = objective(point.config, point.results)
+        except Exception as error:  # a trial whose metrics.json lacks the metric: said, kept
+            value, how = float("nan"), str(error)
+        rows.append(
+            {
+                "trial": point.folder.name,
+                "objective": value,
+                "how": how,
+                "split": point.results.get("evaluated_split", "test"),
+                **{k: display_value(point.keys.get(k, "<unset>")) for k in keys},
+            }
+        )
+    sign = -1.0 if direction == "maximize" else 1.0
+    rows.sort(key=lambda r: (math.isnan(r["objective"]), sign * r["objective"]))
+    for i, r in enumerate(rows):
+        r["best"] = i == 0 and not math.isnan(r["objective"])
+    return rows
+
+
+def write_trials(points: list[Point], sweep_dir: Path, out: Path) -> tuple[list[str], list[Path]]:
+    """A search's trials table (:func:`trial_rows`): ``trials.csv`` and the Markdown lines that
+    open ``results.md``, titled with the split the trials were scored on; nothing for a sweep
+    that is not a search."""
+    direction = search_direction(sweep_dir)
+    rows = trial_rows(points, direction)
+    if not rows:
+        return [], []
+    params = [k for k in rows[0] if k not in ("trial", "objective", "how", "split", "best")]
+    splits = "/".join(sorted({str(r["split"]) for r in rows}))
+    metric = str(
+        next(p.config["optimized_metric"] for p in points if p.config.get("optimized_metric"))
+    )
+    lines = [
+        f"Trials of the search, scored on the {splits} split ({len(rows)} trials, "
+        f"{direction} {metric} with its penalty, as the sweeper got it): best first, ★ the best.",
+        "",
+        "| rank | trial | objective | " + " | ".join(params) + " |",
+        "|---|---|---|" + "---|" * len(params),
+    ]
+    for i, r in enumerate(rows, 1):
+        star = " ★" if r["best"] else ""
+        lines.append(
+            f"| {i}{star} | {r['trial']} | {r['objective']:.4f} | "
+            + " | ".join(str(r[k]) for k in params)
+            + " |"
+        )
+    lines.append("")
+    out.mkdir(parents=True, exist_ok=True)
+    path = _write_csv(out / "trials.csv", ["trial", "objective", "best", "split", *params], rows)
+    return lines, [path]
+
+
 def report(sweep_dir: str | Path) -> dict[str, Any]:
     """Tables and figures for every finished grid point under ``sweep_dir``; failed points and
     metrics that could not be measured are listed under the table. ``unchanged``: the table is
@@ -890,7 +963,15 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
         else f"unfinished point: {f.relative_to(sweep_dir)} (torn metrics.json)"
         for f in failed
     ]
-    files = [*write_tables(rows, out, notes), *write_drop(rows, out)]
+    points_found, duplicates = sweep_points(sweep_dir)
+    notes += [
+        f"{other.relative_to(sweep_dir)} is the same point as {kept.relative_to(sweep_dir)} "
+        "(they differ only in keys that do not change results: singexp.points.NOT_IDENTITY); "
+        "the newer is shown"
+        for kept, other in duplicates
+    ]
+    trials, trial_files = write_trials(points_found, sweep_dir, out)
+    files = [*write_tables(rows, out, notes, trials), *trial_files, *write_drop(rows, out)]
     info = sweep_info(sweep_dir)
     files += write_paired(paired_rows(sweep_dir), out, info)
     by_steps = steps_vary(rows)
@@ -909,7 +990,7 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
                 for ext in ("png", "pdf"):
                     files.append(out / f"{metric}_vs_inn_pairs.{ext}")
                     fig.savefig(files[-1])
-    points = len({(r["bcr"], r["snr_db"], r.get("variant", "")) for r in rows})
+    points = len(points_found)
     log.info("report of %d grid points written to %s", points, out)
     return {
         "points": points,
@@ -944,7 +1025,7 @@ def report_to_wandb(
         return log_sweep_table(
             spec,
             str(spec.group),
-            collect(sweep_dir),
+            [flat_row(r) for r in collect(sweep_dir)],
             [Path(f) for f in summary["files"]],
             sweep_dir / "report",
         )
@@ -983,7 +1064,7 @@ def main() -> None:
     result = report(args.sweep_dir)
     if args.wandb:
         saved = args.sweep_dir / "multirun.yaml"
-        config = OmegaConf.load(saved) if saved.is_file() else None
+        config = cast("DictConfig | None", OmegaConf.load(saved) if saved.is_file() else None)
         folder = report_to_wandb(args.sweep_dir, result, config, always=True)
         result["wandb_run"] = str(folder) if folder else None
     table = args.sweep_dir / "report" / "results.md"

@@ -28,11 +28,14 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from singexp.points import is_identity_key
+
 MAX_DIRNAME = 180  # characters; file systems allow 255 bytes per name
 MAX_GROUP = 120  # characters; W&B allows 128
 MAX_POINT_DIRNAME = 64  # characters; the job number in front keeps point folders apart
-#: override keys a point's folder name leaves out (the sweep folder's name has them)
-_POINT_SKIPPED = ("paths.", "hydra.")
+#: override keys a point's folder name leaves out (the sweep folder's name has them), besides
+#: the keys that are not the point's identity (singexp.points.NOT_IDENTITY: paths, loggers, ...)
+_POINT_SKIPPED = ("hydra.",)
 
 
 def sweep_group(name: str, sweep_dir: str | Path) -> str:
@@ -60,6 +63,7 @@ def run_group(name: str, *, _root_: Any = None) -> str:
     mode = None if hydra_cfg is None else hydra_cfg.get("mode")
     if getattr(mode, "name", mode) != RunMode.MULTIRUN.name:
         return str(name)
+    assert hydra_cfg is not None  # a multirun mode was read from it
     return sweep_group(str(name), hydra_cfg.sweep.dir)
 
 
@@ -88,12 +92,17 @@ def sweep_dirname(text: str) -> str:
 def point_dirname(text: str) -> str:
     """A grid point's ``override_dirname`` (``bcr=1_768,channel.snr_db=-5,...``) as a short
     folder name: each key by its last dotted part (two parts where two keys would read alike:
-    ``sing_zero.steps=2,sing_inn.steps=2``), ``paths.*`` and ``hydra.*`` left out, then
+    ``sing_zero.steps=2,sing_inn.steps=2``), ``hydra.*`` and the keys that are not the point's
+    identity (:func:`singexp.points.is_identity_key`: ``paths.*``, loggers, threads) left out, then
     :func:`safe_dirname` cut at :data:`MAX_POINT_DIRNAME` characters (with a hash of the
     whole). The same overrides always give the same name (a re-run finds its points)."""
     items = [i for i in re.split(r",(?=[+~]*[\w.@/-]+=)", str(text)) if "=" in i]
     pairs = [i.split("=", 1) for i in items]
-    pairs = [(k.lstrip("+~"), v) for k, v in pairs if not k.lstrip("+~").startswith(_POINT_SKIPPED)]
+    pairs = [
+        (k.lstrip("+~"), v)
+        for k, v in pairs
+        if not k.lstrip("+~").startswith(_POINT_SKIPPED) and is_identity_key(k)
+    ]
 
     def short(key: str, parts: int) -> str:
         return ".".join(key.split(".")[-parts:])

@@ -15,8 +15,8 @@ from singexp.cli import quote_group_overrides
 from singexp.config import CONF_DIR, validate
 from singexp.errors import ConfigError, SingexpError
 from singexp.pipeline import GRID_FILE, TENSORS_FILE, SingPipeline, image_files, output_names
+from singexp.points import ORIGINAL
 from singexp.quick import apply_quick
-from singexp.results import ORIGINAL
 
 #: where ``singexp restore`` writes without ``out=``: a run folder of its own per experiment
 RESTORE_RUN_DIR = (

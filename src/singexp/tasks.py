@@ -2,7 +2,7 @@
 
 It only orchestrates. :func:`run` validates the config once into a typed
 :class:`~singexp.config.RunConfig` (what every layer below receives), takes the run folder's
-lock, reuses finished results (:mod:`singexp.results`), writes config.yaml, starts the loggers,
+lock, reuses finished results (:mod:`singexp.points`), writes config.yaml, starts the loggers,
 runs the task and writes ``metrics.json`` before any logger sees it. The training tasks (``jscc``,
 ``inn``, ``prior``) are the artifact jobs of :mod:`singexp.artifacts`; ``restore`` builds the
 restoration (:mod:`singexp.assembly`) and evaluates it (:mod:`singexp.modules.restoration`).
@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from singexp import reuse
 from singexp.artifacts import JOBS, auto_training_notes, trained_elsewhere, trained_on
 from singexp.assembly import build_restoration
-from singexp.bcr import format_ratio
 from singexp.config import RunConfig, validate
 from singexp.config_print import print_config_mode, show_config
 from singexp.data.base import indexed_data
@@ -41,10 +40,16 @@ from singexp.loggers import build_loggers, finish_loggers, log_results
 from singexp.metrics import ImageMetrics
 from singexp.modules.restoration import RestorationModule, mean_image_or_skip, write_outputs
 from singexp.operators import describe_operator
+from singexp.points import (
+    archive_results,
+    describe,
+    finished_results,
+    logger_keys,
+    write_json,
+)
 from singexp.preflight import preflight
 from singexp.printing import print_results
 from singexp.quick import Quick, apply_quick, command_line_overrides
-from singexp.results import archive_results, finished_results, write_json
 from singexp.samplers.build import method_records
 from singexp.threads import apply_thread_policy, wait_policy
 from singexp.trainers import build_trainer
@@ -124,17 +129,16 @@ TASKS: dict[str, Task] = {**JOBS, "restore": restore_task}
 
 
 def describe_run(run: RunConfig) -> dict[str, Any]:
-    """Top-level identity of a run: the keys results are grouped by."""
-    return {
-        "task": run.task,
-        "dataset": run.dataset_name,
-        "image_size": run.latent.image_size,
-        "channel": run.channel.name,
-        "snr_db": run.channel.snr_db,
-        "bcr": format_ratio(run.bcr),
-        "bcr_value": float(run.bcr),
-        "seed": run.seed,
-    }
+    """The top of the run's metrics.json: its grid coordinates (:func:`singexp.points.describe`)."""
+    return describe(
+        run.task,
+        run.dataset_name,
+        run.latent.image_size,
+        run.channel.name,
+        run.channel.snr_db,
+        run.bcr,
+        run.seed,
+    )
 
 
 def _single_log_stream() -> None:
@@ -208,10 +212,10 @@ def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path, quick: Quick) ->
     loggers = build_loggers(run_cfg.logger)
     failed = True
     try:
-        # the grid keys at the top level, so dashboards can group, filter and plot by them
-        grid_keys = {**describe_run(run_cfg), "method": list(run_cfg.methods) or ["deepjscc"]}
+        # the grid keys at the top level and the run's identity (singexp.points)
+        keys = logger_keys(run_cfg.plain, describe_run(run_cfg), list(run_cfg.methods))
         for logger in loggers:
-            logger.log_hyperparams({**grid_keys, **run_cfg.plain})
+            logger.log_hyperparams(keys)
         wall, cpu = time.perf_counter(), time.process_time()
         results = {**describe_run(run_cfg), **TASKS[run_cfg.task](run_cfg, loggers)}
         # the point's own cost (benchmarks/grid.py sums it): this process, from building the

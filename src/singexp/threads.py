@@ -122,7 +122,7 @@ def launcher_workers(cores: int) -> int:
     if not HydraConfig.initialized():
         return 1
     hydra = HydraConfig.get()
-    launcher = hydra.launcher if "launcher" in hydra else None
+    launcher = hydra.launcher if "launcher" in hydra else None  # type: ignore[operator]  # HydraConfig.get() is typed HydraConf; it returns a DictConfig
     if launcher is None or "joblib" not in str(launcher.get("_target_", "")).lower():
         return 1
     n_jobs = int(launcher.get("n_jobs", 1) or 1)

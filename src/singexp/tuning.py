@@ -23,7 +23,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from singexp.errors import SingexpError
-from singexp.faults import read_results
+from singexp.points import read_results
 
 #: what the optimiser writes into a finished Optuna sweep folder
 RESULTS_FILE = "optimization_results.yaml"
@@ -90,7 +90,7 @@ def read_sweep(sweep: Path) -> TunedMethod:
         splits.add(split)
         first = next(iter(results["methods"].values()))
         images.add(int(first.get("images", 0)))
-        seeds.add(int(results.get("seed", config.get("seed", 0))))
+        seeds.add(int(results["seed"] if "seed" in results else config.get("seed", 0)))
         objectives.add(str(config.get("optimized_metric")))
     if not trials:
         raise SingexpError(f"{sweep}: no trial_* run folders")

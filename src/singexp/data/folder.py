@@ -17,8 +17,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from singexp.data.base import MIN_TRAIN_IMAGES, SPLIT_CODES, ImageDataModule, to_signed, warn_once
-from singexp.digests import file_digest
 from singexp.errors import ConfigError, SingexpError
+from singexp.points import file_digest
 
 log = logging.getLogger("singexp.data")
 
@@ -62,7 +62,7 @@ def to_rgb(image: Image.Image, background: Colour = WHITE) -> tuple[Image.Image,
         image = Image.fromarray(np.clip(np.rint(array / 257.0), 0, 255).astype(np.uint8), "L")
     if _has_transparency(image):
         rgba = image.convert("RGBA")
-        if rgba.getchannel("A").getextrema()[0] < 255:
+        if rgba.getchannel("A").getextrema()[0] < 255:  # type: ignore[operator]  # Pillow types getextrema for any band count; one band gives (min, max)
             flat = Image.new("RGBA", rgba.size, (*background, 255))
             return Image.alpha_composite(flat, rgba).convert("RGB"), True
         return rgba.convert("RGB"), False

@@ -80,7 +80,9 @@ class DeepJSCCModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
-            self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            self.parameters(),
+            lr=self.hparams.lr,  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
+            weight_decay=self.hparams.weight_decay,  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
         )
 
     # --- evaluation: per-image metrics collected over the epoch, set-level metrics at its end ---

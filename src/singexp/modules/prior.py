@@ -17,7 +17,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from diffusers import UNet2DModel
+from diffusers.models import UNet2DModel  # not `diffusers`: dummies under TYPE_CHECKING
 from diffusers.training_utils import EMAModel
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
@@ -122,15 +122,17 @@ class DiffusionPriorModule(L.LightningModule):
         (``prior.loss_weighting``)."""
         model = model or self.unet
         b = x0.shape[0]
-        steps = self.noise_scheduler.config.num_train_timesteps
+        steps = self.noise_scheduler.config.num_train_timesteps  # type: ignore[attr-defined]  # diffusers types .config as a dict; it is a FrozenDict (attribute access)
         noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         if t is None:
             t = torch.randint(0, steps, (b,), generator=generator, device=x0.device)
-        x_t = self.noise_scheduler.add_noise(x0, noise, t)
+        x_t = self.noise_scheduler.add_noise(x0, noise, t)  # type: ignore[arg-type]  # diffusers asks for an IntTensor; any integer tensor does
         per_image = (model(x_t, t).sample - noise).pow(2).flatten(1).mean(1)
         alpha_bar = self.noise_scheduler.alphas_cumprod.to(x0.device)[t]
         weights = loss_weights(
-            alpha_bar, self.hparams.loss_weighting, float(self.hparams.min_snr_gamma)
+            alpha_bar,
+            self.hparams.loss_weighting,  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
+            float(self.hparams.min_snr_gamma),  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
         )
         return (weights.to(per_image.dtype) * per_image).mean()
 
@@ -148,7 +150,9 @@ class DiffusionPriorModule(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.AdamW(
-            self.unet.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay
+            self.unet.parameters(),
+            lr=self.hparams.lr,  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
+            weight_decay=self.hparams.weight_decay,  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
         )
 
     # ---- EMA -----------------------------------------------------------------------------
@@ -172,7 +176,7 @@ class DiffusionPriorModule(L.LightningModule):
             self.ema.load_state_dict(checkpoint["ema"])
         else:  # a checkpoint without EMA: start the average from the loaded weights
             log.warning("checkpoint has no EMA state; the EMA restarts from the raw weights")
-            self.ema = EMAModel(self.unet.parameters(), decay=float(self.hparams.ema_decay))
+            self.ema = EMAModel(self.unet.parameters(), decay=float(self.hparams.ema_decay))  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
 
     # ---- validation: loss at seeded t and noise; an optional grid of EMA samples ------------
     def validation_step(self, batch: Tensor, batch_idx: int) -> None:
@@ -188,18 +192,18 @@ class DiffusionPriorModule(L.LightningModule):
         self.log("val/ema_loss", ema_loss, batch_size=batch.shape[0])
 
     def on_validation_epoch_end(self) -> None:
-        n = int(self.hparams.grid_size)
+        n = int(self.hparams.grid_size)  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
         if n < 1 or self.trainer.sanity_checking:
             return
-        grid = self.sample_grid(n, int(self.hparams.grid_steps), eta=1.0, seed=0)
-        if self.hparams.sample_dir:
+        grid = self.sample_grid(n, int(self.hparams.grid_steps), eta=1.0, seed=0)  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
+        if self.hparams.sample_dir:  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
             from torchvision.utils import save_image
 
-            folder = Path(self.hparams.sample_dir)
+            folder = Path(self.hparams.sample_dir)  # type: ignore[attr-defined]  # Lightning's hparams is an AttributeDict typed as a MutableMapping
             folder.mkdir(parents=True, exist_ok=True)
             save_image(grid, folder / f"step{self.global_step:07d}.png")
         for logger in self.loggers:
-            experiment = getattr(logger, "experiment", None)
+            experiment: Any = getattr(logger, "experiment", None)
             if hasattr(logger, "log_image"):  # W&B
                 logger.log_image("val/samples", [grid], step=self.global_step)
             elif hasattr(experiment, "add_image"):  # TensorBoard
@@ -257,8 +261,8 @@ def ddim_sample(
     scheduler = DDIMScheduler.from_config(schedule_config)
     scheduler.set_timesteps(int(steps))
     param = next(model.parameters())
-    size = int(model.config.sample_size)
-    shape = (int(n), int(model.config.in_channels), size, size)
+    size = int(model.config.sample_size)  # type: ignore[attr-defined]  # diffusers types .config as a dict; it is a FrozenDict (attribute access)
+    shape = (int(n), int(model.config.in_channels), size, size)  # type: ignore[attr-defined]  # diffusers types .config as a dict; it is a FrozenDict (attribute access)
     x = torch.randn(shape, generator=generator, device=param.device, dtype=param.dtype)
     for t in scheduler.timesteps:
         eps = model(x, t).sample

@@ -39,7 +39,7 @@ from singexp.errors import ConfigError, SingexpError
 from singexp.metrics import ImageMetrics, psnr
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.operators import LinearOperator, measurement_noise_std
-from singexp.results import BASELINE, ORIGINAL, TRIVIAL
+from singexp.points import BASELINE, ORIGINAL, TRIVIAL
 from singexp.visualize import save_comparison_grid
 
 
