@@ -40,7 +40,7 @@ def restores(run: RunConfig) -> bool:
 
 def check_codec(v: RunConfig) -> None:
     """A given ``jscc.checkpoint`` (not ``auto``) was trained for this BCR and image size."""
-    from singexp.modules.jscc import check_checkpoint
+    from singexp.modules.jscc import check_checkpoint, configured_architecture
 
     if v.jscc.checkpoint == "auto" and v.task == "jscc":
         raise ConfigError(
@@ -51,7 +51,12 @@ def check_codec(v: RunConfig) -> None:
     if v.jscc.checkpoint in (None, "auto"):
         return
     check_checkpoint(
-        v.jscc.checkpoint, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size}
+        v.jscc.checkpoint,
+        {
+            "bcr": format_ratio(v.bcr),
+            "image_size": v.latent.image_size,
+            **configured_architecture(v.jscc),
+        },
     )
 
 

@@ -144,6 +144,8 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
         scale = getattr(inn, "scale", None)
         record["measurement_operator"] = f"AveragePool(scale={scale})"
         record["inn_input_clip"] = "x0|t clipped to [-1, 1] before the INN"
+        arch = getattr(inn, "arch", None)  # the network that ran (built from inn_checkpoint)
+        record["inn_architecture"] = None if arch is None else dataclasses.asdict(arch)
     if method.name in ("dps_jscc", "inverse_jscc"):  # forward model: the DeepJSCC chain
         c = method.config
         noise = "noiseless" if c.forward_noise == "none" else f"mean of {c.noise_samples} draws"
