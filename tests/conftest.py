@@ -15,7 +15,8 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 from torch import nn
 
-from singexp.config import CONF_DIR, quote_group_overrides
+from singexp.cli import quote_group_overrides
+from singexp.config import CONF_DIR
 
 # tiny models run far faster on one thread, above all on a loaded machine (OpenMP spin-waits)
 torch.set_num_threads(1)

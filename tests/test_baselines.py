@@ -116,7 +116,7 @@ def test_dps_gradient_matches_finite_differences(unet64: UNet2DModel) -> None:
     form.bind(sched, 1.0, Correction())
     step = step_infos(sched, form)[6]
     zeta = 0.7
-    correction = JSCCMeasurement(JSCCForward(codec, SNR), y, zeta)
+    correction = JSCCMeasurement(JSCCForward(codec, SNR), y, zeta, "constant")
 
     def x0_of(x_t: Tensor) -> Tensor:  # x0|t = (x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t
         eps = unet64(x_t, step.timestep).sample

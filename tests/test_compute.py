@@ -95,7 +95,9 @@ def test_micro_batches_refuse_a_forward_that_draws_noise_per_batch() -> None:
 
     y = _images(2)
     for noise, samples in (("none", 1), ("mean", 2)):
-        guide = JSCCMeasurement(JSCCForward(Chain(), torch.arange(4.0), noise, samples), y, 0.5)
+        guide = JSCCMeasurement(
+            JSCCForward(Chain(), torch.arange(4.0), noise, samples), y, 0.5, "constant"
+        )
         if noise == "mean":
             with pytest.raises(ConfigError, match=r"^evaluate\.guidance_batch: DPS-JSCC"):
                 guide.rows(slice(0, 2))

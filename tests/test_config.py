@@ -6,7 +6,8 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import requires_gpu, requires_no_gpu
-from singexp.config import CONF_DIR, check_group_overrides, group_options, validate
+from singexp.cli import check_group_overrides, group_options
+from singexp.config import CONF_DIR, validate
 from singexp.errors import ConfigError
 
 MakeCfg = Callable[..., DictConfig]
@@ -135,7 +136,7 @@ def test_sampler_override_that_methods_would_ignore_is_an_error(make_cfg: MakeCf
 
 
 def test_overrides_hydra_would_refuse_are_rewritten() -> None:
-    from singexp.config import quote_group_overrides
+    from singexp.cli import quote_group_overrides
 
     assert quote_group_overrides(["bcr=1_768,1_192", "channel.snr_db=1_0"]) == [
         "bcr='1_768','1_192'",
@@ -152,7 +153,7 @@ def test_experiment_without_plus_composes(make_cfg: MakeCfg) -> None:
 
 
 def test_key_typos_are_one_line_with_the_nearest_keys() -> None:
-    from singexp.config import check_override_keys
+    from singexp.cli import check_override_keys
 
     cases = {
         "channel.snr=5": r"channel\.snr: is not a config key; did you mean channel\.snr_db\?",
@@ -234,3 +235,46 @@ def test_check_schema_reads_tuples_lists_and_mappings() -> None:
         assert info.value.key == key
     with pytest.raises(ConfigError, match=r"^g: expected a config group"):
         check_schema("g", [1], Schema)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        # inn.scale's resolver fails: its own one-line error names operator.scale
+        ("operator.scale=3", r"^operator\.scale: 3 does not divide the image size 32"),
+        # an interpolation to a missing key: the key holding it, with OmegaConf's reason
+        ("+evaluate.extra=${nowhere}", r"^evaluate\.extra: cannot resolve '\$\{nowhere\}': "),
+    ],
+)
+def test_interpolation_errors_name_the_key_at_validation(
+    make_cfg: Callable[..., DictConfig], override: str, message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message) as error:
+        validate(make_cfg("+experiment=sing_inn", override))
+    assert "\n" not in str(error.value)
+
+
+def test_dataset_options_are_validated(make_cfg: Callable[..., DictConfig]) -> None:
+    for override, key in [
+        ("dataset.batch_size=abc", "dataset.batch_size"),
+        ("dataset.batch_size=0", "dataset.batch_size"),
+        ("dataset.test_size=0", "dataset.test_size"),
+        ("dataset.num_workers=-1", "dataset.num_workers"),
+    ]:
+        with pytest.raises(ConfigError, match=rf"^{key}: "):
+            validate(make_cfg(override))
+    validate(make_cfg("dataset.test_size=null"))  # null: all the split's images
+
+
+def test_evaluate_split_and_compute_are_checked_once_into_runconfig(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    from singexp.samplers.compute import ComputeConfig
+
+    run = validate(make_cfg("+experiment=sing_zero", "evaluate.split=val", "evaluate.compile=true"))
+    assert run.evaluate_split == "val"
+    assert run.compute == ComputeConfig(compile=True)
+    with pytest.raises(ConfigError, match=r"^evaluate\.split: "):
+        validate(make_cfg("evaluate.split=train"))  # at validation, before any preflight
+    with pytest.raises(ConfigError, match=r"^evaluate\.precision: "):
+        validate(make_cfg("evaluate.precision=fp64"))

@@ -10,10 +10,10 @@ from typing import Any
 import lightning as L
 import pytest
 import torch
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from conftest import randomize
-from singexp.config import CONF_DIR
+from singexp.config import CONF_DIR, validate
 from singexp.data.pairs import PairMaker, make_pairs
 from singexp.data.shapes import ShapesDataModule
 from singexp.errors import ConfigError
@@ -23,6 +23,7 @@ from singexp.modules.inn import (
     INNModule,
     check_inn_checkpoint,
     codec_fingerprint,
+    embedded_inn,
     export_inn,
     inn_config,
     inn_hparams,
@@ -348,8 +349,8 @@ def test_shipped_inns_load_with_their_recorded_hparams(path: Path) -> None:
     "path", sorted(EMBEDDED_INN_DIR.glob("*.safetensors")), ids=lambda p: p.stem
 )
 def test_shipped_inn_file_names_say_their_architecture(path: Path) -> None:
-    # inn.checkpoint=embedded picks the file by the inn group's width and pairs: the name's
-    # suffix (none for the default network, _w16p2 for inn=light) must be what the file holds
+    # inn.checkpoint=embedded picks the file by its recorded architecture; the name's suffix
+    # (none for the default network, _w16p2 for inn=light) must still say what the file holds
     recorded = read_inn_hparams(path)
     default = INNArchitecture()
     width, pairs = recorded.get("width", default.width), recorded.get("pairs", default.pairs)
@@ -360,18 +361,65 @@ def test_shipped_inn_file_names_say_their_architecture(path: Path) -> None:
 
 
 def test_inn_light_selects_the_light_embedded_network(make_cfg: Any) -> None:
-    # `+experiment=sing_inn inn=light`: the same inn.checkpoint=embedded, the light file
+    # `+experiment=sing_inn inn=light`: the same inn.checkpoint=embedded, the light file, whether
+    # the inn group comes as the composed DictConfig or as the validated run's plain dict (what
+    # a run passes: RunConfig.inn; reading it by attribute saw the defaults, the light INN's bug)
     default = make_cfg("+experiment=sing_inn")
     light = make_cfg("+experiment=sing_inn", "inn=light")
     assert (light.inn.width, light.inn.pairs) == (16, 2)
     assert str(light.inn.checkpoint) == "embedded" == str(default.inn.checkpoint)
-    found = resolve_inn_checkpoint("embedded", "1/48", 32, light.inn)
-    assert found == EMBEDDED_INN_DIR / "inn_1_48_w16p2.safetensors"
-    assert read_inn_hparams(found)["width"] == 16
-    assert resolve_inn_checkpoint("embedded", "1/48", 32, default.inn) == (
-        EMBEDDED_INN_DIR / "inn_1_48.safetensors"
+    light_file = EMBEDDED_INN_DIR / "inn_1_48_w16p2.safetensors"
+    default_file = EMBEDDED_INN_DIR / "inn_1_48.safetensors"
+    plain = validate(light).inn
+    assert isinstance(plain, dict) and not isinstance(plain, DictConfig)
+    for arch in (light.inn, plain, {"width": 16, "pairs": 2}, INNArchitecture(width=16, pairs=2)):
+        assert resolve_inn_checkpoint("embedded", "1/48", 32, arch) == light_file, arch
+    assert read_inn_hparams(light_file)["width"] == 16
+    for arch in (default.inn, validate(default).inn, {}, None, INNArchitecture()):
+        assert resolve_inn_checkpoint("embedded", "1/48", 32, arch) == default_file, arch
+    # every shipped file is found by its own recorded architecture
+    for path in sorted(EMBEDDED_INN_DIR.glob("*.safetensors")):
+        bcr = re.fullmatch(r"inn_(\d+)_(\d+)(_w\d+p\d+)?", path.stem)
+        assert bcr is not None
+        ratio = f"{bcr.group(1)}/{bcr.group(2)}"
+        assert embedded_inn(ratio, 32, read_inn_hparams(path)) == path
+
+
+@pytest.mark.parametrize(
+    ("arch", "bcr", "key"),
+    [
+        ({"width": 8, "pairs": 1}, "1/48", "width"),
+        ({"width": 16, "pairs": 2}, "1/192", "width"),  # inn=light where none is shipped
+        ({"pairs": 3}, "1/48", "pairs"),
+        ({"cond_blocks": 3}, "1/48", "cond_blocks"),
+        ({"width": 16, "pairs": 2, "emb_dim": 32}, "1/96", "emb_dim"),
+        ({"scale": 2}, "1/48", "scale"),  # e.g. operator.scale=2, which inn.scale follows
+        ({"clamp": 1.5}, "1/24", "clamp"),
+    ],
+)
+def test_embedded_inn_of_an_architecture_not_shipped_is_one_line_error(
+    arch: dict[str, Any], bcr: str, key: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        resolve_inn_checkpoint("embedded", bcr, 32, arch)
+    message = str(error.value)
+    assert message.startswith(f"inn.{key}: is {arch[key]}") and "\n" not in message
+    assert f"no embedded INN for bcr {bcr} has it (shipped: {key} " in message
+    assert "inn.checkpoint=PATH" in message  # the fix: another architecture or one's own INN
+
+
+def test_given_inn_file_of_another_architecture_is_one_line_error(make_cfg: Any) -> None:
+    # the network is built from the file: a config naming other keys would record what did not run
+    light_file = EMBEDDED_INN_DIR / "inn_1_48_w16p2.safetensors"
+    light = validate(make_cfg("+experiment=sing_inn", "inn=light")).inn
+    assert resolve_inn_checkpoint(str(light_file), "1/48", 32, light) == light_file
+    default = validate(make_cfg("+experiment=sing_inn")).inn
+    with pytest.raises(ConfigError) as error:
+        resolve_inn_checkpoint(str(light_file), "1/48", 32, default)
+    assert str(error.value) == (
+        "inn.width: is 32 but inn_1_48_w16p2.safetensors was built with width=16; set "
+        "inn.width=16 to use this file (the network is built from it) or use an INN trained "
+        "with inn.width=32"
     )
-    # an architecture nothing was shipped for: one line naming the key and the fix
-    odd = INNArchitecture(width=8, pairs=1)
-    with pytest.raises(ConfigError, match=r"^inn\.checkpoint: no embedded INN with width 8"):
-        resolve_inn_checkpoint("embedded", "1/48", 32, odd)
+    with pytest.raises(ConfigError, match=r"^inn\.cond_blocks: is 3 but inn_1_48_w16p2"):
+        resolve_inn_checkpoint(str(light_file), "1/48", 32, {**light, "cond_blocks": 3})

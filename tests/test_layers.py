@@ -26,7 +26,10 @@ from test_imports import SRC, import_graph
 
 #: modules allowed to take a DictConfig, and why
 DICTCONFIG_ALLOWED = {
-    "singexp.config": "validates the composed config into RunConfig; composes it",
+    "singexp.config": "validates the composed config into RunConfig",
+    "singexp.cli": "the command line's checks: composes the config to check its keys",
+    "singexp.quick": "quick=true: sets the composed config's small form before validation",
+    "singexp.config_print": "prints the composed config (print_config) as the run starts",
     "singexp.tasks": "the task layer: receives the composed config from the entry point",
     "singexp.__main__": "the command line's entry point (Hydra's main)",
     "singexp.restore_cli": "singexp restore's entry point (Hydra's main)",

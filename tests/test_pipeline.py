@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from conftest import run_cli
-from singexp.config import build
 from singexp.errors import SingexpError
+from singexp.instantiate import build
 from singexp.metrics import ImageMetrics
 from singexp.modules.restoration import BASELINE, ORIGINAL, RestorationModule
 from singexp.pipeline import GRID_FILE, TENSORS_FILE, SingPipeline, output_names

@@ -15,7 +15,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from conftest import run_cli
-from singexp.config import CONF_DIR, build, embedded_codec
+from singexp.config import CONF_DIR, embedded_codec
+from singexp.instantiate import build
 from singexp.modules.jscc import load_codec
 from singexp.operators import PatchProjection, codec_pairs, operator_from_config
 

@@ -1,4 +1,5 @@
-"""``quick=true`` wins over the experiment's own settings; the short config print."""
+"""``quick=true`` wins over the experiment's own settings, never over the command line's keys,
+and what it sets or leaves is validated; the short config print."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import pytest
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import run_cli
-from singexp.config import CONF_DIR, apply_quick, config_summary, show_config
+from singexp.config import CONF_DIR, validate
+from singexp.config_print import config_summary, show_config
 from singexp.errors import ConfigError
+from singexp.quick import apply_quick, command_line_keys
 
 QUICK = OmegaConf.load(CONF_DIR / "quick.yaml")
 STEPS = int(QUICK.sampler_steps)
@@ -36,13 +39,82 @@ def test_quick_wins_over_sing_zero(make_cfg: Callable[..., DictConfig]) -> None:
 
 
 def test_quick_wins_over_every_method_of_sing_inn(make_cfg: Callable[..., DictConfig]) -> None:
-    plain, cfg = _quick(make_cfg, "+experiment=sing_inn", "methods.sing_inn.steps=50")
-    assert plain.methods.sing_inn.steps == 50
+    plain, cfg = _quick(make_cfg, "+experiment=sing_inn")
+    assert plain.methods.sing_inn.steps != STEPS
     assert {name: node.steps for name, node in cfg.methods.items()} == {
         "sing_zero": STEPS,
         "sing_inn": STEPS,
     }
     assert cfg.dataset.test_size == TEST_IMAGES
+
+
+def test_quick_keeps_the_command_lines_keys(make_cfg: Callable[..., DictConfig]) -> None:
+    given = ["+experiment=sing_inn", "methods.sing_inn.steps=50", "dataset.test_size=4"]
+    cfg = make_cfg(*given, "quick=true")
+    quick = apply_quick(cfg, overrides=[*given, "quick=true"])
+    assert quick and cfg.methods.sing_inn.steps == 50 and cfg.dataset.test_size == 4
+    assert cfg.methods.sing_zero.steps == STEPS  # what the user left unset, quick sets
+    assert cfg.dataset.batch_size == QUICK.set.dataset.batch_size
+    assert set(quick.kept) == {"methods.sing_inn.steps", "dataset.test_size"}
+    assert f"dataset.batch_size={QUICK.set.dataset.batch_size}" in quick.set
+    assert not any(s.startswith("dataset.test_size") for s in quick.set)
+    assert f"{STEPS} steps for methods.sing_zero" in quick.set
+
+
+def test_command_line_keys_are_values_not_group_choices() -> None:
+    keys = command_line_keys(
+        [
+            "+experiment=sing_zero",
+            "dataset=shapes",
+            "bcr='1_96'",
+            "dataset.test_size=4",
+            "++trainer.max_epochs=2",
+            "~prior.source",
+            "hydra.run.dir=x",
+            "quick=true",
+        ]
+    )
+    assert keys == {"dataset.test_size", "trainer.max_epochs", "prior.source", "quick"}
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [("dataset.batch_size=abc", "dataset.batch_size"), ("sampler.steps=0", "sampler.steps")],
+)
+def test_quick_leaves_a_bad_value_to_validation(
+    make_cfg: Callable[..., DictConfig], override: str, key: str
+) -> None:
+    given = ["+experiment=sing_zero", "quick=true", override]
+    cfg = make_cfg(*given)
+    apply_quick(cfg, overrides=given)
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        validate(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("dataset.batch_size=abc", "dataset.batch_size"),
+        ("sampler.steps=0", "sampler.steps"),
+        ("operator.scale=3", "operator.scale"),  # an interpolation (inn.scale) that fails
+    ],
+)
+def test_bad_value_with_quick_is_one_line_error(tmp_path: Path, override: str, key: str) -> None:
+    experiment = "sing_inn" if key.startswith("operator") else "sing_zero"
+    result = run_cli(
+        f"+experiment={experiment}",
+        "quick=true",
+        override,
+        "logger=none",
+        f"hydra.run.dir={tmp_path}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert result.stderr.startswith(f"singexp: error: {key}: "), result.stderr
+    assert not (tmp_path / "config.yaml").exists()  # before anything is written
 
 
 def test_quick_caps_inverse_jscc_iterations(make_cfg: Callable[..., DictConfig]) -> None:
@@ -102,6 +174,7 @@ def test_sing_zero_quick_runs_the_small_form(tmp_path: Path) -> None:
     result = run_cli(
         "+experiment=sing_zero",
         "quick=true",
+        "dataset.test_size=4",  # the command line's value: quick keeps it
         "logger=none",
         f"hydra.run.dir={tmp_path}",
         cwd=tmp_path,
@@ -115,8 +188,11 @@ def test_sing_zero_quick_runs_the_small_form(tmp_path: Path) -> None:
     assert results["samplers"]["sing_zero"]["steps"] == STEPS
     with (tmp_path / "per_image.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == TEST_IMAGES * len(results["methods"])
-    assert "quick: true" in result.stdout
+    assert len(rows) == 4 * len(results["methods"])
+    assert {summary["images"] for summary in results["methods"].values()} == {4}
+    assert "quick: true (set " in result.stdout
+    assert f"{STEPS} steps for sampler" in result.stdout
+    assert "kept the command line's dataset.test_size" in result.stdout
 
 
 # --- the config print: short by default, print_config=full, print_config=false ---
@@ -156,6 +232,16 @@ def test_config_print_full_or_nothing(
 def test_config_print_bad_mode_is_one_line_error(make_cfg: Callable[..., DictConfig]) -> None:
     with pytest.raises(ConfigError, match="print_config"):
         show_config(make_cfg("print_config=long"), [])
+
+
+def test_config_summary_says_what_quick_set(make_cfg: Callable[..., DictConfig]) -> None:
+    given = ["+experiment=sing_zero", "quick=true", "dataset.test_size=4"]
+    cfg = make_cfg(*given)
+    text = config_summary(cfg, given, apply_quick(cfg, overrides=given))
+    line = next(line for line in text.splitlines() if "quick:" in line)
+    assert line.startswith("  quick: true (set min_train_steps=0, dataset.min_train_images=0")
+    assert f"{STEPS} steps for sampler" in line
+    assert "kept the command line's dataset.test_size" in line
 
 
 def test_config_summary_of_training_task_names_epochs(

@@ -22,14 +22,14 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from singexp.config import (
-    CONF_DIR,
+from singexp.cli import (
     _first_values,
-    apply_quick,
     check_group_overrides,
     check_override_keys,
     quote_group_overrides,
 )
+from singexp.config import CONF_DIR
+from singexp.quick import apply_quick
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

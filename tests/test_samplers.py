@@ -611,7 +611,8 @@ def test_non_finite_values_stop_sampling_naming_the_step(unet: UNet2DModel) -> N
 
 def test_sigma_y_auto_is_the_rms_of_a_x_hat_minus_a_x(make_cfg: Any) -> None:
     """``sigma_y=auto``: √mean((A x̂ − A x)²) over the validation images through the codec."""
-    from singexp.config import build, validate
+    from singexp.config import validate
+    from singexp.instantiate import build
     from singexp.modules.jscc import load_codec
     from singexp.modules.restoration import measured_sigma_y
     from singexp.operators import build_operator

@@ -15,8 +15,9 @@ from torch import Tensor
 
 from conftest import randomize
 from singexp.artifacts import resolve_inn, resolve_prior_source
-from singexp.config import CONF_DIR, build, validate
+from singexp.config import CONF_DIR, validate
 from singexp.errors import ConfigError
+from singexp.instantiate import build
 from singexp.metrics import periodic_energy
 from singexp.modules.inn import INNModule
 from singexp.modules.jscc import load_codec
@@ -60,7 +61,9 @@ def test_fresh_inn_guidance_at_half_is_ddnm(gradient: str) -> None:
     x0, x_hat = images(1), images(2)
     c_y = inn.coarse(x_hat)
     snr = torch.tensor([-3.0, 2.0])
-    out = INNGuidance(inn, c_y, snr, zeta=0.5, gradient=gradient)(x0, step_info())
+    out = INNGuidance(inn, c_y, snr, zeta=0.5, gradient=gradient, zeta_schedule="constant")(
+        x0, step_info()
+    )
     ddnm = NullSpace(AveragePool(4), AveragePool(4).A(x_hat))(x0, step_info())
     torch.testing.assert_close(out, ddnm, rtol=0, atol=1e-5)
 
@@ -71,7 +74,7 @@ def test_constant_variant_and_autograd_gradient() -> None:
     snr = torch.tensor([-1.0, 4.0])
     c_y = inn.coarse(x_hat)
     zeta = 0.3
-    guide = INNGuidance(inn, c_y, snr, zeta=zeta, gradient="constant")
+    guide = INNGuidance(inn, c_y, snr, zeta=zeta, gradient="constant", zeta_schedule="constant")
     x_inv = guide.inverse_estimate(x0)
     torch.testing.assert_close(guide(x0, step_info()), x0 - 2 * zeta * (x0 - x_inv))
 
@@ -81,7 +84,7 @@ def test_constant_variant_and_autograd_gradient() -> None:
         with torch.no_grad():
             return (x - guide.inverse_estimate(x)).pow(2).sum()
 
-    exact = INNGuidance(inn, c_y, snr, zeta=1.0, gradient="autograd")
+    exact = INNGuidance(inn, c_y, snr, zeta=1.0, gradient="autograd", zeta_schedule="constant")
     grad = x0 - exact(x0, step_info())
     v = torch.randn(x0.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     h = 1e-5
@@ -98,9 +101,11 @@ def test_guidance_is_per_image() -> None:
     inn = randomize(ConditionalINN(scale=4, **TINY))
     x0, c_y = images(5), inn.coarse(images(6))
     snr, zeta = torch.tensor([-5.0, 5.0]), torch.tensor([0.2, 0.7])
-    batch = INNGuidance(inn, c_y, snr, zeta)(x0, step_info())
+    batch = INNGuidance(inn, c_y, snr, zeta, "autograd", "constant")(x0, step_info())
     for i in range(2):
-        one = INNGuidance(inn, c_y[i : i + 1], snr[i : i + 1], float(zeta[i]))
+        one = INNGuidance(
+            inn, c_y[i : i + 1], snr[i : i + 1], float(zeta[i]), "autograd", "constant"
+        )
         torch.testing.assert_close(batch[i : i + 1], one(x0[i : i + 1], step_info()))
 
 
@@ -207,7 +212,10 @@ def test_two_phase_switches_from_null_space_to_inn_guidance() -> None:
     x_hat, x0 = images(4), images(4).flip(-1)
     c_y = inn.coarse(x_hat)
     snr = torch.zeros(x_hat.shape[0])
-    early, late = NullSpace(AveragePool(4), c_y), INNGuidance(inn, c_y, snr, 0.5, "constant")
+    early, late = (
+        NullSpace(AveragePool(4), c_y),
+        INNGuidance(inn, c_y, snr, 0.5, "constant", "constant"),
+    )
     two = TwoPhase(early, late, switch_t=300)
     torch.testing.assert_close(two(x0, info(600)), early(x0, info(600)))
     torch.testing.assert_close(two(x0, info(300)), early(x0, info(300)))
@@ -268,7 +276,7 @@ def test_prepared_inn_guides_alike_and_is_restored(gradient: str) -> None:
     guidance only by float rounding, and leaves the INN as it was."""
     inn = randomize(ConditionalINN(scale=4, **TINY))
     x0, c_y = images(21), inn.coarse(images(22))
-    guide = INNGuidance(inn, c_y, torch.tensor([-1.0, 3.0]), 0.4, gradient)
+    guide = INNGuidance(inn, c_y, torch.tensor([-1.0, 3.0]), 0.4, gradient, "constant")
     plain = guide(x0, info(100))
     with prepared(inn):
         assert not any(p.requires_grad for p in inn.parameters())
@@ -286,7 +294,7 @@ def build_scheduler_timesteps(steps: int) -> list[int]:
 def test_zeta_schedule() -> None:
     inn = randomize(ConditionalINN(scale=4, **TINY))
     x0, c_y, snr = images(9), inn.coarse(images(10)), torch.zeros(2)
-    const = INNGuidance(inn, c_y, snr, 0.4, "constant")
+    const = INNGuidance(inn, c_y, snr, 0.4, "constant", "constant")
     sched = INNGuidance(inn, c_y, snr, 0.4, "constant", zeta_schedule="sqrt_alpha_bar")
     x_inv = const.inverse_estimate(x0)
     # ζ_t = ζ √ᾱ_t: x0 − 2·0.4·√0.25·(x0 − x_inv)
@@ -323,7 +331,7 @@ def test_dps_guidance_is_the_gradient_through_the_unet(unet: UNet2DModel) -> Non
     x_t = images(12).double() * 0.3
     c_y, snr = inn.coarse(images(13).double()), torch.tensor([-2.0, 2.0])
     zeta = 0.7
-    guide = INNGuidance(inn, c_y, snr, zeta, "dps")
+    guide = INNGuidance(inn, c_y, snr, zeta, "dps", "constant")
     t, ab = torch.tensor(100), torch.tensor(0.9, dtype=torch.float64)
     step = StepInfo(0, 2, t, ab, ab, ab.sqrt(), (1 - ab).sqrt(), 0.0)
 

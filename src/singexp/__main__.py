@@ -19,12 +19,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from singexp.config import (
-    CONF_DIR,
-    check_group_overrides,
-    check_override_keys,
-    quote_group_overrides,
-)
+from singexp.cli import check_group_overrides, check_override_keys, quote_group_overrides
+from singexp.config import CONF_DIR
 from singexp.errors import SingexpError
 from singexp.faults import SIGTERM_EXIT, Terminated, record_failure, sigterm_ends_point
 

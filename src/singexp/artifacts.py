@@ -40,7 +40,13 @@ from singexp.data.base import indexed_data
 from singexp.errors import ConfigError, SingexpError
 from singexp.faults import atomic_write_text, resume_checkpoint
 from singexp.modules.inn import read_inn_metadata, resolve_inn_checkpoint, train_inn
-from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, export_codec, load_codec
+from singexp.modules.jscc import (
+    DeepJSCCModule,
+    check_checkpoint,
+    configured_architecture,
+    export_codec,
+    load_codec,
+)
 from singexp.modules.prior import train_prior
 from singexp.modules.restoration import mean_image_baseline
 from singexp.points import file_digest, identity_hash, read_results, write_json
@@ -284,7 +290,7 @@ def codec_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
     }
     trainer = build_trainer(run, loggers)
     if run.jscc.checkpoint:
-        check_checkpoint(run.jscc.checkpoint, identity)
+        check_checkpoint(run.jscc.checkpoint, {**identity, **configured_architecture(run.jscc)})
         module = load_codec(
             run.jscc.checkpoint, test_snr_db=run.channel.snr_db, metrics=run.metrics
         )

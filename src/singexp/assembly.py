@@ -20,7 +20,12 @@ from singexp.bcr import format_ratio
 from singexp.config import RunConfig
 from singexp.data.base import training_split
 from singexp.modules.inn import check_inn_checkpoint, jscc_identity
-from singexp.modules.jscc import DeepJSCCModule, check_checkpoint, load_codec
+from singexp.modules.jscc import (
+    DeepJSCCModule,
+    check_checkpoint,
+    configured_architecture,
+    load_codec,
+)
 from singexp.modules.restoration import Restorer, measured_sigma_y
 from singexp.operators import LinearOperator, codec_pairs, operator_from_config
 from singexp.reuse import file_identity, reused
@@ -62,7 +67,11 @@ def build_restoration(run: RunConfig, datamodule: Callable[[], Any]) -> Restorat
     require_codec(run, "restoration")
     check_checkpoint(
         str(run.jscc.checkpoint),
-        {"bcr": format_ratio(run.bcr), "image_size": run.latent.image_size},
+        {
+            "bcr": format_ratio(run.bcr),
+            "image_size": run.latent.image_size,
+            **configured_architecture(run.jscc),
+        },
     )
     path, snr_db = str(run.jscc.checkpoint), run.channel.snr_db
     codec = reused(  # once per process and SNR (singexp.reuse)

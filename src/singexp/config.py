@@ -13,18 +13,16 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from singexp.bcr import LatentShape, latent_shape, parse_ratio
 from singexp.channel import CHANNELS
 from singexp.errors import ConfigError, SingexpError
-from singexp.schema import _coerce, check_schema
-
-S = TypeVar("S")
+from singexp.instantiate import build as build  # re-exported: loggers.py imports it here
+from singexp.schema import _coerce
+from singexp.schema import check_schema as check_schema  # re-exported for the modules' schemas
 
 #: the config tree and the shipped weights are package data (so a wheel carries them); the
 #: repository's top-level ``conf`` is a link to ``src/singexp/conf`` for readers
@@ -36,6 +34,9 @@ EMBEDDED_JSCC_DIR = ASSETS_DIR / "jscc_shapes32"
 MAX_SNR_DB = 100.0
 #: seeds numpy and Lightning accept
 MAX_SEED = 2**32 - 1
+
+if TYPE_CHECKING:
+    from singexp.samplers.compute import ComputeConfig
 
 
 def embedded_codec(ratio: Fraction, image_size: int) -> Path:
@@ -78,12 +79,6 @@ class ChannelConfig:
         if unset and self.auto_train_snr_range is not None:
             return float(self.auto_train_snr_range[0]), float(self.auto_train_snr_range[1])
         return self.train_range()
-
-
-@dataclass
-class BCRConfig:
-    name: str = "1_192"
-    ratio: str = "1/192"
 
 
 @dataclass
@@ -130,6 +125,10 @@ class RunConfig:
     paths: dict[str, Any] = field(default_factory=dict)
     min_train_steps: int = 0
     quick: bool = False
+    #: ``evaluate``'s compute keys (precision, guidance micro-batch, ...), checked once
+    compute: ComputeConfig = field(default_factory=lambda: _compute_default())
+    #: ``evaluate.split``: the images a restoration is scored on (test, or val to tune)
+    evaluate_split: str = "test"
     plain: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -160,31 +159,78 @@ class RunConfig:
         return validate(sub)
 
 
-#: the name this object had before it carried the whole run's config
-Validated = RunConfig
+def _compute_default() -> ComputeConfig:
+    from singexp.samplers.compute import ComputeConfig
+
+    return ComputeConfig()
+
+
+def validate_evaluation_split(evaluate: Mapping[str, Any]) -> str:
+    """``evaluate.split`` names images a restoration may be scored on (test, or val to tune)."""
+    from singexp.data.base import EVALUATION_SPLITS
+
+    split = evaluate.get("split", "test")
+    if split not in EVALUATION_SPLITS:
+        raise ConfigError(
+            "evaluate.split",
+            f"must be one of {list(EVALUATION_SPLITS)} (val: tuning a method), got {split!r}",
+        )
+    return str(split)
 
 
 def _plain(cfg: DictConfig) -> dict[str, Any]:
-    """The config as resolved plain containers; outside a Hydra job, a key whose interpolation
-    needs Hydra's runtime (``paths.output_dir`` unless set) stays as written."""
+    """The config as resolved plain containers. Outside a Hydra job, a key whose interpolation
+    needs Hydra's runtime (``paths.output_dir`` unless set) stays as written; any other
+    interpolation that fails (a resolver's error, a missing key) is a one-line ConfigError
+    naming the key, before anything is written."""
     try:
         return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
     except Exception:
-        return _resolved(cfg)
+        return _resolved(cfg, "")
 
 
-def _resolved(node: Any) -> Any:
+#: the message of an interpolation that only Hydra's runtime resolves (``${hydra:...}``)
+NEEDS_HYDRA = "HydraConfig was not set"
+
+
+def _interpolation_error(key: str, raw: Any, error: Exception) -> SingexpError:
+    """The one-line error of ``key``'s interpolation: the resolver's own ConfigError where it
+    raised one, else a ConfigError naming ``key`` with OmegaConf's reason."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, SingexpError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is not None:
+        return cause
+    reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+    reason = reason.split(" raised while resolving interpolation: ")[-1]
+    return ConfigError(key, f"cannot resolve {raw!r}: {reason}")
+
+
+def _resolved(node: Any, prefix: str) -> Any:
     if isinstance(node, DictConfig):
         out: dict[str, Any] = {}
         for key in node:
             try:
                 value = node[key]
-            except Exception:  # an interpolation that cannot resolve here
-                value = OmegaConf.to_container(node, resolve=False)[key]  # type: ignore[index]
-            out[str(key)] = _resolved(value)
+            except Exception as error:  # an interpolation that cannot resolve
+                raw = OmegaConf.to_container(node, resolve=False)[key]  # type: ignore[index]
+                if NEEDS_HYDRA not in str(error):
+                    raise _interpolation_error(f"{prefix}{key!s}", raw, error) from None
+                value = raw  # resolved by Hydra's runtime, in a Hydra job
+            out[str(key)] = _resolved(value, f"{prefix}{key!s}.")
         return out
     if isinstance(node, ListConfig):
-        return [_resolved(value) for value in node]
+        items = []
+        for i in range(len(node)):
+            try:
+                value = node[i]
+            except Exception as error:
+                raw = OmegaConf.to_container(node, resolve=False)[i]  # type: ignore[index]
+                if NEEDS_HYDRA not in str(error):
+                    raise _interpolation_error(f"{prefix[:-1]}[{i}]", raw, error) from None
+                value = raw
+            items.append(_resolved(value, f"{prefix[:-1]}[{i}]."))
+        return items
     return node
 
 
@@ -209,6 +255,28 @@ def validate_channel(node: DictConfig) -> ChannelConfig:
                 f"{MAX_SNR_DB:g}] dB (beyond, noise is nil or swamps the signal: NaN metrics)",
             )
     return ch
+
+
+#: the options every data module takes: (key, least value, whether null is allowed: all images)
+DATASET_OPTIONS = (
+    ("batch_size", 1, False),
+    ("num_workers", 0, False),
+    ("min_train_images", 0, False),
+    ("train_size", 1, True),
+    ("val_size", 1, True),
+    ("test_size", 1, True),
+)
+
+
+def validate_dataset_options(dataset: Mapping[str, Any]) -> None:
+    """The data options that every data module takes (:data:`DATASET_OPTIONS`), whole numbers in
+    range, checked before the data module is built (its own signature checks the rest)."""
+    for key, least, nullable in DATASET_OPTIONS:
+        if key not in dataset:
+            continue
+        value = _coerce(f"dataset.{key}", dataset[key], int | None if nullable else int)
+        if value is not None and value < least:
+            raise ConfigError(f"dataset.{key}", f"must be ≥ {least}, got {value}")
 
 
 def validate_seed(value: Any) -> int:
@@ -285,6 +353,7 @@ def check_shipped_sizes(cfg: DictConfig, size: int) -> None:
 def validate(cfg: DictConfig) -> RunConfig:
     """Check the composed config once, early, into the typed :class:`RunConfig` that the layers
     below the tasks receive; raise a one-line ConfigError naming the key."""
+    plain = _plain(cfg)  # first: an interpolation that fails is named before any other check
     validate_seed(cfg.get("seed"))
     channel = validate_channel(cfg.channel)
     bcr_node = cfg.get("bcr")
@@ -302,6 +371,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     size = _coerce("dataset.image_size", dataset.image_size, int)
     if size < 1:
         raise ConfigError("dataset.image_size", f"must be positive, got {size}")
+    validate_dataset_options(dataset)
     if jscc.downsample < 2 or jscc.downsample & (jscc.downsample - 1):
         raise ConfigError("jscc.downsample", f"must be a power of two ≥ 2, got {jscc.downsample}")
     latent = latent_shape(ratio, size, jscc.downsample)
@@ -315,9 +385,11 @@ def validate(cfg: DictConfig) -> RunConfig:
     if inn_checkpoint is not None and str(inn_checkpoint) not in ("embedded", "auto"):
         check_model_file("inn.checkpoint", inn_checkpoint)
     check_accelerator(cfg.get("trainer"))
+    from singexp.samplers.compute import ComputeConfig
     from singexp.samplers.registry import methods_from_config
 
-    plain = _plain(cfg)
+    evaluate = dict(plain.get("evaluate") or {})
+
     return RunConfig(
         channel=channel,
         bcr=ratio,
@@ -331,7 +403,9 @@ def validate(cfg: DictConfig) -> RunConfig:
         prior=dict(plain.get("prior") or {}),
         operator=dict(plain.get("operator") or {}),
         metrics=dict(plain.get("metrics") or {}),
-        evaluate=dict(plain.get("evaluate") or {}),
+        evaluate=evaluate,
+        compute=ComputeConfig.from_config(evaluate),
+        evaluate_split=validate_evaluation_split(evaluate),
         trainer=dict(plain.get("trainer") or {}),
         callbacks=dict(plain.get("callbacks") or {}),
         logger=dict(plain.get("logger") or {}),
@@ -367,229 +441,3 @@ def check_model_file(key: str, path: str | Path) -> None:
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise ConfigError(key, f"{path} is not a Lightning checkpoint (no state_dict in it)")
-
-
-def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
-    """The option names of a config group (the YAML files in ``conf/GROUP``)."""
-    return sorted(p.stem for p in (conf_dir / group).glob("*.yaml"))
-
-
-def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """Reject ``group=option`` overrides naming an option that does not exist, in one line.
-
-    Hydra's own message for this spans many lines; this check runs before Hydra composes.
-    Sweeps (``dataset=a,b``) are checked option by option.
-    """
-    for arg in args:
-        if "=" not in arg or arg.startswith(("hydra", "~")):
-            continue
-        key, _, value = arg.partition("=")
-        key = key.lstrip("+")
-        if "." in key or "/" in key or not (conf_dir / key).is_dir():
-            continue
-        options = group_options(key, conf_dir)
-        for option in value.split(","):
-            option = option.strip().strip("'\"")  # bcr="'1_768','1_192'": quoted by hand
-            if option in ("null", "") or option.startswith(("glob(", "choice(", "range(")):
-                continue
-            if option not in options:
-                hint = ""
-                if key == "bcr" and "/" in option:  # a ratio by value is bcr.ratio
-                    hint = f" (or any ratio by value: bcr.ratio={option})"
-                raise ConfigError(
-                    key, f"unknown option {option!r}; choose one of: {', '.join(options)}{hint}"
-                )
-
-
-def _first_values(args: list[str]) -> list[str]:
-    """The overrides with each sweep (``a=1,2``, ``range(...)``) replaced by its first value and
-    Hydra's own keys left out: one config of the sweep, composable without Hydra's runtime."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    single = []
-    for override in OverridesParser.create().parse_overrides(args):
-        if override.key_or_group.startswith("hydra"):
-            continue
-        line = override.input_line or ""  # always set for overrides parsed from strings
-        if override.is_sweep_override():
-            key = line.partition("=")[0]
-            single.append(f"{key}={next(iter(override.sweep_string_iterator()))}")
-        else:
-            single.append(line)
-    return single
-
-
-def check_override_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
-    """A key that is not in the config (``channel.snr=5``) in one line, with the nearest keys;
-    Hydra's own message spans several lines. Composes the config once (a sweep's first point);
-    any other problem is left for Hydra to report."""
-    import difflib
-
-    from hydra import compose, initialize_config_dir
-    from hydra.errors import ConfigCompositionException
-
-    def composed(overrides: list[str]) -> DictConfig:
-        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            return compose("config", overrides=overrides)
-
-    try:
-        single = _first_values(args)
-        composed(single)
-        return
-    except ConfigCompositionException as error:
-        message = str(error)
-    except Exception:  # not ours to judge: Hydra reports it with its own message
-        return
-    if not message.startswith("Could not override '"):
-        return
-    key = message.split("'")[1]
-    try:  # the nearest keys where the path first leaves the config
-        node: Any = composed([a for a in single if a.partition("=")[0].lstrip("+~") != key])
-        path: list[str] = []
-        for part in key.split("."):
-            if not isinstance(node, DictConfig) or part not in node:
-                known = [str(k) for k in node] if isinstance(node, DictConfig) else []
-                near = [".".join([*path, k]) for k in difflib.get_close_matches(part, known, n=3)]
-                break
-            node, path = node[part], [*path, part]
-        else:
-            near = []
-    except Exception:
-        near = []
-    hint = f"; did you mean {' or '.join(near)}?" if near else ""
-    raise ConfigError(key, f"is not a config key{hint} (a new key is added with +{key}=...)")
-
-
-def build(node: Any, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets singexp's one-line errors through unwrapped."""
-    try:
-        return instantiate(node, **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__
-        while cause is not None and not isinstance(cause, SingexpError):
-            cause = cause.__cause__
-        if cause is not None:
-            raise cause from None
-        raise
-
-
-def quote_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> list[str]:
-    """Quote group options that Hydra's override grammar would read as numbers, and append
-    ``experiment=NAME`` as ``+experiment=NAME`` (the group has no default to override).
-
-    ``bcr=1_768`` is the integer 1768 to Hydra (underscores are digit separators), which it
-    refuses as a group option; ``bcr='1_768'`` is the option named 1_768.
-    """
-    quoted = []
-    for arg in args:
-        if arg.startswith("experiment="):  # not in the defaults list: Hydra wants it appended
-            arg = f"+{arg}"
-        key, sep, value = arg.partition("=")
-        group = key.lstrip("+~")
-        if sep and "." not in group and (conf_dir / group).is_dir():
-            parts = [
-                f"'{p}'" if p.replace("_", "").isdigit() and "_" in p else p
-                for p in value.split(",")
-            ]
-            arg = f"{key}={','.join(parts)}"
-        quoted.append(arg)
-    return quoted
-
-
-def _quick_node(node: DictConfig, values: Any) -> None:
-    """Set ``values`` (a mapping) into ``node``: keys the node has, and new keys only in a
-    ``_target_`` node (a third-party signature such as lightning.Trainer), never in singexp's
-    schema-checked groups, where an unknown key is an error."""
-    for key, value in values.items():
-        current = node.get(key) if key in node else None
-        if isinstance(value, DictConfig) and isinstance(current, DictConfig):
-            _quick_node(current, value)
-        elif key in node or "_target_" in node:
-            node[key] = value
-
-
-def apply_quick(cfg: DictConfig, conf_dir: Path = CONF_DIR) -> bool:
-    """``quick=true``: overwrite the composed config, the experiment's own settings included,
-    with ``conf/quick.yaml`` (few images, epochs and batches; ``sampler_steps`` steps for the
-    ``sampler`` and every ``methods.<name>``, at most ``sampler_iterations`` iterations).
-    Returns whether it applied; ``quick`` other than a boolean is a one-line error."""
-    from omegaconf import open_dict
-
-    quick = cfg.get("quick", False)
-    if not isinstance(quick, bool):
-        raise ConfigError("quick", f"must be true or false, got {quick!r}")
-    if not quick:
-        return False
-    settings = OmegaConf.load(conf_dir / "quick.yaml")
-    with open_dict(cfg):
-        _quick_node(cfg, settings.set)
-        samplers = [cfg.get("sampler"), *(cfg.get("methods") or {}).values()]
-        for node in samplers:
-            if isinstance(node, DictConfig) and "steps" in node:
-                node.steps = int(settings.sampler_steps)
-            if isinstance(node, DictConfig) and "iterations" in node:  # InverseJSCC's Adam
-                node.iterations = min(int(node.iterations), int(settings.sampler_iterations))
-    return True
-
-
-def print_config_mode(value: Any) -> str:
-    """``print_config``: ``short`` (also ``true``), ``full`` or ``false`` (also null)."""
-    if value is None or value is False:
-        return "false"
-    if value is True:
-        return "short"
-    if str(value) in ("short", "full", "false"):
-        return str(value)
-    raise ConfigError("print_config", f"must be short, full or false, got {value!r}")
-
-
-def config_summary(cfg: DictConfig, overrides: list[str]) -> str:
-    """The short config print: the command-line overrides and the resolved keys that say what
-    runs (experiment, data, channel, BCR, methods and their steps)."""
-
-    def get(key: str) -> Any:
-        return OmegaConf.select(cfg, key, default=None)
-
-    lines = [
-        "config (short; print_config=full prints all of it, print_config=false nothing):",
-        f"  overrides: {' '.join(overrides) if overrides else '(none)'}",
-        f"  experiment_name: {get('experiment_name')}",
-        f"  task: {get('task')}",
-        f"  dataset: {get('dataset.name')}, {get('dataset.image_size')} px, "
-        f"test_size {get('dataset.test_size')}, batch_size {get('dataset.batch_size')}",
-        f"  channel: {get('channel.name')}, snr_db {get('channel.snr_db')}",
-        f"  bcr: {get('bcr.ratio')}",
-    ]
-    methods = get("methods") or {}
-    sampler = get("sampler")
-    if not methods and sampler is not None and sampler.get("name", "none") != "none":
-        methods = {sampler.name: sampler}
-    if methods:
-        described = [
-            f"{name} ({node.steps} steps)" if "steps" in node else str(name)
-            for name, node in methods.items()
-        ]
-        lines.append(f"  methods: {', '.join(described)}")
-    if get("task") != "restore":
-        lines.append(f"  trainer.max_epochs: {get('trainer.max_epochs')}")
-    if get("quick"):
-        lines.append("  quick: true")
-    return "\n".join(lines)
-
-
-def show_config(cfg: DictConfig, overrides: list[str]) -> None:
-    """Print the config as ``print_config`` says: short (default), full or nothing."""
-    mode = print_config_mode(cfg.get("print_config", "short"))
-    if mode == "full":
-        print(OmegaConf.to_yaml(cfg, resolve=True))
-    elif mode == "short":
-        print(config_summary(cfg, overrides))
-
-
-def compose_config(overrides: list[str] | tuple[str, ...] = (), config_dir: Any = None) -> Any:
-    """The config the command line composes for ``overrides`` (same groups, same quoting),
-    outside a Hydra run."""
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(config_dir or CONF_DIR), version_base="1.3"):
-        return compose("config", overrides=quote_group_overrides(list(overrides)))

@@ -34,11 +34,13 @@ from torch import Tensor
 
 from singexp.assembly import Restoration, build_restoration
 from singexp.bcr import format_ratio, parse_ratio
-from singexp.config import RunConfig, apply_quick, compose_config, validate
+from singexp.cli import compose_config
+from singexp.config import RunConfig, validate
 from singexp.data.base import indexed_data
 from singexp.errors import SingexpError
 from singexp.modules.restoration import batch_generator
 from singexp.points import BASELINE, ORIGINAL
+from singexp.quick import apply_quick
 
 ImageInput = Tensor | str | Path | Sequence[str | Path]
 
@@ -134,7 +136,7 @@ class SingPipeline:
         cfg = compose_config(list(overrides), config_dir)
         # outside a Hydra run there is no run folder: auto-trained models resolve without one
         OmegaConf.update(cfg, "paths.output_dir", str(Path(str(cfg.paths.root)).resolve()))
-        apply_quick(cfg)  # as singexp.tasks.run does
+        apply_quick(cfg, overrides=list(overrides))  # as singexp.tasks.run does
         return cls(validate(cfg), device=device)
 
     @property

@@ -40,7 +40,7 @@ def restores(run: RunConfig) -> bool:
 
 def check_codec(v: RunConfig) -> None:
     """A given ``jscc.checkpoint`` (not ``auto``) was trained for this BCR and image size."""
-    from singexp.modules.jscc import check_checkpoint
+    from singexp.modules.jscc import check_checkpoint, configured_architecture
 
     if v.jscc.checkpoint == "auto" and v.task == "jscc":
         raise ConfigError(
@@ -51,7 +51,12 @@ def check_codec(v: RunConfig) -> None:
     if v.jscc.checkpoint in (None, "auto"):
         return
     check_checkpoint(
-        v.jscc.checkpoint, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size}
+        v.jscc.checkpoint,
+        {
+            "bcr": format_ratio(v.bcr),
+            "image_size": v.latent.image_size,
+            **configured_architecture(v.jscc),
+        },
     )
 
 
@@ -124,18 +129,6 @@ def check_prior(v: RunConfig) -> None:
     )
 
 
-def check_evaluation_split(v: RunConfig) -> None:
-    """``evaluate.split`` names images a restoration may be scored on (test, or val to tune)."""
-    from singexp.data.base import EVALUATION_SPLITS
-
-    split = v.evaluate.get("split", "test")
-    if split not in EVALUATION_SPLITS:
-        raise ConfigError(
-            "evaluate.split",
-            f"must be one of {list(EVALUATION_SPLITS)} (val: tuning a method), got {split!r}",
-        )
-
-
 def preflight(v: RunConfig) -> None:
     """Run every check of ``cfg.task`` that needs no training (see the module docstring);
     raise the first failure as a one-line :class:`ConfigError`. Once per ``v``: :func:`run`
@@ -153,13 +146,9 @@ def preflight(v: RunConfig) -> None:
     if task in ("inn", "restore") and v.inn:
         check_inn_settings(v)
     if task == "restore":
-        check_evaluation_split(v)
         check_inn(v)
         if restores(v):
             check_prior(v)
-            from singexp.samplers.compute import ComputeConfig
-
-            ComputeConfig.from_config(v.evaluate)  # precision, micro-batch, ...
     if task == "prior":
         check_prior_size(v)
     v.extra["preflight"] = True

@@ -11,10 +11,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from singexp.config import CONF_DIR, apply_quick, quote_group_overrides, validate
+from singexp.cli import quote_group_overrides
+from singexp.config import CONF_DIR, validate
 from singexp.errors import ConfigError, SingexpError
 from singexp.pipeline import GRID_FILE, TENSORS_FILE, SingPipeline, image_files, output_names
 from singexp.points import ORIGINAL
+from singexp.quick import apply_quick
 
 #: where ``singexp restore`` writes without ``out=``: a run folder of its own per experiment
 RESTORE_RUN_DIR = (
@@ -83,7 +85,7 @@ def restore_cli(args: Sequence[str]) -> None:
     run folder (``outputs/<experiment_name>/restore/<time>``) or ``out=DIR``."""
     import hydra
 
-    from singexp.config import check_group_overrides, check_override_keys
+    from singexp.cli import check_group_overrides, check_override_keys
 
     try:
         paths, flags, overrides, out = split_restore_args(args)

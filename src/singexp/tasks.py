@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from singexp import reuse
 from singexp.artifacts import JOBS, auto_training_notes, trained_elsewhere, trained_on
 from singexp.assembly import build_restoration
-from singexp.config import RunConfig, apply_quick, print_config_mode, show_config, validate
+from singexp.config import RunConfig, validate
+from singexp.config_print import print_config_mode, show_config
 from singexp.data.base import indexed_data
 from singexp.distributed import launch_rank
 from singexp.errors import ConfigError
@@ -48,8 +49,8 @@ from singexp.points import (
 )
 from singexp.preflight import preflight
 from singexp.printing import print_results
+from singexp.quick import Quick, apply_quick, command_line_overrides
 from singexp.samplers.build import method_records
-from singexp.samplers.compute import ComputeConfig
 from singexp.threads import apply_thread_policy, wait_policy
 from singexp.trainers import build_trainer
 
@@ -90,7 +91,7 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
     # suffices; under DDP each process takes whole batches of the single-process order
     # (singexp.distributed), not Lightning's DistributedSampler
     trainer = build_trainer(run, loggers, inference_mode=False, use_distributed_sampler=False)
-    split = str(run.evaluate.get("split", "test"))  # val: a tuning trial (issue 31)
+    split = run.evaluate_split  # val: a tuning trial (issue 31)
     images = datamodule.sharded_test_dataloader(split, run.evaluate.get("images"))
     trainer.test(module, dataloaders=images, verbose=False)
     if not trainer.is_global_zero:  # rank 0 gathered the results and writes them
@@ -113,7 +114,7 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
         "operator": describe_operator(parts.operator, str(run.operator.get("name"))),
         # how the restorers computed: precision (and the one used), guidance micro-batch,
         # checkpointing, compile
-        "evaluate": ComputeConfig.from_config(run.evaluate).record(module.device),
+        "evaluate": run.compute.record(module.device),
         "jscc_checkpoint": run.jscc.checkpoint,
         "inn_checkpoint": str(parts.inn_path) if parts.inn_path else None,
         "prior_source": parts.prior_source,
@@ -159,7 +160,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """
     if cfg.task not in TASKS:
         raise ConfigError("task", f"unknown task {cfg.task!r}; choose one of {sorted(TASKS)}")
-    apply_quick(cfg)  # after the experiment's own settings, so that quick=true wins over them
+    # after the experiment's own settings, so that quick=true wins over them (not over the
+    # command line's keys); before validation, which checks what it set and what it left
+    quick = apply_quick(cfg, overrides=_command_line_overrides())
     print_config_mode(cfg.get("print_config", "short"))  # a bad value fails before anything runs
     run_cfg = validate(cfg)  # once: types, ranges, the methods' settings (a sampler override
     # that methods would ignore fails here, early)
@@ -172,7 +175,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return _run_other_rank(run_cfg)
     with sigterm_ends_point(), point_lock(out):
         try:
-            return _run_locked(cfg, run_cfg, out)
+            return _run_locked(cfg, run_cfg, out, quick)
         except Terminated:
             log.warning("SIGTERM: %s stopped unfinished; re-run the same command to resume", out)
             raise
@@ -189,12 +192,10 @@ def _run_other_rank(run_cfg: RunConfig) -> dict[str, Any]:
 def _command_line_overrides() -> list[str]:
     """This job's overrides as Hydra received them (a sweep point's own values); none outside
     Hydra."""
-    from hydra.core.hydra_config import HydraConfig
-
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    return command_line_overrides()
 
 
-def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path) -> dict[str, Any]:
+def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path, quick: Quick) -> dict[str, Any]:
     """:func:`run` in the run folder ``out``, whose lock this job holds."""
     previous = finished_results(run_cfg.plain, out)
     if previous is not None:
@@ -203,7 +204,7 @@ def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path) -> dict[str, Any
         return previous
     archive_results(out)
     set_aside_unfinished_wandb(out)
-    show_config(cfg, _command_line_overrides())
+    show_config(cfg, _command_line_overrides(), quick)
     indexed_data(run_cfg)  # a folder that cannot be used fails before the loggers start
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(run_cfg.seed, workers=True, verbose=False)

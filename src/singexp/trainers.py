@@ -9,7 +9,8 @@ import lightning as L
 from lightning.pytorch.loggers import Logger
 
 from singexp.callbacks import TrainingSizeCheck
-from singexp.config import RunConfig, build
+from singexp.config import RunConfig
+from singexp.instantiate import build
 
 
 def build_callbacks(run: RunConfig) -> list[Any]:

@@ -272,7 +272,7 @@ def indexed_data(run: Any) -> Any:
     bad folder, a split overlap fail here), once per run (kept in ``run.extra``): the task layer
     calls it before the loggers start, the jobs reuse it."""
     if "datamodule" not in run.extra:
-        from singexp.config import build
+        from singexp.instantiate import build
         from singexp.reuse import config_identity, folder_identity, reused
 
         def setup() -> Any:

@@ -47,6 +47,7 @@ from singexp.metrics import psnr_from_mse
 from singexp.modules.jscc import DeepJSCCModule, load_codec
 from singexp.modules.jscc import read_hparams as read_jscc_hparams
 from singexp.nn.inn import ConditionalINN, INNArchitecture
+from singexp.operators import scale_for_bcr
 
 log = logging.getLogger("singexp")
 
@@ -478,39 +479,97 @@ def check_inn_checkpoint(path: str | Path, expected: Mapping[str, Any]) -> None:
         )
 
 
-def embedded_suffix(arch: Any = None) -> str:
-    """The file-name suffix of the shipped INN with ``arch``'s width and pairs: '' for the
-    default network (``inn=default``), ``_w16p2`` for ``inn=light``; None/absent keys: the
-    defaults."""
-    default = INNArchitecture()
-    width = int(getattr(arch, "width", None) or default.width)
-    pairs = int(getattr(arch, "pairs", None) or default.pairs)
-    return "" if (width, pairs) == (default.width, default.pairs) else f"_w{width}p{pairs}"
+#: the architecture keys an INN file must share with the ``inn`` group that loads it, in the
+#: order a mismatch is reported (those ``inn=light`` changes first)
+ARCHITECTURE_KEYS = ("width", "pairs", "cond_blocks", "emb_dim", "scale", "clamp")
+
+
+def inn_architecture(arch: Any = None) -> dict[str, Any]:
+    """The architecture keys that ``arch`` sets (null or absent ones left out): ``arch`` is the
+    ``inn`` group as a plain dict or a DictConfig (any mapping), an object with the keys as
+    attributes (:class:`~singexp.nn.inn.INNArchitecture`, :class:`INNConfig`), or None."""
+    if arch is None:
+        return {}
+    if isinstance(arch, Mapping):
+        values = {key: arch.get(key) for key in ARCHITECTURE_KEYS}
+    else:
+        values = {key: getattr(arch, key, None) for key in ARCHITECTURE_KEYS}
+    return {key: value for key, value in values.items() if value is not None}
+
+
+def _same_value(found: Any, wanted: Any) -> bool:
+    try:
+        return float(found) == float(wanted)
+    except (TypeError, ValueError):
+        return str(found) == str(wanted)
+
+
+def _order(value: Any) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(value))
+
+
+def check_inn_architecture(path: str | Path, arch: Any) -> None:
+    """Raise a one-line ConfigError naming the ``inn.*`` key when the INN at ``path`` was built
+    with another architecture than ``arch`` sets (:func:`inn_architecture`): the network is
+    built from the file, so the config would record keys that did not run."""
+    found = inn_architecture(read_inn_hparams(path))
+    for key, wanted in inn_architecture(arch).items():
+        if key in found and not _same_value(found[key], wanted):
+            raise ConfigError(
+                f"inn.{key}",
+                f"is {wanted} but {Path(path).name} was built with {key}={found[key]}; set "
+                f"inn.{key}={found[key]} to use this file (the network is built from it) or use an "
+                f"INN trained with inn.{key}={wanted}",
+            )
 
 
 def embedded_inn(ratio: Fraction | str, image_size: int, arch: Any = None) -> Path:
-    """The shipped INN for ``ratio`` at 32 px with ``arch``'s width and pairs
-    (``inn.checkpoint=embedded``; :func:`embedded_suffix`), or a one-line error."""
+    """The shipped INN for ``ratio`` at 32 px whose architecture is ``arch``'s
+    (``inn.checkpoint=embedded``: the ``inn`` group, a dict, DictConfig or INNArchitecture;
+    absent keys: the defaults, ``scale`` by the BCR rule), read from the files' metadata, or a
+    one-line ConfigError naming the first key no shipped file has (``inn=default``:
+    ``inn_<bcr>.safetensors``, ``inn=light``: ``inn_<bcr>_w16p2.safetensors``)."""
     rho = ratio if isinstance(ratio, Fraction) else parse_ratio(ratio)
-    suffix = embedded_suffix(arch)
-    path = EMBEDDED_INN_DIR / f"inn_{rho.numerator}_{rho.denominator}{suffix}.safetensors"
-    if int(image_size) != 32 or not path.is_file():
-        what = f" with width {arch.width} and {arch.pairs} pairs" if suffix else ""
+    bcr = f"{rho.numerator}_{rho.denominator}"
+    shipped = sorted(EMBEDDED_INN_DIR.glob(f"inn_{bcr}.safetensors"))
+    shipped += sorted(EMBEDDED_INN_DIR.glob(f"inn_{bcr}_*.safetensors"))
+    train = "train one with `python -m singexp +experiment=train_inn` and set inn.checkpoint=PATH"
+    if int(image_size) != 32 or not shipped:
         raise ConfigError(
             "inn.checkpoint",
-            f"no embedded INN{what} for bcr {rho.numerator}/{rho.denominator} at {image_size} px "
-            "(docs/results/embedded_weights.md); train one with `python -m singexp "
-            "+experiment=train_inn` and set inn.checkpoint=PATH",
+            f"no embedded INN for bcr {rho.numerator}/{rho.denominator} at {image_size} px "
+            f"(docs/results/embedded_weights.md); {train}",
         )
-    return path
+    default = dataclasses.asdict(INNArchitecture(scale=scale_for_bcr(rho, 32)))
+    wanted = {**default, **inn_architecture(arch)}
+    candidates = {path: inn_architecture(read_inn_hparams(path)) for path in shipped}
+    for key in ARCHITECTURE_KEYS:
+        matching = {p: a for p, a in candidates.items() if _same_value(a.get(key), wanted[key])}
+        if not matching:
+            values = sorted({a.get(key) for a in candidates.values()}, key=_order)
+            shown = " or ".join(str(v) for v in values)
+            hint = " (inn.scale follows operator.scale)" if key == "scale" else ""
+            fix = f"set inn.{key}={values[0]}" if len(values) == 1 else "use a shipped one"
+            raise ConfigError(
+                f"inn.{key}",
+                f"is {wanted[key]}{hint} but no embedded INN for bcr "
+                f"{rho.numerator}/{rho.denominator} has it (shipped: {key} {shown}; "
+                f"docs/results/embedded_weights.md); {fix} (inn=default, or inn=light where "
+                f"shipped), or {train}",
+            )
+        candidates = matching
+    return next(iter(candidates))
 
 
 def resolve_inn_checkpoint(
     value: Any, ratio: Fraction | str, image_size: int, arch: Any = None
 ) -> Path | None:
     """``inn.checkpoint`` as a file: null → None, ``embedded`` → :func:`embedded_inn` (the
-    shipped network with ``arch``'s width and pairs: the ``inn`` group), else the path (which
-    must exist)."""
+    shipped network of ``arch``'s architecture: the ``inn`` group), else the path, which must
+    exist and, when ``arch`` is given, have its architecture (:func:`check_inn_architecture`)."""
     if value is None:
         return None
     if str(value) == "embedded":
@@ -518,6 +577,8 @@ def resolve_inn_checkpoint(
     path = Path(str(value))
     if not path.is_file():
         raise ConfigError("inn.checkpoint", f"no such file {str(value)!r}")
+    if arch is not None:
+        check_inn_architecture(path, arch)
     return path
 
 

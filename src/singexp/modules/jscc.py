@@ -29,6 +29,9 @@ IDENTITY_KEYS: dict[str, str] = {
     "channel": "channel.name",
     "downsample": "jscc.downsample",
 }
+#: the network's keys (besides ``downsample``) that must agree: the codec is built from the file,
+#: so a config with other values would record a network that did not run
+ARCHITECTURE_KEYS: dict[str, str] = {"width": "jscc.width", "snr_adaptive": "jscc.snr_adaptive"}
 
 
 class DeepJSCCModule(L.LightningModule):
@@ -173,8 +176,16 @@ def checkpoint_identity(path: str | Path) -> dict[str, Any]:
     return {key: hparams.get(key) for key in IDENTITY_KEYS}
 
 
+def configured_architecture(jscc: Any) -> dict[str, Any]:
+    """The ``jscc`` group's network keys (``downsample`` and :data:`ARCHITECTURE_KEYS`), as
+    :func:`check_checkpoint` compares them with a given codec file."""
+    return {key: getattr(jscc, key) for key in ("downsample", *ARCHITECTURE_KEYS)}
+
+
 def check_checkpoint(path: str | Path, expected: dict[str, Any]) -> None:
-    """Raise a one-line ConfigError when the checkpoint was trained for another configuration."""
+    """Raise a one-line ConfigError when the checkpoint was trained for another configuration
+    (:data:`IDENTITY_KEYS`, naming ``jscc.checkpoint``) or built with another network than the
+    ``jscc`` group's (:data:`ARCHITECTURE_KEYS`, naming the key; only those ``expected`` has)."""
     found = checkpoint_identity(path)
     for key, cfg_key in IDENTITY_KEYS.items():
         if key in expected and str(found[key]) != str(expected[key]):
@@ -183,4 +194,13 @@ def check_checkpoint(path: str | Path, expected: dict[str, Any]) -> None:
                 f"{Path(path).name} was trained for {key}={found[key]} but the config has "
                 f"{cfg_key}={expected[key]}; set {cfg_key}={found[key]} "
                 "or use a matching checkpoint",
+            )
+    hparams = read_hparams(path)
+    for key, cfg_key in ARCHITECTURE_KEYS.items():
+        if key in expected and key in hparams and str(hparams[key]) != str(expected[key]):
+            raise ConfigError(
+                cfg_key,
+                f"is {expected[key]} but {Path(path).name} was built with {key}={hparams[key]}; "
+                f"set {cfg_key}={hparams[key]} to use this codec or use one trained with "
+                f"{cfg_key}={expected[key]}",
             )

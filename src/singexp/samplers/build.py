@@ -17,7 +17,6 @@ from singexp.modules.restoration import Restorer
 from singexp.operators import LinearOperator
 from singexp.prior import build_scheduler, load_prior, resolve_source
 from singexp.reuse import file_identity, folder_identity, reused
-from singexp.samplers.compute import ComputeConfig
 from singexp.samplers.registry import Method, restore
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
@@ -72,7 +71,7 @@ def build_restorers(
         return {}, {}
     if prior_source is None:
         raise ValueError("build_restorers: prior_source is needed when methods are configured")
-    compute = ComputeConfig.from_config(run.evaluate)
+    compute = run.compute
     size = run.latent.image_size
     # loaded once per process, shared by the points of a sweep (singexp.reuse)
     networks: dict[str, torch.nn.Module] = {
@@ -145,6 +144,8 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
         scale = getattr(inn, "scale", None)
         record["measurement_operator"] = f"AveragePool(scale={scale})"
         record["inn_input_clip"] = "x0|t clipped to [-1, 1] before the INN"
+        arch = getattr(inn, "arch", None)  # the network that ran (built from inn_checkpoint)
+        record["inn_architecture"] = None if arch is None else dataclasses.asdict(arch)
     if method.name in ("dps_jscc", "inverse_jscc"):  # forward model: the DeepJSCC chain
         c = method.config
         noise = "noiseless" if c.forward_noise == "none" else f"mean of {c.noise_samples} draws"

@@ -142,8 +142,8 @@ class JSCCMeasurement(Guidance):
         self,
         forward: JSCCForward,
         y: Tensor,
-        zeta: float | Tensor = 1.0,
-        zeta_schedule: str = "constant",
+        zeta: float | Tensor,
+        zeta_schedule: str,
         clip_input: bool = False,
     ) -> None:
         super().__init__(zeta, zeta_schedule, like=y)
@@ -180,7 +180,7 @@ def dps_jscc(
     y_image: Tensor,
     snr_db: Tensor | float,
     *,
-    zeta: float | Tensor = 1.0,
+    zeta: float | Tensor,
     zeta_schedule: str = "constant",
     forward_noise: str = "none",
     noise_samples: int = 1,

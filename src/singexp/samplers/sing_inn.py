@@ -116,9 +116,9 @@ class INNGuidance(Guidance):
         inn: Any,
         c_y: Tensor,
         snr_db: Tensor | float,
-        zeta: float | Tensor = 0.5,
-        gradient: str = "autograd",
-        zeta_schedule: str = "constant",
+        zeta: float | Tensor,
+        gradient: str,
+        zeta_schedule: str,
     ) -> None:
         if gradient not in GRADIENTS:
             raise ConfigError(
@@ -307,7 +307,7 @@ def restore_sing_inn(
     scheduler: Any,
     inn: Any = None,
     generator: Generator = None,
-    snr_db: Tensor | float = 0.0,
+    snr_db: Tensor | float,
     **_: Any,
 ) -> Tensor:
     """The ``sing_inn`` restorer for :data:`~singexp.samplers.registry.SAMPLERS`.
