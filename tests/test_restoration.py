@@ -168,3 +168,41 @@ def test_models_trained_on_another_dataset_are_named(make_cfg: Callable[..., Any
     assert trained_elsewhere(same, trained_on(shapes_codec, None)) == []
     assert trained_on(_codec(), None) == {"jscc": None}
     assert trained_elsewhere(cfg, trained_on(_codec(), None)) == []
+
+
+def test_the_test_snr_reaches_every_restorer(
+    make_cfg: Callable[..., Any], monkeypatch: Any
+) -> None:
+    """No silent SNR default on the sampling path (issue 39): the restoration module hands each
+    restorer the run's test SNR, and every restorer the builder makes passes it on to its
+    sampler (SING-INN's INN and the baselines' DeepJSCC chain are conditioned on it)."""
+    import singexp.samplers.build as build
+    from singexp.assembly import build_restoration
+    from singexp.config import validate
+    from singexp.data.base import indexed_data
+
+    run = validate(make_cfg("+experiment=comparison", "quick=true", "channel.snr_db=-3"))
+    assert set(run.methods) == {"sing_zero", "sing_inn", "dps_jscc", "inverse_jscc"}
+    seen: dict[str, torch.Tensor] = {}
+
+    def fake_restore(method: Any, x_hat: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        seen[method.name] = kwargs["snr_db"]
+        return x_hat
+
+    monkeypatch.setattr(build, "restore", fake_restore)
+    data = indexed_data(run)
+    parts = build_restoration(run, lambda: data)
+    module = RestorationModule(
+        parts.codec,
+        parts.restorers,
+        snr_db=run.channel.snr_db,
+        metrics=ImageMetrics.from_config(METRICS),
+        seed=0,
+        grid_images=2,
+    )
+    trainer = L.Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False)
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    trainer.test(module, DataLoader(images, batch_size=3))  # type: ignore[arg-type]
+    assert set(seen) == set(run.methods)
+    for name, snr in seen.items():
+        torch.testing.assert_close(snr, torch.full((3,), -3.0), msg=name)
