@@ -9,7 +9,7 @@ schemas below (types, unknown keys, ranges) before anything is built, raising
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
@@ -56,7 +56,7 @@ def embedded_codec(ratio: Fraction, image_size: int) -> Path:
     return path
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChannelConfig:
     name: str = "awgn"
     snr_db: float = 0.0
@@ -81,7 +81,7 @@ class ChannelConfig:
         return self.train_range()
 
 
-@dataclass
+@dataclass(frozen=True)
 class JSCCConfig:
     downsample: int = 16
     width: int = 64
@@ -93,7 +93,7 @@ class JSCCConfig:
     export: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """The run's config, validated once (:func:`validate`): what every layer below the task
     layer receives, never the raw Hydra config.
@@ -102,8 +102,13 @@ class RunConfig:
     → :class:`~singexp.samplers.registry.Method`); the groups that a library or another module's
     schema reads are resolved plain mappings (``dataset`` and ``trainer`` are ``_target_`` specs;
     ``inn``, ``prior``, ``operator``, ``metrics``, ``evaluate`` are checked by their modules).
-    ``plain`` is the whole config, resolved (what a run folder's config.yaml holds); ``extra``
-    what the run learns on the way (warnings, the indexed data module).
+    ``plain`` is the whole config, resolved (what a run folder's config.yaml holds).
+
+    Frozen, with its typed groups: nothing after :func:`validate` writes into it. What a run
+    resolves on the way is returned by the functions that resolve it (the ``auto`` models:
+    :func:`singexp.artifacts.require_codec`, ...) or kept in its
+    :class:`~singexp.state.RunState` (warnings, the indexed data module); another run's config
+    is derived with :meth:`with_settings`.
     """
 
     channel: ChannelConfig
@@ -130,7 +135,6 @@ class RunConfig:
     #: ``evaluate.split``: the images a restoration is scored on (test, or val to tune)
     evaluate_split: str = "test"
     plain: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def output_dir(self) -> Path:
@@ -376,8 +380,8 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise ConfigError("jscc.downsample", f"must be a power of two ≥ 2, got {jscc.downsample}")
     latent = latent_shape(ratio, size, jscc.downsample)
     check_shipped_sizes(cfg, size)
-    if jscc.checkpoint == "embedded":
-        jscc.checkpoint = str(embedded_codec(ratio, size))
+    if jscc.checkpoint == "embedded":  # the shipped file, before the frozen RunConfig is made
+        jscc = replace(jscc, checkpoint=str(embedded_codec(ratio, size)))
     if jscc.checkpoint not in (None, "auto"):
         check_model_file("jscc.checkpoint", jscc.checkpoint)
     inn = cfg.get("inn")

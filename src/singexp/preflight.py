@@ -28,6 +28,7 @@ import logging
 from singexp.bcr import format_ratio, paper_ratio_note
 from singexp.config import RunConfig
 from singexp.errors import ConfigError
+from singexp.state import RunState
 
 log = logging.getLogger("singexp")
 
@@ -129,18 +130,21 @@ def check_prior(v: RunConfig) -> None:
     )
 
 
-def preflight(v: RunConfig) -> None:
+def preflight(v: RunConfig, state: RunState | None = None) -> list[str]:
     """Run every check of ``cfg.task`` that needs no training (see the module docstring);
-    raise the first failure as a one-line :class:`ConfigError`. Once per ``v``: :func:`run`
-    calls it before the loggers start, the task functions again for direct callers (a no-op
-    then); an auto artifact's training job checks its own config."""
-    if v.extra.get("preflight"):
-        return
+    raise the first failure as a one-line :class:`ConfigError`; return the warnings (also added
+    to ``state.warnings``: printed under a restoration's table). Once per run (``state``, the
+    run's :class:`~singexp.state.RunState`): :func:`run` calls it before the loggers start, the
+    task functions again for direct callers (a no-op then); an auto artifact's training job
+    checks its own config."""
+    if state is not None and state.preflight_done:
+        return []
     task = v.task
+    warnings = []
     note = paper_ratio_note(v.bcr, v.latent.image_size)
     if note is not None and task in ("jscc", "inn", "restore"):
         log.warning(note)
-        v.extra.setdefault("warnings", []).append(note)  # printed under a restoration's table
+        warnings.append(note)
     if task in ("jscc", "inn", "restore"):
         check_codec(v)
     if task in ("inn", "restore") and v.inn:
@@ -151,4 +155,7 @@ def preflight(v: RunConfig) -> None:
             check_prior(v)
     if task == "prior":
         check_prior_size(v)
-    v.extra["preflight"] = True
+    if state is not None:
+        state.warnings += warnings
+        state.preflight_done = True
+    return warnings
