@@ -202,6 +202,8 @@ def test_the_run_config_is_frozen(make_cfg: Any) -> None:
         (run.jscc, "checkpoint", "elsewhere.safetensors"),
         (run.channel, "snr_db", 9.0),
         (run.compute, "precision", "fp32"),
+        (run.inn, "checkpoint", "auto"),
+        (run.metrics, "lpips", False),
     ):
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(target, name, value)
@@ -209,3 +211,18 @@ def test_the_run_config_is_frozen(make_cfg: Any) -> None:
     derived = run.with_settings({"channel.snr_db": 2.0})  # another run: a new config
     assert derived.channel.snr_db == 2.0 and run.channel.snr_db != 2.0
     assert derived.jscc == run.jscc
+
+
+def test_the_inn_and_metrics_groups_are_typed_and_checked_in_validate(make_cfg: Any) -> None:
+    from singexp.metrics import MetricsConfig
+    from singexp.modules.inn import INNConfig
+
+    run = validate(make_cfg("+experiment=sing_inn"))
+    assert isinstance(run.inn, INNConfig) and isinstance(run.metrics, MetricsConfig)
+    assert run.inn.checkpoint == "embedded" and run.inn.scale == run.plain["inn"]["scale"]
+    assert run.metrics.perceptual_size == run.plain["metrics"]["perceptual_size"]
+    # once, in validate: a bad key is a one-line error naming it before anything runs
+    with pytest.raises(ConfigError, match=r"^inn\.lr: "):
+        validate(make_cfg("+experiment=sing_inn", "inn.lr=-0.001"))
+    with pytest.raises(ConfigError, match=r"^metrics\.perceptual_size: "):
+        validate(make_cfg("+experiment=sing_inn", "metrics.perceptual_size=16"))

@@ -24,6 +24,7 @@ import random
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,7 @@ def inn_artifact_identity(run: RunConfig, codec: str | Path | None = None) -> di
         run,
         bcr=format_ratio(run.bcr),
         codec={"sha256": file_digest(str(codec)), "bcr": format_ratio(run.bcr)},
-        inn=_without(run.inn, "checkpoint", "export", "resume"),
+        inn=_without(run.plain.get("inn") or {}, "checkpoint", "export", "resume"),
     )
 
 
@@ -252,7 +253,7 @@ def resolve_inn(run: RunConfig, codec: Path | None = None) -> Path | None:
     """``inn.checkpoint`` as a file (:func:`resolve_inn_checkpoint`: null, ``embedded``, a path);
     ``auto`` = the INN this config's ``inn`` keys train on the codec in use (``codec``, the
     resolved codec file; None: :func:`require_codec`), trained once."""
-    value = run.inn.get("checkpoint")
+    value = run.inn.checkpoint if run.inn else None
     if str(value) != "auto":
         return resolve_inn_checkpoint(value, run.bcr, run.latent.image_size, run.inn)
     if codec is None:
@@ -297,7 +298,7 @@ def codec_job(
     trainer = build_trainer(run, loggers)
     if run.jscc.checkpoint:  # a file (auto is refused for a jscc run), checked by preflight
         module = load_codec(
-            run.jscc.checkpoint, test_snr_db=run.channel.snr_db, metrics=run.metrics
+            run.jscc.checkpoint, test_snr_db=run.channel.snr_db, metrics=asdict(run.metrics)
         )
         trainer.test(module, datamodule=datamodule, verbose=False)
         checkpoint: str | None = run.jscc.checkpoint
@@ -311,7 +312,7 @@ def codec_job(
             test_snr_db=run.channel.snr_db,
             lr=run.jscc.lr,
             weight_decay=run.jscc.weight_decay,
-            metrics=run.metrics,
+            metrics=asdict(run.metrics),
             dataset=run.dataset_name,
         )
         resume = resume_checkpoint(run.output_dir, run.jscc.resume)

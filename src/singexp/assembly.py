@@ -84,7 +84,7 @@ def build_restoration(run: RunConfig, datamodule: Callable[[], Any]) -> Restorat
     )
     operator = run_operator(run, codec, lambda: training_split(datamodule(), "operator=fitted"))
     # auto models are trained only for a job that restores (a bare DeepJSCC run needs none)
-    needs_inn = bool(run.methods) or str(run.inn.get("checkpoint")) != "auto"
+    needs_inn = bool(run.methods) or run.inn is None or run.inn.checkpoint != "auto"
     inn_path = resolve_inn(run, codec_path) if needs_inn else None
     prior_source = resolve_prior_source(run) if run.methods else None
     if inn_path is not None:

@@ -36,6 +36,8 @@ MAX_SNR_DB = 100.0
 MAX_SEED = 2**32 - 1
 
 if TYPE_CHECKING:
+    from singexp.metrics import MetricsConfig
+    from singexp.modules.inn import INNConfig
     from singexp.samplers.compute import ComputeConfig
 
 
@@ -99,9 +101,11 @@ class RunConfig:
     layer receives, never the raw Hydra config.
 
     singexp's own groups are typed (``channel``, ``bcr``, ``latent``, ``jscc``, ``methods``: name
-    → :class:`~singexp.samplers.registry.Method`); the groups that a library or another module's
-    schema reads are resolved plain mappings (``dataset`` and ``trainer`` are ``_target_`` specs;
-    ``inn``, ``prior``, ``operator``, ``metrics``, ``evaluate`` are checked by their modules).
+    → :class:`~singexp.samplers.registry.Method`, ``inn``: :class:`~singexp.modules.inn.INNConfig`
+    or None without the group, ``metrics``: :class:`~singexp.metrics.MetricsConfig`,
+    ``compute``), each checked once here; the groups that a library or another module reads are
+    resolved plain mappings (``dataset`` and ``trainer`` are ``_target_`` specs; ``prior``,
+    ``operator``, ``evaluate`` are checked by their modules).
     ``plain`` is the whole config, resolved (what a run folder's config.yaml holds).
 
     Frozen, with its typed groups: nothing after :func:`validate` writes into it. What a run
@@ -119,10 +123,12 @@ class RunConfig:
     seed: int = 0
     methods: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
-    inn: dict[str, Any] = field(default_factory=dict)
+    #: the ``inn`` group, checked (:func:`~singexp.modules.inn.inn_config`); None: no group
+    inn: INNConfig | None = None
     prior: dict[str, Any] = field(default_factory=dict)
     operator: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    #: the ``metrics`` group, checked (``_target_`` left out)
+    metrics: MetricsConfig = field(default_factory=lambda: _metrics_default())
     evaluate: dict[str, Any] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
@@ -161,6 +167,23 @@ class RunConfig:
         for key, value in settings.items():
             OmegaConf.update(sub, key, value, merge=False, force_add=True)
         return validate(sub)
+
+
+def _metrics_default() -> MetricsConfig:
+    from singexp.metrics import MetricsConfig
+
+    return MetricsConfig()
+
+
+def validate_metrics(node: Mapping[str, Any] | None) -> MetricsConfig:
+    """The ``metrics`` group (its ``_target_`` left out) as a checked
+    :class:`~singexp.metrics.MetricsConfig`: unknown keys, types and ranges, one line each."""
+    from singexp.metrics import MetricsConfig
+
+    keys = {str(k): v for k, v in (node or {}).items() if k != "_target_"}
+    metrics = check_schema("metrics", keys, MetricsConfig)
+    metrics.check()
+    return metrics
 
 
 def _compute_default() -> ComputeConfig:
@@ -389,6 +412,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     if inn_checkpoint is not None and str(inn_checkpoint) not in ("embedded", "auto"):
         check_model_file("inn.checkpoint", inn_checkpoint)
     check_accelerator(cfg.get("trainer"))
+    from singexp.modules.inn import inn_config
     from singexp.samplers.compute import ComputeConfig
     from singexp.samplers.registry import methods_from_config
 
@@ -403,10 +427,10 @@ def validate(cfg: DictConfig) -> RunConfig:
         seed=validate_seed(cfg.get("seed")),
         methods=methods_from_config(plain.get("methods"), plain.get("sampler")),
         dataset=dict(plain.get("dataset") or {}),
-        inn=dict(plain.get("inn") or {}),
+        inn=inn_config(plain["inn"]) if plain.get("inn") else None,
         prior=dict(plain.get("prior") or {}),
         operator=dict(plain.get("operator") or {}),
-        metrics=dict(plain.get("metrics") or {}),
+        metrics=validate_metrics(plain.get("metrics")),
         evaluate=evaluate,
         compute=ComputeConfig.from_config(evaluate),
         evaluate_split=validate_evaluation_split(evaluate),

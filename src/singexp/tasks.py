@@ -68,7 +68,7 @@ def restore_task(
     preflight(run, state)  # sizes, prior present, given models: before any auto training
     # index the data first: a bad folder fails, and the split is said, before any auto training
     datamodule = indexed_data(run, state)
-    metrics = ImageMetrics.from_config(run.metrics)
+    metrics = ImageMetrics(run.metrics)
     parts = build_restoration(run, lambda: datamodule)
     mean_image, skipped = mean_image_or_skip(datamodule)
     module = RestorationModule(
