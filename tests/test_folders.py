@@ -301,7 +301,7 @@ def test_auto_artifact_checkpoints_are_not_doubled(
 ) -> None:
     seen: dict[str, str] = {}
 
-    def fake_jscc(run: RunConfig, loggers: list[object]) -> dict[str, object]:
+    def fake_jscc(run: RunConfig, loggers: list[object], state: object = None) -> dict[str, object]:
         seen["root"] = str(run.trainer["default_root_dir"])
         (run.output_dir / "codec.safetensors").write_bytes(b"x")
         return {}

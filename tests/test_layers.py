@@ -185,3 +185,44 @@ def test_with_settings_validates_the_derived_config_again(make_cfg: Any) -> None
 def test_a_sampler_that_methods_would_ignore_fails_in_validate(make_cfg: Any) -> None:
     with pytest.raises(ConfigError, match=r"^sampler: is ignored by this experiment"):
         validate(make_cfg("+experiment=sing_inn", "sampler=sing_zero"))
+
+
+def test_the_run_config_is_frozen(make_cfg: Any) -> None:
+    """Nothing after validate writes into the run's config (issue 38): what a run resolves is
+    returned (require_codec) or kept in its RunState."""
+    import dataclasses
+
+    run = validate(make_cfg("+experiment=sing_inn"))
+    embedded = run.jscc.checkpoint
+    assert embedded is not None and embedded.endswith(".safetensors")  # validate resolved it
+    for target, name, value in (
+        (run, "task", "jscc"),
+        (run, "seed", 1),
+        (run, "jscc", None),
+        (run.jscc, "checkpoint", "elsewhere.safetensors"),
+        (run.channel, "snr_db", 9.0),
+        (run.compute, "precision", "fp32"),
+        (run.inn, "checkpoint", "auto"),
+        (run.metrics, "lpips", False),
+    ):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(target, name, value)
+    assert not hasattr(run, "extra")  # the run's state lives in singexp.state.RunState
+    derived = run.with_settings({"channel.snr_db": 2.0})  # another run: a new config
+    assert derived.channel.snr_db == 2.0 and run.channel.snr_db != 2.0
+    assert derived.jscc == run.jscc
+
+
+def test_the_inn_and_metrics_groups_are_typed_and_checked_in_validate(make_cfg: Any) -> None:
+    from singexp.metrics import MetricsConfig
+    from singexp.modules.inn import INNConfig
+
+    run = validate(make_cfg("+experiment=sing_inn"))
+    assert isinstance(run.inn, INNConfig) and isinstance(run.metrics, MetricsConfig)
+    assert run.inn.checkpoint == "embedded" and run.inn.scale == run.plain["inn"]["scale"]
+    assert run.metrics.perceptual_size == run.plain["metrics"]["perceptual_size"]
+    # once, in validate: a bad key is a one-line error naming it before anything runs
+    with pytest.raises(ConfigError, match=r"^inn\.lr: "):
+        validate(make_cfg("+experiment=sing_inn", "inn.lr=-0.001"))
+    with pytest.raises(ConfigError, match=r"^metrics\.perceptual_size: "):
+        validate(make_cfg("+experiment=sing_inn", "metrics.perceptual_size=16"))

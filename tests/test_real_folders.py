@@ -35,6 +35,7 @@ from singexp.preflight import preflight
 from singexp.printing import TRIVIAL_WINS, print_method_table
 from singexp.prior import TRAINING_RECORD, prior_trained_on
 from singexp.quick import apply_quick
+from singexp.state import RunState
 from singexp.trainers import build_callbacks, build_trainer
 
 SHAPES_WARNING = "was trained on 'shapes', this run tests on 'image_folder'"
@@ -313,12 +314,13 @@ def test_paper_ratios_named_at_256_px(make_cfg: Callable[..., DictConfig]) -> No
     assert paper_ratio_note(Fraction(1, 48), 32) is None  # the embedded grid's ratio at 32 px
     cfg = make_cfg("bcr=1_48", "dataset.image_size=256")
     v = validate(cfg)
-    preflight(v)
-    assert v.extra["warnings"] == [note]  # printed under a restoration's table
+    state = RunState()
+    assert preflight(v, state) == [note]
+    assert state.warnings == [note]  # printed under a restoration's table
+    assert preflight(v, state) == [] and state.warnings == [note]  # once per run
     paper = make_cfg("bcr=1_192", "dataset.image_size=256")
-    v = validate(paper)
-    preflight(v)
-    assert "warnings" not in v.extra
+    state = RunState()
+    assert preflight(validate(paper), state) == [] and state.warnings == []
 
 
 # ---- the trivial baseline's wins marked ----------------------------------------------------------

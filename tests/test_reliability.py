@@ -474,7 +474,7 @@ def test_an_snr_sweep_trains_one_auto_codec_on_the_shared_range(
 ) -> None:
     trained: list[tuple[float, float]] = []
 
-    def fake_jscc_task(sub: RunConfig, loggers: list) -> dict:
+    def fake_jscc_task(sub: RunConfig, loggers: list, state: object = None) -> dict:
         trained.append(sub.channel.train_range())
         Path(str(sub.jscc.export)).write_bytes(b"codec")
         return {}
@@ -489,8 +489,8 @@ def test_an_snr_sweep_trains_one_auto_codec_on_the_shared_range(
             f"paths.artifacts={tmp_path / 'artifacts'}",
         )
         v = validate(cfg)
-        require_codec(v, "restoration")
-        codecs.add(v.jscc.checkpoint)
+        codecs.add(require_codec(v, "restoration"))
+        assert v.jscc.checkpoint == "auto"  # the run's config is left as it was (frozen)
     assert trained == [(-5.0, 5.0)] and len(codecs) == 1  # one codec, not one per SNR
 
 

@@ -24,6 +24,7 @@ import random
 import shutil
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,6 @@ from singexp.faults import atomic_write_text, resume_checkpoint
 from singexp.modules.inn import read_inn_metadata, resolve_inn_checkpoint, train_inn
 from singexp.modules.jscc import (
     DeepJSCCModule,
-    check_checkpoint,
-    configured_architecture,
     export_codec,
     load_codec,
 )
@@ -52,14 +51,16 @@ from singexp.modules.restoration import mean_image_baseline
 from singexp.points import file_digest, identity_hash, read_results, write_json
 from singexp.preflight import preflight
 from singexp.prior import prior_trained_on
+from singexp.state import RunState
 from singexp.trainers import build_trainer, trainer_kwargs
 
 log = logging.getLogger("singexp.artifacts")
 
 __all__ = ["file_digest", "identity_hash"]  # re-exported: the digests identities are made of
 
-#: a training job: the run's config and its loggers → its JSON-ready results
-Job = Callable[[RunConfig, list[Logger]], dict[str, Any]]
+#: a training job: the run's config, its loggers and its state (:class:`RunState`; None: a
+#: fresh one) → its JSON-ready results
+Job = Callable[[RunConfig, list[Logger], RunState | None], dict[str, Any]]
 
 
 def ensure(root: Path, kind: str, identity: dict[str, Any], build: Callable[[Path], Path]) -> Path:
@@ -124,14 +125,16 @@ def codec_artifact_identity(run: RunConfig) -> dict[str, Any]:
     )
 
 
-def inn_artifact_identity(run: RunConfig) -> dict[str, Any]:
+def inn_artifact_identity(run: RunConfig, codec: str | Path | None = None) -> dict[str, Any]:
     """What ``inn.checkpoint=auto`` depends on: data, the ``inn`` training keys and the codec in
-    use (``run.jscc.checkpoint``, resolved: its content, not its path)."""
+    use (``codec``, the resolved codec file, :func:`require_codec`; default ``jscc.checkpoint``
+    as validated: its content, not its path)."""
+    codec = run.jscc.checkpoint if codec is None else codec
     return _training_identity(
         run,
         bcr=format_ratio(run.bcr),
-        codec={"sha256": file_digest(str(run.jscc.checkpoint)), "bcr": format_ratio(run.bcr)},
-        inn=_without(run.inn, "checkpoint", "export", "resume"),
+        codec={"sha256": file_digest(str(codec)), "bcr": format_ratio(run.bcr)},
+        inn=_without(run.plain.get("inn") or {}, "checkpoint", "export", "resume"),
     )
 
 
@@ -212,7 +215,7 @@ def train_artifact(
             }
         )
         with _seeded(sub.seed):
-            results = JOBS[job](sub, [])
+            results = JOBS[job](sub, [], RunState())  # a run of its own
         write_json(folder / "metrics.json", results)
         path = folder / artifact
         if not path.exists():
@@ -222,17 +225,18 @@ def train_artifact(
     return ensure(Path(str(run.paths["artifacts"])), job, identity, train)
 
 
-def require_codec(run: RunConfig, purpose: str) -> None:
-    """A trained codec for ``purpose``: ``jscc.checkpoint`` set, ``auto`` resolved (trained
-    once: :func:`train_artifact`) into ``run.jscc.checkpoint``."""
+def require_codec(run: RunConfig, purpose: str) -> Path:
+    """The trained codec file for ``purpose``: ``jscc.checkpoint`` set (a file, ``embedded``
+    resolved by validation), ``auto`` resolved (trained once: :func:`train_artifact`). The run's
+    config is left as it is: callers pass the returned file on."""
     if not run.jscc.checkpoint:
         raise ConfigError(
             "jscc.checkpoint",
             f"{purpose} needs a trained DeepJSCC; set jscc.checkpoint=embedded, auto or a path",
         )
     if run.jscc.checkpoint != "auto":
-        return
-    path = train_artifact(
+        return Path(run.jscc.checkpoint)
+    return train_artifact(
         run,
         "jscc",
         codec_artifact_identity(run),
@@ -243,26 +247,26 @@ def require_codec(run: RunConfig, purpose: str) -> None:
             "channel.train_snr_range": list(run.channel.shared_train_range()),
         },
     )
-    run.jscc.checkpoint = str(path)
 
 
-def resolve_inn(run: RunConfig) -> Path | None:
+def resolve_inn(run: RunConfig, codec: Path | None = None) -> Path | None:
     """``inn.checkpoint`` as a file (:func:`resolve_inn_checkpoint`: null, ``embedded``, a path);
-    ``auto`` = the INN this config's ``inn`` keys train on the codec in use, trained once."""
-    value = run.inn.get("checkpoint")
+    ``auto`` = the INN this config's ``inn`` keys train on the codec in use (``codec``, the
+    resolved codec file; None: :func:`require_codec`), trained once."""
+    value = run.inn.checkpoint if run.inn else None
     if str(value) != "auto":
         return resolve_inn_checkpoint(value, run.bcr, run.latent.image_size, run.inn)
-    require_codec(run, "inn.checkpoint=auto")
-    codec = run.jscc.checkpoint
+    if codec is None:
+        codec = require_codec(run, "inn.checkpoint=auto")
     return train_artifact(
         run,
         "inn",
-        inn_artifact_identity(run),
+        inn_artifact_identity(run, codec),
         "inn.safetensors",
         lambda folder: {
             "inn.checkpoint": None,
             "inn.export": str(folder / "inn.safetensors"),
-            "jscc.checkpoint": codec,
+            "jscc.checkpoint": str(codec),
         },
     )
 
@@ -278,10 +282,13 @@ def resolve_prior_source(run: RunConfig) -> str:
 
 
 # ---- the training jobs ----------------------------------------------------------------------
-def codec_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
+def codec_job(
+    run: RunConfig, loggers: list[Logger], state: RunState | None = None
+) -> dict[str, Any]:
     """Train a DeepJSCC codec (or load ``jscc.checkpoint``) and test it at ``channel.snr_db``."""
-    preflight(run)
-    datamodule = indexed_data(run)  # the split said before building or training a model
+    state = RunState() if state is None else state
+    preflight(run, state)  # a given codec file checked (its identity and architecture)
+    datamodule = indexed_data(run, state)  # the split said before building or training a model
     identity: dict[str, Any] = {
         "bcr": format_ratio(run.bcr),
         "image_size": run.latent.image_size,
@@ -289,10 +296,9 @@ def codec_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
         "downsample": run.jscc.downsample,
     }
     trainer = build_trainer(run, loggers)
-    if run.jscc.checkpoint:
-        check_checkpoint(run.jscc.checkpoint, {**identity, **configured_architecture(run.jscc)})
+    if run.jscc.checkpoint:  # a file (auto is refused for a jscc run), checked by preflight
         module = load_codec(
-            run.jscc.checkpoint, test_snr_db=run.channel.snr_db, metrics=run.metrics
+            run.jscc.checkpoint, test_snr_db=run.channel.snr_db, metrics=asdict(run.metrics)
         )
         trainer.test(module, datamodule=datamodule, verbose=False)
         checkpoint: str | None = run.jscc.checkpoint
@@ -306,7 +312,7 @@ def codec_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
             test_snr_db=run.channel.snr_db,
             lr=run.jscc.lr,
             weight_decay=run.jscc.weight_decay,
-            metrics=run.metrics,
+            metrics=asdict(run.metrics),
             dataset=run.dataset_name,
         )
         resume = resume_checkpoint(run.output_dir, run.jscc.resume)
@@ -325,21 +331,21 @@ def codec_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
         "checkpoint": checkpoint,
         "latent_channels": run.latent.channels,
         "channel_symbols": run.latent.symbols,
-        "warnings": [*run.extra.get("warnings", []), *training_notes(trainer.callbacks)],  # type: ignore[attr-defined]  # Lightning's Trainer.callbacks is set dynamically
+        "warnings": [*state.warnings, *training_notes(trainer.callbacks)],  # type: ignore[attr-defined]  # Lightning's Trainer.callbacks is set dynamically
     }
 
 
-def inn_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
+def inn_job(run: RunConfig, loggers: list[Logger], state: RunState | None = None) -> dict[str, Any]:
     """Train SING-INN's conditional INN on pairs made by the codec of ``jscc.checkpoint``."""
-    preflight(run)
-    datamodule = indexed_data(run)  # a bad folder fails before an auto codec trains
-    require_codec(run, "INN training")
-    assert run.jscc.checkpoint is not None  # require_codec set it
+    state = RunState() if state is None else state
+    preflight(run, state)
+    datamodule = indexed_data(run, state)  # a bad folder fails before an auto codec trains
+    codec = require_codec(run, "INN training")
     kwargs = trainer_kwargs(run, loggers)
     path = train_inn(
         run.inn,
         datamodule=datamodule,
-        codec=run.jscc.checkpoint,
+        codec=str(codec),
         out_dir=run.output_dir,
         trainer_kwargs=kwargs,
     )
@@ -350,14 +356,16 @@ def inn_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
     }
 
 
-def prior_job(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
+def prior_job(
+    run: RunConfig, loggers: list[Logger], state: RunState | None = None
+) -> dict[str, Any]:
     """Train the unconditional diffusion prior of the ``prior`` group on ``dataset``.
 
     The EMA weights go to ``<run>/prior`` (diffusers format); ``export_to`` copies them there too
     (how the embedded prior is rebuilt).
     """
     kwargs = trainer_kwargs(run, loggers)
-    exported = train_prior(run.prior, indexed_data(run), kwargs, run.output_dir)
+    exported = train_prior(run.prior, indexed_data(run, state), kwargs, run.output_dir)
     export_to = run.select("export_to")
     if export_to:
         shutil.copytree(exported, Path(export_to), dirs_exist_ok=True)
@@ -430,13 +438,14 @@ def trained_elsewhere(
 
 
 def auto_training_notes(
-    run: RunConfig, inn_path: Path | None, prior_source: str | None
+    run: RunConfig, codec: Path | None, inn_path: Path | None, prior_source: str | None
 ) -> list[str]:
     """What the trainings of the run's ``auto`` models warned about (:func:`training_warnings`),
-    said again by every run that uses them, each prefixed with its key."""
+    said again by every run that uses them, each prefixed with its key (``codec``, ``inn_path``,
+    ``prior_source``: the resolved models)."""
     notes: list[str] = []
     for key, path in (
-        ("jscc.checkpoint", run.jscc.checkpoint),
+        ("jscc.checkpoint", codec),
         ("inn.checkpoint", inn_path),
         ("prior.source", prior_source),
     ):

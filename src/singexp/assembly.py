@@ -37,6 +37,8 @@ class Restoration:
     """The parts of one (BCR, SNR)'s restoration: what :func:`build_restoration` returns."""
 
     codec: DeepJSCCModule
+    #: the codec's file (``jscc.checkpoint`` resolved: ``auto`` trained, ``embedded`` shipped)
+    codec_path: Path
     operator: LinearOperator
     restorers: dict[str, Restorer]
     networks: dict[str, torch.nn.Module] = field(default_factory=dict)
@@ -63,30 +65,35 @@ def run_operator(
 
 def build_restoration(run: RunConfig, datamodule: Callable[[], Any]) -> Restoration:
     """Codec, operator, INN, prior and restorers for ``run`` (``datamodule()``: the data module,
-    read only for a fitted A or σ_y). ``auto`` models train here, once (shared by every job)."""
-    require_codec(run, "restoration")
-    check_checkpoint(
-        str(run.jscc.checkpoint),
-        {
-            "bcr": format_ratio(run.bcr),
-            "image_size": run.latent.image_size,
-            **configured_architecture(run.jscc),
-        },
-    )
-    path, snr_db = str(run.jscc.checkpoint), run.channel.snr_db
+    read only for a fitted A or σ_y), checked by :func:`~singexp.preflight.preflight` before.
+    ``auto`` models train here, once (shared by every job); ``run`` is left as it is, the
+    resolved models are in the returned :class:`Restoration`."""
+    codec_path = require_codec(run, "restoration")
+    if run.jscc.checkpoint == "auto":  # a given file was checked by preflight; this one is new
+        check_checkpoint(
+            codec_path,
+            {
+                "bcr": format_ratio(run.bcr),
+                "image_size": run.latent.image_size,
+                **configured_architecture(run.jscc),
+            },
+        )
+    path, snr_db = str(codec_path), run.channel.snr_db
     codec = reused(  # once per process and SNR (singexp.reuse)
         ("codec", file_identity(path), snr_db), lambda: load_codec(path, test_snr_db=snr_db)
     )
     operator = run_operator(run, codec, lambda: training_split(datamodule(), "operator=fitted"))
     # auto models are trained only for a job that restores (a bare DeepJSCC run needs none)
-    needs_inn = bool(run.methods) or str(run.inn.get("checkpoint")) != "auto"
-    inn_path = resolve_inn(run) if needs_inn else None
+    needs_inn = bool(run.methods) or run.inn is None or run.inn.checkpoint != "auto"
+    inn_path = resolve_inn(run, codec_path) if needs_inn else None
     prior_source = resolve_prior_source(run) if run.methods else None
     if inn_path is not None:
-        expected = {**jscc_identity(str(run.jscc.checkpoint)), "snr_db": run.channel.snr_db}
+        expected = {**jscc_identity(path), "snr_db": run.channel.snr_db}
         check_inn_checkpoint(inn_path, expected)
     sigma_y = None
     if needs_sigma_y(run.methods):
         sigma_y = measured_sigma_y(codec, operator, datamodule(), run.channel.snr_db, run.seed)
     restorers, networks = build_restorers(run, operator, inn_path, prior_source, sigma_y, codec)
-    return Restoration(codec, operator, restorers, networks, inn_path, prior_source, sigma_y)
+    return Restoration(
+        codec, codec_path, operator, restorers, networks, inn_path, prior_source, sigma_y
+    )

@@ -9,7 +9,7 @@ schemas below (types, unknown keys, ranges) before anything is built, raising
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from importlib.resources import files
 from pathlib import Path
@@ -36,6 +36,8 @@ MAX_SNR_DB = 100.0
 MAX_SEED = 2**32 - 1
 
 if TYPE_CHECKING:
+    from singexp.metrics import MetricsConfig
+    from singexp.modules.inn import INNConfig
     from singexp.samplers.compute import ComputeConfig
 
 
@@ -56,7 +58,7 @@ def embedded_codec(ratio: Fraction, image_size: int) -> Path:
     return path
 
 
-@dataclass
+@dataclass(frozen=True)
 class ChannelConfig:
     name: str = "awgn"
     snr_db: float = 0.0
@@ -81,7 +83,7 @@ class ChannelConfig:
         return self.train_range()
 
 
-@dataclass
+@dataclass(frozen=True)
 class JSCCConfig:
     downsample: int = 16
     width: int = 64
@@ -93,17 +95,24 @@ class JSCCConfig:
     export: str | None = None
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunConfig:
     """The run's config, validated once (:func:`validate`): what every layer below the task
     layer receives, never the raw Hydra config.
 
     singexp's own groups are typed (``channel``, ``bcr``, ``latent``, ``jscc``, ``methods``: name
-    → :class:`~singexp.samplers.registry.Method`); the groups that a library or another module's
-    schema reads are resolved plain mappings (``dataset`` and ``trainer`` are ``_target_`` specs;
-    ``inn``, ``prior``, ``operator``, ``metrics``, ``evaluate`` are checked by their modules).
-    ``plain`` is the whole config, resolved (what a run folder's config.yaml holds); ``extra``
-    what the run learns on the way (warnings, the indexed data module).
+    → :class:`~singexp.samplers.registry.Method`, ``inn``: :class:`~singexp.modules.inn.INNConfig`
+    or None without the group, ``metrics``: :class:`~singexp.metrics.MetricsConfig`,
+    ``compute``), each checked once here; the groups that a library or another module reads are
+    resolved plain mappings (``dataset`` and ``trainer`` are ``_target_`` specs; ``prior``,
+    ``operator``, ``evaluate`` are checked by their modules).
+    ``plain`` is the whole config, resolved (what a run folder's config.yaml holds).
+
+    Frozen, with its typed groups: nothing after :func:`validate` writes into it. What a run
+    resolves on the way is returned by the functions that resolve it (the ``auto`` models:
+    :func:`singexp.artifacts.require_codec`, ...) or kept in its
+    :class:`~singexp.state.RunState` (warnings, the indexed data module); another run's config
+    is derived with :meth:`with_settings`.
     """
 
     channel: ChannelConfig
@@ -114,10 +123,12 @@ class RunConfig:
     seed: int = 0
     methods: dict[str, Any] = field(default_factory=dict)
     dataset: dict[str, Any] = field(default_factory=dict)
-    inn: dict[str, Any] = field(default_factory=dict)
+    #: the ``inn`` group, checked (:func:`~singexp.modules.inn.inn_config`); None: no group
+    inn: INNConfig | None = None
     prior: dict[str, Any] = field(default_factory=dict)
     operator: dict[str, Any] = field(default_factory=dict)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    #: the ``metrics`` group, checked (``_target_`` left out)
+    metrics: MetricsConfig = field(default_factory=lambda: _metrics_default())
     evaluate: dict[str, Any] = field(default_factory=dict)
     trainer: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
@@ -130,7 +141,6 @@ class RunConfig:
     #: ``evaluate.split``: the images a restoration is scored on (test, or val to tune)
     evaluate_split: str = "test"
     plain: dict[str, Any] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def output_dir(self) -> Path:
@@ -157,6 +167,23 @@ class RunConfig:
         for key, value in settings.items():
             OmegaConf.update(sub, key, value, merge=False, force_add=True)
         return validate(sub)
+
+
+def _metrics_default() -> MetricsConfig:
+    from singexp.metrics import MetricsConfig
+
+    return MetricsConfig()
+
+
+def validate_metrics(node: Mapping[str, Any] | None) -> MetricsConfig:
+    """The ``metrics`` group (its ``_target_`` left out) as a checked
+    :class:`~singexp.metrics.MetricsConfig`: unknown keys, types and ranges, one line each."""
+    from singexp.metrics import MetricsConfig
+
+    keys = {str(k): v for k, v in (node or {}).items() if k != "_target_"}
+    metrics = check_schema("metrics", keys, MetricsConfig)
+    metrics.check()
+    return metrics
 
 
 def _compute_default() -> ComputeConfig:
@@ -376,8 +403,8 @@ def validate(cfg: DictConfig) -> RunConfig:
         raise ConfigError("jscc.downsample", f"must be a power of two ≥ 2, got {jscc.downsample}")
     latent = latent_shape(ratio, size, jscc.downsample)
     check_shipped_sizes(cfg, size)
-    if jscc.checkpoint == "embedded":
-        jscc.checkpoint = str(embedded_codec(ratio, size))
+    if jscc.checkpoint == "embedded":  # the shipped file, before the frozen RunConfig is made
+        jscc = replace(jscc, checkpoint=str(embedded_codec(ratio, size)))
     if jscc.checkpoint not in (None, "auto"):
         check_model_file("jscc.checkpoint", jscc.checkpoint)
     inn = cfg.get("inn")
@@ -385,6 +412,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     if inn_checkpoint is not None and str(inn_checkpoint) not in ("embedded", "auto"):
         check_model_file("inn.checkpoint", inn_checkpoint)
     check_accelerator(cfg.get("trainer"))
+    from singexp.modules.inn import inn_config
     from singexp.samplers.compute import ComputeConfig
     from singexp.samplers.registry import methods_from_config
 
@@ -399,10 +427,10 @@ def validate(cfg: DictConfig) -> RunConfig:
         seed=validate_seed(cfg.get("seed")),
         methods=methods_from_config(plain.get("methods"), plain.get("sampler")),
         dataset=dict(plain.get("dataset") or {}),
-        inn=dict(plain.get("inn") or {}),
+        inn=inn_config(plain["inn"]) if plain.get("inn") else None,
         prior=dict(plain.get("prior") or {}),
         operator=dict(plain.get("operator") or {}),
-        metrics=dict(plain.get("metrics") or {}),
+        metrics=validate_metrics(plain.get("metrics")),
         evaluate=evaluate,
         compute=ComputeConfig.from_config(evaluate),
         evaluate_split=validate_evaluation_split(evaluate),

@@ -40,7 +40,9 @@ from singexp.data.base import indexed_data
 from singexp.errors import SingexpError
 from singexp.modules.restoration import batch_generator
 from singexp.points import BASELINE, ORIGINAL
+from singexp.preflight import preflight
 from singexp.quick import apply_quick
+from singexp.state import RunState
 
 ImageInput = Tensor | str | Path | Sequence[str | Path]
 
@@ -116,8 +118,10 @@ class SingPipeline:
         self.run = run
         self.device = torch.device(device)
         self.methods = run.methods  # checked by validate, before anything loads
+        #: what the run learns on the way (``run`` is frozen): warnings, the indexed data
+        self.state = RunState()
         self._stages: dict[tuple[str, float | None], Restoration] = {}
-        base = self._build_stage(run)
+        base = self._build_stage(run, self.state)
         self._stages[self._key(run.bcr, float(run.channel.snr_db))] = base
         self._base = base
 
@@ -170,11 +174,13 @@ class SingPipeline:
 
     def _datamodule(self) -> Any:
         """The data module, built once if an operator or σ_y needs it (every stage shares it)."""
-        return indexed_data(self.run)
+        return indexed_data(self.run, self.state)
 
-    def _build_stage(self, run: RunConfig) -> Restoration:
+    def _build_stage(self, run: RunConfig, state: RunState) -> Restoration:
         """Codec, operator, INN, prior and restorers for ``run``, as the evaluation task builds
-        them (:func:`~singexp.assembly.build_restoration`: the same checks and errors)."""
+        them (:func:`~singexp.preflight.preflight`, then
+        :func:`~singexp.assembly.build_restoration`: the same checks and errors)."""
+        preflight(run, state)
         stage = build_restoration(run, self._datamodule)
         stage.codec.eval().requires_grad_(False).to(self.device)
         for network in stage.networks.values():
@@ -194,7 +200,7 @@ class SingPipeline:
                     "channel.snr_db": float(snr_db),
                 }
             )
-            self._stages[key] = self._build_stage(run)
+            self._stages[key] = self._build_stage(run, RunState())
         return self._stages[key]
 
     def to(self, device: str | torch.device) -> SingPipeline:

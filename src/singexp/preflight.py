@@ -9,8 +9,9 @@ another image size) ends the run at once, as one line naming the key and the fix
 (:class:`~singexp.errors.ConfigError`, exit status 2), raised once.
 
 What runs earlier still, and is not repeated here: :func:`singexp.config.validate` (types,
-ranges, model files that do not load, the shipped 32 px models at another
-``dataset.image_size``: :func:`singexp.config.check_shipped_sizes`), the group options and keys
+ranges, model files that do not load, the ``inn`` and ``metrics`` groups, the shipped 32 px
+models at another ``dataset.image_size``: :func:`singexp.config.check_shipped_sizes`), the
+group options and keys
 of the command line (:mod:`singexp.__main__`) and the methods' settings
 (:func:`singexp.samplers.registry.methods_from_config`, run by
 :func:`singexp.config.validate`). What runs right after: the data module indexes the
@@ -28,6 +29,7 @@ import logging
 from singexp.bcr import format_ratio, paper_ratio_note
 from singexp.config import RunConfig
 from singexp.errors import ConfigError
+from singexp.state import RunState
 
 log = logging.getLogger("singexp")
 
@@ -65,21 +67,12 @@ def check_inn(v: RunConfig) -> None:
     was trained at this image size (its codec's content is compared once the codec is known)."""
     from singexp.modules.inn import check_inn_checkpoint, resolve_inn_checkpoint
 
-    value = v.inn.get("checkpoint")
+    value = v.inn.checkpoint if v.inn else None
     if value is None or str(value) == "auto":
         return
     path = resolve_inn_checkpoint(value, v.bcr, v.latent.image_size, v.inn)
     if path is not None:
         check_inn_checkpoint(path, {"bcr": format_ratio(v.bcr), "image_size": v.latent.image_size})
-
-
-def check_inn_settings(v: RunConfig) -> None:
-    """The ``inn`` group's keys (types, ranges, scale vs image size) when an INN will be trained
-    (``task=inn`` or ``inn.checkpoint=auto``): a bad key fails here, not after the codec trains."""
-    from singexp.modules.inn import inn_config
-
-    if v.task == "inn" or str(v.inn.get("checkpoint")) == "auto":
-        inn_config(v.inn)
 
 
 def check_prior_size(v: RunConfig) -> None:
@@ -129,26 +122,30 @@ def check_prior(v: RunConfig) -> None:
     )
 
 
-def preflight(v: RunConfig) -> None:
+def preflight(v: RunConfig, state: RunState | None = None) -> list[str]:
     """Run every check of ``cfg.task`` that needs no training (see the module docstring);
-    raise the first failure as a one-line :class:`ConfigError`. Once per ``v``: :func:`run`
-    calls it before the loggers start, the task functions again for direct callers (a no-op
-    then); an auto artifact's training job checks its own config."""
-    if v.extra.get("preflight"):
-        return
+    raise the first failure as a one-line :class:`ConfigError`; return the warnings (also added
+    to ``state.warnings``: printed under a restoration's table). Once per run (``state``, the
+    run's :class:`~singexp.state.RunState`): :func:`run` calls it before the loggers start, the
+    task functions again for direct callers (a no-op then); an auto artifact's training job
+    checks its own config."""
+    if state is not None and state.preflight_done:
+        return []
     task = v.task
+    warnings = []
     note = paper_ratio_note(v.bcr, v.latent.image_size)
     if note is not None and task in ("jscc", "inn", "restore"):
         log.warning(note)
-        v.extra.setdefault("warnings", []).append(note)  # printed under a restoration's table
+        warnings.append(note)
     if task in ("jscc", "inn", "restore"):
         check_codec(v)
-    if task in ("inn", "restore") and v.inn:
-        check_inn_settings(v)
     if task == "restore":
         check_inn(v)
         if restores(v):
             check_prior(v)
     if task == "prior":
         check_prior_size(v)
-    v.extra["preflight"] = True
+    if state is not None:
+        state.warnings += warnings
+        state.preflight_done = True
+    return warnings

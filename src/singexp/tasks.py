@@ -51,20 +51,24 @@ from singexp.preflight import preflight
 from singexp.printing import print_results
 from singexp.quick import Quick, apply_quick, command_line_overrides
 from singexp.samplers.build import method_records
+from singexp.state import RunState
 from singexp.threads import apply_thread_policy, wait_policy
 from singexp.trainers import build_trainer
 
 log = logging.getLogger("singexp")
 
-Task = Callable[[RunConfig, list[Logger]], dict[str, Any]]
+Task = Callable[[RunConfig, list[Logger], RunState | None], dict[str, Any]]
 
 
-def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
+def restore_task(
+    run: RunConfig, loggers: list[Logger], state: RunState | None = None
+) -> dict[str, Any]:
     """DeepJSCC at ``channel.snr_db`` then each restorer, on the same received images."""
-    preflight(run)  # sizes, prior present, given models: before any auto training (issue 15)
+    state = RunState() if state is None else state
+    preflight(run, state)  # sizes, prior present, given models: before any auto training
     # index the data first: a bad folder fails, and the split is said, before any auto training
-    datamodule = indexed_data(run)
-    metrics = ImageMetrics.from_config(run.metrics)
+    datamodule = indexed_data(run, state)
+    metrics = ImageMetrics(run.metrics)
     parts = build_restoration(run, lambda: datamodule)
     mean_image, skipped = mean_image_or_skip(datamodule)
     module = RestorationModule(
@@ -82,10 +86,10 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
         parts.codec, parts.inn_path, parts.prior_source, run.prior.get("trained_on")
     )
     warnings = [
-        *run.extra.get("warnings", []),
+        *state.warnings,
         *trained_elsewhere(run, models, trainable=skipped is None),
         *([skipped] if skipped else []),
-        *auto_training_notes(run, parts.inn_path, parts.prior_source),
+        *auto_training_notes(run, parts.codec_path, parts.inn_path, parts.prior_source),
     ]
     # guidance (SING-INN) takes gradients w.r.t. x0: no inference mode, the loop's no_grad
     # suffices; under DDP each process takes whole batches of the single-process order
@@ -115,7 +119,7 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
         # how the restorers computed: precision (and the one used), guidance micro-batch,
         # checkpointing, compile
         "evaluate": run.compute.record(module.device),
-        "jscc_checkpoint": run.jscc.checkpoint,
+        "jscc_checkpoint": str(parts.codec_path),
         "inn_checkpoint": str(parts.inn_path) if parts.inn_path else None,
         "prior_source": parts.prior_source,
         "files": files,
@@ -166,27 +170,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     print_config_mode(cfg.get("print_config", "short"))  # a bad value fails before anything runs
     run_cfg = validate(cfg)  # once: types, ranges, the methods' settings (a sampler override
     # that methods would ignore fails here, early)
-    preflight(run_cfg)  # sizes, prior present, given models: before loggers and any training
+    state = RunState()  # what the run learns on the way (run_cfg is frozen)
+    preflight(run_cfg, state)  # sizes, prior present, given models: before loggers, training
     apply_thread_policy(cfg.get("threads", "auto"))  # never oversubscribe the CPU
     _single_log_stream()
     out = run_cfg.output_dir
     out.mkdir(parents=True, exist_ok=True)
     if launch_rank() > 0:  # a DDP process that Lightning or Slurm started beside rank 0
-        return _run_other_rank(run_cfg)
+        return _run_other_rank(run_cfg, state)
     with sigterm_ends_point(), point_lock(out):
         try:
-            return _run_locked(cfg, run_cfg, out, quick)
+            return _run_locked(cfg, run_cfg, state, out, quick)
         except Terminated:
             log.warning("SIGTERM: %s stopped unfinished; re-run the same command to resume", out)
             raise
 
 
-def _run_other_rank(run_cfg: RunConfig) -> dict[str, Any]:
+def _run_other_rank(run_cfg: RunConfig, state: RunState) -> dict[str, Any]:
     """:func:`run` in a DDP process of rank > 0: the task's share of the work, without the run
     folder's lock, config, results or loggers, which rank 0 owns (:mod:`singexp.distributed`)."""
     L.seed_everything(run_cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
-    return TASKS[run_cfg.task](run_cfg, [])
+    return TASKS[run_cfg.task](run_cfg, [], state)
 
 
 def _command_line_overrides() -> list[str]:
@@ -195,7 +200,9 @@ def _command_line_overrides() -> list[str]:
     return command_line_overrides()
 
 
-def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path, quick: Quick) -> dict[str, Any]:
+def _run_locked(
+    cfg: DictConfig, run_cfg: RunConfig, state: RunState, out: Path, quick: Quick
+) -> dict[str, Any]:
     """:func:`run` in the run folder ``out``, whose lock this job holds."""
     previous = finished_results(run_cfg.plain, out)
     if previous is not None:
@@ -205,7 +212,7 @@ def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path, quick: Quick) ->
     archive_results(out)
     set_aside_unfinished_wandb(out)
     show_config(cfg, _command_line_overrides(), quick)
-    indexed_data(run_cfg)  # a folder that cannot be used fails before the loggers start
+    indexed_data(run_cfg, state)  # a folder that cannot be used fails before the loggers start
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(run_cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
@@ -217,7 +224,7 @@ def _run_locked(cfg: DictConfig, run_cfg: RunConfig, out: Path, quick: Quick) ->
         for logger in loggers:
             logger.log_hyperparams(keys)
         wall, cpu = time.perf_counter(), time.process_time()
-        results = {**describe_run(run_cfg), **TASKS[run_cfg.task](run_cfg, loggers)}
+        results = {**describe_run(run_cfg), **TASKS[run_cfg.task](run_cfg, loggers, state)}
         # the point's own cost (benchmarks/grid.py sums it): this process, from building the
         # models to the written outputs; loggers and the config check are outside
         results["timing"] = {

@@ -267,25 +267,29 @@ class ImageDataModule(L.LightningDataModule):
         )
 
 
-def indexed_data(run: Any) -> Any:
+def indexed_data(run: Any, state: Any = None) -> Any:
     """The run's data module (``run.dataset``), indexed (files checked, splits made and said: a
-    bad folder, a split overlap fail here), once per run (kept in ``run.extra``): the task layer
-    calls it before the loggers start, the jobs reuse it."""
-    if "datamodule" not in run.extra:
-        from singexp.instantiate import build
-        from singexp.reuse import config_identity, folder_identity, reused
+    bad folder, a split overlap fail here), once per run (kept in ``state``, the run's
+    :class:`~singexp.state.RunState`, when given): the task layer calls it before the loggers
+    start, the jobs reuse it."""
+    if state is not None and state.datamodule is not None:
+        return state.datamodule
+    from singexp.instantiate import build
+    from singexp.reuse import config_identity, folder_identity, reused
 
-        def setup() -> Any:
-            datamodule = build(run.dataset)
-            datamodule.setup()
-            return datamodule
+    def setup() -> Any:
+        datamodule = build(run.dataset)
+        datamodule.setup()
+        return datamodule
 
-        # the points of a sweep share it (and its mean image): singexp.reuse; a folder's
-        # files are part of the key, so a changed folder is indexed again
-        root = run.dataset.get("root")
-        files = folder_identity(root) if root and Path(str(root)).is_dir() else ()
-        run.extra["datamodule"] = reused(("data", config_identity(run.dataset), files), setup)
-    return run.extra["datamodule"]
+    # the points of a sweep share it (and its mean image): singexp.reuse; a folder's
+    # files are part of the key, so a changed folder is indexed again
+    root = run.dataset.get("root")
+    files = folder_identity(root) if root and Path(str(root)).is_dir() else ()
+    datamodule = reused(("data", config_identity(run.dataset), files), setup)
+    if state is not None:
+        state.datamodule = datamodule
+    return datamodule
 
 
 def training_split(datamodule: Any, purpose: str) -> Any:
