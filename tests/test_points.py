@@ -99,10 +99,12 @@ def test_reuse_follows_the_identity(tmp_path: Path) -> None:
 
 
 def test_logger_keys_are_the_grid_keys_and_the_identity() -> None:
-    keys = logger_keys(CONFIG, {"snr_db": 0.0, "bcr": "1/48"}, ["sing_zero"])
-    assert keys["snr_db"] == 0.0 and keys["method"] == ["sing_zero"]
-    assert keys["sampler"] == {"name": "sing_zero", "eta": 0.85}
-    assert "logger" not in keys and "paths" not in keys
+    described = {"dataset": "shapes", "channel": "awgn", "snr_db": 0.0, "bcr": "1/48"}
+    keys = logger_keys(CONFIG, described, ["sing_zero"])
+    # the grid coordinates stay flat at the top level; the identity comes as dotted keys
+    assert {k: keys[k] for k in described} == described and keys["method"] == ["sing_zero"]
+    assert keys["sampler.eta"] == 0.85 and keys["channel.name"] == "awgn"
+    assert not any(k.startswith(("logger", "paths", "threads")) for k in keys)
 
 
 def test_point_folder_names_leave_out_what_is_not_identity() -> None:

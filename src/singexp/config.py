@@ -141,6 +141,9 @@ class RunConfig:
     #: ``evaluate.split``: the images a restoration is scored on (test, or val to tune)
     evaluate_split: str = "test"
     plain: dict[str, Any] = field(default_factory=dict)
+    #: the config as composed, interpolations unresolved (``inn.scale`` follows ``bcr.ratio``):
+    #: what :meth:`with_settings` derives a run at another grid point from
+    unresolved: dict[str, Any] = field(default_factory=dict)
 
     @property
     def output_dir(self) -> Path:
@@ -160,13 +163,35 @@ class RunConfig:
             node = node[part]
         return node
 
-    def with_settings(self, settings: Mapping[str, Any]) -> RunConfig:
+    def with_settings(self, settings: Mapping[str, Any], reresolve: bool = False) -> RunConfig:
         """Another run's config: this one with the dotted keys of ``settings`` set (added where
-        new), validated again (how an ``auto`` artifact's training run is derived)."""
-        sub = OmegaConf.create(self.plain)
+        new), validated again (how an ``auto`` artifact's training run is derived). With
+        ``reresolve``, the keys that interpolate others are resolved again from the new values
+        (another BCR: ``inn.scale`` and the operator's scale follow it), the ones that need
+        Hydra's runtime (run folders) keep this run's values."""
+        sub = OmegaConf.create(self.unresolved if reresolve and self.unresolved else self.plain)
         for key, value in settings.items():
             OmegaConf.update(sub, key, value, merge=False, force_add=True)
+        if reresolve and self.unresolved:
+            _pin_unresolvable(sub, self.plain)
         return validate(sub)
+
+
+def _pin_unresolvable(node: DictConfig, plain: Mapping[str, Any], prefix: str = "") -> None:
+    """Replace each value of ``node`` that cannot resolve here (a Hydra runtime interpolation
+    outside a Hydra job) by the resolved value at the same key of ``plain``."""
+    for key in [str(k) for k in node]:
+        name = f"{prefix}.{key}" if prefix else key
+        try:
+            value = node[key]
+        except Exception:
+            resolved: Any = plain
+            for part in name.split("."):
+                resolved = resolved.get(part) if isinstance(resolved, Mapping) else None
+            node[key] = resolved
+            continue
+        if isinstance(value, DictConfig):
+            _pin_unresolvable(value, plain, name)
 
 
 def _metrics_default() -> MetricsConfig:
@@ -441,7 +466,14 @@ def validate(cfg: DictConfig) -> RunConfig:
         min_train_steps=int(plain.get("min_train_steps") or 0),
         quick=bool(plain.get("quick", False)),
         plain=plain,
+        unresolved=_unresolved(cfg),
     )
+
+
+def _unresolved(cfg: DictConfig) -> dict[str, Any]:
+    """The composed config with its interpolations as written."""
+    container = OmegaConf.to_container(cfg, resolve=False)
+    return {str(k): v for k, v in container.items()} if isinstance(container, dict) else {}
 
 
 def check_model_file(key: str, path: str | Path) -> None:

@@ -198,7 +198,8 @@ class SingPipeline:
                     "bcr.ratio": format_ratio(ratio),
                     "bcr.name": f"{ratio.numerator}_{ratio.denominator}",
                     "channel.snr_db": float(snr_db),
-                }
+                },
+                reresolve=True,  # keys that follow the BCR (inn.scale, ...) follow it here too
             )
             self._stages[key] = self._build_stage(run, RunState())
         return self._stages[key]

@@ -259,9 +259,11 @@ def logger_keys(
     plain: Mapping[str, Any], described: Mapping[str, Any], methods: list[str]
 ) -> dict[str, Any]:
     """What the loggers receive as the run's hyper-parameters: the grid coordinates at the top
-    level (dashboards group, filter and plot by them), the methods, and the run's
-    :func:`identity` (the same keys the report tells points apart by)."""
-    return {**described, "method": methods or [BASELINE], **identity(plain)}
+    level (``dataset``, ``channel``, ``snr_db``, ``bcr``: dashboards group, filter and plot by
+    them), the methods, and the run's :func:`identity` as dotted keys (``sampler.eta``: the
+    same keys the report tells points apart by)."""
+    keys = {k: list(v) if isinstance(v, tuple) else v for k, v in flat(identity(plain)).items()}
+    return {**keys, **described, "method": methods or [BASELINE]}
 
 
 # ---- a sweep's points --------------------------------------------------------------------------
