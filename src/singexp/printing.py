@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from singexp.console import said
 from singexp.modules.inn import read_inn_metadata
 from singexp.points import TRIVIAL
 from singexp.report import LABELS, METRICS, better
@@ -169,9 +170,38 @@ def _inn_snr_range(results: dict[str, Any]) -> str:
     return f"trained on SNR {low:g} dB" if low == high else f"trained on SNR {low:g} … {high:g} dB"
 
 
+#: the widest note line under a run (longer ones are cut at their first clause)
+NOTE_WIDTH = 160
+
+
+def one_line(text: str, width: int = NOTE_WIDTH) -> str:
+    """``text`` on one line of at most ``width`` characters: cut at its first ``; `` clause
+    when longer, then with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) > width and "; " in text:
+        text = text.split("; ", 1)[0] + " (…)"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_notes(results: dict[str, Any]) -> list[str]:
+    """The notes and warnings of a finished run, one line each, without those this process
+    has shown already (a warning logged while it ran: :func:`singexp.console.said`)."""
+    lines = []
+    for key, why in results.get("metric_status", {}).items():
+        if why != "ok" and not said(why.split(": ", 1)[-1]):
+            lines.append(one_line(f"note: {key}: {why}"))
+    for warning in results.get("warnings") or []:
+        if not said(warning):
+            lines.append(one_line(f"warning: {warning}"))
+    return list(dict.fromkeys(lines))
+
+
 def print_results(results: dict[str, Any]) -> None:
-    """The finished run's table (a restoration run's methods, a prior's folder, a codec's or an
-    INN's metrics), its notes and its warnings."""
+    """The finished run's notes and warnings (each once, one line), then its table (a
+    restoration run's methods, a prior's folder, a codec's or an INN's metrics): the table and
+    its method lines are the last lines of the run."""
+    for line in run_notes(results):
+        print(line)
     if "methods" in results:
         print_method_table(results)
     elif results.get("task") == "prior":  # no test metrics: say where the weights went
@@ -179,11 +209,6 @@ def print_results(results: dict[str, Any]) -> None:
         print(f"prior · {results.get('dataset')}: EMA weights in {results.get('prior')}{exported}")
     else:
         print_metric_table(results)
-    for key, why in results.get("metric_status", {}).items():
-        if why != "ok":
-            print(f"note: {key}: {why}")
-    for warning in results.get("warnings") or []:
-        print(f"warning: {warning}")
 
 
 def print_metric_table(results: dict[str, Any]) -> None:
