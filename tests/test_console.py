@@ -97,7 +97,9 @@ def test_noise_warnings_are_filtered_by_message_and_category() -> None:
             "`isinstance(treespec, LeafSpec)` is deprecated, use x", FutureWarning, stacklevel=1
         )
         warnings.warn(
-            "The `local_dir_use_symlinks` argument is deprecated and ignored", UserWarning
+            "The `local_dir_use_symlinks` argument is deprecated and ignored",
+            UserWarning,
+            stacklevel=1,
         )
         warnings.warn(
             "`isinstance(treespec, LeafSpec)` is deprecated, use x", UserWarning, stacklevel=1
