@@ -103,6 +103,14 @@ def print_method_table(results: dict[str, Any]) -> None:
         print(f"{name}: {describe_sampler(record)}")
 
 
+#: SING-INN's ``gradient`` as the method line says it (samplers/sing_inn.py)
+GRADIENT_FORMS = {
+    "dps": "DPS-form gradient through the UNet (default; docs/guide/methods.md)",
+    "autograd": "x0-space gradient (autograd)",
+    "constant": "x0-space step with x_inv held constant",
+}
+
+
 def describe_sampler(record: dict[str, Any]) -> str:
     """One line saying which variant, update form and clipping a method ran (metrics.json)."""
     parts: list[str] = []
@@ -113,8 +121,9 @@ def describe_sampler(record: dict[str, Any]) -> str:
             if variant == "algorithm2"
             else f"{variant} (not the paper's: DDNM until t < {record.get('switch_t')}, then INN)"
         )
+        gradient = record.get("gradient")
         parts.append(
-            f"gradient {record.get('gradient')}, ζ {record.get('zeta')} "
+            f"{GRADIENT_FORMS.get(str(gradient), f'gradient {gradient}')}, ζ {record.get('zeta')} "
             f"({record.get('zeta_schedule')})"
         )
     elif record.get("name") == "dps_jscc":
@@ -131,6 +140,8 @@ def describe_sampler(record: dict[str, Any]) -> str:
         f"update {record.get('update')}, η {record.get('eta')}, {record.get('steps')} steps "
         f"({record.get('scheduler')}), clip_x0 {'on' if record.get('clip_x0') else 'off'}"
     )
+    if record.get("name") == "sing_inn":  # samplers/sing_inn.py: always, whatever clip_x0 says
+        parts[-1] += ", INN input clipped to [-1,1] each step"
     if record.get("measurement_operator"):
         parts.append(f"A = {record['measurement_operator']}")
     return "; ".join(parts)
