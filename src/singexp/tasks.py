@@ -49,6 +49,7 @@ from singexp.points import (
     write_json,
 )
 from singexp.preflight import preflight
+from singexp.progress import set_plan
 from singexp.printing import print_results
 from singexp.quick import Quick, apply_quick, command_line_overrides
 from singexp.samplers.build import method_records
@@ -67,6 +68,14 @@ def restore_task(run: RunConfig, loggers: list[Logger]) -> dict[str, Any]:
     datamodule = indexed_data(run)
     metrics = ImageMetrics.from_config(run.metrics)
     parts = build_restoration(run, lambda: datamodule)
+    # the ETA counts every method of the run (InverseJSCC runs no sampling loop)
+    set_plan(
+        [
+            int(m.config.steps)
+            for m in run.methods.values()
+            if m.name != "inverse_jscc" and getattr(m.config, "steps", None)
+        ]
+    )
     mean_image, skipped = mean_image_or_skip(datamodule)
     module = RestorationModule(
         parts.codec,
