@@ -49,8 +49,8 @@ from singexp.points import (
     write_json,
 )
 from singexp.preflight import preflight
-from singexp.progress import set_plan
 from singexp.printing import print_results
+from singexp.progress import set_plan
 from singexp.quick import Quick, apply_quick, command_line_overrides
 from singexp.samplers.build import method_records
 from singexp.threads import apply_thread_policy, wait_policy
