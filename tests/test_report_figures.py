@@ -308,3 +308,26 @@ def test_grid_tiles_are_native_resolution_or_a_whole_multiple(
     ys, xs = np.nonzero(mask)
     assert ys.max() - ys.min() + 1 == size * scale and xs.max() - xs.min() + 1 == size * scale
     assert mask.sum() == (size * scale) ** 2  # a solid square: no interpolated edge
+
+
+def test_report_cli_ends_with_a_human_line_and_refuses_an_empty_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "singexp.report", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    for folder in (tmp_path / "missing", tmp_path):  # missing, then empty
+        result = cli(str(folder))
+        assert result.returncode != 0
+        assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+    from singexp.report import summary_line
+
+    line = summary_line(tmp_path, {"points": 2, "files": ["a", "b", "c"], "failed": []})
+    assert line == f"report: 2 points, 3 files in {tmp_path / 'report'}, 0 failed"
