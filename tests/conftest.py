@@ -118,16 +118,16 @@ def assert_grid_png(
     with Image.open(path) as png:
         assert png.format == "PNG"
         pixels = np.asarray(png.convert("RGB"))
-    # the figure: 1.2 in per row (at least 2 in) high, as wide as the image grid's aspect
-    # ratio plus 1.5 in for the row labels, at 150 dpi; the grid pads every image by 2 px
+    # the images at native resolution or a whole multiple of it (visualize.magnification),
+    # each padded by 2 px with a label strip under each row, 1.5 in of row labels on the left
+    from singexp.visualize import DPI, LABELS_INCHES
+
     pad = 2
-    grid_h, grid_w = rows * (size + 2 * pad), cols * (size + pad) + pad
-    height_in = max(1.2 * rows, 2.0)
-    width_in = height_in * grid_w / grid_h + 1.5
-    want = (round(height_in * 150), round(width_in * 150))
-    assert abs(pixels.shape[0] - want[0]) <= 1 and abs(pixels.shape[1] - want[1]) <= 1, (
+    grid_h = rows * (size + 2 * pad + max(6, round(0.22 * size)))
+    grid_w = cols * (size + pad) + pad
+    assert pixels.shape[0] >= grid_h and pixels.shape[1] >= grid_w + LABELS_INCHES * DPI, (
         pixels.shape,
-        want,
+        (grid_h, grid_w),
     )
     if shows is not None:
         shown = {tuple(c) for c in pixels.reshape(-1, 3).tolist()}

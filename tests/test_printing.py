@@ -81,3 +81,30 @@ def test_time_per_image_column_and_baseline_lines(capsys: Any) -> None:
 def test_no_time_column_without_timings(capsys: Any) -> None:
     print_results({**RUN, "task": "restore", "methods": {"deepjscc": {"psnr": 16.0}}})
     assert "s / image" not in capsys.readouterr().out
+
+
+def test_sing_inn_line_says_its_gradient_form_and_the_inn_input_clipping() -> None:
+    from singexp.printing import describe_sampler
+
+    record = {
+        "name": "sing_inn",
+        "variant": "algorithm2",
+        "gradient": "dps",
+        "zeta": 1.0,
+        "zeta_schedule": "sqrt_alpha_bar",
+        "update": "posterior",
+        "eta": 0.85,
+        "steps": 100,
+        "scheduler": "ddim",
+        "clip_x0": False,
+    }
+    line = describe_sampler(record)
+    assert "\n" not in line
+    assert line.startswith(
+        "Algorithm 2 (INN guidance at every step); DPS-form gradient through the UNet "
+        "(default; docs/guide/methods.md), ζ 1.0"
+    )
+    assert "clip_x0 off, INN input clipped to [-1,1] each step" in line
+    assert "x0-space gradient (autograd)" in describe_sampler({**record, "gradient": "autograd"})
+    zero = describe_sampler({**record, "name": "sing_zero", "sigma_y": 0})
+    assert "INN input" not in zero

@@ -41,7 +41,7 @@ def test_sampling_prints_one_line_per_batch_with_batch_and_eta(
     assert lines[0].startswith("SING-Zero batch 1/2: 3 steps in ")
     assert lines[1].startswith("SING-Zero batch 2/2: 3 steps in ")
     assert all("(ETA " in line for line in lines)
-    assert lines[1].endswith("(ETA 0.0 s)")  # the last batch's last method: nothing left
+    assert lines[1].endswith("(ETA 0.0 s, all methods)")  # the last method: nothing left
 
 
 def test_progress_false_and_a_custom_hook(unet: UNet2DModel, capsys: Any) -> None:
@@ -185,3 +185,24 @@ def test_remaining_seconds_formula() -> None:
     assert progress.remaining_seconds(100.0, 0.4, 0.5) == pytest.approx(100.0 * 0.5 / 0.1)
     assert progress.remaining_seconds(10.0, 0.0, 0.25) == pytest.approx(30.0)
     assert math.isnan(progress.remaining_seconds(10.0, 0.4, 0.4))
+
+
+def test_eta_counts_the_methods_after_the_running_one(monkeypatch: Any, capsys: Any) -> None:
+    """The first method's ETA is the run's: the later methods' steps at its time per step."""
+    clock = iter(float(t) for t in range(10_000))  # every call to the clock: 1 s later
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))
+    progress.set_batch(0, 1, now=0.0)
+    progress.set_plan([100, 400])  # SING-Zero 100 steps, then SING-INN 400
+    with progress.sampling("SING-Zero", 100) as advance:
+        for _ in range(100):
+            advance()
+    with progress.sampling("SING-INN", 400) as advance:
+        for _ in range(400):
+            advance()
+    lines = capsys.readouterr().err.strip().splitlines()
+    first, second = [line for line in lines if " steps in " in line]
+    # 101 s for 100 steps; 400 steps after it at 1.01 s each: 404 s, not 0
+    assert first.startswith("SING-Zero batch 1/1: 100 steps in ")
+    assert first.endswith("(ETA 6 min 44 s, all methods)"), first
+    assert second.endswith("(ETA 0.0 s, all methods)"), second
+    assert progress.eta(1, 4, started=0.0, now=2.0, later=10) == pytest.approx(26.0)

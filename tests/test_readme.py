@@ -229,7 +229,7 @@ def test_report_command_prints_the_markdown_table(tmp_path: Path) -> None:
         results["methods"] = {"deepjscc": {"psnr": psnr, "images": 1}}
         (point / "metrics.json").write_text(json.dumps(results))
     result = subprocess.run(
-        [sys.executable, "-m", "singexp.report", str(tmp_path)],
+        [sys.executable, "-m", "singexp.report", str(tmp_path), "--json"],
         capture_output=True,
         text=True,
         timeout=300,

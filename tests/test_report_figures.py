@@ -286,3 +286,48 @@ def test_mismatch_report_has_a_drop_per_method(tmp_path: Path) -> None:
     grid = _sweep(tmp_path)
     report(grid)
     assert not (grid / "report" / "drop.md").exists()
+
+
+@pytest.mark.parametrize(("size", "scale"), [(256, 1), (32, 4)])
+def test_grid_tiles_are_native_resolution_or_a_whole_multiple(
+    tmp_path: Path, size: int, scale: int
+) -> None:
+    """Measured in the saved PNG: a solid tile of one colour spans size × scale pixels each way
+    (256 px images 1:1; 32 px magnified 4×, never resampled to a fraction)."""
+    import numpy as np
+    from PIL import Image
+
+    colour = torch.tensor([-0.6, 0.6, -0.2]).view(1, 3, 1, 1)  # (51, 204, 102) in uint8
+    tile = colour.expand(1, 3, size, size)
+    other = torch.zeros(1, 3, size, size)
+    rows = {"original": torch.cat([other, other]), "sing_inn": torch.cat([other, tile])}
+    save_comparison_grid(rows, tmp_path / "grid.png", title="a title")
+    with Image.open(tmp_path / "grid.png") as png:
+        pixels = np.asarray(png.convert("RGB"))
+    mask = (pixels == np.array([51, 204, 102], np.uint8)).all(axis=-1)
+    ys, xs = np.nonzero(mask)
+    assert ys.max() - ys.min() + 1 == size * scale and xs.max() - xs.min() + 1 == size * scale
+    assert mask.sum() == (size * scale) ** 2  # a solid square: no interpolated edge
+
+
+def test_report_cli_ends_with_a_human_line_and_refuses_an_empty_folder(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "singexp.report", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    for folder in (tmp_path / "missing", tmp_path):  # missing, then empty
+        result = cli(str(folder))
+        assert result.returncode != 0
+        assert result.stdout == "" and len(result.stderr.strip().splitlines()) == 1
+        assert "Traceback" not in result.stderr
+    from singexp.report import summary_line
+
+    line = summary_line(tmp_path, {"points": 2, "files": ["a", "b", "c"], "failed": []})
+    assert line == f"report: 2 points, 3 files in {tmp_path / 'report'}, 0 failed"

@@ -230,7 +230,7 @@ def test_report_cli_logs_the_table_to_wandb_on_demand(tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("WANDB_API_KEY", None)
     result = subprocess.run(
-        [sys.executable, "-m", "singexp.report", str(sweep), "--wandb"],
+        [sys.executable, "-m", "singexp.report", str(sweep), "--wandb", "--json"],
         capture_output=True,
         text=True,
         env=env,

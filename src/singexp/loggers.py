@@ -138,74 +138,189 @@ def _drop_wandb_telemetry() -> None:
         pass
 
 
-def _start_online(save_dir: str, init_timeout: float, kwargs: dict[str, Any]) -> WandbLogger | str:
-    """An online WandbLogger whose run has started within ``init_timeout`` seconds, or why not."""
+def _settings(**kwargs: Any) -> Any:
+    """wandb settings that print nothing (the header, the run history/summary footer, the sync
+    hint): singexp says what matters in one line (offline and why; the online run's address)."""
     import wandb
 
-    settings = wandb.Settings(init_timeout=init_timeout)
-    logger = WandbLogger(
-        mode="online", save_dir=save_dir, dir=save_dir, settings=settings, **kwargs
-    )
-    try:
-        logger.experiment  # noqa: B018 -- starts the run now, bounded by init_timeout
-        return logger
-    except Exception as error:
-        with contextlib.suppress(Exception):  # whatever the failed init left behind
-            wandb.finish(exit_code=1)
-        _drop_wandb_telemetry()
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        return f"wandb.init failed within {init_timeout:g} s: {first}"
+    return wandb.Settings(silent=True, **kwargs)
+
+
+class DeferredWandbLogger(WandbLogger):
+    """A Lightning WandbLogger whose run starts at :meth:`start`, not when it is built.
+
+    Until then its hyper-parameters, metrics and images are kept and replayed at the start, so a
+    restoration's ``metrics.json`` is written before W&B can make it wait (the server probe,
+    ``wandb.init`` online: up to ``init_timeout`` seconds). :func:`log_results` starts it.
+    Online only with credentials and a server that answers,
+    ``wandb.init`` bounded by ``init_timeout``; otherwise offline, said in one line."""
+
+    def __init__(self, mode: str, init_timeout: float, save_dir: str, **kwargs: Any) -> None:
+        super().__init__(save_dir=save_dir, dir=save_dir, **kwargs)
+        if self._wandb_init.get("anonymous") is None:  # wandb 0.31 warns on the unused setting
+            self._wandb_init.pop("anonymous", None)
+        self._asked_mode = mode
+        self._init_timeout = init_timeout
+        self._pending: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self._started = False
+
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    def _keep(self, name: str, *args: Any, **kwargs: Any) -> bool:
+        if self._started:
+            return False
+        self._pending.append((name, args, kwargs))
+        return True
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        if not self._keep("log_hyperparams", params, *args, **kwargs):
+            super().log_hyperparams(params, *args, **kwargs)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        if not self._keep("log_metrics", metrics, step):
+            super().log_metrics(metrics, step)
+
+    def log_image(
+        self, key: str, images: list[Any], step: int | None = None, **kwargs: Any
+    ) -> None:
+        if not self._keep("log_image", key, images, step, **kwargs):
+            super().log_image(key, images, step, **kwargs)
+
+    @property
+    def experiment(self) -> Any:
+        """The W&B run; None until :meth:`start` (Lightning's setup reads it only to create the
+        run early, which a deferred run must not do)."""
+        if not self._started:
+            return None
+        return WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+
+    def start(self) -> None:
+        """Resolve the mode, start the run (bounded online; offline on failure), replay what
+        was logged so far."""
+        if self._started:
+            return
+        self._started = True
+        import wandb
+
+        resolved, why = resolve_wandb_mode(self._asked_mode)
+        os.makedirs(self._save_dir or ".", exist_ok=True)
+        if resolved == "online":
+            self._wandb_init.update(
+                mode="online", settings=_settings(init_timeout=self._init_timeout)
+            )
+            try:
+                run = WandbLogger.experiment.fget(self)  # type: ignore[attr-defined]
+                log.info("W&B run: %s", getattr(run, "url", None) or run.dir)
+            except Exception as error:
+                with contextlib.suppress(Exception):  # whatever the failed init left behind
+                    wandb.finish(exit_code=1)
+                _drop_wandb_telemetry()
+                first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+                resolved = "offline"
+                why = f"wandb.init failed within {self._init_timeout:g} s: {first}"
+                self._experiment = None
+        if resolved != "online":
+            self._wandb_init.update(mode=resolved, settings=_settings())
+        if resolved == "offline":
+            log.warning("W&B runs offline (%s); upload later with `make sync-wandb`", why)
+        pending, self._pending = self._pending, []
+        for name, args, kwargs in pending:
+            getattr(self, name)(*args, **kwargs)
 
 
 def wandb_logger(
-    mode: str = "auto", save_dir: str = ".", init_timeout: float = INIT_TIMEOUT, **kwargs: Any
+    mode: str = "auto",
+    save_dir: str = ".",
+    init_timeout: float = INIT_TIMEOUT,
+    defer: bool = False,
+    **kwargs: Any,
 ) -> WandbLogger:
     """A Lightning WandbLogger that never waits long for a network: online only with credentials
     and a server that answers, its ``wandb.init`` bounded by ``init_timeout`` seconds; otherwise
-    offline, said in one line."""
+    offline, said in one line. ``defer``: the run starts only when the results are written
+    (:class:`DeferredWandbLogger`); else now."""
     timeout = config_number("logger.wandb.init_timeout", init_timeout, float)
     if timeout <= 0:
         raise ConfigError("logger.wandb.init_timeout", f"must be > 0 seconds, got {timeout:g}")
-    resolved, why = resolve_wandb_mode(mode)
-    os.makedirs(save_dir, exist_ok=True)
+    if mode not in WANDB_MODES:
+        raise ConfigError("logger.wandb.mode", f"{mode!r} is not one of {', '.join(WANDB_MODES)}")
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    if resolved == "online":
-        started = _start_online(save_dir, timeout, kwargs)
-        if isinstance(started, WandbLogger):
-            return started
-        resolved, why = "offline", started
-    if resolved == "offline":
-        log.warning("W&B runs offline (%s); upload later with `make sync-wandb`", why)
-    return WandbLogger(mode=resolved, save_dir=save_dir, dir=save_dir, **kwargs)
+    logger = DeferredWandbLogger(mode, timeout, save_dir, **kwargs)
+    if not defer:
+        logger.start()
+    return logger
 
 
-def build_loggers(node: Mapping[str, Any] | None) -> list[Logger]:
-    """Instantiate every logger of the ``logger`` group (an empty group gives none)."""
+def build_loggers(node: Mapping[str, Any] | None, defer_wandb: bool = False) -> list[Logger]:
+    """Instantiate every logger of the ``logger`` group (an empty group gives none);
+    ``defer_wandb``: W&B starts only when :func:`log_results` sends the results (a restoration,
+    whose metrics.json must not wait on W&B)."""
     if not node:
         return []
-    return [build(spec) for spec in node.values() if spec and "_target_" in spec]
+    return [
+        build(spec, defer=True)
+        if defer_wandb and spec.get("_target_") == WANDB_TARGET
+        else build(spec)
+        for spec in node.values()
+        if spec and "_target_" in spec
+    ]
 
 
 def log_results(loggers: list[Logger], metrics: dict[str, float], results_file: Path) -> None:
     """Send the final metrics to every logger; W&B runs also keep a copy of ``results_file``
-    among their files (so an offline run folder holds the results, synced with it)."""
+    among their files (so an offline run folder holds the results, synced with it). A deferred
+    W&B run starts here, after ``results_file`` was written."""
     for logger in loggers:
+        if isinstance(logger, DeferredWandbLogger):
+            logger.start()
         logger.log_metrics(metrics)
         if isinstance(logger, WandbLogger) and logger.experiment is not None:
             logger.experiment.summary.update(metrics)
             shutil.copy(results_file, Path(logger.experiment.dir) / results_file.name)
 
 
-def finish_loggers(loggers: list[Logger], failed: bool) -> None:
-    """Flush every logger; finish W&B runs, marked failed when the job raised."""
+#: seconds ``wandb.finish`` may take before the job goes on without it (its offline files are
+#: written as the run goes; an online run's last upload is left to wandb's own process)
+FINISH_TIMEOUT = 20.0
+
+
+def finish_loggers(loggers: list[Logger], failed: bool, timeout: float | None = None) -> None:
+    """Flush every logger; finish W&B runs, marked failed when the job raised, waiting at most
+    ``timeout`` seconds for wandb (then one line says so). A deferred W&B run that never
+    started (the job failed before its results) is not started now."""
+    timeout = FINISH_TIMEOUT if timeout is None else timeout
     for logger in loggers:
         if isinstance(logger, WandbLogger):
+            if isinstance(logger, DeferredWandbLogger) and not logger.started:
+                continue
             import wandb
 
             if wandb.run is not None:
-                wandb.finish(exit_code=1 if failed else 0)
+                _bounded(lambda: wandb.finish(exit_code=1 if failed else 0), timeout)
         else:
             logger.finalize("failed" if failed else "success")
+
+
+def _bounded(call: Any, timeout: float) -> None:
+    """``call()`` in a daemon thread, waited for ``timeout`` seconds at most."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            call()
+        except BaseException as error:  # said below, in the caller's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=target, name="singexp-wandb-finish", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        _drop_wandb_telemetry()
+        log.warning("wandb.finish took over %g s: going on without it", timeout)
+    elif errors:
+        log.warning("wandb.finish failed: %s", errors[0])
 
 
 WANDB_TARGET = "singexp.loggers.wandb_logger"
@@ -254,13 +369,13 @@ def log_sweep_table(
     }
     timeout = float(spec.get("init_timeout") or INIT_TIMEOUT)
     try:
-        run = wandb.init(**init, mode=mode, settings=wandb.Settings(init_timeout=timeout))
+        run = wandb.init(**init, mode=mode, settings=_settings(init_timeout=timeout))
     except Exception as error:
         if mode != "online":
             raise
         _drop_wandb_telemetry()
         mode, why = "offline", f"wandb.init failed within {timeout:g} s: {error}"
-        run = wandb.init(**init, mode=mode)
+        run = wandb.init(**init, mode=mode, settings=_settings())
     try:
         table = wandb.Table(columns=columns, data=[[cell(r[c]) for c in columns] for r in rows])  # type: ignore[arg-type]  # wandb asks for a list[str | int] where a list[str] is as good
         images = {f"figures/{p.stem}": wandb.Image(str(p)) for p in figures if p.suffix == ".png"}

@@ -9,6 +9,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from singexp.console import said
 from singexp.modules.inn import read_inn_metadata
 from singexp.points import TRIVIAL
 from singexp.report import LABELS, METRICS, better
@@ -102,6 +103,14 @@ def print_method_table(results: dict[str, Any]) -> None:
         print(f"{name}: {describe_sampler(record)}")
 
 
+#: SING-INN's ``gradient`` as the method line says it (samplers/sing_inn.py)
+GRADIENT_FORMS = {
+    "dps": "DPS-form gradient through the UNet (default; docs/guide/methods.md)",
+    "autograd": "x0-space gradient (autograd)",
+    "constant": "x0-space step with x_inv held constant",
+}
+
+
 def describe_sampler(record: dict[str, Any]) -> str:
     """One line saying which variant, update form and clipping a method ran (metrics.json)."""
     parts: list[str] = []
@@ -112,8 +121,9 @@ def describe_sampler(record: dict[str, Any]) -> str:
             if variant == "algorithm2"
             else f"{variant} (not the paper's: DDNM until t < {record.get('switch_t')}, then INN)"
         )
+        gradient = record.get("gradient")
         parts.append(
-            f"gradient {record.get('gradient')}, ζ {record.get('zeta')} "
+            f"{GRADIENT_FORMS.get(str(gradient), f'gradient {gradient}')}, ζ {record.get('zeta')} "
             f"({record.get('zeta_schedule')})"
         )
     elif record.get("name") == "dps_jscc":
@@ -130,6 +140,8 @@ def describe_sampler(record: dict[str, Any]) -> str:
         f"update {record.get('update')}, η {record.get('eta')}, {record.get('steps')} steps "
         f"({record.get('scheduler')}), clip_x0 {'on' if record.get('clip_x0') else 'off'}"
     )
+    if record.get("name") == "sing_inn":  # samplers/sing_inn.py: always, whatever clip_x0 says
+        parts[-1] += ", INN input clipped to [-1,1] each step"
     if record.get("measurement_operator"):
         parts.append(f"A = {record['measurement_operator']}")
     return "; ".join(parts)
@@ -169,9 +181,38 @@ def _inn_snr_range(results: dict[str, Any]) -> str:
     return f"trained on SNR {low:g} dB" if low == high else f"trained on SNR {low:g} … {high:g} dB"
 
 
+#: the widest note line under a run (longer ones are cut at their first clause)
+NOTE_WIDTH = 160
+
+
+def one_line(text: str, width: int = NOTE_WIDTH) -> str:
+    """``text`` on one line of at most ``width`` characters: cut at its first ``; `` clause
+    when longer, then with an ellipsis."""
+    text = " ".join(text.split())
+    if len(text) > width and "; " in text:
+        text = text.split("; ", 1)[0] + " (…)"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_notes(results: dict[str, Any]) -> list[str]:
+    """The notes and warnings of a finished run, one line each, without those this process
+    has shown already (a warning logged while it ran: :func:`singexp.console.said`)."""
+    lines = []
+    for key, why in results.get("metric_status", {}).items():
+        if why != "ok" and not said(why.split(": ", 1)[-1]):
+            lines.append(one_line(f"note: {key}: {why}"))
+    for warning in results.get("warnings") or []:
+        if not said(warning):
+            lines.append(one_line(f"warning: {warning}"))
+    return list(dict.fromkeys(lines))
+
+
 def print_results(results: dict[str, Any]) -> None:
-    """The finished run's table (a restoration run's methods, a prior's folder, a codec's or an
-    INN's metrics), its notes and its warnings."""
+    """The finished run's notes and warnings (each once, one line), then its table (a
+    restoration run's methods, a prior's folder, a codec's or an INN's metrics): the table and
+    its method lines are the last lines of the run."""
+    for line in run_notes(results):
+        print(line)
     if "methods" in results:
         print_method_table(results)
     elif results.get("task") == "prior":  # no test metrics: say where the weights went
@@ -179,11 +220,6 @@ def print_results(results: dict[str, Any]) -> None:
         print(f"prior · {results.get('dataset')}: EMA weights in {results.get('prior')}{exported}")
     else:
         print_metric_table(results)
-    for key, why in results.get("metric_status", {}).items():
-        if why != "ok":
-            print(f"note: {key}: {why}")
-    for warning in results.get("warnings") or []:
-        print(f"warning: {warning}")
 
 
 def print_metric_table(results: dict[str, Any]) -> None:

@@ -77,6 +77,10 @@ class RunState:
     batches: int | None = None
     batch_started: float = 0.0
     batch_times: list[float] = field(default_factory=list)
+    #: the steps of each sampling task of a batch, in the order they run (:func:`set_plan`)
+    plan: list[int] = field(default_factory=list)
+    #: sampling tasks started in this batch
+    task_index: int = 0
 
 
 RUN = RunState()
@@ -93,11 +97,27 @@ def set_batch(index: int, total: int | float | None, now: float | None = None) -
     RUN.batch = index + 1
     RUN.batches = int(total) if total is not None and math.isfinite(total) else None
     RUN.batch_started = now
+    RUN.task_index = 0
+
+
+def set_plan(steps: list[int]) -> None:
+    """The run's methods, as the steps of each sampling task of a batch in the order they run
+    (the restoration task sets it): the ETA then counts the methods after the running one."""
+    RUN.plan = [int(s) for s in steps]
+    RUN.task_index = 0
+
+
+def later_steps() -> int:
+    """Steps of the planned tasks after the one starting now (and count it as started)."""
+    index = RUN.task_index
+    RUN.task_index += 1
+    return sum(RUN.plan[index + 1 :])
 
 
 def clear_batch() -> None:
     """The test run ended: sampling outside it has no batch."""
     RUN.batch, RUN.batches, RUN.batch_times = None, None, []
+    RUN.plan, RUN.task_index = [], 0
 
 
 def sweep_point() -> tuple[int, int | None] | None:
@@ -163,12 +183,14 @@ def remaining_seconds(elapsed: float, start: float, fraction: float) -> float:
     return elapsed * (1.0 - fraction) / (fraction - start)
 
 
-def eta(done: int, total: int, started: float, now: float) -> float:
-    """Seconds left in the test run (or in this task when there is no run): finished batches
-    give the time per batch; in the first one the batch so far, this task projected to its end,
-    stands for a batch (a lower bound: the batch's later methods are not known yet)."""
+def eta(done: int, total: int, started: float, now: float, later: int = 0) -> float:
+    """Seconds left in the whole test run, all methods (or in this task and the ``later`` steps
+    of the methods after it when there is no run): finished batches give the time per batch; in
+    the first one the batch so far, this task projected to its end and the later methods'
+    steps at this task's time per step stand for a batch."""
     elapsed = now - started
     task_left = elapsed * (total - done) / done if done else math.nan
+    task_left += elapsed * later / done if done else 0.0  # the methods after this one
     if RUN.batch is None or not RUN.batches:
         return task_left
     in_batch = now - RUN.batch_started
@@ -202,6 +224,7 @@ def sampling(desc: str, total: int) -> Iterator[Callable[[], None]]:
     label = where(desc)
     started = time.perf_counter()
     done = 0
+    later = later_steps()
     live = _live_progress()
     if live is not None or interactive():
         from rich.progress import (
@@ -229,8 +252,10 @@ def sampling(desc: str, total: int) -> Iterator[Callable[[], None]]:
         def advance() -> None:
             nonlocal done
             done += 1
-            left = eta(done, total, started, time.perf_counter())
-            progress.update(task, advance=1, description=f"{label} (ETA {format_seconds(left)})")
+            left = eta(done, total, started, time.perf_counter(), later)
+            progress.update(
+                task, advance=1, description=f"{label} (ETA {format_seconds(left)}, all methods)"
+            )
 
         try:
             yield advance
@@ -248,15 +273,18 @@ def sampling(desc: str, total: int) -> Iterator[Callable[[], None]]:
         now = time.perf_counter()
         if done < total and now - last >= INTERVAL_S:
             last = now
-            left = format_seconds(eta(done, total, started, now))
-            say(f"{label}: step {done}/{total}, {format_seconds(now - started)} (ETA {left})")
+            left = format_seconds(eta(done, total, started, now, later))
+            say(
+                f"{label}: step {done}/{total}, {format_seconds(now - started)} "
+                f"(ETA {left}, all methods)"
+            )
 
     yield advance_line
     now = time.perf_counter()
     steps = f"{done} steps" if done == total else f"{done}/{total} steps"
     say(
         f"{label}: {steps} in {format_seconds(now - started)} "
-        f"(ETA {format_seconds(eta(done, total, started, now))})"
+        f"(ETA {format_seconds(eta(done, total, started, now, later))}, all methods)"
     )
 
 

@@ -26,6 +26,7 @@ from singexp.artifacts import JOBS, auto_training_notes, trained_elsewhere, trai
 from singexp.assembly import build_restoration
 from singexp.config import RunConfig, validate
 from singexp.config_print import print_config_mode, show_config
+from singexp.console import quiet_console
 from singexp.data.base import indexed_data
 from singexp.distributed import launch_rank
 from singexp.errors import ConfigError
@@ -49,6 +50,7 @@ from singexp.points import (
 )
 from singexp.preflight import preflight
 from singexp.printing import print_results
+from singexp.progress import set_plan
 from singexp.quick import Quick, apply_quick, command_line_overrides
 from singexp.samplers.build import method_records
 from singexp.state import RunState
@@ -70,6 +72,14 @@ def restore_task(
     datamodule = indexed_data(run, state)
     metrics = ImageMetrics(run.metrics)
     parts = build_restoration(run, lambda: datamodule)
+    # the ETA counts every method of the run (InverseJSCC runs no sampling loop)
+    set_plan(
+        [
+            int(m.config.steps)
+            for m in run.methods.values()
+            if m.name != "inverse_jscc" and getattr(m.config, "steps", None)
+        ]
+    )
     mean_image, skipped = mean_image_or_skip(datamodule)
     module = RestorationModule(
         parts.codec,
@@ -162,6 +172,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     One job at a time computes a run folder (:func:`point_lock`: a second copy of a sweep waits,
     then reuses); SIGTERM ends the run like Ctrl-C (:class:`Terminated`), leaving no results.
     """
+    quiet_console()  # each note once, no third-party noise (singexp.console)
     if cfg.task not in TASKS:
         raise ConfigError("task", f"unknown task {cfg.task!r}; choose one of {sorted(TASKS)}")
     # after the experiment's own settings, so that quick=true wins over them (not over the
@@ -216,8 +227,9 @@ def _run_locked(
     atomic_write_text(out / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     L.seed_everything(run_cfg.seed, workers=True, verbose=False)
     torch.set_float32_matmul_precision("high")
-    loggers = build_loggers(run_cfg.logger)
-    failed = True
+    # a restoration's W&B run starts once metrics.json is written (singexp.loggers)
+    loggers = build_loggers(run_cfg.logger, defer_wandb=run_cfg.task == "restore")
+    failed, finished = True, False
     try:
         # the grid keys at the top level and the run's identity (singexp.points)
         keys = logger_keys(run_cfg.plain, describe_run(run_cfg), list(run_cfg.methods))
@@ -239,7 +251,6 @@ def _run_locked(
         write_json(out / "metrics.json", results)
         (out / "error.txt").unlink(missing_ok=True)  # of an earlier, failed attempt
         log.info("results written to %s", out / "metrics.json")
-        print_results(results)
         flat = {
             f"final/{k}": float(val)
             for k, val in results.get("test", {}).items()
@@ -255,6 +266,10 @@ def _run_locked(
             )
         log_results(loggers, flat, out / "metrics.json")
         failed = False
+        finish_loggers(loggers, failed)
+        finished = True
+        print_results(results)  # last: nothing of the loggers' prints below the table
         return results
     finally:
-        finish_loggers(loggers, failed)
+        if not finished:
+            finish_loggers(loggers, failed)

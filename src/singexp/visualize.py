@@ -53,27 +53,52 @@ def _reference(rows: Mapping[str, Tensor]) -> str | None:
     return "original" if "original" in rows else next(iter(rows), None)
 
 
+#: dots per inch of the comparison grids
+DPI = 150
+#: the image area's height the grid is magnified towards (the earlier 1.2 in per row, at least
+#: 2 in): small images are magnified by a whole factor, large ones shown 1:1
+ROW_INCHES, MIN_INCHES = 1.2, 2.0
+#: inches left of the images for the row labels, and of margin elsewhere
+LABELS_INCHES, MARGIN_INCHES = 1.5, 0.1
+
+
+def magnification(grid_height_px: int, n_rows: int) -> int:
+    """The whole factor the grid is shown at: as near :data:`ROW_INCHES` per row as a whole
+    factor gets, never below 1 (each image pixel at least one pixel of the PNG)."""
+    target = max(ROW_INCHES * n_rows, MIN_INCHES) * DPI
+    return max(1, int(target // grid_height_px))
+
+
 def comparison_figure(rows: Mapping[str, Tensor], title: str = "") -> Figure:
     """One labelled row per entry of ``rows`` (e.g. original | DeepJSCC | SING-Zero), with each
     image's PSNR against the ``original`` row (else the first) in small print under it.
 
-    Images are shown at their native resolution, magnified without interpolation. The figure is
-    1.2 in per row (at least 2 in) high and as wide as the image grid plus 1.5 in for the row
-    labels; a title wider than that is wrapped, never cut (a one-column grid).
+    Images are shown at their native resolution or a whole multiple of it (every image pixel a
+    k×k block of the PNG, no interpolation: :func:`magnification`; 256 px images 1:1), the axes
+    placed at exact pixel positions: 1.5 in for the row labels on the left, the title above
+    (wrapped to the figure's width, never cut: a one-column grid).
     """
     pad = 2
     n_rows = len(rows)
     h = max(images.shape[-2] for images in rows.values())
     label = max(6, round(0.22 * h))
-    plain = grid_array(rows, pad)  # the figure's size follows the grid without the numbers
     array = grid_array(rows, pad, label)
-    height_in = max(1.2 * n_rows, 2.0)
-    width_in = height_in * plain.shape[1] / plain.shape[0] + 1.5
-    fig = Figure(figsize=(width_in, height_in), dpi=150)  # no pyplot: no global state, no GUI
-    ax = fig.add_subplot()
-    ax.imshow(array, interpolation="nearest")
+    k = magnification(array.shape[0], n_rows)
+    img_h, img_w = array.shape[0] * k, array.shape[1] * k  # pixels of the PNG
+    left, margin = round(LABELS_INCHES * DPI), round(MARGIN_INCHES * DPI)
+    width = left + img_w + margin
+    wrapped = ""
+    top = margin
+    if title:
+        chars = max(12, int(width / DPI * 72 / (0.55 * 9)))  # ~0.55 em per character at 9 pt
+        wrapped = textwrap.fill(title, chars)
+        top += round((wrapped.count("\n") + 1) * 9 * 1.35 / 72 * DPI) + margin
+    height = margin + img_h + top
+    fig = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)  # no pyplot: no global state
+    ax = fig.add_axes((left / width, margin / height, img_w / width, img_h / height))
+    ax.imshow(array, interpolation="nearest", aspect="auto")  # the box has the grid's shape
     row_h = array.shape[0] / n_rows
-    ax.set_yticks([row_h * i + pad + h / 2 for i in range(n_rows)], list(rows))
+    ax.set_yticks([row_h * i + pad + h / 2 for i in range(n_rows)], list(rows), fontsize=8)
     ax.set_xticks([])
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)
@@ -89,9 +114,7 @@ def comparison_figure(rows: Mapping[str, Tensor], title: str = "") -> Figure:
             y = r * row_h + pad + images.shape[-2] + pad / 2 + label / 2
             ax.text(x, y, text, fontsize=5, ha="center", va="center")
     if title:
-        chars = max(12, int(width_in * 72 / (0.55 * 9)))  # ~0.55 em per character at 9 pt
-        fig.suptitle(textwrap.fill(title, chars), fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(wrapped, fontsize=9, y=1 - margin / height, va="top")
     return fig
 
 
