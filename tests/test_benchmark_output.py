@@ -138,7 +138,8 @@ def test_wait_policy_quick_run_writes_every_condition_and_policy(tmp_path: Path)
         text=True,
     )
     try:
-        _, stderr = bench.communicate(timeout=300)
+        # 9 fresh torch processes, 6 beside hogs: ~2 min on 2 idle cores, over 5 min at load 9
+        _, stderr = bench.communicate(timeout=600)
     finally:
         if bench.poll() is None:  # timed out: SIGTERM, which must end its hogs too
             bench.terminate()
