@@ -39,9 +39,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# from benchmarks/ (on sys.path): children that end with this process, and the machine
+# description and output files as the other benchmarks
+import child_processes
 import torch
-
-# the machine description and output files as the other benchmarks (benchmarks/ on sys.path)
 from guided_step import commit
 from sampler_overhead import device_name, write_results
 
@@ -86,7 +87,8 @@ def children_cpu() -> float:
 def run_logged(command: list[str], log: Path, what: str) -> None:
     """``command`` with its output in ``log``; a failure ends the benchmark with the log's tail."""
     with log.open("w") as out:
-        done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
+        # the grid (and what it starts in its process group) ends with the benchmark
+        done = child_processes.run(command, stdout=out, stderr=subprocess.STDOUT, check=False)
     if done.returncode != 0:
         tail = log.read_text(errors="replace")[-3000:]
         raise SystemExit(f"{what} failed (exit {done.returncode}); its log {log}:\n{tail}")

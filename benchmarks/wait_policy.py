@@ -20,7 +20,10 @@ median.
     .venv/bin/python benchmarks/wait_policy.py            # ~7 min on 2 idle cores
     .venv/bin/python benchmarks/wait_policy.py --quick    # a few seconds (the test)
 
-Run it on otherwise idle cores (the hogs are the only other work wanted). Writes
+Run it on otherwise idle cores (the hogs are the only other work wanted). The hogs and the
+measuring processes end with the benchmark however it ends (``child_processes``: ``finally``,
+``atexit``, SIGTERM/SIGINT/SIGHUP, and the kernel's parent-death signal for SIGKILL); each hog's
+command line is ``yes singexp-wait-policy-hog parent=PID``, so a test finds exactly its own. Writes
 ``outputs/benchmarks/wait_policy.json`` and ``.md`` (``--out DIR`` elsewhere); the tracked
 ``benchmarks/results/wait_policy.md`` is the reference run.
 """
@@ -37,7 +40,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-# the same machine description and output files as sampler_overhead (benchmarks/ on sys.path)
+# from benchmarks/ (on sys.path): children that end with this process, and the same machine
+# description and output files as sampler_overhead
+import child_processes
 from sampler_overhead import device_name, write_results
 
 from singexp.progress import say
@@ -75,20 +80,40 @@ def measure(policy: str, cores: int, forwards: int, batch: int) -> dict[str, flo
     env = {k: v for k, v in os.environ.items() if k not in (*WAIT_KEYS, "OMP_NUM_THREADS")}
     env.update(added)
     args = [str(threads or cores), str(forwards), str(batch)]
-    out = subprocess.run(
+    out = child_processes.run(
         [sys.executable, "-c", WORKER, *args], env=env, capture_output=True, text=True, check=True
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
+def hog_argv(parent: int | None = None) -> list[str]:
+    """A hog's command line: ``yes`` and a marker naming the benchmark's pid (``yes`` prints it,
+    to /dev/null; a test finds its own hogs by it, never another user's ``yes``)."""
+    return ["yes", f"singexp-wait-policy-hog parent={os.getpid() if parent is None else parent}"]
+
+
 def start_hogs(condition: str, cores: int) -> list[subprocess.Popen[bytes]]:
+    """``cores`` × ``yes``, in this session or each in its own; they end with this process."""
     if condition == "idle":
         return []
     other = condition == "hogs_other_session"
     return [
-        subprocess.Popen(["yes"], stdout=subprocess.DEVNULL, start_new_session=other)
+        child_processes.popen(hog_argv(), stdout=subprocess.DEVNULL, start_new_session=other)
         for _ in range(cores)
     ]
+
+
+def hogs_only_for_test() -> None:
+    """One hog of each session kind, a line on stdout, then sleep until a signal ends us (the
+    test of issue 41: after SIGTERM or SIGKILL no hog of this run may be left)."""
+    hogs = start_hogs("hogs_same_session", 1) + start_hogs("hogs_other_session", 1)
+    print("hogs " + " ".join(str(h.pid) for h in hogs), flush=True)
+    try:
+        while True:
+            time.sleep(60)
+    finally:
+        for hog in hogs:
+            child_processes.end(hog)
 
 
 def table(results: dict[str, Any]) -> str:
@@ -124,7 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
     parser.add_argument("--quick", action="store_true", help="batch 2, 1 forward, 1 round")
     parser.add_argument("--out", type=Path, default=OUTPUT)
+    parser.add_argument("--hogs-only-for-test", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.hogs_only_for_test:
+        hogs_only_for_test()
+        return
     if args.quick:
         args.forwards, args.batch, args.rounds = 1, 2, 1
     cores = available_cores()
@@ -143,8 +172,7 @@ def main(argv: list[str] | None = None) -> None:
                 say(f"{condition}: round {r + 1}/{args.rounds} done")
         finally:
             for hog in hogs:
-                hog.kill()
-                hog.wait()
+                child_processes.end(hog)
     median = {
         c: {p: statistics.median(m["wall"] for m in runs[c][p]) for p in args.policies}
         for c in CONDITIONS
