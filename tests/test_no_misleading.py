@@ -14,7 +14,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from conftest import run_cli
+from conftest import FAST, run_cli
 from singexp.config import ASSETS_DIR
 from singexp.errors import ConfigError, SingexpError
 from singexp.faults import WriteError, atomic_path
@@ -284,3 +284,91 @@ def test_missing_cached_prior_says_what_is_missing(
     text = str(info.value)
     assert f"searched the Hugging Face cache {cache}" in text
     assert says.format(cache=cache) in text, text
+
+
+# ---- 4. malformed overrides and the CLI ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("arg", "says"),
+    [("channel.snr_db=[1,", "cannot be parsed"), ("channel.snr_db", "has no '='")],
+)
+def test_malformed_override_is_one_line(arg: str, says: str) -> None:
+    from singexp.cli import check_override_syntax
+
+    with pytest.raises(SingexpError) as info:
+        check_override_syntax(["+experiment=jscc", "-m", arg, "--cfg", "job"])
+    text = str(info.value)
+    assert text.startswith(f"override {arg!r} {says}") and "\n" not in text
+    check_override_syntax(["+experiment=jscc", "~channel.snr_db", "a=1,2", "--cfg", "job"])
+
+
+def test_launcher_without_multirun_is_refused() -> None:
+    from singexp.cli import check_launcher_multirun
+
+    with pytest.raises(ConfigError, match=r"applies to multiruns .* add -m") as info:
+        check_launcher_multirun(["+experiment=jscc", "launcher=slurm"])
+    assert info.value.key == "launcher"
+    check_launcher_multirun(["+experiment=jscc", "-m", "launcher=slurm"])
+    check_launcher_multirun(["+experiment=paper_grid", "launcher=slurm"])  # a sweep by config
+    check_launcher_multirun(["+experiment=jscc", "hydra.mode=MULTIRUN", "launcher=joblib"])
+    check_launcher_multirun(["+experiment=jscc"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["channel.snr_db=[1,"], "override 'channel.snr_db=[1,' cannot be parsed"),
+        (["channel.snr_db"], "override 'channel.snr_db' has no '='"),
+        (["lanucher=joblib"], "lanucher: is neither a config key nor a config group; did you "),
+        (["launcher=slurm"], "launcher: slurm applies to multiruns (sweeps) only"),
+    ],
+)
+def test_cli_mistakes_are_one_line_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
+    result = run_cli("+experiment=jscc", *args, *FAST, f"hydra.run.dir={tmp_path}", cwd=tmp_path)
+    line = one_line_error(result, "")
+    assert line.startswith(f"singexp: error: {says}"), line
+    if args == ["lanucher=joblib"]:
+        assert "launcher=joblib" in line and "+lanucher" not in line
+    assert not (tmp_path / "metrics.json").exists()
+
+
+# sends Ctrl-C to this process once the first point of the sweep has finished
+CTRL_C = """
+import glob, os, signal, threading, time
+
+def _watch():
+    pattern = os.path.join(os.environ["SINGEXP_TEST_SWEEP"], "*", "metrics.json")
+    while not glob.glob(pattern):
+        time.sleep(0.02)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=_watch, daemon=True).start()
+"""
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_a_sweep_keeps_finished_points_and_says_how_to_resume(tmp_path: Path) -> None:
+    import os
+
+    sweep = tmp_path / "sweep"
+    inject = tmp_path / "inject"
+    inject.mkdir()
+    (inject / "sitecustomize.py").write_text(CTRL_C)
+    path = os.pathsep.join([str(inject), *filter(None, [os.environ.get("PYTHONPATH")])])
+    result = run_cli(
+        "+experiment=jscc",
+        *FAST,
+        "-m",
+        "channel.snr_db=-5,0,5,10",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        env={"PYTHONPATH": path, "SINGEXP_TEST_SWEEP": str(sweep)},
+        timeout=300,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 130, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "finished points are kept" in last and "re-run the same command to resume" in last
+    finished = list(sweep.glob("*/metrics.json"))
+    assert 1 <= len(finished) < 4

@@ -162,6 +162,37 @@ def sigterm_ends_point() -> Iterator[None]:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT): the current point stops as on SIGTERM. Not a KeyboardInterrupt, so that
+    Lightning does not turn it into its own ``sys.exit(1)`` with one line of its own."""
+
+
+#: exit status of a job ended by Ctrl-C (128 + 2, as the shell reports it)
+SIGINT_EXIT = 128 + int(signal.SIGINT)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted("interrupted (Ctrl-C)")
+
+
+@contextmanager
+def sigint_ends_point() -> Iterator[None]:
+    """Turn Ctrl-C into :class:`Interrupted` in the body, where SIGINT has Python's default
+    handler and this is the main thread (else leave it be)."""
+    install = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if not install:
+        yield
+        return
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def set_aside_unfinished_wandb(out: Path) -> list[Path]:
     """Rename the offline W&B runs in ``out/wandb`` of attempts that did not finish (no copy of
     ``metrics.json`` among their files: killed, terminated or failed) to ``aborted-<name>``, so
