@@ -4,6 +4,7 @@ result files, one-line errors instead of tracebacks, one-line warnings for silen
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -332,6 +333,24 @@ def test_cli_mistakes_are_one_line_exit_2(tmp_path: Path, args: list[str], says:
     assert not (tmp_path / "metrics.json").exists()
 
 
+def test_ctrl_c_is_not_swallowed_by_a_keyboardinterrupt_handler() -> None:
+    """Lightning turns a KeyboardInterrupt into its own sys.exit(1): under sigint_ends_point
+    Ctrl-C is an Interrupted, which passes through such a handler."""
+    import os
+    import signal
+
+    from singexp.faults import Interrupted, sigint_ends_point
+
+    with pytest.raises(Interrupted), sigint_ends_point():
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # the handler runs between bytecodes
+                pass
+        except KeyboardInterrupt:
+            raise SystemExit(1) from None
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 # sends Ctrl-C to this process once the first point of the sweep has finished
 CTRL_C = """
 import glob, os, signal, threading, time
@@ -340,6 +359,7 @@ def _watch():
     pattern = os.path.join(os.environ["SINGEXP_TEST_SWEEP"], "*", "metrics.json")
     while not glob.glob(pattern):
         time.sleep(0.02)
+    time.sleep(1.5)  # inside the next point's Lightning run, which catches KeyboardInterrupt
     os.kill(os.getpid(), signal.SIGINT)
 
 threading.Thread(target=_watch, daemon=True).start()
@@ -372,3 +392,69 @@ def test_ctrl_c_on_a_sweep_keeps_finished_points_and_says_how_to_resume(tmp_path
     assert "finished points are kept" in last and "re-run the same command to resume" in last
     finished = list(sweep.glob("*/metrics.json"))
     assert 1 <= len(finished) < 4
+
+
+# ---- 5. silently accepted -> one warning line ---------------------------------------------------
+def test_snr_far_outside_the_codecs_training_range_is_noted() -> None:
+    from singexp.modules.jscc import read_hparams, snr_range_note
+
+    assert read_hparams(CODEC)["train_snr"] == [-5.0, 5.0]
+    note = snr_range_note(CODEC, 100)
+    assert note is not None and "was trained on, [-5, 5] dB" in note
+    assert "channel.snr_db=100 dB" in note
+    assert snr_range_note(CODEC, -20) is not None
+    for near in (-5, 0, 5, 10, -10):  # inside, or within the margin
+        assert snr_range_note(CODEC, near) is None, near
+
+
+@pytest.mark.slow
+def test_snr_outside_the_training_range_is_one_warning_line_and_recorded(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    result = run_cli(
+        "+experiment=jscc",
+        "bcr=1_48",
+        f"jscc.checkpoint={CODEC}",
+        "channel.snr_db=100",
+        "quick=true",
+        f"hydra.run.dir={run}",
+        cwd=tmp_path,
+    )
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-3000:]
+    lines = [line for line in out.splitlines() if "was trained on, [-5, 5] dB" in line]
+    assert len(lines) == 1 and lines[0].startswith("warning: "), out[-3000:]
+    warnings = json.loads((run / "metrics.json").read_text())["warnings"]
+    assert [w for w in warnings if "was trained on, [-5, 5] dB" in w]
+
+
+def test_images_smaller_than_image_size_are_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from PIL import Image
+
+    from singexp.data.folder import ImageFolderDataModule
+
+    root = tmp_path / "tiny"
+    root.mkdir()
+    for i in range(12):
+        Image.new("RGB", (8, 8), (20 * i, 100, 50)).save(root / f"{i:02d}.png")
+    with caplog.at_level(logging.INFO, logger="singexp.data"):
+        ImageFolderDataModule(root=root, image_size=32).setup()
+    found = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "smaller than dataset.image_size" in r.getMessage()
+    ]
+    assert len(found) == 1, found
+    assert "12 images" in found[0] and "native 8x8" in found[0]
+    assert "upscaled up to 4x" in found[0]
+    caplog.clear()
+    big = tmp_path / "big"
+    big.mkdir()
+    for i in range(12):
+        Image.new("RGB", (40, 32), (20 * i, 100, 50)).save(big / f"{i:02d}.png")
+    with caplog.at_level(logging.INFO, logger="singexp.data"):
+        ImageFolderDataModule(root=big, image_size=32).setup()
+    assert not [r for r in caplog.records if "smaller than" in r.getMessage()]

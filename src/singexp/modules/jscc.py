@@ -189,6 +189,27 @@ def mismatched_tensors(key: str, path: str | Path, error: RuntimeError) -> Excep
     )
 
 
+#: how far (dB) outside its training SNR range a codec may be tested without a warning
+SNR_MARGIN_DB = 5.0
+
+
+def snr_range_note(path: str | Path, snr_db: float) -> str | None:
+    """A one-line warning when ``snr_db`` is far (over :data:`SNR_MARGIN_DB`) outside the
+    training SNR range the codec file at ``path`` records (``train_snr``), else None."""
+    recorded = read_hparams(path).get("train_snr") or ()
+    try:
+        low, high = sorted(float(x) for x in recorded)
+    except (TypeError, ValueError):  # not recorded (or not a range): nothing to compare
+        return None
+    if low - SNR_MARGIN_DB <= float(snr_db) <= high + SNR_MARGIN_DB:
+        return None
+    return (
+        f"channel.snr_db={float(snr_db):g} dB is far outside the range the codec "
+        f"{Path(path).name} was trained on, [{low:g}, {high:g}] dB: its results there are an "
+        "extrapolation; test within (or near) that range or use a codec trained for this SNR"
+    )
+
+
 def checkpoint_identity(path: str | Path) -> dict[str, Any]:
     """The training identity stored in a DeepJSCC checkpoint's hyper-parameters."""
     hparams = read_hparams(path)
