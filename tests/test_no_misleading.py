@@ -27,7 +27,7 @@ PRIOR = ASSETS_DIR / "prior_shapes32"
 
 def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
     with safe_open(str(path), framework="pt") as f:
-        return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f}
+        return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
 
 
 def poisoned(source: Path, target: Path, metadata_from: Path | None = None) -> Path:
