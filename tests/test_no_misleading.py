@@ -31,12 +31,13 @@ def _read(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
 
 
 def poisoned(source: Path, target: Path, metadata_from: Path | None = None) -> Path:
-    """``source``'s tensors with one set to NaN (none when ``metadata_from`` is given: then the
-    tensors of ``source`` under the metadata of ``metadata_from``), saved at ``target``."""
+    """``source``'s tensors with one value set to NaN (none when ``metadata_from`` is given:
+    then the tensors of ``source`` under the metadata of ``metadata_from``), saved at ``target``."""
     meta, tensors = _read(source)
     if metadata_from is None:
         name = sorted(tensors)[0]
-        tensors[name] = torch.full_like(tensors[name], float("nan"))
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[-1] = float("nan")  # one NaN among finite values
     else:
         meta = _read(metadata_from)[0]
     save_file(tensors, str(target), metadata=meta)
