@@ -19,10 +19,24 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from singexp.cli import check_group_overrides, check_override_keys, quote_group_overrides
+from singexp.cli import (
+    check_group_overrides,
+    check_launcher_multirun,
+    check_override_keys,
+    check_override_syntax,
+    quote_group_overrides,
+)
 from singexp.config import CONF_DIR
 from singexp.errors import SingexpError
-from singexp.faults import SIGTERM_EXIT, Terminated, record_failure, sigterm_ends_point
+from singexp.faults import (
+    SIGINT_EXIT,
+    SIGTERM_EXIT,
+    Interrupted,
+    Terminated,
+    record_failure,
+    sigint_ends_point,
+    sigterm_ends_point,
+)
 
 
 def _fail(error: SingexpError) -> None:
@@ -84,6 +98,8 @@ def main() -> None:
         restore_cli(sys.argv[2:])
         return
     try:
+        check_override_syntax(sys.argv[1:])
+        check_launcher_multirun(sys.argv[1:])
         check_group_overrides(sys.argv[1:])
     except SingexpError as error:
         _fail(error)
@@ -97,8 +113,16 @@ def main() -> None:
         _fail(error)
     sys.argv[1:] = flags + rest
     try:
-        with sigterm_ends_point():  # between points too; the current point ends as on Ctrl-C
+        # between points too; the current point ends, no results written for it
+        with sigterm_ends_point(), sigint_ends_point():
             hydra_main()
+    except (Interrupted, KeyboardInterrupt):
+        print(
+            "singexp: interrupted (Ctrl-C); finished points are kept, the unfinished point has "
+            "none: re-run the same command to resume",
+            file=sys.stderr,
+        )
+        sys.exit(SIGINT_EXIT)
     except Terminated:
         print(
             "singexp: stopped by SIGTERM; finished results are kept, the unfinished point has "

@@ -11,7 +11,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from singexp.config import CONF_DIR
-from singexp.errors import ConfigError
+from singexp.errors import ConfigError, SingexpError
 
 
 def group_options(group: str, conf_dir: Path = CONF_DIR) -> list[str]:
@@ -44,6 +44,92 @@ def check_group_overrides(args: list[str], conf_dir: Path = CONF_DIR) -> None:
                 raise ConfigError(
                     key, f"unknown option {option!r}; choose one of: {', '.join(options)}{hint}"
                 )
+
+
+#: Hydra's flags that take a value (the next argument is not an override)
+_VALUE_FLAGS = frozenset(
+    ("-c", "--cfg", "-p", "--package", "-cp", "--config-path", "-cn", "--config-name", "-cd",
+     "--config-dir", "--info", "--experimental-rerun")
+)  # fmt: skip
+
+
+def overrides_only(args: list[str]) -> list[str]:
+    """The overrides among the command line's arguments (Hydra's flags and their values out)."""
+    overrides, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg.startswith("-"):
+            skip = arg in _VALUE_FLAGS
+        else:
+            overrides.append(arg)
+    return overrides
+
+
+def check_override_syntax(args: list[str]) -> None:
+    """An override Hydra's grammar cannot parse (``channel.snr_db=[1,``, ``channel.snr_db``
+    without ``=``) in one line naming it and what is wrong; Hydra's own message spans three
+    lines and exits 1."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in overrides_only(args):
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException as error:
+            if "=" not in arg:
+                why = "has no '='; write KEY=VALUE (e.g. channel.snr_db=5), or ~KEY to remove a key"
+            else:
+                lines = [line for line in str(error).splitlines() if line.strip()]
+                detail = next(
+                    (line for line in lines if not line.startswith(("Error parsing", "See "))),
+                    "cannot be parsed",
+                )
+                why = (
+                    f"cannot be parsed ({detail}); quote values with brackets, commas or spaces "
+                    "in the shell, e.g. 'channel.snr_db=[1,2]' (see Hydra's override grammar)"
+                )
+            raise SingexpError(f"override {arg!r} {why}") from None
+
+
+def _is_multirun(args: list[str], conf_dir: Path) -> bool:
+    """Whether the command line is a multirun: ``-m``, ``hydra.mode=MULTIRUN``, or an
+    experiment whose config sets ``hydra.mode: MULTIRUN`` (``paper_grid``, ``tuning``, ...)."""
+    from omegaconf import OmegaConf
+
+    if any(a in ("-m", "--multirun") for a in args):
+        return True
+    for arg in overrides_only(args):
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+")
+        if key == "hydra.mode":
+            return value.strip() == "MULTIRUN"
+        if key == "experiment":
+            for name in value.split(","):
+                path = conf_dir / "experiment" / f"{name.strip().strip(chr(39) + chr(34))}.yaml"
+                try:
+                    node = OmegaConf.load(path)
+                except Exception:  # a missing or odd experiment: Hydra's checks say so
+                    continue
+                if str(OmegaConf.select(node, "hydra.mode", default="")) == "MULTIRUN":
+                    return True
+    return False
+
+
+def check_launcher_multirun(args: list[str], conf_dir: Path = CONF_DIR) -> None:
+    """``launcher=slurm`` (any ``launcher`` option) without ``-m``: Hydra ignores a launcher in a
+    single run and runs locally; say so in one line instead."""
+    for arg in overrides_only(args):
+        key, sep, value = arg.partition("=")
+        if sep and key.lstrip("+") in ("launcher", "hydra/launcher") and value not in ("", "null"):
+            if not _is_multirun(args, conf_dir):
+                raise ConfigError(
+                    key.lstrip("+"),
+                    f"{value} applies to multiruns (sweeps) only: without -m the run is local; "
+                    "add -m to run it through the launcher",
+                )
+            return
 
 
 def _first_values(args: list[str]) -> list[str]:
@@ -88,6 +174,9 @@ def check_override_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
     if not message.startswith("Could not override '"):
         return
     key = message.split("'")[1]
+    key_value = next(
+        (a.partition("=")[2] for a in single if a.partition("=")[0].lstrip("+~") == key), "..."
+    )
     try:  # the nearest keys where the path first leaves the config
         node: Any = composed([a for a in single if a.partition("=")[0].lstrip("+~") != key])
         path: list[str] = []
@@ -101,6 +190,14 @@ def check_override_keys(args: list[str], conf_dir: Path = CONF_DIR) -> None:
             near = []
     except Exception:
         near = []
+    if "." not in key and "/" not in key:  # a misspelt group (lanucher=joblib)?
+        groups = sorted(p.name for p in conf_dir.iterdir() if p.is_dir())
+        close = difflib.get_close_matches(key, groups, n=3)
+        if close:
+            options = ", ".join(f"{g}={key_value}" for g in close)
+            raise ConfigError(
+                key, f"is neither a config key nor a config group; did you mean {options}?"
+            )
     hint = f"; did you mean {' or '.join(near)}?" if near else ""
     raise ConfigError(key, f"is not a config key{hint} (a new key is added with +{key}=...)")
 

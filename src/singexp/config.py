@@ -19,7 +19,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from singexp.bcr import LatentShape, latent_shape, parse_ratio
 from singexp.channel import CHANNELS
-from singexp.errors import ConfigError, SingexpError
+from singexp.errors import ConfigError, SingexpError, missing_file
 from singexp.instantiate import build as build  # re-exported: loggers.py imports it here
 from singexp.schema import _coerce
 from singexp.schema import check_schema as check_schema  # re-exported for the modules' schemas
@@ -483,7 +483,7 @@ def check_model_file(key: str, path: str | Path) -> None:
     front, instead of in a traceback deep in loading."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(key, f"no such file {str(path)!r}")
+        raise missing_file(key, path)
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open

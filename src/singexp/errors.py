@@ -13,3 +13,14 @@ class ConfigError(SingexpError):
     def __init__(self, key: str, message: str) -> None:
         self.key = key
         super().__init__(f"{key}: {message}")
+
+
+def missing_file(key: str, path: object) -> ConfigError:
+    """``key`` names no file: a folder (then say what is expected) or nothing at all."""
+    from pathlib import Path
+
+    if Path(str(path)).is_dir():
+        return ConfigError(
+            key, f"{str(path)!r} is a folder; give a model file (a .safetensors or .ckpt file)"
+        )
+    return ConfigError(key, f"no such file {str(path)!r}")

@@ -39,7 +39,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from singexp.errors import ConfigError
+from singexp.errors import ConfigError, SingexpError
 
 log = logging.getLogger("singexp.faults")
 
@@ -50,25 +50,58 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, flushed to disk,
-    then renamed over ``path``. On any failure (a full disk, SIGTERM) ``path`` is untouched and the
-    temporary file is removed; a SIGKILL may leave a ``.NAME.*.tmp`` beside it, which nothing
-    reads."""
+class WriteError(SingexpError, OSError):
+    """A result file could not be written (a full disk, a read-only folder): one line naming
+    the file and the reason; an OSError too, with the original ``errno``."""
+
+    def __init__(self, path: str | Path, error: OSError) -> None:
+        self.path = Path(path)
+        self.message = f"cannot write {path}: {error.strerror or error}"
+        super().__init__(error.errno, self.message)
+
+    def __str__(self) -> str:
+        return self.message
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same folder, same suffix: writers that read the format
+    from it, such as ``savefig``, keep working) to write to; renamed over ``path`` when the block
+    ends without error. On any failure (a full disk, SIGTERM) ``path`` is untouched and the
+    temporary file is removed; an OSError becomes a one-line :class:`WriteError` naming ``path``.
+    A SIGKILL may leave a ``.NAME.*.tmp`` beside it, which nothing reads."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
+        )
+        os.close(fd)
+    except WriteError:
+        raise
+    except OSError as error:
+        raise WriteError(path, error) from error
+    tmp = Path(name)
     try:
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it private; results are as open() makes
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
+        yield tmp
+        with open(tmp, "rb+") as f:  # on disk before the rename
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as error:
+        tmp.unlink(missing_ok=True)
+        if isinstance(error, OSError) and not isinstance(error, WriteError):
+            raise WriteError(path, error) from error
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`): a temporary file in the same
+    folder, flushed to disk, then renamed over ``path``; on a failure ``path`` is untouched, no
+    temporary file is left and an OSError is a one-line :class:`WriteError`."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
 
 
 def resume_checkpoint(out_dir: str | Path, enabled: bool, what: str = "training") -> str | None:
@@ -127,6 +160,37 @@ def sigterm_ends_point() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+class Interrupted(BaseException):
+    """Ctrl-C (SIGINT): the current point stops as on SIGTERM. Not a KeyboardInterrupt, so that
+    Lightning does not turn it into its own ``sys.exit(1)`` with one line of its own."""
+
+
+#: exit status of a job ended by Ctrl-C (128 + 2, as the shell reports it)
+SIGINT_EXIT = 128 + int(signal.SIGINT)
+
+
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    raise Interrupted("interrupted (Ctrl-C)")
+
+
+@contextmanager
+def sigint_ends_point() -> Iterator[None]:
+    """Turn Ctrl-C into :class:`Interrupted` in the body, where SIGINT has Python's default
+    handler and this is the main thread (else leave it be)."""
+    install = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
+    if not install:
+        yield
+        return
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def set_aside_unfinished_wandb(out: Path) -> list[Path]:

@@ -313,7 +313,10 @@ class SingPipeline:
             "seed": seed,
             "images": outputs,
         }
-        torch.save(record, out / TENSORS_FILE)
+        from singexp.faults import atomic_path
+
+        with atomic_path(out / TENSORS_FILE) as tmp:
+            torch.save(record, tmp)
         return {
             "images": written,
             "grid": str(grid),

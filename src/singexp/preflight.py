@@ -42,7 +42,7 @@ def restores(run: RunConfig) -> bool:
 
 def check_codec(v: RunConfig) -> None:
     """A given ``jscc.checkpoint`` (not ``auto``) was trained for this BCR and image size."""
-    from singexp.modules.jscc import check_checkpoint, configured_architecture
+    from singexp.modules.jscc import check_checkpoint, configured_architecture, snr_range_note
 
     if v.jscc.checkpoint == "auto" and v.task == "jscc":
         raise ConfigError(
@@ -60,6 +60,9 @@ def check_codec(v: RunConfig) -> None:
             **configured_architecture(v.jscc),
         },
     )
+    note = snr_range_note(v.jscc.checkpoint, v.channel.snr_db)
+    if note is not None:  # one line, printed under the results (their warnings)
+        v.extra.setdefault("warnings", []).append(note)
 
 
 def check_inn(v: RunConfig) -> None:

@@ -26,6 +26,7 @@ from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
 
 from singexp.errors import ConfigError
+from singexp.weights import check_finite
 
 log = logging.getLogger("singexp.prior")
 
@@ -209,10 +210,46 @@ def _unet_subfolder(folder: Path) -> str | None:
     return None
 
 
+def _cache_diagnosis(repo: str) -> str:
+    """What of ``repo`` is missing from the Hugging Face cache: which folder was searched and
+    what it lacks (the repo folder, ``refs/main``, its snapshot, the UNet's config or weights)."""
+    from huggingface_hub import constants
+
+    cache = Path(constants.HF_HUB_CACHE)
+    folder = f"models--{repo.replace('/', '--')}"
+    where = f"searched the Hugging Face cache {cache} (HF_HUB_CACHE, else HF_HOME/hub)"
+    repo_dir = cache / folder
+    if not repo_dir.is_dir():
+        for other, fix in (
+            (cache / "hub", f"HF_HUB_CACHE={cache / 'hub'} (or HF_HOME={cache})"),
+            (cache.parent, f"HF_HUB_CACHE={cache.parent}"),
+        ):
+            if (other / folder).is_dir():
+                return f"{where}: no {folder} in it, but {other} has one; set {fix}"
+        return f"{where}: no {folder} in it"
+    ref = repo_dir / "refs" / "main"
+    if not ref.is_file():
+        return f"{where}: {repo_dir} has no refs/main (the commit of the snapshot to use)"
+    commit = ref.read_text().strip()
+    snapshot = repo_dir / "snapshots" / commit
+    if not snapshot.is_dir():
+        return f"{where}: refs/main names {commit} but {snapshot} is missing"
+    for sub in UNET_SUBFOLDERS:
+        unet = snapshot / sub
+        if (unet / "config.json").is_file():
+            if not any((unet / name).exists() for name in UNET_WEIGHTS):
+                return (
+                    f"{where}: {unet} has config.json but no weights ({' or '.join(UNET_WEIGHTS)})"
+                )
+            return f"{where}: {unet} has a UNet that could not be read"
+    return f"{where}: {snapshot} has no UNet config.json (at its top level or in unet/)"
+
+
 def _not_found(repo: str) -> ConfigError:
     return ConfigError(
         "prior.source",
-        f"{repo} not found locally (offline: nothing is downloaded); on a machine with network "
+        f"{repo} not found locally ({_cache_diagnosis(repo)}; offline: nothing is downloaded); "
+        "on a machine with network "
         f"run `hf download {repo} --local-dir DIR` (older huggingface_hub: `huggingface-cli "
         "download`), copy DIR here and set prior.source=DIR",
     )
@@ -305,12 +342,27 @@ UNET_WEIGHTS: tuple[str, ...] = (
 )
 
 
+def _read_config(path: Path) -> dict[str, Any]:
+    """A UNet's ``config.json``; one line naming ``prior.source`` and the file when it is not a
+    JSON object."""
+    import json
+
+    try:
+        config = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as error:
+        raise ConfigError(
+            "prior.source", f"{path} is not valid JSON ({error}); restore or re-export the prior"
+        ) from None
+    if not isinstance(config, dict):
+        raise ConfigError("prior.source", f"{path} is not a JSON object (a UNet's config)")
+    return config
+
+
 def prior_config(source: str | Path) -> tuple[str, dict[str, Any]]:
     """``(label, the UNet's config.json)`` of ``prior.source``, found as :func:`load_prior` would
     find it (a local folder, ``embedded``, or the local Hugging Face cache, never downloaded),
     without loading the weights; a missing UNet or weights file is the one-line error
     :func:`load_prior` gives. What the preflight checks before any training."""
-    import json
 
     label, folder = resolve_source(source)
     if folder is not None:
@@ -322,7 +374,7 @@ def prior_config(source: str | Path) -> tuple[str, dict[str, Any]]:
             raise ConfigError(
                 "prior.source", f"{unet_dir} holds a UNet config.json but no weights file"
             )
-        return label, json.loads((unet_dir / "config.json").read_text())
+        return label, _read_config(unet_dir / "config.json")
     from huggingface_hub import try_to_load_from_cache
 
     for sub in UNET_SUBFOLDERS:
@@ -330,7 +382,7 @@ def prior_config(source: str | Path) -> tuple[str, dict[str, Any]]:
         config = try_to_load_from_cache(label, f"{prefix}config.json")
         weights = [try_to_load_from_cache(label, f"{prefix}{name}") for name in UNET_WEIGHTS]
         if isinstance(config, str) and any(isinstance(w, str) for w in weights):
-            return label, json.loads(Path(config).read_text())
+            return label, _read_config(Path(config))
     raise _not_found(label)
 
 
@@ -395,6 +447,7 @@ def load_prior(
     """
     label, folder = resolve_source(source)
     unet = _load_local(folder, label) if folder is not None else _load_cached(label)
+    check_finite("prior.source", folder if folder is not None else label, unet)
     check_prior(unet, expected_size=expected_size, expected_channels=expected_channels, label=label)
     torch.nn.Module.to(unet, dtype)  # plain cast (an fp16 file loads into the given dtype)
     return unet.eval().requires_grad_(False)

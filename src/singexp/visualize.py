@@ -120,7 +120,10 @@ def comparison_figure(rows: Mapping[str, Tensor], title: str = "") -> Figure:
 
 def save_comparison_grid(rows: Mapping[str, Tensor], path: str | Path, title: str = "") -> Path:
     """:func:`comparison_figure` of ``rows`` written to the PNG ``path``."""
+    from singexp.faults import atomic_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    comparison_figure(rows, title).savefig(path)
+    figure = comparison_figure(rows, title)
+    with atomic_path(path) as tmp:  # never a torn PNG; a full disk is one line naming it
+        figure.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     return path

@@ -30,7 +30,8 @@ _PROGRESS_MIN = 2000  # show a progress bar when checking at least this many fil
 _DECODE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 _NAMED = 20  # skipped files named in the warning; beyond that, a file lists them all
 # (path, mtime, size, image size) -> (why it cannot be used or None, has transparency)
-_CHECKED: dict[tuple[str, int, int, int], tuple[str | None, bool]] = {}
+#: (path, mtime, size, image_size) -> (why unusable or None, transparency, native (w, h))
+_CHECKED: dict[tuple[str, int, int, int], tuple[str | None, bool, tuple[int, int]]] = {}
 
 
 def find_images(folder: Path) -> list[Path]:
@@ -236,6 +237,7 @@ class ImageFolderDataModule(ImageDataModule):
         self._test_only = False  # a test/ subfolder and no other images: no train/val split
         self.skipped: dict[Path, str] = {}  # file -> why it was skipped
         self.transparent: list[Path] = []
+        self.small: list[tuple[Path, tuple[int, int]]] = []  # smaller than image_size: upscaled
         self._files: dict[str, list[Path]] | None = None
 
     @staticmethod
@@ -357,19 +359,20 @@ class ImageFolderDataModule(ImageDataModule):
         """How `k` of `n` sorted files are held out (the split rule the split line states)."""
         return f"the last {k}" if self.holdout == "tail" else f"{k} evenly spread"
 
-    def _check(self, path: Path) -> tuple[str | None, bool]:
-        """(why `path` cannot be used or None, whether it has transparency), cached per file."""
+    def _check(self, path: Path) -> tuple[str | None, bool, tuple[int, int]]:
+        """(why `path` cannot be used or None, whether it has transparency, its size as decoded:
+        native where smaller than ``image_size``), cached per file."""
         try:
             stat = path.stat()
         except OSError as error:
-            return str(error), False
+            return str(error), False, (0, 0)
         key = (str(path), stat.st_mtime_ns, stat.st_size, self.image_size)
         if key not in _CHECKED:
             try:
-                _, transparent = decode(path, self.image_size, self.alpha_background)
-                _CHECKED[key] = (None, transparent)
+                image, transparent = decode(path, self.image_size, self.alpha_background)
+                _CHECKED[key] = (None, transparent, image.size)
             except Exception as error:  # any failure to decode skips the file
-                _CHECKED[key] = (str(error) or type(error).__name__, False)
+                _CHECKED[key] = (str(error) or type(error).__name__, False, (0, 0))
         return _CHECKED[key]
 
     def _readable(self, files: list[Path], description: str) -> list[Path]:
@@ -382,9 +385,14 @@ class ImageFolderDataModule(ImageDataModule):
 
                 results = track(results, description, total=len(files))
             checked = list(zip(files, results, strict=True))
-        self.skipped.update({f: why for f, (why, _) in checked if why is not None})
-        self.transparent += [f for f, (why, alpha) in checked if why is None and alpha]
-        return [f for f, (why, _) in checked if why is None]
+        self.skipped.update({f: why for f, (why, _, _) in checked if why is not None})
+        self.transparent += [f for f, (why, alpha, _) in checked if why is None and alpha]
+        self.small += [
+            (f, size)
+            for f, (why, _, size) in checked
+            if why is None and min(size) < self.image_size
+        ]
+        return [f for f, (why, _, _) in checked if why is None]
 
     def _name(self, path: Path) -> str:
         inside = path.is_relative_to(self.root)
@@ -413,6 +421,16 @@ class ImageFolderDataModule(ImageDataModule):
                 f"{self._name(self.transparent[0])}); composited on dataset.alpha_background="
                 f"{list(self.alpha_background)}"
             )
+        if self.small:
+            path, (w, h) = min(self.small, key=lambda item: min(item[1]))  # the most upscaled
+            sizes = sorted({f"{a}x{b}" for _, (a, b) in self.small})
+            native = ", ".join(sizes[:3]) + (", ..." if len(sizes) > 3 else "")
+            warn_once(
+                f"{len(self.small)} images under {self.root} are smaller than dataset.image_size="
+                f"{self.image_size} (native {native}; e.g. {self._name(path)}): upscaled up to "
+                f"{self.image_size / min(w, h):g}x, so the metrics are of interpolated pixels; "
+                f"set dataset.image_size={min(w, h)} to use them at their own size"
+            )
         test = len(self._files["test"]) if self._files else 0
         if test < self.min_test_images:
             warn_once(
@@ -424,7 +442,7 @@ class ImageFolderDataModule(ImageDataModule):
     def files(self, split: str) -> list[Path]:
         """Readable image files of one split (scans and checks the folder on first use)."""
         if self._files is None:
-            self.skipped, self.transparent = {}, []
+            self.skipped, self.transparent, self.small = {}, [], []
             self._files = self._split_files()
             self._report()
         return self._files[split]

@@ -41,13 +41,14 @@ from torch import Tensor
 from singexp.bcr import parse_ratio
 from singexp.config import ASSETS_DIR, check_schema
 from singexp.data.pairs import freeze, make_pairs
-from singexp.errors import ConfigError
-from singexp.faults import resume_checkpoint
+from singexp.errors import ConfigError, missing_file
+from singexp.faults import atomic_path, resume_checkpoint
 from singexp.metrics import psnr_from_mse
-from singexp.modules.jscc import DeepJSCCModule, load_codec
+from singexp.modules.jscc import DeepJSCCModule, load_codec, mismatched_tensors
 from singexp.modules.jscc import read_hparams as read_jscc_hparams
 from singexp.nn.inn import ConditionalINN, INNArchitecture
 from singexp.operators import scale_for_bcr
+from singexp.weights import check_finite
 
 log = logging.getLogger("singexp")
 
@@ -360,7 +361,8 @@ def export_inn(
     metadata = {"singexp_inn_hparams": json.dumps(_plain(dict(module.hparams)))}
     if metrics:
         metadata["singexp_inn_metrics"] = json.dumps(_plain(dict(metrics)))
-    save_file(tensors, str(path), metadata=metadata)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
@@ -376,7 +378,7 @@ def read_inn_metadata(path: str | Path) -> dict[str, Any]:
     """``{"hparams": ..., "metrics": ...}`` of an INN ``.ckpt`` or exported ``.safetensors``."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError("inn.checkpoint", f"no such file {str(path)!r}")
+        raise missing_file("inn.checkpoint", path)
     if path.suffix == ".safetensors":
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -410,11 +412,15 @@ def load_inn(path: str | Path, **overrides: Any) -> INNModule:
     """
     path = Path(path)
     hparams = read_inn_hparams(path)
-    if path.suffix != ".safetensors":
-        module = INNModule.load_from_checkpoint(path, map_location="cpu", **overrides)
-    else:
-        module = INNModule(**{**hparams, **overrides})
-        module.inn.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    try:
+        if path.suffix != ".safetensors":
+            module = INNModule.load_from_checkpoint(path, map_location="cpu", **overrides)
+        else:
+            module = INNModule(**{**hparams, **overrides})
+            module.inn.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    except RuntimeError as error:  # tensors of another network than the recorded one
+        raise mismatched_tensors("inn.checkpoint", path, error) from None
+    check_finite("inn.checkpoint", path, module.inn)
     return module.eval()
 
 
@@ -576,7 +582,7 @@ def resolve_inn_checkpoint(
         return embedded_inn(ratio, image_size, arch)
     path = Path(str(value))
     if not path.is_file():
-        raise ConfigError("inn.checkpoint", f"no such file {str(value)!r}")
+        raise missing_file("inn.checkpoint", value)
     if arch is not None:
         check_inn_architecture(path, arch)
     return path

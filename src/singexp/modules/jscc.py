@@ -19,8 +19,10 @@ from torch import Tensor
 
 from singexp.channel import SNRSampler, build_channel
 from singexp.errors import ConfigError
+from singexp.faults import atomic_path
 from singexp.metrics import ImageMetrics
 from singexp.nn.jscc import DeepJSCC
+from singexp.weights import check_finite
 
 # hyper-parameters that must agree between a checkpoint and the config that loads it
 IDENTITY_KEYS: dict[str, str] = {
@@ -140,7 +142,8 @@ def export_codec(
     path.parent.mkdir(parents=True, exist_ok=True)
     hparams = {k: v for k, v in module.hparams.items() if k != "metrics"}
     tensors = {k: v.detach().to(dtype).contiguous() for k, v in module.codec.state_dict().items()}
-    save_file(tensors, str(path), metadata={"singexp_hparams": json.dumps(hparams)})
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"singexp_hparams": json.dumps(hparams)})
     return path
 
 
@@ -158,12 +161,53 @@ def read_hparams(path: str | Path) -> dict[str, Any]:
 def load_codec(path: str | Path, **overrides: Any) -> DeepJSCCModule:
     """A DeepJSCCModule from a ``.ckpt`` or exported ``.safetensors`` file, in float32."""
     path = Path(path)
-    if path.suffix != ".safetensors":
-        return DeepJSCCModule.load_from_checkpoint(path, map_location="cpu", **overrides)
-    module = DeepJSCCModule(**{**read_hparams(path), **overrides})
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
-    module.codec.load_state_dict(state)
+    try:
+        if path.suffix != ".safetensors":
+            module = DeepJSCCModule.load_from_checkpoint(path, map_location="cpu", **overrides)
+        else:
+            module = DeepJSCCModule(**{**read_hparams(path), **overrides})
+            state = {k: v.float() for k, v in load_file(str(path)).items()}
+            module.codec.load_state_dict(state)
+    except RuntimeError as error:  # tensors of another network than the recorded one
+        raise mismatched_tensors("jscc.checkpoint", path, error) from None
+    check_finite("jscc.checkpoint", path, module)
     return module
+
+
+def mismatched_tensors(key: str, path: str | Path, error: RuntimeError) -> Exception:
+    """The one-line ConfigError for ``load_state_dict``'s size mismatch or missing keys (the
+    file's tensors are not those of the network its metadata records); else ``error``."""
+    text = str(error)
+    if "size mismatch" not in text and "Missing key" not in text and "Unexpected key" not in text:
+        return error
+    detail = next((line.strip() for line in text.splitlines()[1:] if line.strip()), text)
+    detail = detail if len(detail) <= 160 else detail[:157] + "..."
+    return ConfigError(
+        key,
+        f"{path}: its tensors do not fit the network its metadata records (another BCR or "
+        f"architecture; {detail.rstrip('.')}); re-export it or use a matching file",
+    )
+
+
+#: how far (dB) outside its training SNR range a codec may be tested without a warning
+SNR_MARGIN_DB = 5.0
+
+
+def snr_range_note(path: str | Path, snr_db: float) -> str | None:
+    """A one-line warning when ``snr_db`` is far (over :data:`SNR_MARGIN_DB`) outside the
+    training SNR range the codec file at ``path`` records (``train_snr``), else None."""
+    recorded = read_hparams(path).get("train_snr") or ()
+    try:
+        low, high = sorted(float(x) for x in recorded)
+    except (TypeError, ValueError):  # not recorded (or not a range): nothing to compare
+        return None
+    if low - SNR_MARGIN_DB <= float(snr_db) <= high + SNR_MARGIN_DB:
+        return None
+    return (
+        f"channel.snr_db={float(snr_db):g} dB is far outside the range the codec "
+        f"{Path(path).name} was trained on, [{low:g}, {high:g}] dB: its results there are an "
+        "extrapolation; test within (or near) that range or use a codec trained for this SNR"
+    )
 
 
 def checkpoint_identity(path: str | Path) -> dict[str, Any]:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 from singexp.errors import ConfigError
-from singexp.faults import resume_checkpoint
+from singexp.faults import WriteError, resume_checkpoint
 from singexp.prior import (
     build_scheduler,
     build_unet,
@@ -241,8 +244,24 @@ class DiffusionPriorModule(L.LightningModule):
         directory.mkdir(parents=True, exist_ok=True)
         model = self.ema_unet()
         torch.nn.Module.to(model, EXPORT_DTYPES[dtype])  # plain cast: fp16 storage only
-        model.save_pretrained(str(directory), safe_serialization=True)
-        self.noise_scheduler.save_pretrained(str(directory / "scheduler"))
+        # into a temporary folder beside it, then each file renamed into place: a full disk
+        # leaves no torn weights file (and is one line naming the folder)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        except OSError as error:
+            raise WriteError(directory, error) from error
+        try:
+            model.save_pretrained(str(staging), safe_serialization=True)
+            self.noise_scheduler.save_pretrained(str(staging / "scheduler"))
+            for file in sorted(staging.rglob("*")):
+                if file.is_file():
+                    target = directory / file.relative_to(staging)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(file, target)
+        except OSError as error:
+            raise WriteError(directory, error) from error
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return directory
 
 

@@ -36,6 +36,7 @@ from torch import Tensor
 
 from singexp.distributed import ShardedBatches, gather_to_zero, world
 from singexp.errors import ConfigError, SingexpError
+from singexp.faults import atomic_path
 from singexp.metrics import ImageMetrics, psnr
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.operators import LinearOperator, measurement_noise_std
@@ -273,8 +274,7 @@ def write_per_image_csv(rows: list[dict[str, Any]], path: Path) -> Path:
     fields: list[str] = []
     for row in rows:
         fields += [k for k in row if k not in fields]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as f:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as f:  # never a torn CSV
         writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)

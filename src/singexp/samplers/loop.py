@@ -323,10 +323,17 @@ def _guided_model_step(
 
 def _check_finite(x: Tensor, step: StepInfo, desc: str) -> None:
     if not torch.isfinite(x).all():
-        raise SamplingError(
-            f"{desc}: non-finite values at step {step.index + 1}/{step.num_steps} "
-            f"(t = {int(step.timestep)}); lower the guidance step (zeta) or check the settings"
-        )
+        from singexp.weights import nonfinite_files
+
+        where = f"{desc}: non-finite values at step {step.index + 1}/{step.num_steps} "
+        where += f"(t = {int(step.timestep)})"
+        broken = nonfinite_files()  # a model's own weights, not the settings
+        if broken:
+            raise SamplingError(
+                f"{where}: the weights of {', '.join(broken)} are not finite (NaN or inf); "
+                "re-export or retrain that model"
+            )
+        raise SamplingError(f"{where}; lower the guidance step (zeta) or check the settings")
 
 
 @torch.no_grad()
