@@ -40,8 +40,9 @@ def restores(run: RunConfig) -> bool:
     return bool(run.methods)
 
 
-def check_codec(v: RunConfig) -> None:
-    """A given ``jscc.checkpoint`` (not ``auto``) was trained for this BCR and image size."""
+def check_codec(v: RunConfig) -> list[str]:
+    """A given ``jscc.checkpoint`` (not ``auto``) was trained for this BCR and image size;
+    returns the warnings (a test SNR far outside the codec's training range)."""
     from singexp.modules.jscc import check_checkpoint, configured_architecture, snr_range_note
 
     if v.jscc.checkpoint == "auto" and v.task == "jscc":
@@ -51,7 +52,7 @@ def check_codec(v: RunConfig) -> None:
             "its codec with jscc.checkpoint=null (or tests a file: jscc.checkpoint=PATH)",
         )
     if v.jscc.checkpoint in (None, "auto"):
-        return
+        return []
     check_checkpoint(
         v.jscc.checkpoint,
         {
@@ -61,8 +62,8 @@ def check_codec(v: RunConfig) -> None:
         },
     )
     note = snr_range_note(v.jscc.checkpoint, v.channel.snr_db)
-    if note is not None:  # one line, printed under the results (their warnings)
-        v.extra.setdefault("warnings", []).append(note)
+    # one line, printed with the results (their warnings)
+    return [note] if note is not None else []
 
 
 def check_inn(v: RunConfig) -> None:
@@ -141,7 +142,7 @@ def preflight(v: RunConfig, state: RunState | None = None) -> list[str]:
         log.warning(note)
         warnings.append(note)
     if task in ("jscc", "inn", "restore"):
-        check_codec(v)
+        warnings += check_codec(v)
     if task == "restore":
         check_inn(v)
         if restores(v):
