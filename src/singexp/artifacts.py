@@ -154,7 +154,7 @@ PRIOR_RUN_KEYS = (
 
 def prior_artifact_identity(run: RunConfig) -> dict[str, Any]:
     """What ``prior.source=auto`` depends on: data and the ``prior`` training keys."""
-    prior = _without(run.prior, *PRIOR_RUN_KEYS)
+    prior = _without(run.plain["prior"], *PRIOR_RUN_KEYS)
     # prior.batch_size=null trains with dataset.batch_size: then that one counts
     prior["batch_size"] = prior.get("batch_size") or run.dataset.get("batch_size")
     return _training_identity(run, prior=prior)
@@ -274,9 +274,9 @@ def resolve_inn(run: RunConfig, codec: Path | None = None) -> Path | None:
 def resolve_prior_source(run: RunConfig) -> str:
     """``prior.source``; ``auto`` = the exported folder of the prior this config's ``prior`` keys
     train on this dataset, trained once and shared."""
-    source = str(run.prior.get("source"))
-    if source != "auto":
-        return source
+    assert run.prior is not None  # preflight: a restoring run has a prior
+    if not run.prior.trains:
+        return run.prior.source
     identity = prior_artifact_identity(run)
     return str(train_artifact(run, "prior", identity, "prior", lambda _: {"export_to": None}))
 
@@ -365,7 +365,7 @@ def prior_job(
     (how the embedded prior is rebuilt).
     """
     kwargs = trainer_kwargs(run, loggers)
-    exported = train_prior(run.prior, indexed_data(run, state), kwargs, run.output_dir)
+    exported = train_prior(run.plain["prior"], indexed_data(run, state), kwargs, run.output_dir)
     export_to = run.select("export_to")
     if export_to:
         shutil.copytree(exported, Path(export_to), dirs_exist_ok=True)

@@ -19,6 +19,7 @@ from singexp.artifacts import require_codec, resolve_inn, resolve_prior_source
 from singexp.bcr import format_ratio
 from singexp.config import RunConfig
 from singexp.data.base import training_split
+from singexp.errors import ConfigError
 from singexp.modules.inn import check_inn_checkpoint, jscc_identity
 from singexp.modules.jscc import (
     DeepJSCCModule,
@@ -53,6 +54,8 @@ def run_operator(
     """The ``operator`` group's A: a fitted A (``operator=fitted``) is fitted on training pairs
     (``train_dataset()``, only read then) at the test SNR, channel noise seeded by ``seed``:
     the same A on every run."""
+    if run.operator is None:
+        raise ConfigError("operator", "missing; choose e.g. operator=avgpool")
     return operator_from_config(
         run.operator,
         run.bcr,

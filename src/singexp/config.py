@@ -38,6 +38,8 @@ MAX_SEED = 2**32 - 1
 if TYPE_CHECKING:
     from singexp.metrics import MetricsConfig
     from singexp.modules.inn import INNConfig
+    from singexp.operators import OperatorConfig
+    from singexp.prior import PriorConfig
     from singexp.samplers.compute import ComputeConfig
 
 
@@ -125,8 +127,10 @@ class RunConfig:
     dataset: dict[str, Any] = field(default_factory=dict)
     #: the ``inn`` group, checked (:func:`~singexp.modules.inn.inn_config`); None: no group
     inn: INNConfig | None = None
-    prior: dict[str, Any] = field(default_factory=dict)
-    operator: dict[str, Any] = field(default_factory=dict)
+    #: the ``prior`` group, checked (:func:`~singexp.prior.prior_settings`); None: no group
+    prior: PriorConfig | None = None
+    #: the ``operator`` group, checked (:func:`~singexp.operators.operator_settings`)
+    operator: OperatorConfig | None = None
     #: the ``metrics`` group, checked (``_target_`` left out)
     metrics: MetricsConfig = field(default_factory=lambda: _metrics_default())
     evaluate: dict[str, Any] = field(default_factory=dict)
@@ -438,23 +442,28 @@ def validate(cfg: DictConfig) -> RunConfig:
         check_model_file("inn.checkpoint", inn_checkpoint)
     check_accelerator(cfg.get("trainer"))
     from singexp.modules.inn import inn_config
+    from singexp.operators import operator_settings
+    from singexp.prior import prior_settings
     from singexp.samplers.compute import ComputeConfig
     from singexp.samplers.registry import methods_from_config
 
     evaluate = dict(plain.get("evaluate") or {})
+    task = str(cfg.get("task", "jscc"))
 
     return RunConfig(
         channel=channel,
         bcr=ratio,
         latent=latent,
         jscc=jscc,
-        task=str(cfg.get("task", "jscc")),
+        task=task,
         seed=validate_seed(cfg.get("seed")),
         methods=methods_from_config(plain.get("methods"), plain.get("sampler")),
         dataset=dict(plain.get("dataset") or {}),
         inn=inn_config(plain["inn"]) if plain.get("inn") else None,
-        prior=dict(plain.get("prior") or {}),
-        operator=dict(plain.get("operator") or {}),
+        prior=prior_settings(plain["prior"], trains=task == "prior")
+        if plain.get("prior")
+        else None,
+        operator=operator_settings(plain["operator"]) if plain.get("operator") else None,
         metrics=validate_metrics(plain.get("metrics")),
         evaluate=evaluate,
         compute=ComputeConfig.from_config(evaluate),

@@ -25,7 +25,8 @@ s ≤ √(1/(2ρ)); ρ = 1/192 → 8, 1/384 → 8, 1/768 → 16 (256 px or 32 px
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -432,6 +433,38 @@ OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+@dataclass(frozen=True)
+class OperatorConfig:
+    """The ``operator`` config group, checked once (:func:`operator_settings`, from
+    ``config.validate``): SING-Zero's A by name, its tile scale (a whole number or ``auto``: the
+    BCR rule) and the operator's own keys (:data:`OPTIONS`)."""
+
+    name: str
+    scale: int | str
+    options: dict[str, Any]
+
+
+def operator_settings(node: Mapping[str, Any]) -> OperatorConfig:
+    """The ``operator`` group as an :class:`OperatorConfig`; an unknown name, a scale that is
+    neither a whole number nor ``auto``, or a key the operator does not have is a one-line
+    error naming ``operator.<key>``."""
+    items = {str(k): v for k, v in dict(node).items()}
+    name = str(items.pop("name", None))
+    if name not in OPERATORS and name not in FITTED:
+        raise ConfigError(
+            "operator.name", f"unknown {name!r}; choose one of {[*OPERATORS, *FITTED]}"
+        )
+    if "scale" not in items:
+        raise ConfigError("operator.scale", "missing; a whole number or auto")
+    scale = items.pop("scale")
+    if scale != "auto" and (isinstance(scale, bool) or not isinstance(scale, int) or scale < 1):
+        raise ConfigError(
+            "operator.scale", f"{scale!r} is neither a positive whole number nor auto"
+        )
+    _check_options(name, items)
+    return OperatorConfig(name, scale, items)
+
+
 def build_operator(
     name: str, scale: Any = "auto", ratio: Any = "1/192", image_size: int = 32, **options: Any
 ) -> LinearOperator:
@@ -478,6 +511,8 @@ def operator_from_config(
     """The operator of an ``operator`` config node (a mapping with ``name``, ``scale`` and the
     operator's :data:`OPTIONS`). ``fitted``: :func:`fit_patch_projection` on ``pairs(fit_images)``
     with tile side ``scale`` — fitted at run start, deterministic when ``pairs`` is."""
+    if isinstance(node, OperatorConfig):
+        node = {"name": node.name, "scale": node.scale, **node.options}
     items = {str(k): v for k, v in dict(node).items()}
     name = str(items.pop("name", None))
     scale = items.pop("scale", "auto")

@@ -82,9 +82,11 @@ def check_inn(v: RunConfig) -> None:
 def check_prior_size(v: RunConfig) -> None:
     """``prior.image_size`` (when set) equals ``dataset.image_size``: a preset fixes its size,
     a trained prior follows the data (``${dataset.image_size}``) unless overridden."""
+    if v.prior is None:
+        raise ConfigError("prior", "missing; choose e.g. prior=embedded")
     size = v.latent.image_size
-    source = str(v.prior.get("source"))
-    declared = v.prior.get("image_size")
+    source = v.prior.source
+    declared = v.prior.image_size
     if declared is None or int(declared) == size:
         return
     if source == "auto" or v.task == "prior":
@@ -110,19 +112,20 @@ def check_prior(v: RunConfig) -> None:
 
     check_prior_size(v)
     prior = v.prior
+    assert prior is not None  # check_prior_size said so in one line
     size = v.latent.image_size
-    source = str(prior.get("source"))
-    channels = int(prior.get("in_channels", 3))
-    if source != "auto":
-        check_prior_source(source, expected_size=size, expected_channels=channels)
+    if not prior.trains:
+        check_prior_source(prior.source, expected_size=size, expected_channels=prior.in_channels)
         return
+    assert prior.block_out_channels is not None  # prior_settings: a trained prior has them
+    assert prior.layers_per_block is not None and prior.attention is not None
     build_unet(  # the architecture fits the size (divisible, groups) before anything trains
         size,
-        in_channels=channels,
-        block_out_channels=prior.get("block_out_channels", (32, 64, 128)),
-        layers_per_block=prior.get("layers_per_block", 1),
-        attention=prior.get("attention", False),
-        norm_num_groups=prior.get("norm_num_groups"),
+        in_channels=prior.in_channels,
+        block_out_channels=prior.block_out_channels,
+        layers_per_block=prior.layers_per_block,
+        attention=prior.attention,
+        norm_num_groups=prior.norm_num_groups,
     )
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,94 @@ SCHEDULER_KINDS: dict[str, type] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler
 
 
 # ---- building -----------------------------------------------------------------------------
+#: the keys of the ``prior`` group that only a prior trained here needs (``prior.source=auto``,
+#: ``+experiment=train_prior``): its architecture and training recipe (conf/prior/embedded.yaml)
+TRAINING_KEYS = (
+    "block_out_channels",
+    "layers_per_block",
+    "attention",
+    "norm_num_groups",
+    "lr",
+    "weight_decay",
+    "loss_weighting",
+    "min_snr_gamma",
+    "ema_decay",
+    "batch_size",
+    "max_steps",
+    "checkpoint_every",
+    "val_every",
+    "val_batches",
+    "grid_size",
+    "grid_steps",
+    "save_grids",
+    "resume",
+    "export_dtype",
+)
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """The ``prior`` config group, checked once (:func:`prior_settings`, from
+    ``config.validate``). Its values come from the YAML (``conf/prior/*.yaml``); the fields
+    without one are :data:`TRAINING_KEYS`, which a preset of a pretrained model leaves out
+    (None: absent, not a default)."""
+
+    source: str
+    image_size: int | None
+    in_channels: int
+    num_train_timesteps: int
+    beta_start: float
+    beta_end: float
+    schedule: str
+    trained_on: str | None
+    block_out_channels: list[int] | None = None
+    layers_per_block: int | None = None
+    attention: bool | None = None
+    norm_num_groups: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    loss_weighting: str | None = None
+    min_snr_gamma: float | None = None
+    ema_decay: float | None = None
+    batch_size: int | None = None
+    max_steps: int | None = None
+    checkpoint_every: int | None = None
+    val_every: int | None = None
+    val_batches: int | None = None
+    grid_size: int | None = None
+    grid_steps: int | None = None
+    save_grids: bool | None = None
+    resume: bool | None = None
+    export_dtype: str | None = None
+
+    @property
+    def trains(self) -> bool:
+        """Whether this prior is trained here (``source: auto``)."""
+        return self.source == "auto"
+
+
+def prior_settings(node: Mapping[str, Any], trains: bool = False) -> PriorConfig:
+    """The ``prior`` group as a :class:`PriorConfig`: unknown keys, wrong types and missing keys
+    are one-line errors naming ``prior.<key>``; a prior trained here (``source: auto``, or
+    ``trains``: the prior task) needs every :data:`TRAINING_KEYS` (``prior=embedded`` has them)."""
+    from singexp.schema import check_schema
+
+    required = [f.name for f in fields(PriorConfig) if f.name not in TRAINING_KEYS]
+    missing = [k for k in required if k not in node]
+    if missing:
+        raise ConfigError(f"prior.{missing[0]}", "missing; every prior preset sets it")
+    prior = check_schema("prior", node, PriorConfig)
+    if trains or prior.trains:
+        absent = [k for k in TRAINING_KEYS if k not in node]
+        if absent:
+            raise ConfigError(
+                f"prior.{absent[0]}",
+                "missing: a prior trained here (prior.source=auto, +experiment=train_prior) "
+                "needs the architecture and training keys of prior=embedded",
+            )
+    return prior
+
+
 def default_norm_groups(channels: Sequence[int]) -> int:
     """The largest of 32, 16, 8, 4, 2, 1 that divides every channel count."""
     for groups in (32, 16, 8, 4, 2, 1):

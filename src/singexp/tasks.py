@@ -93,7 +93,7 @@ def restore_task(
         operator=parts.operator,
     )
     models = trained_on(
-        parts.codec, parts.inn_path, parts.prior_source, run.prior.get("trained_on")
+        parts.codec, parts.inn_path, parts.prior_source, run.prior.trained_on if run.prior else None
     )
     warnings = [
         *state.warnings,
@@ -125,7 +125,9 @@ def restore_task(
         "samplers": method_records(
             run.methods, parts.operator, parts.networks.get("inn"), parts.sigma_y
         ),
-        "operator": describe_operator(parts.operator, str(run.operator.get("name"))),
+        "operator": describe_operator(
+            parts.operator, run.operator.name if run.operator else "none"
+        ),
         # how the restorers computed: precision (and the one used), guidance micro-batch,
         # checkpointing, compile
         "evaluate": run.compute.record(module.device),

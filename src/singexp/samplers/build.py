@@ -15,7 +15,7 @@ from singexp.config import RunConfig
 from singexp.modules.inn import load_inn
 from singexp.modules.restoration import Restorer
 from singexp.operators import LinearOperator
-from singexp.prior import build_scheduler, load_prior, resolve_source
+from singexp.prior import PriorConfig, build_scheduler, load_prior, resolve_source
 from singexp.reuse import file_identity, folder_identity, reused
 from singexp.samplers.registry import Method, restore
 from singexp.samplers.sing_inn import check_measurement
@@ -31,15 +31,15 @@ def prior_identity(source: str) -> tuple[Any, ...]:
     return (label, os.environ.get("HF_HUB_CACHE"), os.environ.get("HF_HOME"))
 
 
-def method_scheduler(prior: dict[str, Any], method: Method) -> Any:
+def method_scheduler(prior: PriorConfig, method: Method) -> Any:
     """The diffusers scheduler of one method: the prior's schedule (the ``prior`` group), the
     method's kind and spacing, no clipping inside ``step``
     (:func:`~singexp.prior.build_scheduler`)."""
     return build_scheduler(
-        num_train_timesteps=prior["num_train_timesteps"],
-        beta_start=prior["beta_start"],
-        beta_end=prior["beta_end"],
-        schedule=prior["schedule"],
+        num_train_timesteps=prior.num_train_timesteps,
+        beta_start=prior.beta_start,
+        beta_end=prior.beta_end,
+        schedule=prior.schedule,
         kind=method.raw.get("scheduler", "ddim"),
         timestep_spacing=method.raw.get("timestep_spacing", "leading"),
     )
@@ -73,6 +73,9 @@ def build_restorers(
         raise ValueError("build_restorers: prior_source is needed when methods are configured")
     compute = run.compute
     size = run.latent.image_size
+    prior = run.prior
+    if prior is None:
+        raise ValueError("build_restorers: the run has no prior group")
     # loaded once per process, shared by the points of a sweep (singexp.reuse)
     networks: dict[str, torch.nn.Module] = {
         "prior": reused(
@@ -103,7 +106,7 @@ def build_restorers(
             check_measurement(method.config, networks["inn"], operator, method.prefix)
         components = {
             "unet": networks["prior"],
-            "scheduler": method_scheduler(run.prior, method),
+            "scheduler": method_scheduler(prior, method),
             "operator": operator,
             "sigma_y": sigma_y,
             "compute": compute,
