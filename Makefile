@@ -29,19 +29,19 @@ test-fast: install ## tests without the slow end-to-end runs
 	$(PY) -m pytest -m "not slow" $(ARGS)
 
 lint: install ## ruff lint and format check, mypy type check (files: pyproject's [tool.mypy])
-	$(VENV)/bin/ruff check src tests
-	$(VENV)/bin/ruff format --check src tests
+	$(VENV)/bin/ruff check src tests tools
+	$(VENV)/bin/ruff format --check src tests tools
 	$(VENV)/bin/mypy
 
 format: install ## ruff format and autofix
-	$(VENV)/bin/ruff format src tests
-	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests tools
+	$(VENV)/bin/ruff check --fix src tests tools
 
 docs: install ## build the documentation site (mkdocs build --strict)
 	$(VENV)/bin/mkdocs build --strict --site-dir site
 
-docs-tables: install ## regenerate the results tables of README.md and docs/ from their result files
-	$(PY) -m singexp.doc_tables
+docs-tables: install ## regenerate the results tables of README.md and docs/ (tools/doc_tables.py)
+	$(PY) tools/doc_tables.py
 
 sync-wandb: install ## upload offline W&B runs under outputs/
 	find $${SINGEXP_OUTPUT:-outputs} -type d -name 'offline-run-*' -exec $(VENV)/bin/wandb sync {} +

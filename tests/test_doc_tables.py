@@ -1,7 +1,7 @@
 """The documentation's results tables cannot drift from the result files they come from.
 
 (a) every generated block of README.md and docs/**/*.md equals what its committed source file
-generates (``python -m singexp.doc_tables``), and so does every whole generated file;
+generates (``python tools/doc_tables.py``), and so does every whole generated file;
 (b) the marker parsing and regeneration on a small page of a temporary repository;
 (c) every results table (a Markdown table with a cell that is a number) outside a generated
 block is listed below with the reason it is not generated.
@@ -9,25 +9,37 @@ block is listed below with the reason it is not generated.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
+import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
-from singexp import doc_tables
-from singexp.doc_tables import (
-    GENERATED_FILES,
-    blocks,
-    md_tables,
-    pages,
-    parse_spec,
-    regenerate,
-    render_report_file,
-    strip_blocks,
-)
-
 REPO = Path(__file__).resolve().parents[1]
+
+
+def _load_tool(name: str) -> ModuleType:
+    """``tools/<name>.py`` (repository tooling, not in the installed package) as a module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+doc_tables = _load_tool("doc_tables")
+GENERATED_FILES = doc_tables.GENERATED_FILES
+blocks = doc_tables.blocks
+md_tables = doc_tables.md_tables
+pages = doc_tables.pages
+parse_spec = doc_tables.parse_spec
+regenerate = doc_tables.regenerate
+render_report_file = doc_tables.render_report_file
+strip_blocks = doc_tables.strip_blocks
 PAGES = pages(REPO)
 
 #: (page, the table's heading row) → why the table is written by hand
@@ -101,7 +113,7 @@ def test_generated_blocks_equal_their_sources(page: Path) -> None:
     _, changed = regenerate(page, REPO)
     assert not changed, (
         f"{rel(page)}: {', '.join(b.spec for b in changed)} differ from what the source "
-        "generates; run `make docs-tables` (python -m singexp.doc_tables), never edit by hand"
+        "generates; run `make docs-tables` (python tools/doc_tables.py), never edit by hand"
     )
 
 
@@ -249,7 +261,7 @@ def test_every_results_table_is_generated_or_allowed(page: Path) -> None:
     unexplained = [h for h in hand_tables(page) if (name, h) not in ALLOWED_TABLES]
     assert not unexplained, (
         f"{name}: tables with numbers written by hand: {unexplained}; generate them from a "
-        "committed result file (singexp.doc_tables) or allow them in tests/test_doc_tables.py "
+        "committed result file (tools/doc_tables.py) or allow them in tests/test_doc_tables.py "
         "with the reason"
     )
 

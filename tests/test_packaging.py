@@ -18,6 +18,8 @@ import zipfile
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import pytest
+
 import singexp
 from singexp.config import ASSETS_DIR, CONF_DIR
 
@@ -49,15 +51,19 @@ def test_config_and_assets_are_package_data() -> None:
     assert (ROOT / "conf").resolve() == CONF_DIR
 
 
-def test_wheel_carries_every_config_and_weight_file(tmp_path: Path) -> None:
-    # build from a copy of the sources so that the build leaves nothing in the repository
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str], str]:
+    """The wheel built from a copy of the sources (so that the build leaves nothing in the
+    repository): its file names and its entry points. The copy holds the repository's
+    ``tools/`` too, so a packaging setting that pulled them in would show."""
+    tmp_path = tmp_path_factory.mktemp("wheel")
     source = tmp_path / "source"
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / name, source / name)
-    shutil.copytree(
-        ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-    )
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    shutil.copytree(ROOT / "src", source / "src", ignore=ignore)
+    shutil.copytree(ROOT / "tools", source / "tools", ignore=ignore)
     dist = tmp_path / "dist"
     build = ["wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(source)]
     subprocess.run(
@@ -67,11 +73,15 @@ def test_wheel_carries_every_config_and_weight_file(tmp_path: Path) -> None:
         text=True,
         timeout=300,
     )
-    (wheel,) = dist.glob("singexp-*.whl")
-    with zipfile.ZipFile(wheel) as archive:
+    (built,) = dist.glob("singexp-*.whl")
+    with zipfile.ZipFile(built) as archive:
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-        scripts = archive.read(entry_points).decode()
+        return names, archive.read(entry_points).decode()
+
+
+def test_wheel_carries_every_config_and_weight_file(wheel: tuple[set[str], str]) -> None:
+    names, scripts = wheel
     configs = {f"singexp/conf/{p.relative_to(CONF_DIR).as_posix()}" for p in CONF_DIR.rglob("*")}
     configs = {n for n in configs if n.endswith(".yaml")}
     weights = {
@@ -88,6 +98,16 @@ def test_wheel_carries_every_config_and_weight_file(tmp_path: Path) -> None:
     assert modules <= names, sorted(modules - names)
     assert "singexp/py.typed" in names
     assert "singexp = singexp.__main__:main" in scripts
+
+
+def test_wheel_holds_no_repository_tooling(wheel: tuple[set[str], str]) -> None:
+    """tools/doc_tables.py (it reads benchmarks/*.py and committed result files by path) is
+    repository tooling: the installed package has no doc_tables and no tools/."""
+    names, _ = wheel
+    assert (ROOT / "tools" / "doc_tables.py").is_file()
+    assert not (PACKAGE / "doc_tables.py").exists()
+    assert not [n for n in names if "doc_tables" in n or n.startswith("tools/")], sorted(names)
+    assert "singexp/report/__main__.py" in names  # python -m singexp.report from a wheel
 
 
 def _imported_top_level_modules() -> set[str]:

@@ -10,9 +10,12 @@ HTML comments::
 The opening marker names the source file (relative to the repository root), the *kind* of
 table (a renderer of :data:`KINDS`) and optional ``key=value`` options (a value with spaces is
 written with ``+`` for each space). Everything between the markers is what the renderer makes
-of the source file; nothing there is written by hand. ``python -m singexp.doc_tables`` rewrites
-every block from its source, ``--check`` lists the blocks (and the whole generated files of
-:data:`GENERATED_FILES`) that differ and exits with status 1.
+of the source file; nothing there is written by hand. ``python tools/doc_tables.py`` (``make
+docs-tables``) rewrites every block from its source, ``--check`` lists the blocks (and the whole
+generated files of :data:`GENERATED_FILES`) that differ and exits with status 1.
+
+Repository tooling, not part of the installed package: it reads ``benchmarks/*.py`` and the
+committed result files by path, and imports :mod:`singexp` (installed, or on ``PYTHONPATH``).
 
 Sources:
 
@@ -612,9 +615,7 @@ def main(argv: list[str] | None = None) -> int:
             page.write_text(new, encoding="utf-8")
             print(f"{where}: {what} regenerated")
     if args.check and found:
-        print(
-            "run `python -m singexp.doc_tables` (make docs-tables) to regenerate", file=sys.stderr
-        )
+        print("run `python tools/doc_tables.py` (make docs-tables) to regenerate", file=sys.stderr)
         return 1
     return 0
 

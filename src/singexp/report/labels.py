@@ -1,0 +1,53 @@
+"""What a report's rows are: the metrics it knows, their column headings and direction
+(higher or lower is better), and the order of its rows (BCR, SNR, method, variant, metric)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+METRICS = ("psnr", "ssim", "ms_ssim", "stlpips", "lpips", "swd", "psnr_A_xhat", "psnr_A_x")
+
+
+#: column headings of printed and written tables (SWD is stored ×10³: metrics.swd)
+LABELS = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "ms_ssim": "MS-SSIM",
+    "stlpips": "ST-LPIPS ↓",
+    "lpips": "LPIPS ↓",
+    "swd": "SWD (×10³) ↓",
+    # consistency through SING-Zero's A (singexp.modules.restoration): with what was received,
+    # and with the original
+    "psnr_A_xhat": "PSNR(Ax̃,Ax̂) (dB)",
+    "psnr_A_x": "PSNR(Ax̃,Ax) (dB)",
+}
+
+
+#: metrics where lower is better (the ↓ of LABELS); the others: higher is better
+LOWER_IS_BETTER = frozenset({"stlpips", "lpips", "swd"})
+
+
+def short_name(metric: str) -> str:
+    """``PSNR``, ``ST-LPIPS``, ``SWD``: a metric's name without unit or direction."""
+    return LABELS.get(metric, metric.upper()).split(" ")[0]
+
+
+def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
+    """(BCR, SNR, method, variant, metric): the order of ``results.csv`` and the Markdown
+    table."""
+    metric = METRICS.index(row["metric"]) if row["metric"] in METRICS else len(METRICS)
+    values = list((row.get("keys") or {}).values()) or [str(row.get("variant") or "")]
+    variant = tuple(_sortable(v) for v in values)  # numbers by value: seed=2 before seed=10
+    return (_bcr_value(row["bcr"]), row["snr_db"], str(row["method"]), variant, metric)
+
+
+def _sortable(value: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(value), "")
+    except ValueError:
+        return (1, 0.0, value)
+
+
+def _bcr_value(bcr: str) -> float:
+    num, _, den = str(bcr).partition("/")
+    return float(num) / float(den) if den else float(num)
