@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from importlib.resources import files
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,15 +20,12 @@ from singexp.bcr import LatentShape, latent_shape, parse_ratio
 from singexp.channel import CHANNELS
 from singexp.errors import ConfigError, SingexpError, missing_file
 from singexp.instantiate import build as build  # re-exported: loggers.py imports it here
+from singexp.locations import ASSETS_DIR as ASSETS_DIR  # re-exported: the config's home
+from singexp.locations import CONF_DIR as CONF_DIR
+from singexp.locations import EMBEDDED_JSCC_DIR as EMBEDDED_JSCC_DIR
 from singexp.schema import _coerce
 from singexp.schema import check_schema as check_schema  # re-exported for the modules' schemas
 
-#: the config tree and the shipped weights are package data (so a wheel carries them); the
-#: repository's top-level ``conf`` is a link to ``src/singexp/conf`` for readers
-CONF_DIR = Path(str(files("singexp") / "conf"))
-ASSETS_DIR = Path(str(files("singexp") / "assets"))
-# the embedded default's DeepJSCC codecs (built by `make embedded-weights`)
-EMBEDDED_JSCC_DIR = ASSETS_DIR / "jscc_shapes32"
 #: |SNR| in dB beyond which noise is numerically zero or swamps the signal (metrics become NaN)
 MAX_SNR_DB = 100.0
 #: seeds numpy and Lightning accept

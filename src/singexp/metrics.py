@@ -39,8 +39,8 @@ from torchmetrics.functional.image import (
     structural_similarity_index_measure,
 )
 
-from singexp.config import check_schema
 from singexp.errors import ConfigError, SingexpError
+from singexp.schema import check_schema
 
 logger = logging.getLogger("singexp.metrics")
 

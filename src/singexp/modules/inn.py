@@ -39,15 +39,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from singexp.bcr import parse_ratio
-from singexp.config import ASSETS_DIR, check_schema
 from singexp.data.pairs import freeze, make_pairs
 from singexp.errors import ConfigError, missing_file
 from singexp.faults import atomic_path, resume_checkpoint
+from singexp.locations import ASSETS_DIR
 from singexp.metrics import psnr_from_mse
 from singexp.modules.jscc import DeepJSCCModule, load_codec, mismatched_tensors
 from singexp.modules.jscc import read_hparams as read_jscc_hparams
 from singexp.nn.inn import ConditionalINN, INNArchitecture
 from singexp.operators import scale_for_bcr
+from singexp.schema import check_schema
 from singexp.weights import check_finite
 
 log = logging.getLogger("singexp")
