@@ -278,3 +278,60 @@ def test_evaluate_split_and_compute_are_checked_once_into_runconfig(
         validate(make_cfg("evaluate.split=train"))  # at validation, before any preflight
     with pytest.raises(ConfigError, match=r"^evaluate\.precision: "):
         validate(make_cfg("evaluate.precision=fp64"))
+
+
+# ---- every group typed, checked once (issue 38) ---------------------------------------------
+def test_prior_operator_and_dataset_groups_are_typed_and_frozen(
+    make_cfg: Callable[..., DictConfig],
+) -> None:
+    import dataclasses
+
+    from singexp.config import DatasetConfig
+    from singexp.operators import OperatorConfig
+    from singexp.prior import PriorConfig
+
+    run = validate(make_cfg("+experiment=sing_inn", "operator=avgpool_s4"))
+    assert isinstance(run.prior, PriorConfig) and run.prior.block_out_channels == [32, 64, 128]
+    assert isinstance(run.operator, OperatorConfig) and run.operator.scale == 4
+    assert isinstance(run.dataset, DatasetConfig) and run.data.test_size == 64
+    for group, key in ((run.prior, "source"), (run.operator, "name"), (run.data, "name")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(group, key, "x")
+    # a pretrained model's preset has no training keys: None, not a default
+    hub = validate(make_cfg("+experiment=sing_inn", "prior=ddpm_cifar10_32"))
+    assert hub.prior is not None and hub.prior.lr is None and hub.prior.in_channels == 3
+
+
+def test_prior_schema_restates_no_yaml_value() -> None:
+    """Defaults only in the YAML: PriorConfig's only defaults are None, for the training keys a
+    pretrained model's preset leaves out."""
+    import dataclasses
+
+    from singexp.prior import TRAINING_KEYS, PriorConfig
+
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(PriorConfig)
+        if f.default is not dataclasses.MISSING
+    }
+    assert set(defaults) == set(TRAINING_KEYS) and set(defaults.values()) == {None}
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        (["prior.in_channels=abc"], "prior.in_channels"),
+        (["prior=ddpm_cifar10_32", "prior.source=auto"], "prior.block_out_channels"),
+        (["operator.name=nope"], "operator.name"),
+        (["+operator.sigma=1"], "operator.sigma"),
+        (["operator.scale=-2"], "operator.scale"),
+        (["dataset.test_size=0"], "dataset.test_size"),
+    ],
+)
+def test_typed_groups_fail_in_one_line_naming_the_key(
+    make_cfg: Callable[..., DictConfig], override: list[str], key: str
+) -> None:
+    with pytest.raises(ConfigError) as error:
+        validate(make_cfg("+experiment=sing_inn", *override))
+    assert str(error.value).startswith(f"{key}:"), str(error.value)
+    assert "\n" not in str(error.value)

@@ -168,7 +168,7 @@ def test_validate_gives_the_typed_run_config(make_cfg: Any) -> None:
     assert list(run.methods) == ["sing_zero", "sing_inn"]
     assert run.methods["sing_inn"].name == "sing_inn" and run.methods["sing_inn"].config.steps > 0
     # the other groups are resolved plain mappings, no interpolation left
-    assert isinstance(run.dataset, dict) and run.dataset["_target_"].startswith("singexp.data")
+    assert run.data.spec["_target_"].startswith("singexp.data") and run.data.batch_size >= 1
     assert run.select("bcr.ratio") == "1/48" and run.select("no.such.key", 7) == 7
     assert "${" not in str(run.plain)
 

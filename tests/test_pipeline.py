@@ -39,7 +39,7 @@ def test_api_restores_as_the_evaluation_does(pipe: SingPipeline) -> None:
     """The same seeding as RestorationModule: its test steps on the test set give the API's
     tensors, batch by batch (channel noise and sampler noise per (seed, batch index))."""
     stage = pipe._stage(None, pipe.snr_db)
-    datamodule = build(pipe.run.dataset)
+    datamodule = build(pipe.run.data.spec)
     datamodule.setup()
     x = datamodule.test_images(8)
     module = RestorationModule(

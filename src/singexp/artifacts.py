@@ -107,7 +107,7 @@ def _training_identity(run: RunConfig, **parts: Any) -> dict[str, Any]:
     """What every trained artifact depends on (the data, not how it is batched or loaded nor the
     test split; the trainer, not where it writes; the seed) plus ``parts``."""
     return {
-        "dataset": _without(run.dataset, *DATASET_RUN_KEYS),
+        "dataset": _without(run.plain["dataset"], *DATASET_RUN_KEYS),
         "trainer": _without(run.trainer, "default_root_dir"),
         "seed": run.seed,
         **parts,
@@ -156,7 +156,7 @@ def prior_artifact_identity(run: RunConfig) -> dict[str, Any]:
     """What ``prior.source=auto`` depends on: data and the ``prior`` training keys."""
     prior = _without(run.plain["prior"], *PRIOR_RUN_KEYS)
     # prior.batch_size=null trains with dataset.batch_size: then that one counts
-    prior["batch_size"] = prior.get("batch_size") or run.dataset.get("batch_size")
+    prior["batch_size"] = prior.get("batch_size") or run.data.batch_size
     return _training_identity(run, prior=prior)
 
 

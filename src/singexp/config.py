@@ -98,12 +98,13 @@ class RunConfig:
     """The run's config, validated once (:func:`validate`): what every layer below the task
     layer receives, never the raw Hydra config.
 
-    singexp's own groups are typed (``channel``, ``bcr``, ``latent``, ``jscc``, ``methods``: name
-    → :class:`~singexp.samplers.registry.Method`, ``inn``: :class:`~singexp.modules.inn.INNConfig`
-    or None without the group, ``metrics``: :class:`~singexp.metrics.MetricsConfig`,
-    ``compute``), each checked once here; the groups that a library or another module reads are
-    resolved plain mappings (``dataset`` and ``trainer`` are ``_target_`` specs; ``prior``,
-    ``operator``, ``evaluate`` are checked by their modules).
+    singexp's own groups are typed, each checked once here: ``channel``, ``bcr``, ``latent``,
+    ``jscc``, ``methods`` (name → :class:`~singexp.samplers.registry.Method`), ``inn``
+    (:class:`~singexp.modules.inn.INNConfig`), ``prior`` (:class:`~singexp.prior.PriorConfig`),
+    ``operator`` (:class:`~singexp.operators.OperatorConfig`), ``dataset``
+    (:class:`DatasetConfig`, whose ``spec`` builds the data module), ``metrics``
+    (:class:`~singexp.metrics.MetricsConfig`) and ``evaluate`` (``compute``, ``evaluate_split``);
+    ``trainer``, ``callbacks`` and ``logger`` are third-party ``_target_`` specs.
     ``plain`` is the whole config, resolved (what a run folder's config.yaml holds).
 
     Frozen, with its typed groups: nothing after :func:`validate` writes into it. What a run
@@ -120,7 +121,8 @@ class RunConfig:
     task: str = "jscc"
     seed: int = 0
     methods: dict[str, Any] = field(default_factory=dict)
-    dataset: dict[str, Any] = field(default_factory=dict)
+    #: the ``dataset`` group, checked (:func:`dataset_settings`); its ``spec`` builds the data
+    dataset: DatasetConfig | None = None
     #: the ``inn`` group, checked (:func:`~singexp.modules.inn.inn_config`); None: no group
     inn: INNConfig | None = None
     #: the ``prior`` group, checked (:func:`~singexp.prior.prior_settings`); None: no group
@@ -151,8 +153,15 @@ class RunConfig:
         return Path(str(self.paths["output_dir"]))
 
     @property
+    def data(self) -> DatasetConfig:
+        """The ``dataset`` group (every validated run has one)."""
+        if self.dataset is None:
+            raise ConfigError("dataset", "missing; choose e.g. dataset=shapes")
+        return self.dataset
+
+    @property
     def dataset_name(self) -> str:
-        return str(self.dataset.get("name"))
+        return self.data.name
 
     def select(self, key: str, default: Any = None) -> Any:
         """The value of the dotted ``key`` in the resolved config (``default`` when absent)."""
@@ -320,15 +329,41 @@ DATASET_OPTIONS = (
 )
 
 
-def validate_dataset_options(dataset: Mapping[str, Any]) -> None:
+@dataclass(frozen=True)
+class DatasetConfig:
+    """The ``dataset`` group, checked once (:func:`dataset_settings`): the options every data
+    module takes, typed (:data:`DATASET_OPTIONS`, name and image size), and ``spec``, the whole
+    node that builds the data module (a ``_target_`` spec: its class's signature checks the
+    data set's own keys, such as ``root`` or ``backgrounds``)."""
+
+    name: str
+    image_size: int
+    batch_size: int
+    num_workers: int
+    min_train_images: int
+    train_size: int | None
+    val_size: int | None
+    test_size: int | None
+    spec: dict[str, Any]
+
+
+def dataset_settings(dataset: Mapping[str, Any]) -> DatasetConfig:
     """The data options that every data module takes (:data:`DATASET_OPTIONS`), whole numbers in
-    range, checked before the data module is built (its own signature checks the rest)."""
+    range, checked before the data module is built, as a :class:`DatasetConfig`."""
+    values: dict[str, Any] = {}
     for key, least, nullable in DATASET_OPTIONS:
         if key not in dataset:
-            continue
+            raise ConfigError(f"dataset.{key}", "missing; every data set preset sets it")
         value = _coerce(f"dataset.{key}", dataset[key], int | None if nullable else int)
         if value is not None and value < least:
             raise ConfigError(f"dataset.{key}", f"must be ≥ {least}, got {value}")
+        values[key] = value
+    return DatasetConfig(
+        name=str(dataset.get("name")),
+        image_size=_coerce("dataset.image_size", dataset.get("image_size"), int),
+        spec=dict(dataset),
+        **values,
+    )
 
 
 def validate_seed(value: Any) -> int:
@@ -423,7 +458,6 @@ def validate(cfg: DictConfig) -> RunConfig:
     size = _coerce("dataset.image_size", dataset.image_size, int)
     if size < 1:
         raise ConfigError("dataset.image_size", f"must be positive, got {size}")
-    validate_dataset_options(dataset)
     if jscc.downsample < 2 or jscc.downsample & (jscc.downsample - 1):
         raise ConfigError("jscc.downsample", f"must be a power of two ≥ 2, got {jscc.downsample}")
     latent = latent_shape(ratio, size, jscc.downsample)
@@ -454,7 +488,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         task=task,
         seed=validate_seed(cfg.get("seed")),
         methods=methods_from_config(plain.get("methods"), plain.get("sampler")),
-        dataset=dict(plain.get("dataset") or {}),
+        dataset=dataset_settings(plain["dataset"]),
         inn=inn_config(plain["inn"]) if plain.get("inn") else None,
         prior=prior_settings(plain["prior"], trains=task == "prior")
         if plain.get("prior")

@@ -161,7 +161,7 @@ class SingPipeline:
 
     @property
     def batch_size(self) -> int:
-        return int(self.run.dataset["batch_size"])
+        return self.run.data.batch_size
 
     def _needs_snr(self) -> bool:
         """Whether restorers depend on the SNR beyond their input (σ_y measured at it)."""
@@ -231,7 +231,7 @@ class SingPipeline:
         return load_images(image_files(paths), self.image_size, self._background())
 
     def _background(self) -> Any:
-        colour = self.run.dataset.get("alpha_background")
+        colour = self.run.data.spec.get("alpha_background")
         return None if colour is None else list(colour)
 
     def __call__(

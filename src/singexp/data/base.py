@@ -278,15 +278,15 @@ def indexed_data(run: Any, state: Any = None) -> Any:
     from singexp.reuse import config_identity, folder_identity, reused
 
     def setup() -> Any:
-        datamodule = build(run.dataset)
+        datamodule = build(run.data.spec)
         datamodule.setup()
         return datamodule
 
     # the points of a sweep share it (and its mean image): singexp.reuse; a folder's
     # files are part of the key, so a changed folder is indexed again
-    root = run.dataset.get("root")
+    root = run.data.spec.get("root")
     files = folder_identity(root) if root and Path(str(root)).is_dir() else ()
-    datamodule = reused(("data", config_identity(run.dataset), files), setup)
+    datamodule = reused(("data", config_identity(run.data.spec), files), setup)
     if state is not None:
         state.datamodule = datamodule
     return datamodule
