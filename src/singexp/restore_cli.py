@@ -109,7 +109,7 @@ def restore_cli(args: Sequence[str]) -> None:
         try:
             target = Path(out) if out else Path(HydraConfig.get().runtime.output_dir)
             apply_quick(cfg)  # as singexp.tasks.run does
-            pipe = SingPipeline(validate(cfg))
+            pipe = SingPipeline.from_run(validate(cfg), threads=cfg.get("threads", "auto"))
             size = pipe.image_size
             print(
                 f"images are resized (shorter side) and centre-cropped to {size}×{size} px "
