@@ -16,7 +16,14 @@ from singexp.errors import SingexpError
 from singexp.instantiate import build
 from singexp.metrics import ImageMetrics
 from singexp.modules.restoration import BASELINE, ORIGINAL, RestorationModule
-from singexp.pipeline import GRID_FILE, TENSORS_FILE, SingPipeline, output_names
+from singexp.pipeline import (
+    GRID_FILE,
+    PIPELINE_FILE,
+    TENSORS_FILE,
+    SingPipeline,
+    SingPipelineOutput,
+    output_names,
+)
 from singexp.visualize import to_uint8
 
 METHODS = ("sing_zero", "sing_inn")
@@ -63,6 +70,76 @@ def test_api_restores_as_the_evaluation_does(pipe: SingPipeline) -> None:
         assert torch.equal(images, expected[name]), name
     # another seed is another restoration: the comparison above can fail
     assert not torch.equal(pipe(x, seed=1)["sing_inn"], out["sing_inn"])
+
+
+def objects_pipeline(reference: SingPipeline, **settings: object) -> SingPipeline:
+    """The reference's settings built from objects loaded by the project's own loaders (not the
+    reference's objects): the codec and INN files, the embedded prior, a scheduler of the prior
+    group's schedule, A from the operator group, the methods' config nodes."""
+    from singexp.config import EMBEDDED_JSCC_DIR
+    from singexp.modules.inn import load_inn
+    from singexp.modules.jscc import load_codec
+    from singexp.operators import build_operator
+    from singexp.prior import build_scheduler, load_prior
+
+    run = reference.run
+    assert run is not None
+    name = f"{run.bcr.numerator}_{run.bcr.denominator}"
+    prior = run.prior
+    schedule = {k: prior[k] for k in ("num_train_timesteps", "beta_start", "beta_end")}
+    operator = {k: v for k, v in run.operator.items() if k not in ("name", "scale")}
+    return SingPipeline(
+        codec=load_codec(EMBEDDED_JSCC_DIR / f"jscc_{name}.safetensors"),
+        prior=load_prior("embedded", expected_size=32),
+        scheduler=build_scheduler(**schedule, schedule=prior["schedule"]),
+        operator=build_operator(
+            run.operator["name"], run.operator.get("scale", "auto"), run.bcr, 32, **operator
+        ),
+        methods={m: dict(method.raw) for m, method in run.methods.items()},
+        inn=load_inn(EMBEDDED_JSCC_DIR.parent / "inn_shapes32" / f"inn_{name}.safetensors"),
+        snr_db=reference.snr_db,
+        seed=reference.seed,
+        batch_size=reference.batch_size,
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def test_pipeline_from_objects_restores_as_from_config(pipe: SingPipeline) -> None:
+    """The constructor from objects (the primary path) gives from_config's images, and the
+    output is a SingPipelineOutput that still reads as a mapping."""
+    x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    mine = objects_pipeline(pipe)(x, seed=2)
+    theirs = pipe(x, seed=2)
+    assert isinstance(mine, SingPipelineOutput)
+    assert list(mine.images) == list(theirs) == [ORIGINAL, BASELINE, *METHODS]
+    for name in mine:
+        torch.testing.assert_close(mine[name], theirs[name], rtol=0, atol=1e-6)
+    assert mine.ran["sing_inn"]["steps"] == 5 and mine.ran["sing_inn"]["name"] == "sing_inn"
+    assert mine.ran == theirs.ran  # what ran, as metrics.json's samplers records it
+
+
+def test_save_pretrained_round_trips(pipe: SingPipeline, tmp_path: Path) -> None:
+    """save_pretrained writes every component with its config; from_pretrained loads it offline
+    into a pipeline that restores identically."""
+    folder = pipe.save_pretrained(tmp_path / "saved")
+    for part in (
+        PIPELINE_FILE,
+        "codec.safetensors",
+        "inn.safetensors",
+        "prior/config.json",
+        "prior/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+        "mean_image.safetensors",
+    ):
+        assert (folder / part).is_file(), part
+    loaded = SingPipeline.from_pretrained(folder)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    before, after = pipe(x, seed=5), loaded(x, seed=5)
+    assert list(before) == list(after)
+    for name in before:
+        assert torch.equal(before[name], after[name]), name
+    assert after.ran == before.ran and loaded.trained_on == pipe.trained_on
+    assert torch.equal(loaded.mean_image(), pipe.mean_image())  # type: ignore[arg-type]
 
 
 def test_api_takes_another_bcr_and_checks_tensor_shape(pipe: SingPipeline) -> None:
