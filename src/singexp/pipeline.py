@@ -144,6 +144,8 @@ class SingPipelineOutput(Mapping[str, Tensor]):
     bcr: str = ""
     seed: int = 0
     notices: list[str] = field(default_factory=list)
+    #: wall seconds per image of each method (``deepjscc``: the codec; a method: its restorer)
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def __getitem__(self, name: str) -> Tensor:
         return self.images[name]
@@ -692,9 +694,12 @@ class SingPipeline:
         x = x.to(self.device)
         parts: dict[str, list[Tensor]] = {ORIGINAL: [], BASELINE: []}
         parts.update({name: [] for name in stage.restorers})
+        seconds: dict[str, float] = {}
         for batch_idx, start in enumerate(range(0, x.shape[0], self.batch_size)):
             batch = x[start : start + self.batch_size]
-            outputs = evaluate_batch(stage.codec, stage.restorers, batch, snr, seed, batch_idx)
+            outputs = evaluate_batch(
+                stage.codec, stage.restorers, batch, snr, seed, batch_idx, seconds
+            )
             parts[ORIGINAL].append(batch.cpu())
             for name, images in outputs.items():
                 parts[name].append(images.cpu())
@@ -703,7 +708,8 @@ class SingPipeline:
         notices = self._notices(restored, names)
         for line in notices:
             log.warning(line)
-        return SingPipelineOutput(restored, dict(stage.ran), snr, ratio, seed, notices)
+        per_image = {name: value / max(1, x.shape[0]) for name, value in seconds.items()}
+        return SingPipelineOutput(restored, dict(stage.ran), snr, ratio, seed, notices, per_image)
 
     def _notices(self, images: dict[str, Tensor], names: list[str] | None) -> list[str]:
         """Out of distribution (image files; the models record their training data) and,
