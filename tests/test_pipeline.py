@@ -195,6 +195,10 @@ def test_restore_cli_writes_what_the_api_returns(tmp_path: Path) -> None:
     api = SingPipeline.from_config([*QUICK, "channel.snr_db=-5"])
     mine = api(files, snr_db=-5.0, seed=3)
     assert list(mine) == list(saved["images"]) == [ORIGINAL, BASELINE, *METHODS]
+    # built from objects (the project's loaders, not from_config's): the CLI's numbers too
+    objects = objects_pipeline(api)(files, snr_db=-5.0, seed=3)
+    for method, images in objects.items():
+        torch.testing.assert_close(images, saved["images"][method], rtol=0, atol=1e-6)
     for method, images in mine.items():
         assert torch.equal(images, saved["images"][method]), method
         for i, name in enumerate(names):  # the PNGs hold the same values, quantised
@@ -215,3 +219,54 @@ def test_restore_cli_bad_input_is_one_line_exit_2(tmp_path: Path, what: str) -> 
     assert not (tmp_path / "outputs").exists()  # nothing was run, no run folder
     assert "Traceback" not in result.stdout + result.stderr
     assert os.listdir(tmp_path) == (["x.png"] if what == "not_an_image" else [])
+
+
+def _photo(folder: Path) -> Path:
+    """scikit-image's astronaut photo as a PNG: other data than the shipped models' shapes."""
+    from skimage import data
+
+    folder.mkdir(exist_ok=True)
+    path = folder / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def test_pipeline_says_out_of_distribution_in_one_line(
+    pipe: SingPipeline, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Image files of other data than the models' training data (recorded: shapes) get one
+    out-of-distribution line, logged and in the output; a test-set tensor gets none."""
+    with caplog.at_level("WARNING", logger="singexp"):
+        out = pipe([_photo(tmp_path)])
+    ood = [n for n in out.notices if n.startswith("out of distribution")]
+    assert len(ood) == 1 and "generated shapes" in ood[0] and "\n" not in ood[0]
+    assert ood[0] in caplog.text
+    assert pipe.trained_on["jscc"] == "shapes" and pipe.mean_image() is not None
+    x = torch.zeros(1, 3, 32, 32)
+    assert not [n for n in pipe(x).notices if n.startswith("out of distribution")]
+
+
+def test_below_trivial_baseline_is_measured(pipe: SingPipeline) -> None:
+    """The mean training image given as an image scores infinite PSNR: DeepJSCC is below it."""
+    mean = pipe.mean_image()
+    assert mean is not None
+    out = pipe(mean.unsqueeze(0))
+    below = [n for n in out.notices if "below the trivial baseline" in n]
+    assert len(below) == 1 and "1 of 1 images" in below[0]
+
+
+@pytest.mark.slow
+def test_restore_cli_says_out_of_distribution_and_writes_its_log(tmp_path: Path) -> None:
+    photo = _photo(tmp_path / "images")
+    out = tmp_path / "out"
+    result = run_cli("restore", str(photo), *QUICK, f"out={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "out of distribution" in line
+    ]
+    assert len(lines) == 1 and "generated shapes" in lines[0]
+    log = (out / "restore.log").read_text()
+    assert "out of distribution" in log  # restore.log is written (issue 39 item 4)
+    assert "astronaut: PSNR" in log and "restored 1 images in" in log

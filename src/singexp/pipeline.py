@@ -719,9 +719,9 @@ class SingPipeline:
         if names is not None and data:
             what = ", ".join(DATA_DESCRIPTIONS.get(d, d) for d in data)
             notices.append(
-                f"out of distribution: the models were trained on {what} "
-                f"({self.image_size} px) and these images are other data: expect restorations "
-                "that look like the training data, not like these images"
+                f"out of distribution: the models were trained on {what} at {self.image_size} px "
+                "and these images are other data: expect restorations that look like the "
+                "training data, not like these images"
             )
         mean = self.mean_image()
         original = images[ORIGINAL]
@@ -808,4 +808,4 @@ class SingPipeline:
 
 
 #: how a recorded training data set is named in the out-of-distribution notice
-DATA_DESCRIPTIONS = {"shapes": "generated shapes (shapes)"}
+DATA_DESCRIPTIONS = {"shapes": "generated shapes (data set shapes)"}
