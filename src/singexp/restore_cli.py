@@ -68,7 +68,7 @@ def say(line: str) -> None:
 
     print(line, flush=True)
     record = logging.getLogger("singexp.restore").makeRecord(
-        "singexp.restore", logging.INFO, __file__, 0, line, None, None
+        "singexp.restore", logging.INFO, __file__, 0, line, (), None
     )
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
