@@ -294,6 +294,9 @@ class SingPipeline:
         if threads is not None:
             _threads.apply_thread_policy(threads)
         self.run = run
+        #: log each notice (out of distribution, below the trivial baseline) as a warning;
+        #: ``singexp restore`` prints them itself
+        self.log_notices = True
         self.state = state if state is not None else RunState()
         self.device = torch.device(device)
         self.methods = _methods(methods)
@@ -706,7 +709,7 @@ class SingPipeline:
         restored = {name: torch.cat(p) for name, p in parts.items()}
         ratio = format_ratio(parse_ratio(bcr if bcr is not None else self.bcr, "bcr"))
         notices = self._notices(restored, names)
-        for line in notices:
+        for line in notices if self.log_notices else ():
             log.warning(line)
         per_image = {name: value / max(1, x.shape[0]) for name, value in seconds.items()}
         return SingPipelineOutput(restored, dict(stage.ran), snr, ratio, seed, notices, per_image)

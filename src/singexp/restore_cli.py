@@ -134,9 +134,12 @@ def restore_cli(args: Sequence[str]) -> None:
                 f"images are resized (shorter side) and centre-cropped to {size}×{size} px "
                 f"(dataset.image_size; the shipped embedded models are 32 px)"
             )
+            pipe.log_notices = False  # said here: printed and in restore.log, whatever logging
             started = time.perf_counter()
             result = pipe.restore_files(files, target)
             seconds = time.perf_counter() - started
+            for notice in result["notices"]:
+                say(f"note: {notice}")
             print_summary(result, target)
             log.info(
                 "restored %d images in %.2f s (%.3f s per image)",
