@@ -16,7 +16,14 @@ from singexp.errors import SingexpError
 from singexp.instantiate import build
 from singexp.metrics import ImageMetrics
 from singexp.modules.restoration import BASELINE, ORIGINAL, RestorationModule
-from singexp.pipeline import GRID_FILE, TENSORS_FILE, SingPipeline, output_names
+from singexp.pipeline import (
+    GRID_FILE,
+    PIPELINE_FILE,
+    TENSORS_FILE,
+    SingPipeline,
+    SingPipelineOutput,
+    output_names,
+)
 from singexp.visualize import to_uint8
 
 METHODS = ("sing_zero", "sing_inn")
@@ -63,6 +70,76 @@ def test_api_restores_as_the_evaluation_does(pipe: SingPipeline) -> None:
         assert torch.equal(images, expected[name]), name
     # another seed is another restoration: the comparison above can fail
     assert not torch.equal(pipe(x, seed=1)["sing_inn"], out["sing_inn"])
+
+
+def objects_pipeline(reference: SingPipeline, **settings: object) -> SingPipeline:
+    """The reference's settings built from objects loaded by the project's own loaders (not the
+    reference's objects): the codec and INN files, the embedded prior, a scheduler of the prior
+    group's schedule, A from the operator group, the methods' config nodes."""
+    from singexp.config import EMBEDDED_JSCC_DIR
+    from singexp.modules.inn import load_inn
+    from singexp.modules.jscc import load_codec
+    from singexp.operators import build_operator
+    from singexp.prior import build_scheduler, load_prior
+
+    run = reference.run
+    assert run is not None
+    name = f"{run.bcr.numerator}_{run.bcr.denominator}"
+    prior = run.prior
+    schedule = {k: prior[k] for k in ("num_train_timesteps", "beta_start", "beta_end")}
+    operator = {k: v for k, v in run.operator.items() if k not in ("name", "scale")}
+    return SingPipeline(
+        codec=load_codec(EMBEDDED_JSCC_DIR / f"jscc_{name}.safetensors"),
+        prior=load_prior("embedded", expected_size=32),
+        scheduler=build_scheduler(**schedule, schedule=prior["schedule"]),
+        operator=build_operator(
+            run.operator["name"], run.operator.get("scale", "auto"), run.bcr, 32, **operator
+        ),
+        methods={m: dict(method.raw) for m, method in run.methods.items()},
+        inn=load_inn(EMBEDDED_JSCC_DIR.parent / "inn_shapes32" / f"inn_{name}.safetensors"),
+        snr_db=reference.snr_db,
+        seed=reference.seed,
+        batch_size=reference.batch_size,
+        **settings,  # type: ignore[arg-type]
+    )
+
+
+def test_pipeline_from_objects_restores_as_from_config(pipe: SingPipeline) -> None:
+    """The constructor from objects (the primary path) gives from_config's images, and the
+    output is a SingPipelineOutput that still reads as a mapping."""
+    x = torch.rand(5, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    mine = objects_pipeline(pipe)(x, seed=2)
+    theirs = pipe(x, seed=2)
+    assert isinstance(mine, SingPipelineOutput)
+    assert list(mine.images) == list(theirs) == [ORIGINAL, BASELINE, *METHODS]
+    for name in mine:
+        torch.testing.assert_close(mine[name], theirs[name], rtol=0, atol=1e-6)
+    assert mine.ran["sing_inn"]["steps"] == 5 and mine.ran["sing_inn"]["name"] == "sing_inn"
+    assert mine.ran == theirs.ran  # what ran, as metrics.json's samplers records it
+
+
+def test_save_pretrained_round_trips(pipe: SingPipeline, tmp_path: Path) -> None:
+    """save_pretrained writes every component with its config; from_pretrained loads it offline
+    into a pipeline that restores identically."""
+    folder = pipe.save_pretrained(tmp_path / "saved")
+    for part in (
+        PIPELINE_FILE,
+        "codec.safetensors",
+        "inn.safetensors",
+        "prior/config.json",
+        "prior/diffusion_pytorch_model.safetensors",
+        "scheduler/scheduler_config.json",
+        "mean_image.safetensors",
+    ):
+        assert (folder / part).is_file(), part
+    loaded = SingPipeline.from_pretrained(folder)
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    before, after = pipe(x, seed=5), loaded(x, seed=5)
+    assert list(before) == list(after)
+    for name in before:
+        assert torch.equal(before[name], after[name]), name
+    assert after.ran == before.ran and loaded.trained_on == pipe.trained_on
+    assert torch.equal(loaded.mean_image(), pipe.mean_image())  # type: ignore[arg-type]
 
 
 def test_api_takes_another_bcr_and_checks_tensor_shape(pipe: SingPipeline) -> None:
@@ -118,6 +195,10 @@ def test_restore_cli_writes_what_the_api_returns(tmp_path: Path) -> None:
     api = SingPipeline.from_config([*QUICK, "channel.snr_db=-5"])
     mine = api(files, snr_db=-5.0, seed=3)
     assert list(mine) == list(saved["images"]) == [ORIGINAL, BASELINE, *METHODS]
+    # built from objects (the project's loaders, not from_config's): the CLI's numbers too
+    objects = objects_pipeline(api)(files, snr_db=-5.0, seed=3)
+    for method, images in objects.items():
+        torch.testing.assert_close(images, saved["images"][method], rtol=0, atol=1e-6)
     for method, images in mine.items():
         assert torch.equal(images, saved["images"][method]), method
         for i, name in enumerate(names):  # the PNGs hold the same values, quantised
@@ -138,3 +219,54 @@ def test_restore_cli_bad_input_is_one_line_exit_2(tmp_path: Path, what: str) -> 
     assert not (tmp_path / "outputs").exists()  # nothing was run, no run folder
     assert "Traceback" not in result.stdout + result.stderr
     assert os.listdir(tmp_path) == (["x.png"] if what == "not_an_image" else [])
+
+
+def _photo(folder: Path) -> Path:
+    """scikit-image's astronaut photo as a PNG: other data than the shipped models' shapes."""
+    from skimage import data
+
+    folder.mkdir(exist_ok=True)
+    path = folder / "astronaut.png"
+    Image.fromarray(data.astronaut()).save(path)
+    return path
+
+
+def test_pipeline_says_out_of_distribution_in_one_line(
+    pipe: SingPipeline, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Image files of other data than the models' training data (recorded: shapes) get one
+    out-of-distribution line, logged and in the output; a test-set tensor gets none."""
+    with caplog.at_level("WARNING", logger="singexp"):
+        out = pipe([_photo(tmp_path)])
+    ood = [n for n in out.notices if n.startswith("out of distribution")]
+    assert len(ood) == 1 and "generated shapes" in ood[0] and "\n" not in ood[0]
+    assert ood[0] in caplog.text
+    assert pipe.trained_on["jscc"] == "shapes" and pipe.mean_image() is not None
+    x = torch.zeros(1, 3, 32, 32)
+    assert not [n for n in pipe(x).notices if n.startswith("out of distribution")]
+
+
+def test_below_trivial_baseline_is_measured(pipe: SingPipeline) -> None:
+    """The mean training image given as an image scores infinite PSNR: DeepJSCC is below it."""
+    mean = pipe.mean_image()
+    assert mean is not None
+    out = pipe(mean.unsqueeze(0))
+    below = [n for n in out.notices if "below the trivial baseline" in n]
+    assert len(below) == 1 and "1 of 1 images" in below[0]
+
+
+@pytest.mark.slow
+def test_restore_cli_says_out_of_distribution_and_writes_its_log(tmp_path: Path) -> None:
+    photo = _photo(tmp_path / "images")
+    out = tmp_path / "out"
+    result = run_cli("restore", str(photo), *QUICK, f"out={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if "out of distribution" in line
+    ]
+    assert len(lines) == 1 and "generated shapes" in lines[0], result.stdout + result.stderr
+    log = (out / "restore.log").read_text()
+    assert "out of distribution" in log  # restore.log is written (issue 39 item 4)
+    assert "astronaut: PSNR" in log and "restored 1 images in" in log

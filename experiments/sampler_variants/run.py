@@ -2,38 +2,44 @@
 
     .venv/bin/python experiments/sampler_variants/run.py            # the main job's point
     .venv/bin/python experiments/sampler_variants/run.py --images 16 --steps 50 channel.snr_db=0
+    .venv/bin/python experiments/sampler_variants/run.py bcr=1_768   # the committed results' point
 
-The main job's config (``+experiment=sing_inn`` plus any overrides) gives the codec, INN,
-prior, operator, data and metrics; every variant restores the same DeepJSCC outputs with the
-same channel and sampler noise as the main job (its defaults reproduce the main job's numbers).
-Writes ``results.json`` and ``results.md`` (PSNR, SSIM, ST-LPIPS, SWD, consistency, grid-pattern
-energy, seconds per image) and ``grid.png`` beside this file (or ``--out``).
+A thin script over the project's own pipeline: :meth:`SingPipeline.from_config` of the main job
+(``+experiment=sing_inn`` plus any overrides) loads the codec, INN, prior, operator and data as
+the main job does; the variants are a :class:`~singexp.pipeline.SingPipeline` built from those
+objects and the variants' sampler configs, restoring with the evaluation's own pass
+(:func:`singexp.evaluation.evaluate_batch`: the same channel and sampler noise, so its defaults
+reproduce the main job's numbers) and scored by :func:`singexp.evaluation.score_batch`. Writes
+``results.json`` and ``results.md`` (PSNR, SSIM, ST-LPIPS, SWD, consistency, grid-pattern energy,
+seconds per image) and ``grid.png`` beside this file (or ``--out``). The committed results were
+made at BCR 1/768 (the main job's point then; ``bcr=1_768`` now) on 2 threads.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-from pathlib import Path
-from typing import Any
+# first, before torch loads: the OpenMP wait policy the command line sets (singexp.threads)
+from singexp.threads import set_wait_policy
 
-import torch
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
+set_wait_policy()
 
-from singexp.artifacts import resolve_inn, resolve_prior_source
-from singexp.config import CONF_DIR, build, validate
-from singexp.metrics import ImageMetrics, periodic_energy, psnr
-from singexp.modules.inn import load_inn
-from singexp.modules.jscc import load_codec
-from singexp.modules.restoration import batch_generator, measured_sigma_y
-from singexp.operators import build_operator
-from singexp.prior import load_prior
-from singexp.samplers import check_method, restore
-from singexp.samplers.build import method_scheduler, needs_sigma_y
-from singexp.samplers.sing_inn import check_measurement
-from singexp.visualize import save_comparison_grid
+import argparse  # noqa: E402
+import json  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import torch  # noqa: E402
+from omegaconf import OmegaConf  # noqa: E402
+
+from singexp.config import CONF_DIR  # noqa: E402
+from singexp.data.base import indexed_data  # noqa: E402
+from singexp.evaluation import score_batch, scored_outputs  # noqa: E402
+from singexp.metrics import ImageMetrics, periodic_energy  # noqa: E402
+from singexp.modules.restoration import measured_sigma_y  # noqa: E402
+from singexp.pipeline import SingPipeline  # noqa: E402
+from singexp.points import BASELINE, TRIVIAL  # noqa: E402
+from singexp.samplers import check_method  # noqa: E402
+from singexp.samplers.build import needs_sigma_y  # noqa: E402
+from singexp.visualize import save_comparison_grid  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -62,10 +68,26 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
         {"variant": "two_phase", "gradient": "constant", "zeta": 0.5, "zeta_schedule": "constant"},
     ),
 }
+#: the table's names of the evaluation's rows
+LABELS = {TRIVIAL: "mean training image (trivial baseline)", BASELINE: "DeepJSCC"}
+
+
+def variant_methods(only: list[str] | None, steps: int | None) -> dict[str, Any]:
+    """The variants' checked sampler configs (the sampler group's node plus the changes)."""
+    methods = {}
+    for name, (group, changes) in VARIANTS.items():
+        if only and name not in only:
+            continue
+        node: Any = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sampler" / f"{group}.yaml"))
+        node.update(changes, progress=False)
+        if steps:
+            node["steps"] = steps
+        methods[name] = check_method(node)
+    return methods
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("overrides", nargs="*", help="Hydra overrides of +experiment=sing_inn")
     parser.add_argument("--images", type=int, default=None, help="test images (default: the job's)")
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: 100)")
@@ -85,79 +107,53 @@ def main() -> None:
         if args.only is not None:
             args.only.append(label)
 
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=["+experiment=sing_inn", *args.overrides])
-    v = validate(cfg)
-    n = int(args.images or cfg.dataset.test_size)
-    batch = int(cfg.dataset.batch_size)
-    torch.manual_seed(int(cfg.seed))
-    data = build(cfg.dataset)
+    # the main job's objects (codec, INN, prior, operator, data), loaded as the main job does
+    job = SingPipeline.from_config(["+experiment=sing_inn", *args.overrides])
+    run = job.run
+    assert run is not None
+    data = indexed_data(run, job.state)
+    n = int(args.images or run.dataset["test_size"])
     x_all = data.test_images(n)
-    codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db).eval()
-    operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
-    unet = load_prior(resolve_prior_source(v), expected_size=v.latent.image_size)
-    inn = load_inn(resolve_inn(v)).inn.eval().requires_grad_(False)
-    metrics = ImageMetrics.from_config(cfg.metrics)
-
-    methods = {}
-    for name, (group, changes) in VARIANTS.items():
-        if args.only and name not in args.only:
-            continue
-        node = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sampler" / f"{group}.yaml"))
-        node.update(changes, progress=False)
-        if args.steps:
-            node["steps"] = args.steps
-        methods[name] = check_method(node)
+    methods = variant_methods(args.only, args.steps)
+    snr, operator = job.snr_db, job.operator
     sigma_y = None
     if needs_sigma_y(methods):
-        sigma_y = measured_sigma_y(codec, operator, data, v.channel.snr_db, v.seed)
-
-    snr = v.channel.snr_db
-    x_hat_all, outputs = [], {name: [] for name in methods}
-    seconds = dict.fromkeys(methods, 0.0)
-    for b, start in enumerate(range(0, n, batch)):
-        x = x_all[start : start + batch]
-        snrs = torch.full((x.shape[0],), snr)
-        with torch.no_grad():
-            x_hat = codec(x, snrs, batch_generator(int(cfg.seed), b, 0, x.device)).clamp(-1, 1)
-        x_hat_all.append(x_hat)
-        for name, method in methods.items():
-            if method.name == "sing_inn":
-                check_measurement(method.config, inn, operator, "methods.sing_inn")
-            scheduler = method_scheduler(v.prior, method)
-            t0 = time.perf_counter()
-            out = restore(
-                method,
-                x_hat,
-                unet=unet,
-                scheduler=scheduler,
-                operator=operator,
-                inn=inn,
-                generator=batch_generator(int(cfg.seed), b, 1, x.device),
-                snr_db=snrs,
-                sigma_y=sigma_y,
-            ).clamp(-1, 1)
-            seconds[name] += time.perf_counter() - t0
-            outputs[name].append(out)
-            print(f"batch {b + 1}: {name} done ({time.perf_counter() - t0:.1f} s)", flush=True)
-
-    x_hat = torch.cat(x_hat_all)
-    rows = {"DeepJSCC": x_hat, **{k: torch.cat(v_) for k, v_ in outputs.items()}}
-    mean_image = data.mean_image().unsqueeze(0).expand_as(x_all)
-    rows = {"mean training image (trivial baseline)": mean_image, **rows}
+        sigma_y = measured_sigma_y(job.codec, operator, data, snr, run.seed)
+    pipe = SingPipeline(
+        codec=job.codec,
+        prior=job.prior,
+        scheduler=job.scheduler,
+        operator=operator,
+        methods=methods,
+        inn=job.inn,
+        inn_config=job.inn_config,
+        snr_db=snr,
+        seed=run.seed,
+        batch_size=job.batch_size,
+        sigma_y=sigma_y,
+        compute=run.compute,
+        trained_on=job.trained_on,
+        threads=None,  # applied by from_config
+    )
+    out = pipe(x_all)
+    metrics = ImageMetrics(run.metrics)  # as the main job
+    scored = scored_outputs(
+        {name: out[name] for name in (BASELINE, *methods)}, data.mean_image(), x_all
+    )
+    scored = {TRIVIAL: scored.pop(TRIVIAL), **scored}
+    rows, _ = score_batch(metrics, scored, x_all, operator)
     period = getattr(operator, "scale", 2)
     table = {}
-    for name, images in rows.items():
-        per = metrics.per_image(images, x_all)
-        summary = {k: float(t.mean()) for k, t in per.items()}
+    for name, images in scored.items():
+        mine = [r for r in rows if r["method"] == name]
+        keys = [k for k in mine[0] if k not in ("image", "method")]
+        summary = {k: sum(r[k] for r in mine) / len(mine) for k in keys}
         summary.update(metrics.set_level(images, x_all))
-        summary["consistency_psnr_A_xhat"] = float(
-            psnr(operator.A(images), operator.A(x_hat)).mean()
-        )
+        summary["consistency_psnr_A_xhat"] = summary.pop("psnr_A_xhat", float("inf"))
         summary["grid_energy_p2"] = float(periodic_energy(images, 2).mean())
         summary[f"grid_energy_p{period}"] = float(periodic_energy(images, period).mean())
-        summary["seconds_per_image"] = seconds.get(name, 0.0) / n
-        table[name] = summary
+        summary["seconds_per_image"] = out.seconds.get(name, 0.0) if name in methods else 0.0
+        table[LABELS.get(name, name)] = summary
     originals = {
         "grid_energy_p2": float(periodic_energy(x_all, 2).mean()),
         f"grid_energy_p{period}": float(periodic_energy(x_all, period).mean()),
@@ -165,24 +161,25 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     record = {
         "point": {
-            "dataset": cfg.dataset.name,
+            "dataset": run.dataset_name,
             "snr_db": snr,
-            "bcr": str(cfg.bcr.ratio),
+            "bcr": pipe.bcr,
             "images": n,
             "operator": repr(operator),
-            "inn_scale": inn.scale,
+            "inn_scale": getattr(pipe.inn, "scale", None),
             "sigma_y_measured": sigma_y,
             "threads": torch.get_num_threads(),
             "overrides": args.overrides,
         },
         "variants": {k: {"sampler": m.name, **m.raw} for k, m in methods.items()},
+        "ran": out.ran,
         "originals": originals,
         "results": table,
     }
-    (args.out / "results.json").write_text(json.dumps(record, indent=2) + "\n")
+    (args.out / "results.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     lines = [
-        f"{n} images, {cfg.dataset.name} {v.latent.image_size} px, AWGN {snr} dB, BCR "
-        f"{cfg.bcr.ratio}, A = {operator!r}; grid energy of the originals: p2 "
+        f"{n} images, {run.dataset_name} {pipe.image_size} px, AWGN {snr} dB, BCR "
+        f"{pipe.bcr}, A = {operator!r}; grid energy of the originals: p2 "
         f"{originals['grid_energy_p2']:.3f}, p{period} {originals[f'grid_energy_p{period}']:.3f}",
         "",
         f"| method | PSNR (dB) | SSIM | ST-LPIPS ↓ | SWD (×10³) ↓ | PSNR(A x̃, A x̂) | grid p2 | "
@@ -197,7 +194,7 @@ def main() -> None:
             f"| {r['seconds_per_image']:.2f} |"
         )
     (args.out / "results.md").write_text("\n".join(lines) + "\n")
-    grid = {"original": x_all[:8], **{k: t[:8] for k, t in rows.items()}}
+    grid = {"original": x_all[:8], **{LABELS.get(k, k): t[:8] for k, t in scored.items()}}
     save_comparison_grid(grid, args.out / "grid.png", title=lines[0].split(";")[0])
     print("\n".join(lines))
 

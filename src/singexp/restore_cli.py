@@ -4,7 +4,9 @@ beside :mod:`singexp.__main__`)."""
 
 from __future__ import annotations
 
+import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from singexp.errors import ConfigError, SingexpError
 from singexp.pipeline import GRID_FILE, TENSORS_FILE, SingPipeline, image_files, output_names
 from singexp.points import ORIGINAL
 from singexp.quick import apply_quick
+
+log = logging.getLogger("singexp")
 
 #: where ``singexp restore`` writes without ``out=``: a run folder of its own per experiment
 RESTORE_RUN_DIR = (
@@ -57,6 +61,21 @@ def split_restore_args(args: Sequence[str]) -> tuple[list[str], list[str], list[
     return paths, flags, overrides, out
 
 
+def say(line: str) -> None:
+    """Print ``line`` and write it to the run's log (``restore.log``; Hydra's file handler) too,
+    flushed: what the command printed is in the run folder."""
+    import logging
+
+    print(line, flush=True)
+    record = logging.getLogger("singexp.restore").makeRecord(
+        "singexp.restore", logging.INFO, __file__, 0, line, (), None
+    )
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
+            handler.flush()
+
+
 def _fail(error: Exception) -> None:
     print(f"singexp: error: {error}", file=sys.stderr)
     sys.exit(2)
@@ -75,8 +94,8 @@ def print_summary(result: dict[str, Any], out: Path) -> None:
             for method, images in outputs.items()
             if method != ORIGINAL
         ]
-        print(f"{name}: PSNR {', '.join(parts)}")
-    print(f"restored images, {GRID_FILE} and {TENSORS_FILE} written to {out}")
+        say(f"{name}: PSNR {', '.join(parts)}")
+    say(f"restored images, {GRID_FILE} and {TENSORS_FILE} written to {out}")
 
 
 def restore_cli(args: Sequence[str]) -> None:
@@ -109,14 +128,25 @@ def restore_cli(args: Sequence[str]) -> None:
         try:
             target = Path(out) if out else Path(HydraConfig.get().runtime.output_dir)
             apply_quick(cfg)  # as singexp.tasks.run does
-            pipe = SingPipeline(validate(cfg))
+            pipe = SingPipeline.from_run(validate(cfg), threads=cfg.get("threads", "auto"))
             size = pipe.image_size
-            print(
+            say(
                 f"images are resized (shorter side) and centre-cropped to {size}×{size} px "
                 f"(dataset.image_size; the shipped embedded models are 32 px)"
             )
+            pipe.log_notices = False  # said here: printed and in restore.log, whatever logging
+            started = time.perf_counter()
             result = pipe.restore_files(files, target)
+            seconds = time.perf_counter() - started
+            for notice in result["notices"]:
+                say(f"note: {notice}")
             print_summary(result, target)
+            log.info(
+                "restored %d images in %.2f s (%.3f s per image)",
+                len(files),
+                seconds,
+                seconds / max(1, len(files)),
+            )
         except SingexpError as error:
             _fail(error)
 

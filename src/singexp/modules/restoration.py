@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import csv
 import logging
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +34,32 @@ from torch import Tensor
 
 from singexp.distributed import ShardedBatches, gather_to_zero, world
 from singexp.errors import ConfigError, SingexpError
+from singexp.evaluation import (
+    CONSISTENCY_ORIGINAL,
+    CONSISTENCY_RECEIVED,
+    Restorer,
+    batch_generator,
+    consistency,
+    evaluate_batch,
+    project,
+    score_batch,
+    scored_outputs,
+)
 from singexp.faults import atomic_path
 from singexp.metrics import ImageMetrics, psnr
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.operators import LinearOperator, measurement_noise_std
 from singexp.points import BASELINE, ORIGINAL, TRIVIAL
+
+__all__ = [
+    "CONSISTENCY_ORIGINAL",
+    "CONSISTENCY_RECEIVED",
+    "SECONDS",
+    "BatchResult",
+    "RestorationModule",
+    "Restorer",
+    "batch_generator",
+]
 from singexp.visualize import save_comparison_grid
 
 
@@ -57,23 +76,10 @@ class BatchResult:
     keys: set[str]  # the per-image metrics measured
 
 
-# restorer(x_hat, snr_db, generator) -> x_tilde
-Restorer = Callable[[Tensor, Tensor, torch.Generator], Tensor]
-
 #: wall seconds per image of each method (DeepJSCC: the codec's send and decode; a restorer:
 #: its own call), in every method's summary (metrics.json); summed over the batches, divided by
 #: the images, measured with the device synchronised
 SECONDS = "seconds_per_image"
-#: per-image consistency metrics (module docstring)
-CONSISTENCY_RECEIVED = "psnr_A_xhat"
-CONSISTENCY_ORIGINAL = "psnr_A_x"
-
-
-def batch_generator(
-    seed: int, batch_idx: int, stream: int, device: torch.device
-) -> torch.Generator:
-    """A generator for one batch and one purpose (0: channel noise, 1: sampler noise)."""
-    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + batch_idx * 7 + stream)
 
 
 class RestorationModule(L.LightningModule):
@@ -119,18 +125,6 @@ class RestorationModule(L.LightningModule):
         self.rows, self.grid, self.summary = [], {}, {}
         self._batches = []
 
-    def _timed(
-        self, seconds: dict[str, float], name: str, run: Callable[[], Tensor], device: torch.device
-    ) -> Tensor:
-        """``run()``, its wall time added to ``seconds[name]``."""
-        sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
-        sync()
-        started = time.perf_counter()
-        out = run()
-        sync()
-        seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
-        return out
-
     def _position(self, batch_idx: int) -> tuple[int, int]:
         """``(global batch index, test index of its first image)`` of this process's
         ``batch_idx``-th batch: under DDP the loader's :class:`ShardedBatches` says; in one
@@ -149,41 +143,23 @@ class RestorationModule(L.LightningModule):
 
     @torch.no_grad()
     def test_step(self, batch: Tensor, batch_idx: int) -> None:
-        device = batch.device
+        """The one evaluation pass (:func:`~singexp.evaluation.evaluate_batch`) on this batch,
+        scored into per-image rows (:func:`~singexp.evaluation.score_batch`)."""
         index, first = self._position(batch_idx)
         seconds: dict[str, float] = {}
-        snr = torch.full((batch.shape[0],), self.snr_db, device=device)
-        channel = batch_generator(self.seed, index, 0, device)
-        x_hat = self._timed(
-            seconds, BASELINE, lambda: self.codec.codec(batch, snr, channel), device
+        outputs = evaluate_batch(
+            self.codec, self.restorers, batch, self.snr_db, self.seed, index, seconds
         )
-        outputs = {BASELINE: x_hat.clamp(-1, 1)}
-        for name, restorer in self.restorers.items():
-            generator = batch_generator(self.seed, index, 1, device)
-            x_tilde = self._timed(
-                seconds, name, partial(restorer, outputs[BASELINE], snr, generator), device
-            )
-            outputs[name] = x_tilde.clamp(-1, 1)
-        self.metrics.to(device)
-        scored = dict(outputs)
-        if self.mean_image is not None:
-            scored[TRIVIAL] = self.mean_image.to(device, batch.dtype).expand_as(batch)
-        # A†A of what every method is compared with, once per batch
-        projected = {ORIGINAL: self.project(batch), BASELINE: self.project(outputs[BASELINE])}
-        # the originals' perceptual features once, shared by every method (issue 18)
-        per_method = self.metrics.per_image_many(scored, batch)
-        rows: list[dict[str, Any]] = []
-        keys: set[str] = set()
-        for name, images in scored.items():
-            values = per_method[name]
-            received = None if name == BASELINE else projected[BASELINE]
-            values.update(self.consistency(images, received, projected[ORIGINAL]))
-            keys.update(values)
-            for i in range(batch.shape[0]):
-                row = {"image": first + i, **self._describe(first + i)}
-                row.update({"method": name, "snr_db": self.snr_db})
-                row.update({k: float(v[i]) for k, v in values.items()})
-                rows.append(row)
+        scored = scored_outputs(outputs, self.mean_image, batch)
+        rows, keys = score_batch(
+            self.metrics,
+            scored,
+            batch,
+            self.operator,
+            first=first,
+            snr_db=self.snr_db,
+            describe=self._describe,
+        )
         self._batches.append(
             BatchResult(
                 index=index,
@@ -196,25 +172,14 @@ class RestorationModule(L.LightningModule):
         )
 
     def project(self, images: Tensor) -> Tensor | None:
-        """A†A x (image-shaped, so every operator works: for block averaging and the gray
-        operator A†A replicates A's values, so PSNRs on it are A's); None without an operator."""
-        if self.operator is None:
-            return None
-        return self.operator.A_pinv(self.operator.A(images.clamp(-1, 1)))
+        """A†A x through this module's operator (:func:`singexp.evaluation.project`)."""
+        return project(self.operator, images)
 
     def consistency(
         self, x_tilde: Tensor, received: Tensor | None, original: Tensor | None
     ) -> dict[str, Tensor]:
-        """Per-image PSNR(A x̃, A x̂) and PSNR(A x̃, A x) from the projections A†A x̂
-        (``received``; None for DeepJSCC's own row, where it is trivially infinite) and A†A x
-        (``original``); empty without an operator."""
-        p_tilde = self.project(x_tilde)
-        if p_tilde is None or original is None:
-            return {}
-        values = {CONSISTENCY_ORIGINAL: psnr(p_tilde, original)}
-        if received is not None:
-            values[CONSISTENCY_RECEIVED] = psnr(p_tilde, received)
-        return values
+        """:func:`singexp.evaluation.consistency` through this module's operator."""
+        return consistency(self.operator, x_tilde, received, original)
 
     def _test_loader(self) -> Any:
         """The trainer's test loader (None when not attached to a trainer)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,18 +32,53 @@ def prior_identity(source: str) -> tuple[Any, ...]:
     return (label, os.environ.get("HF_HUB_CACHE"), os.environ.get("HF_HOME"))
 
 
-def method_scheduler(prior: PriorConfig, method: Method) -> Any:
-    """The diffusers scheduler of one method: the prior's schedule (the ``prior`` group), the
-    method's kind and spacing, no clipping inside ``step``
-    (:func:`~singexp.prior.build_scheduler`)."""
+def method_scheduler(prior: PriorConfig | Mapping[str, Any], method: Method) -> Any:
+    """The diffusers scheduler of one method: the prior's schedule (the ``prior`` group, or its
+    four schedule keys: :func:`prior_schedule`), the method's kind and spacing, no clipping
+    inside ``step`` (:func:`~singexp.prior.build_scheduler`)."""
+    keys = ("num_train_timesteps", "beta_start", "beta_end", "schedule")
+    schedule = (
+        {k: prior[k] for k in keys}
+        if isinstance(prior, Mapping)
+        else {k: getattr(prior, k) for k in keys}
+    )
     return build_scheduler(
-        num_train_timesteps=prior.num_train_timesteps,
-        beta_start=prior.beta_start,
-        beta_end=prior.beta_end,
-        schedule=prior.schedule,
+        **schedule,
         kind=method.raw.get("scheduler", "ddim"),
         timestep_spacing=method.raw.get("timestep_spacing", "leading"),
     )
+
+
+def prior_schedule(scheduler: Any) -> dict[str, Any]:
+    """The ``prior`` group's schedule keys (``num_train_timesteps``, ``beta_start``,
+    ``beta_end``, ``schedule``) of a diffusers scheduler."""
+    from singexp.prior import SCHEDULES
+
+    config = scheduler.config
+    names = {diffusers: ours for ours, diffusers in SCHEDULES.items()}
+    return {
+        "num_train_timesteps": int(config.num_train_timesteps),
+        "beta_start": float(config.beta_start),
+        "beta_end": float(config.beta_end),
+        "schedule": names.get(str(config.beta_schedule), str(config.beta_schedule)),
+    }
+
+
+def scheduler_for(scheduler: Any, method: Method) -> Any:
+    """A fresh scheduler for ``method`` from a given diffusers ``scheduler``: its noise schedule,
+    the method's kind (``scheduler``: ddim | ddpm) and ``timestep_spacing``, no clipping in
+    ``step``. A scheduler of the method's kind is copied with its whole config
+    (``from_config``); another kind keeps only the schedule (:func:`method_scheduler`)."""
+    from singexp.prior import SCHEDULER_KINDS
+
+    kind: Any = SCHEDULER_KINDS.get(str(method.raw.get("scheduler", "ddim")))
+    if kind is not None and type(scheduler) is kind:
+        return kind.from_config(
+            scheduler.config,
+            timestep_spacing=method.raw.get("timestep_spacing", "leading"),
+            clip_sample=False,
+        )
+    return method_scheduler(prior_schedule(scheduler), method)
 
 
 def needs_sigma_y(methods: dict[str, Method]) -> bool:
@@ -100,22 +136,51 @@ def build_restorers(
         if codec is None:
             raise ValueError("build_restorers: dps_jscc / inverse_jscc need the run's codec")
         networks["codec"] = codec.codec.eval().requires_grad_(False)
+    restorers = restorers_from_parts(
+        methods,
+        unet=networks["prior"],
+        schedulers={name: method_scheduler(prior, m) for name, m in methods.items()},
+        operator=operator,
+        inn=networks.get("inn"),
+        codec=networks.get("codec"),
+        sigma_y=sigma_y,
+        compute=compute,
+    )
+    return restorers, networks
+
+
+def restorers_from_parts(
+    methods: dict[str, Method],
+    *,
+    unet: torch.nn.Module,
+    schedulers: dict[str, Any],
+    operator: LinearOperator,
+    inn: torch.nn.Module | None = None,
+    codec: torch.nn.Module | None = None,
+    sigma_y: float | None = None,
+    compute: Any = None,
+) -> dict[str, Restorer]:
+    """Restorer callables for ``methods`` from the objects themselves: the prior ``unet``, each
+    method's diffusers scheduler (``schedulers``, by method name: each its own, they keep
+    state), the operator A, the INN network and the codec network (the baselines' forward
+    model), ``sigma_y`` (what ``sigma_y=auto`` measured) and the compute options."""
     restorers: dict[str, Restorer] = {}
     for name, method in methods.items():
-        if method.name == "sing_inn" and "inn" in networks:
-            check_measurement(method.config, networks["inn"], operator, method.prefix)
-        components = {
-            "unet": networks["prior"],
-            "scheduler": method_scheduler(prior, method),
+        if method.name == "sing_inn" and inn is not None:
+            check_measurement(method.config, inn, operator, method.prefix)
+        components: dict[str, Any] = {
+            "unet": unet,
+            "scheduler": schedulers[name],
             "operator": operator,
             "sigma_y": sigma_y,
             "compute": compute,
         }
-        for part in ("inn", "codec"):
-            if part in networks:
-                components[part] = networks[part]
+        if inn is not None:
+            components["inn"] = inn
+        if codec is not None:
+            components["codec"] = codec
         restorers[name] = partial(_restore, method, components)
-    return restorers, networks
+    return restorers
 
 
 def _restore(
