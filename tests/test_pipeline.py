@@ -85,16 +85,14 @@ def objects_pipeline(reference: SingPipeline, **settings: object) -> SingPipelin
     run = reference.run
     assert run is not None
     name = f"{run.bcr.numerator}_{run.bcr.denominator}"
-    prior = run.prior
-    schedule = {k: prior[k] for k in ("num_train_timesteps", "beta_start", "beta_end")}
-    operator = {k: v for k, v in run.operator.items() if k not in ("name", "scale")}
+    prior, op = run.prior, run.operator
+    assert prior is not None and op is not None
+    schedule = {k: getattr(prior, k) for k in ("num_train_timesteps", "beta_start", "beta_end")}
     return SingPipeline(
         codec=load_codec(EMBEDDED_JSCC_DIR / f"jscc_{name}.safetensors"),
         prior=load_prior("embedded", expected_size=32),
-        scheduler=build_scheduler(**schedule, schedule=prior["schedule"]),
-        operator=build_operator(
-            run.operator["name"], run.operator.get("scale", "auto"), run.bcr, 32, **operator
-        ),
+        scheduler=build_scheduler(**schedule, schedule=prior.schedule),
+        operator=build_operator(op.name, op.scale, run.bcr, 32, **op.options),
         methods={m: dict(method.raw) for m, method in run.methods.items()},
         inn=load_inn(EMBEDDED_JSCC_DIR.parent / "inn_shapes32" / f"inn_{name}.safetensors"),
         snr_db=reference.snr_db,
