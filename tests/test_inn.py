@@ -370,9 +370,11 @@ def test_inn_light_selects_the_light_embedded_network(make_cfg: Any) -> None:
     assert str(light.inn.checkpoint) == "embedded" == str(default.inn.checkpoint)
     light_file = EMBEDDED_INN_DIR / "inn_1_48_w16p2.safetensors"
     default_file = EMBEDDED_INN_DIR / "inn_1_48.safetensors"
-    plain = validate(light).inn
-    assert isinstance(plain, dict) and not isinstance(plain, DictConfig)
-    for arch in (light.inn, plain, {"width": 16, "pairs": 2}, INNArchitecture(width=16, pairs=2)):
+    run = validate(light)
+    plain, typed = run.plain["inn"], run.inn  # the resolved dict and the typed INNConfig
+    assert isinstance(plain, dict) and not isinstance(plain, DictConfig) and typed is not None
+    both = (light.inn, plain, typed, {"width": 16, "pairs": 2}, INNArchitecture(width=16, pairs=2))
+    for arch in both:
         assert resolve_inn_checkpoint("embedded", "1/48", 32, arch) == light_file, arch
     assert read_inn_hparams(light_file)["width"] == 16
     for arch in (default.inn, validate(default).inn, {}, None, INNArchitecture()):
@@ -422,4 +424,6 @@ def test_given_inn_file_of_another_architecture_is_one_line_error(make_cfg: Any)
         "with inn.width=32"
     )
     with pytest.raises(ConfigError, match=r"^inn\.cond_blocks: is 3 but inn_1_48_w16p2"):
-        resolve_inn_checkpoint(str(light_file), "1/48", 32, {**light, "cond_blocks": 3})
+        resolve_inn_checkpoint(
+            str(light_file), "1/48", 32, dataclasses.replace(light, cond_blocks=3)
+        )

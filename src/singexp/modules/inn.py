@@ -585,6 +585,10 @@ def resolve_inn_checkpoint(
     if not path.is_file():
         raise missing_file("inn.checkpoint", value)
     if arch is not None:
+        # the data it was trained for first: an INN of another BCR is the wrong file, whatever
+        # its architecture says (its scale follows its BCR)
+        rho = ratio if isinstance(ratio, Fraction) else parse_ratio(ratio)
+        check_inn_checkpoint(path, {"bcr": f"{rho.numerator}/{rho.denominator}"})
         check_inn_architecture(path, arch)
     return path
 
