@@ -353,7 +353,7 @@ def test_cells_where_the_mean_image_wins_are_marked(capsys: pytest.CaptureFixtur
     # columns: PSNR (higher is better), ST-LPIPS ↓, SWD ↓
     assert _cells(out, "deepjscc") == ["16.00", f"0.5000 {TRIVIAL_WINS}", "120.00"]
     assert _cells(out, "sing_zero") == [f"12.00 {TRIVIAL_WINS}", "0.4000", f"200.00 {TRIVIAL_WINS}"]
-    assert _cells(out, "mean image (baseline)") == ["14.00", "0.4500", "150.00"]
+    assert _cells(out, "mean image (trivial)") == ["14.00", "0.4500", "150.00"]
     assert f"{TRIVIAL_WINS} the mean image (the trivial baseline" in out
 
 

@@ -12,11 +12,12 @@ from rich.table import Table
 from singexp.console import said
 from singexp.modules.inn import read_inn_metadata
 from singexp.points import TRIVIAL
-from singexp.report import LABELS, METRICS, better
+from singexp.report import LABELS, METHOD_NAMES, METRICS, better
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
 
-#: row names of the printed restoration table (metrics.json keeps the keys)
-METHOD_LABELS = {"mean_image": "mean image (baseline)"}
+#: row names of the printed restoration table (metrics.json keeps the keys; the method lines
+#: under it name the samplers by them too): the trivial baseline by its report name
+METHOD_LABELS = {TRIVIAL: METHOD_NAMES[TRIVIAL]}
 #: column headings of the printed table beyond report.LABELS
 COLUMN_LABELS = {"seconds_per_image": "s / image"}
 

@@ -56,7 +56,11 @@ from singexp.report.figures import (
 from singexp.report.labels import (
     LABELS,
     LOWER_IS_BETTER,
+    METHOD_NAMES,
+    METHOD_ORDER,
     METRICS,
+    display_name,
+    method_order,
     short_name,
 )
 from singexp.report.run import FAILED_POINTS, ReportCallback, report, report_to_wandb
@@ -81,6 +85,8 @@ __all__ = [
     "LABELS",
     "LINE_STYLES",
     "LOWER_IS_BETTER",
+    "METHOD_NAMES",
+    "METHOD_ORDER",
     "METRICS",
     "NOT_POINTS",
     "PAIRED_FIELDS",
@@ -88,6 +94,7 @@ __all__ = [
     "ReportCallback",
     "better",
     "collect",
+    "display_name",
     "drop_rows",
     "failed_points",
     "figure",
@@ -95,6 +102,7 @@ __all__ = [
     "line_rows",
     "main",
     "mean_ci",
+    "method_order",
     "paired_differences",
     "paired_markdown",
     "paired_rows",
