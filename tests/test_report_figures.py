@@ -405,3 +405,18 @@ def test_results_rows_are_mean_image_deepjscc_then_restorations(tmp_path: Path) 
     ]
     table = (tmp_path / "results.md").read_text()
     assert table.index("| mean_image |") < table.index("| deepjscc |") < table.index("| a_other |")
+
+
+def test_a_report_of_quick_points_says_its_numbers_are_smoke_test_settings(tmp_path: Path) -> None:
+    from singexp.report import QUICK_NOTE
+
+    sweep = _sweep(tmp_path)
+    report(sweep)
+    assert "smoke-test" not in (sweep / "report" / "results.md").read_text()
+    for metrics in sweep.glob("*/metrics.json"):
+        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "quick": True}))
+    report(sweep)
+    lines = (sweep / "report" / "results.md").read_text().splitlines()
+    assert lines[0] == f"{QUICK_NOTE}." and lines.index(f"{QUICK_NOTE}.") < lines.index(
+        next(line for line in lines if line.startswith("| BCR"))
+    )

@@ -23,6 +23,13 @@ LABELS = {
 }
 
 
+#: the line above the results table of a ``quick=true`` run or report (metrics.json ``quick``)
+QUICK_NOTE = (
+    "quick=true: smoke-test settings (few images, few sampler steps): these numbers show that "
+    "the run works; they do not measure the methods"
+)
+
+
 #: metrics where lower is better (the ↓ of LABELS); the others: higher is better
 LOWER_IS_BETTER = frozenset({"stlpips", "lpips", "swd"})
 
