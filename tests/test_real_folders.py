@@ -230,7 +230,7 @@ def test_a_prior_trained_elsewhere_is_warned_about_like_the_codec(
     torch.manual_seed(0)
     codec = DeepJSCCModule(bcr="1/192", image_size=32, latent_channels=8, width=8, dataset="faces")
     prior = "prior.source=google/ddpm-ema-celebahq-256"
-    run = validate(make_cfg("dataset.name=faces", prior))
+    run = validate(make_cfg("dataset.content=faces", prior))
     models = trained_on(codec, None, "google/ddpm-ema-celebahq-256")
     assert models == {"jscc": "faces", "prior": "celebahq"}
     (warning,) = trained_elsewhere(run, models)
@@ -239,8 +239,44 @@ def test_a_prior_trained_elsewhere_is_warned_about_like_the_codec(
         "on 'faces'"
     )
     assert warning.endswith("(train on this data: prior.source=auto)")
-    same = validate(make_cfg("dataset.name=celebahq", prior))
+    same = validate(make_cfg("dataset.content=celebahq", prior))
     assert [w.split(" (")[0] for w in trained_elsewhere(same, models)] == ["jscc.checkpoint"]
+
+
+def test_a_folder_declaring_its_content_is_compared_by_content_not_config_name(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    models = {"jscc": "celebahq", "prior": "celebahq"}
+    folder = ("dataset=image_folder", f"dataset.root={tmp_path}")
+    declared = validate(make_cfg(*folder, "dataset.content=celebahq"))
+    assert declared.data.content == "celebahq" and declared.data_content == "celebahq"
+    assert trained_elsewhere(declared, models) == []  # CelebA-HQ faces: no mismatch
+    shapes = {"jscc": "shapes", "prior": "shapes"}
+    warned = trained_elsewhere(declared, shapes)  # the shapes prior still warns
+    assert [w.split(" (")[0] for w in warned] == ["jscc.checkpoint", "prior.source"]
+    assert "this run tests on 'celebahq'" in warned[0]
+    undeclared = validate(make_cfg(*folder))  # null: the config name is all there is
+    assert undeclared.data.content is None and undeclared.data_content == "image_folder"
+    assert len(trained_elsewhere(undeclared, models)) == 2
+
+
+@pytest.mark.parametrize(
+    ("preset", "content"),
+    [
+        ("celebahq", "celebahq"),
+        ("ffhq", "ffhq"),
+        ("tinyimagenet", "tinyimagenet"),
+        ("shapes", "shapes"),
+        ("photos", "photos"),
+        ("image_folder", None),
+    ],
+)
+def test_dataset_presets_say_their_content(
+    make_cfg: Callable[..., DictConfig], preset: str, content: str | None
+) -> None:
+    cfg = make_cfg(f"dataset={preset}")
+    assert cfg.dataset.content == content
+    assert validate(cfg).data.content == content
 
 
 # ---- tiny training -------------------------------------------------------------------------------

@@ -131,7 +131,8 @@ def _matched(point: dict[str, Any]) -> bool | None:
     trained = [v for v in (point.get("trained_on") or {}).values() if v is not None]
     if not trained:
         return None
-    return all(str(v) == str(point.get("dataset")) for v in trained)
+    tested = point.get("content") or point.get("dataset")  # dataset.content, else the name
+    return all(str(v) == str(tested) for v in trained)
 
 
 def paired_rows(sweep_dir: Path) -> list[dict[str, Any]]:
