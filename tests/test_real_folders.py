@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -400,3 +401,46 @@ def test_no_mark_without_a_win_or_without_the_baseline(capsys: pytest.CaptureFix
     print_method_table(_results({"deepjscc": {"psnr": 6.0}}))
     out = capsys.readouterr().out
     assert TRIVIAL_WINS not in out
+
+
+# ---- a test-only folder cannot train auto models -------------------------------------------------
+def test_a_test_only_folder_with_auto_models_fails_in_preflight_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    for i, colour in enumerate(colours(4)):
+        solid(tmp_path / "only" / "test" / f"t{i}.png", colour)
+    start = time.monotonic()
+    result = run_cli(
+        "+experiment=sing_zero",
+        "dataset=image_folder",
+        f"dataset.root={tmp_path / 'only'}",
+        "dataset.image_size=32",
+        "jscc.checkpoint=auto",
+        "logger=none",
+        "print_config=false",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("singexp: error: jscc.checkpoint: auto trains a model on this data")
+    assert "test-only folder" in lines[0] and "jscc.checkpoint=PATH" in lines[0]
+    assert "add train/ and val/ folders" in lines[0] and "val split" not in lines[0]
+    assert time.monotonic() - start < 30  # no training set up first (it took ~40 s)
+    assert not list(tmp_path.rglob("jscc"))  # no stub artifact folder, no lock
+
+
+def test_auto_keys_on_a_test_only_folder_are_refused_a_folder_with_train_images_is_not(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    for i, colour in enumerate(colours(4)):
+        solid(tmp_path / "test" / f"t{i}.png", colour)
+    args = ("+experiment=sing_inn", "dataset=image_folder", f"dataset.root={tmp_path}")
+    size = "dataset.image_size=32"
+    run = validate(make_cfg(*args, size, "prior.source=auto", "jscc.checkpoint=embedded"))
+    with pytest.raises(ConfigError, match=r"^prior\.source: auto trains .* test-only folder"):
+        preflight(run)
+    shipped = validate(make_cfg(*args, size))  # the shipped models: a test-only folder is fine
+    preflight(shipped)
+    solid(tmp_path / "beside.png", colours(5)[4])  # an image beside test/: it trains
+    preflight(validate(make_cfg(*args, size, "prior.source=auto", "jscc.checkpoint=embedded")))
