@@ -234,4 +234,4 @@ def test_paired_table_and_figures_carry_the_keys_that_differ(tmp_path: Path) -> 
     labels = figure(collect(tmp_path), "psnr", sweep_info(tmp_path)).axes[0]
     names = sorted(labels.get_legend_handles_labels()[1])
     # DeepJSCC's numbers are the same for both seeds here: one line; SING-INN one per seed
-    assert names == ["deepjscc", "sing_inn · seed=0", "sing_inn · seed=1"]
+    assert names == ["DeepJSCC", "SING-INN · seed=0", "SING-INN · seed=1"]

@@ -108,3 +108,18 @@ def test_sing_inn_line_says_its_gradient_form_and_the_inn_input_clipping() -> No
     assert "x0-space gradient (autograd)" in describe_sampler({**record, "gradient": "autograd"})
     zero = describe_sampler({**record, "name": "sing_zero", "sigma_y": 0})
     assert "INN input" not in zero
+
+
+def test_a_quick_run_says_above_its_table_that_its_numbers_measure_nothing(capsys: Any) -> None:
+    from singexp.report import QUICK_NOTE
+
+    methods = {"sing_inn": {"psnr": 8.6}, "mean_image": {"psnr": 11.5}}
+    print_results({**RUN, "task": "restore", "methods": methods, "quick": True})
+    lines = capsys.readouterr().out.splitlines()
+    assert QUICK_NOTE in lines and "smoke-test" in QUICK_NOTE and "do not measure" in QUICK_NOTE
+    title = next(i for i, line in enumerate(lines) if "shapes · awgn" in line)
+    assert lines.index(QUICK_NOTE) < title  # one line, above the table
+    print_results({**RUN, "task": "restore", "methods": methods})  # a full run: no such line
+    assert "smoke-test" not in capsys.readouterr().out
+    print_results({**RUN, "task": "jscc", "test": {"psnr": 20.0}, "quick": True})
+    assert QUICK_NOTE in capsys.readouterr().out.splitlines()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import time
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -230,7 +231,7 @@ def test_a_prior_trained_elsewhere_is_warned_about_like_the_codec(
     torch.manual_seed(0)
     codec = DeepJSCCModule(bcr="1/192", image_size=32, latent_channels=8, width=8, dataset="faces")
     prior = "prior.source=google/ddpm-ema-celebahq-256"
-    run = validate(make_cfg("dataset.name=faces", prior))
+    run = validate(make_cfg("dataset.content=faces", prior))
     models = trained_on(codec, None, "google/ddpm-ema-celebahq-256")
     assert models == {"jscc": "faces", "prior": "celebahq"}
     (warning,) = trained_elsewhere(run, models)
@@ -239,8 +240,44 @@ def test_a_prior_trained_elsewhere_is_warned_about_like_the_codec(
         "on 'faces'"
     )
     assert warning.endswith("(train on this data: prior.source=auto)")
-    same = validate(make_cfg("dataset.name=celebahq", prior))
+    same = validate(make_cfg("dataset.content=celebahq", prior))
     assert [w.split(" (")[0] for w in trained_elsewhere(same, models)] == ["jscc.checkpoint"]
+
+
+def test_a_folder_declaring_its_content_is_compared_by_content_not_config_name(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    models = {"jscc": "celebahq", "prior": "celebahq"}
+    folder = ("dataset=image_folder", f"dataset.root={tmp_path}")
+    declared = validate(make_cfg(*folder, "dataset.content=celebahq"))
+    assert declared.data.content == "celebahq" and declared.data_content == "celebahq"
+    assert trained_elsewhere(declared, models) == []  # CelebA-HQ faces: no mismatch
+    shapes = {"jscc": "shapes", "prior": "shapes"}
+    warned = trained_elsewhere(declared, shapes)  # the shapes prior still warns
+    assert [w.split(" (")[0] for w in warned] == ["jscc.checkpoint", "prior.source"]
+    assert "this run tests on 'celebahq'" in warned[0]
+    undeclared = validate(make_cfg(*folder))  # null: the config name is all there is
+    assert undeclared.data.content is None and undeclared.data_content == "image_folder"
+    assert len(trained_elsewhere(undeclared, models)) == 2
+
+
+@pytest.mark.parametrize(
+    ("preset", "content"),
+    [
+        ("celebahq", "celebahq"),
+        ("ffhq", "ffhq"),
+        ("tinyimagenet", "tinyimagenet"),
+        ("shapes", "shapes"),
+        ("photos", "photos"),
+        ("image_folder", None),
+    ],
+)
+def test_dataset_presets_say_their_content(
+    make_cfg: Callable[..., DictConfig], preset: str, content: str | None
+) -> None:
+    cfg = make_cfg(f"dataset={preset}")
+    assert cfg.dataset.content == content
+    assert validate(cfg).data.content == content
 
 
 # ---- tiny training -------------------------------------------------------------------------------
@@ -353,7 +390,7 @@ def test_cells_where_the_mean_image_wins_are_marked(capsys: pytest.CaptureFixtur
     # columns: PSNR (higher is better), ST-LPIPS ↓, SWD ↓
     assert _cells(out, "deepjscc") == ["16.00", f"0.5000 {TRIVIAL_WINS}", "120.00"]
     assert _cells(out, "sing_zero") == [f"12.00 {TRIVIAL_WINS}", "0.4000", f"200.00 {TRIVIAL_WINS}"]
-    assert _cells(out, "mean image (baseline)") == ["14.00", "0.4500", "150.00"]
+    assert _cells(out, "mean image (trivial)") == ["14.00", "0.4500", "150.00"]
     assert f"{TRIVIAL_WINS} the mean image (the trivial baseline" in out
 
 
@@ -364,3 +401,46 @@ def test_no_mark_without_a_win_or_without_the_baseline(capsys: pytest.CaptureFix
     print_method_table(_results({"deepjscc": {"psnr": 6.0}}))
     out = capsys.readouterr().out
     assert TRIVIAL_WINS not in out
+
+
+# ---- a test-only folder cannot train auto models -------------------------------------------------
+def test_a_test_only_folder_with_auto_models_fails_in_preflight_naming_the_key(
+    tmp_path: Path,
+) -> None:
+    for i, colour in enumerate(colours(4)):
+        solid(tmp_path / "only" / "test" / f"t{i}.png", colour)
+    start = time.monotonic()
+    result = run_cli(
+        "+experiment=sing_zero",
+        "dataset=image_folder",
+        f"dataset.root={tmp_path / 'only'}",
+        "dataset.image_size=32",
+        "jscc.checkpoint=auto",
+        "logger=none",
+        "print_config=false",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("singexp: error: jscc.checkpoint: auto trains a model on this data")
+    assert "test-only folder" in lines[0] and "jscc.checkpoint=PATH" in lines[0]
+    assert "add train/ and val/ folders" in lines[0] and "val split" not in lines[0]
+    assert time.monotonic() - start < 30  # no training set up first (it took ~40 s)
+    assert not list(tmp_path.rglob("jscc"))  # no stub artifact folder, no lock
+
+
+def test_auto_keys_on_a_test_only_folder_are_refused_a_folder_with_train_images_is_not(
+    make_cfg: Callable[..., DictConfig], tmp_path: Path
+) -> None:
+    for i, colour in enumerate(colours(4)):
+        solid(tmp_path / "test" / f"t{i}.png", colour)
+    args = ("+experiment=sing_inn", "dataset=image_folder", f"dataset.root={tmp_path}")
+    size = "dataset.image_size=32"
+    run = validate(make_cfg(*args, size, "prior.source=auto", "jscc.checkpoint=embedded"))
+    with pytest.raises(ConfigError, match=r"^prior\.source: auto trains .* test-only folder"):
+        preflight(run)
+    shipped = validate(make_cfg(*args, size))  # the shipped models: a test-only folder is fine
+    preflight(shipped)
+    solid(tmp_path / "beside.png", colours(5)[4])  # an image beside test/: it trains
+    preflight(validate(make_cfg(*args, size, "prior.source=auto", "jscc.checkpoint=embedded")))

@@ -74,7 +74,8 @@ def test_results_csv_is_sorted_and_has_swd(tmp_path: Path) -> None:
         rows = list(csv.DictReader(f))
     keys = [(r["bcr"], float(r["snr_db"]), r["method"]) for r in rows]
     order = {"1/768": 0, "1/192": 1}
-    assert keys == sorted(keys, key=lambda k: (order[k[0]], k[1], k[2]))
+    methods = {"deepjscc": 0, "sing_zero": 1, "sing_inn": 2}  # not alphabetical
+    assert keys == sorted(keys, key=lambda k: (order[k[0]], k[1], methods[k[2]]))
     assert keys[0] == ("1/768", -5.0, "deepjscc")
     swd = [r for r in rows if r["metric"] == "swd"]
     assert len(swd) == 4 * 3 and swd[0]["ci95"] == "nan"  # set-level: no interval
@@ -165,7 +166,7 @@ def test_operator_variants_become_a_column_and_lines(tmp_path: Path) -> None:
     fig = figure(collect(sweep), "psnr", sweep_info(sweep))
     labels = fig.axes[0].get_legend_handles_labels()[1]
     # DeepJSCC does not depend on A: one line; SING-Zero: one line per A
-    assert sorted(labels) == ["deepjscc", "sing_zero · A=avgpool", "sing_zero · A=fitted"]
+    assert sorted(labels) == ["DeepJSCC", "SING-Zero · A=avgpool", "SING-Zero · A=fitted"]
     assert fig.legends[0].get_title().get_text() == "method · variant"
     # a method's variants share its colour and differ in line style
     lines = {
@@ -173,8 +174,8 @@ def test_operator_variants_become_a_column_and_lines(tmp_path: Path) -> None:
     }
     if not lines:  # errorbar containers: their data line carries the style
         lines = {c.get_label(): c.lines[0] for c in fig.axes[0].containers}
-    a, f = lines["sing_zero · A=avgpool"], lines["sing_zero · A=fitted"]
-    assert a.get_color() == f.get_color() != lines["deepjscc"].get_color()
+    a, f = lines["SING-Zero · A=avgpool"], lines["SING-Zero · A=fitted"]
+    assert a.get_color() == f.get_color() != lines["DeepJSCC"].get_color()
     assert a.get_linestyle() != f.get_linestyle()
 
 
@@ -331,3 +332,91 @@ def test_report_cli_ends_with_a_human_line_and_refuses_an_empty_folder(tmp_path:
 
     line = summary_line(tmp_path, {"points": 2, "files": ["a", "b", "c"], "failed": []})
     assert line == f"report: 2 points, 3 files in {tmp_path / 'report'}, 0 failed"
+
+
+def _rows(methods: dict[str, float], bcrs: tuple[str, ...] = ("1/768",)) -> list[dict[str, Any]]:
+    """Report rows of PSNR: one per BCR, SNR (-5, 5) and method, mean ``methods[m]`` (+ SNR/10)."""
+    return [
+        {"bcr": b, "snr_db": snr, "method": m, "variant": "", "metric": "psnr"}
+        | {"mean": v + (snr / 10 if m != "mean_image" else 0.0), "ci95": 0.2, "images": 4}
+        for b in bcrs
+        for snr in (-5.0, 5.0)
+        for m, v in methods.items()
+    ]
+
+
+def test_one_panel_legend_clear_of_the_title_and_display_names() -> None:
+    rows = _rows({"sing_zero": 20.0, "deepjscc": 19.0, "sing_inn": 21.0, "dps_jscc": 18.0})
+    info = {"dataset": ["celebahq"], "channel": ["awgn"], "images": [64], "steps": [100]}
+    fig = figure(rows, "psnr", info)
+    renderer = _draw(fig)
+    legend = fig.legends[0].get_window_extent(renderer)
+    title = fig._suptitle.get_window_extent(renderer)  # type: ignore[union-attr]
+    assert not legend.overlaps(title)
+    assert not legend.overlaps(fig.axes[0].get_window_extent(renderer))
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert labels == ["DeepJSCC", "SING-Zero", "SING-INN", "DPS-JSCC"]  # names, in row order
+
+
+def test_variant_lines_keep_their_suffix_under_display_names() -> None:
+    rows = [
+        {**r, "variant": v, "method": r["method"], "mean": r["mean"] + i}
+        for i, v in enumerate(("A=fitted", "A=avgpool s2"))
+        for r in _rows({"sing_zero": 20.0})
+    ]
+    labels = [t.get_text() for t in figure(rows, "psnr").legends[0].get_texts()]
+    assert sorted(labels) == ["SING-Zero · A=avgpool s2", "SING-Zero · A=fitted"]
+
+
+def test_a_far_mean_image_is_a_labelled_reference_and_the_y_axis_is_the_methods() -> None:
+    rows = _rows({"mean_image": 5.0, "deepjscc": 20.0, "sing_zero": 21.0}, ("1/768", "1/192"))
+    fig = figure(rows, "psnr")
+    _draw(fig)
+    low, high = fig.axes[0].get_ylim()
+    assert 18.0 < low < 19.5 and 21.5 < high < 23.0  # the methods' range (±CI), not down to 5
+    dashed = [ln for ln in fig.axes[0].get_lines() if list(ln.get_ydata()) == [5.0, 5.0]]
+    assert dashed and dashed[0].get_linestyle() == "--"
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert any(label.startswith("mean image (trivial): 5") for label in labels)
+    assert "DeepJSCC" in labels and "mean image (trivial)" not in labels  # no line of its own
+    # within the methods' range: a line like the others
+    near = figure(_rows({"mean_image": 20.5, "deepjscc": 20.0, "sing_zero": 21.0}), "psnr")
+    labels = [t.get_text() for t in near.legends[0].get_texts()]
+    assert labels == ["mean image (trivial)", "DeepJSCC", "SING-Zero"]
+
+
+def test_results_rows_are_mean_image_deepjscc_then_restorations(tmp_path: Path) -> None:
+    from singexp.report import write_tables
+
+    methods = {m: 10.0 for m in ("zz_other", "inverse_jscc", "sing_inn", "mean_image")}
+    methods |= {m: 10.0 for m in ("dps_jscc", "sing_zero", "deepjscc", "a_other")}
+    write_tables(_rows(methods)[:8], tmp_path)
+    with (tmp_path / "results.csv").open() as f:
+        order = [r["method"] for r in csv.DictReader(f)]
+    assert order == [
+        "mean_image",
+        "deepjscc",
+        "sing_zero",
+        "sing_inn",
+        "dps_jscc",
+        "inverse_jscc",
+        "a_other",
+        "zz_other",
+    ]
+    table = (tmp_path / "results.md").read_text()
+    assert table.index("| mean_image |") < table.index("| deepjscc |") < table.index("| a_other |")
+
+
+def test_a_report_of_quick_points_says_its_numbers_are_smoke_test_settings(tmp_path: Path) -> None:
+    from singexp.report import QUICK_NOTE
+
+    sweep = _sweep(tmp_path)
+    report(sweep)
+    assert "smoke-test" not in (sweep / "report" / "results.md").read_text()
+    for metrics in sweep.glob("*/metrics.json"):
+        metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "quick": True}))
+    report(sweep)
+    lines = (sweep / "report" / "results.md").read_text().splitlines()
+    assert lines[0] == f"{QUICK_NOTE}." and lines.index(f"{QUICK_NOTE}.") < lines.index(
+        next(line for line in lines if line.startswith("| BCR"))
+    )

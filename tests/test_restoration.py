@@ -153,7 +153,7 @@ def test_models_trained_on_another_dataset_are_named(make_cfg: Callable[..., Any
     from singexp.artifacts import trained_elsewhere, trained_on
     from singexp.config import validate
 
-    cfg = validate(make_cfg("dataset.name=celebahq", "jscc.checkpoint=embedded"))
+    cfg = validate(make_cfg("dataset.content=celebahq", "jscc.checkpoint=embedded"))
     torch.manual_seed(0)
     shapes_codec = DeepJSCCModule(
         bcr="1/192", image_size=32, latent_channels=8, width=8, dataset="shapes"
@@ -164,7 +164,7 @@ def test_models_trained_on_another_dataset_are_named(make_cfg: Callable[..., Any
     assert warning.endswith("(train on this data: jscc.checkpoint=auto)")
     assert "'celebahq'" in warning and "\n" not in warning
     # trained on the tested data, or of unknown origin (older files): nothing to say
-    same = validate(make_cfg("dataset.name=shapes", "jscc.checkpoint=embedded"))
+    same = validate(make_cfg("dataset.content=shapes", "jscc.checkpoint=embedded"))
     assert trained_elsewhere(same, trained_on(shapes_codec, None)) == []
     assert trained_on(_codec(), None) == {"jscc": None}
     assert trained_elsewhere(cfg, trained_on(_codec(), None)) == []

@@ -106,8 +106,11 @@ DATASET_RUN_KEYS = ("batch_size", "num_workers", "test_size", "min_train_images"
 def _training_identity(run: RunConfig, **parts: Any) -> dict[str, Any]:
     """What every trained artifact depends on (the data, not how it is batched or loaded nor the
     test split; the trainer, not where it writes; the seed) plus ``parts``."""
+    dataset = _without(run.plain["dataset"], *DATASET_RUN_KEYS)
+    if dataset.get("content") in (None, dataset.get("name")):  # says nothing beyond the name:
+        dataset.pop("content", None)  # the identity (and hash) of models trained before the key
     return {
-        "dataset": _without(run.plain["dataset"], *DATASET_RUN_KEYS),
+        "dataset": dataset,
         "trainer": _without(run.trainer, "default_root_dir"),
         "seed": run.seed,
         **parts,
@@ -313,7 +316,7 @@ def codec_job(
             lr=run.jscc.lr,
             weight_decay=run.jscc.weight_decay,
             metrics=asdict(run.metrics),
-            dataset=run.dataset_name,
+            dataset=run.data_content,
         )
         resume = resume_checkpoint(run.output_dir, run.jscc.resume)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
@@ -413,11 +416,12 @@ MODEL_KEYS: dict[str, tuple[str, str]] = {
 def trained_elsewhere(
     run: RunConfig, models: dict[str, str | None], trainable: bool = True
 ) -> list[str]:
-    """One warning per model (:func:`trained_on`) trained on another data set than
-    ``dataset.name`` (issue 15 item 6, issue 32): its numbers can look like the paper's pattern
+    """One warning per model (:func:`trained_on`) trained on another data set than the tested
+    images (:attr:`RunConfig.data_content`: ``dataset.content``, else ``dataset.name``; issue
+    15 item 6, issue 32, issue 41): its numbers can look like the paper's pattern
     while every output is off-distribution. Logged now, printed under the table. ``trainable``:
     the data has a training split (else the fix is a model trained on data like it)."""
-    tested = run.dataset_name
+    tested = run.data_content
     warnings = []
     for key, trained in models.items():
         if trained is None or trained == tested:

@@ -163,6 +163,12 @@ class RunConfig:
     def dataset_name(self) -> str:
         return self.data.name
 
+    @property
+    def data_content(self) -> str:
+        """What the tested (and trained-on) images are: ``dataset.content`` when set, else
+        ``dataset.name``; the data set models' ``trained_on`` is compared with."""
+        return self.data.content or self.data.name
+
     def select(self, key: str, default: Any = None) -> Any:
         """The value of the dotted ``key`` in the resolved config (``default`` when absent)."""
         node: Any = self.plain
@@ -337,6 +343,9 @@ class DatasetConfig:
     data set's own keys, such as ``root`` or ``backgrounds``)."""
 
     name: str
+    #: what the images are (``dataset.content``: ``celebahq`` for a folder of CelebA-HQ faces),
+    #: compared with the data set models were trained on; None: ``name`` says it
+    content: str | None
     image_size: int
     batch_size: int
     num_workers: int
@@ -360,6 +369,7 @@ def dataset_settings(dataset: Mapping[str, Any]) -> DatasetConfig:
         values[key] = value
     return DatasetConfig(
         name=str(dataset.get("name")),
+        content=_coerce("dataset.content", dataset.get("content"), str | None),
         image_size=_coerce("dataset.image_size", dataset.get("image_size"), int),
         spec=dict(dataset),
         **values,

@@ -63,6 +63,7 @@ NOT_IDENTITY: dict[str, str] = {
     "objective_penalty": "what a hyper-parameter search reads from the results",
     "min_train_steps": "a warning threshold",
     "dataset.min_train_images": "a warning threshold",
+    "dataset.content": "what the images are: the mismatch warning compares it, not the numbers",
     "trainer.enable_model_summary": "what the console shows",
     "trainer.enable_progress_bar": "what the console shows",
     "callbacks.progress_bar": "what the console shows",

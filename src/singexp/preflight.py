@@ -129,6 +129,62 @@ def check_prior(v: RunConfig) -> None:
     )
 
 
+def auto_keys(v: RunConfig) -> list[str]:
+    """The ``auto`` keys whose model this run trains on its data: ``jscc.checkpoint`` (an INN
+    or restoration run), ``inn.checkpoint`` (SING-INN restores) and ``prior.source`` (a method
+    samples the prior)."""
+    keys = []
+    if v.task in ("inn", "restore") and v.jscc.checkpoint == "auto":
+        keys.append("jscc.checkpoint")
+    sing_inn = any(getattr(m, "name", k) == "sing_inn" for k, m in v.methods.items())
+    if v.task == "restore" and v.inn is not None and str(v.inn.checkpoint) == "auto" and sing_inn:
+        keys.append("inn.checkpoint")
+    if v.task == "restore" and restores(v) and v.prior is not None and v.prior.source == "auto":
+        keys.append("prior.source")
+    return keys
+
+
+def test_only_folder(v: RunConfig) -> str | None:
+    """The folder of an image-folder data set (``dataset.root``) that has a test subfolder
+    and no image beside it (no train subfolder): a test-only data set, found from the layout
+    alone, without decoding or indexing a file (:meth:`ImageFolderDataModule._split_files`
+    makes the same call once it indexes); ``None`` for any other data set."""
+    from pathlib import Path
+
+    from singexp.data.folder import find_images
+
+    spec = v.data.spec
+    if not str(spec.get("_target_", "")).endswith("ImageFolderDataModule") or not spec.get("root"):
+        return None
+    root = Path(str(spec["root"])).expanduser()
+    test_dir = root / str(spec.get("test_dir") or "test")
+    if not test_dir.is_dir() or (root / str(spec.get("train_dir") or "train")).is_dir():
+        return None
+    rest = [f for f in find_images(root) if not f.is_relative_to(test_dir)]
+    return None if rest else str(root)
+
+
+def check_trainable_data(v: RunConfig) -> None:
+    """An ``auto`` model (:func:`auto_keys`) needs training images: on a test-only folder
+    that is one line naming the key, before loggers start or an artifact folder is made."""
+    keys = auto_keys(v)
+    root = test_only_folder(v) if keys else None
+    if root is None:
+        return
+    key = keys[0]
+    test_dir = v.data.spec.get("test_dir") or "test"
+    train_dir, val_dir = (
+        v.data.spec.get("train_dir") or "train",
+        v.data.spec.get("val_dir") or "val",
+    )
+    raise ConfigError(
+        key,
+        f"auto trains a model on this data, but dataset.root={root} is a test-only folder "
+        f"(only {test_dir}/: no training images); give {key}=PATH or {key}=embedded, or add "
+        f"{train_dir}/ and {val_dir}/ folders of training images beside {test_dir}/",
+    )
+
+
 def preflight(v: RunConfig, state: RunState | None = None) -> list[str]:
     """Run every check of ``cfg.task`` that needs no training (see the module docstring);
     raise the first failure as a one-line :class:`ConfigError`; return the warnings (also added
@@ -146,6 +202,7 @@ def preflight(v: RunConfig, state: RunState | None = None) -> list[str]:
         warnings.append(note)
     if task in ("jscc", "inn", "restore"):
         warnings += check_codec(v)
+    check_trainable_data(v)
     if task == "restore":
         check_inn(v)
         if restores(v):

@@ -12,11 +12,12 @@ from rich.table import Table
 from singexp.console import said
 from singexp.modules.inn import read_inn_metadata
 from singexp.points import TRIVIAL
-from singexp.report import LABELS, METRICS, better
+from singexp.report import LABELS, METHOD_NAMES, METRICS, QUICK_NOTE, better
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
 
-#: row names of the printed restoration table (metrics.json keeps the keys)
-METHOD_LABELS = {"mean_image": "mean image (baseline)"}
+#: row names of the printed restoration table (metrics.json keeps the keys; the method lines
+#: under it name the samplers by them too): the trivial baseline by its report name
+METHOD_LABELS = {TRIVIAL: METHOD_NAMES[TRIVIAL]}
 #: column headings of the printed table beyond report.LABELS
 COLUMN_LABELS = {"seconds_per_image": "s / image"}
 
@@ -213,6 +214,8 @@ def print_results(results: dict[str, Any]) -> None:
     its method lines are the last lines of the run."""
     for line in run_notes(results):
         print(line)
+    if results.get("quick") and results.get("task") != "prior":  # the line above the table
+        print(QUICK_NOTE)
     if "methods" in results:
         print_method_table(results)
     elif results.get("task") == "prior":  # no test metrics: say where the weights went

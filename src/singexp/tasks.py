@@ -246,6 +246,8 @@ def _run_locked(
             "cpu_s": time.process_time() - cpu,
             "reused": reuse.stats(),  # models and data this process kept (singexp.reuse)
         }
+        # what the images are (dataset.content, else the name): what trained_on is compared with
+        results["content"] = run_cfg.data_content
         if run_cfg.quick:
             results["quick"] = True
         results["threads"] = torch.get_num_threads()  # what threads=auto chose (threads.py)

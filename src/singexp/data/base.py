@@ -99,9 +99,13 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         min_train_images: int = MIN_TRAIN_IMAGES,
+        content: str | None = None,
     ) -> None:
         super().__init__()
         self.name = name
+        # what the images are (``dataset.content``): the data set models' ``trained_on`` is
+        # compared with; None: the data set's name says it
+        self.content = None if content is None else str(content)
         self.image_size = check_positive("dataset.image_size", image_size)
         self.batch_size = check_positive("dataset.batch_size", batch_size)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:

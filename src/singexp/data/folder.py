@@ -188,6 +188,7 @@ class ImageFolderDataModule(ImageDataModule):
         num_workers: int = 0,
         seed: int = 0,
         min_train_images: int = MIN_TRAIN_IMAGES,
+        content: str | None = None,
         root: str | os.PathLike[str] | None = None,
         val_fraction: float = 0.05,
         test_fraction: float = 0.05,
@@ -203,7 +204,9 @@ class ImageFolderDataModule(ImageDataModule):
         alpha_background: Sequence[int] = WHITE,
         split_overlap: str = "error",
     ) -> None:
-        super().__init__(name, image_size, batch_size, num_workers, seed, min_train_images)
+        super().__init__(
+            name, image_size, batch_size, num_workers, seed, min_train_images, content=content
+        )
         self.root = self._check_root(root)
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not isinstance(value, int | float) or not 0.0 < value < 1.0:

@@ -241,6 +241,7 @@ class ShapesDataModule(ImageDataModule):
         num_workers: int = 0,
         seed: int = 0,
         min_train_images: int = MIN_TRAIN_IMAGES,
+        content: str | None = None,
         train_size: int = 8192,
         val_size: int = 256,
         test_size: int = 256,
@@ -249,7 +250,9 @@ class ShapesDataModule(ImageDataModule):
         eval_seed: int | None = None,
         backgrounds: Mapping[str, float] | None = None,
     ) -> None:
-        super().__init__(name, image_size, batch_size, num_workers, seed, min_train_images)
+        super().__init__(
+            name, image_size, batch_size, num_workers, seed, min_train_images, content=content
+        )
         self.sizes = {
             "train": check_positive("dataset.train_size", train_size),
             "val": check_positive("dataset.val_size", val_size),

@@ -380,6 +380,6 @@ def train_prior(
     export_dir = out_dir / "prior"
     module.export(export_dir, dtype=cfg.get("export_dtype", "float16"))
     if getattr(datamodule, "name", None) is not None:  # the mismatch warning reads it back
-        write_training_record(export_dir, str(datamodule.name))
+        write_training_record(export_dir, str(datamodule.content or datamodule.name))
     log.info("prior exported to %s", export_dir)
     return export_dir

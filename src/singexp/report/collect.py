@@ -114,6 +114,8 @@ def collect(sweep_dir: Path) -> list[dict[str, Any]]:
                         "seconds_per_image": summary.get("seconds_per_image"),
                         # whether the models were trained on the tested data (mismatch.yaml)
                         "matched": _matched(results),
+                        # a quick=true point: smoke-test settings (results.md says so)
+                        "quick": bool(results.get("quick")),
                         # training pairs of the INN a SING-INN row used, when trained for it
                         "inn_pairs": _inn_pairs(point)
                         if record.get("name") == "sing_inn"
@@ -129,7 +131,8 @@ def _matched(point: dict[str, Any]) -> bool | None:
     trained = [v for v in (point.get("trained_on") or {}).values() if v is not None]
     if not trained:
         return None
-    return all(str(v) == str(point.get("dataset")) for v in trained)
+    tested = point.get("content") or point.get("dataset")  # dataset.content, else the name
+    return all(str(v) == str(tested) for v in trained)
 
 
 def paired_rows(sweep_dir: Path) -> list[dict[str, Any]]:

@@ -12,7 +12,8 @@ from typing import Any
 
 from matplotlib.figure import Figure
 
-from singexp.report.labels import LABELS, _bcr_value
+from singexp.points import TRIVIAL
+from singexp.report.labels import LABELS, _bcr_value, display_name, method_order
 
 #: y-axis labels of the figures
 AXIS_LABELS = {
@@ -70,7 +71,10 @@ def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None 
     with the number of images and sampler steps (``info``: :func:`sweep_info`)."""
     rows = line_rows([r for r in rows if r["metric"] == metric])
     bcrs = sorted({r["bcr"] for r in rows}, key=_bcr_value)
-    methods = sorted({r["method"] for r in rows}, key=lambda m: (m.split(" · ")[0], m))
+    reference = trivial_reference(rows)
+    if reference is not None:  # drawn as a reference line, not a line of the autoscale
+        rows = [r for r in rows if r["method"].partition(" · ")[0] != TRIVIAL]
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (method_order(m), m))
     snrs = sorted({r["snr_db"] for r in rows})
     span = (snrs[-1] - snrs[0]) if len(snrs) > 1 else 1.0
     step = min((b - a for a, b in itertools.pairwise(snrs)), default=span)
@@ -78,7 +82,7 @@ def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None 
     variants = any(" · " in m for m in methods)
     width = 3.4 * len(bcrs) + 1.6
     fig = Figure(
-        figsize=(max(width, 8.5) if variants else width, 4.2 if variants else 3.4),
+        figsize=(max(width, 8.5) if variants else width, 4.2 if variants else 3.8),
         dpi=150,
         layout="constrained",
     )
@@ -102,32 +106,78 @@ def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None 
                 err = [0.0 if math.isnan(c) else c for c in ci]
                 x = [s + shift for s in snr]
                 ax.errorbar(
-                    x, mean, yerr=err, marker="o", ms=4, capsize=3, label=method, c=color, ls=style
+                    x,
+                    mean,
+                    yerr=err,
+                    marker="o",
+                    ms=4,
+                    capsize=3,
+                    label=display_name(method),
+                    c=color,
+                    ls=style,
                 )
         ax.set_title(f"BCR {bcr}", fontsize=10)
         ax.set_xlabel("SNR (dB)")
         ax.set_xticks(snrs)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(AXIS_LABELS[metric])
+    if reference is not None:
+        _draw_reference(axes, reference)
     handles, labels = axes[0].get_legend_handles_labels()
     for ax in axes[1:]:  # a method missing from the first panel still gets its entry
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             if label not in labels:
                 handles.append(handle)
                 labels.append(label)
-    if variants:  # long labels: below the panels, clear of the title
-        fig.legend(
-            handles,
-            labels,
-            loc="outside lower center",
-            ncols=3,
-            fontsize=8,
-            title="method · variant",
-        )
-    else:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=8, title="method")
+    # below the panels: the title above them never meets it, whatever the number of panels
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=3 if variants else min(4, len(labels)),
+        fontsize=8,
+        title="method · variant" if variants else "method",
+    )
     fig.suptitle(_title(metric, info), fontsize=10)
     return fig
+
+
+def trivial_reference(rows: list[dict[str, Any]]) -> float | None:
+    """The mean image's mean over its lines' points when it lies outside the range of the
+    other methods (their means ± CI): it is then drawn as a dashed reference line and the y
+    axis is the methods'; ``None`` (drawn as a line like the others) otherwise."""
+    trivial = [r["mean"] for r in rows if r["method"].partition(" · ")[0] == TRIVIAL]
+    others = [r for r in rows if r["method"].partition(" · ")[0] != TRIVIAL]
+    if not trivial or not others:
+        return None
+
+    def ci(r: dict[str, Any]) -> float:
+        return 0.0 if math.isnan(r["ci95"]) else float(r["ci95"])
+
+    low = min(r["mean"] - ci(r) for r in others)
+    high = max(r["mean"] + ci(r) for r in others)
+    level = sum(trivial) / len(trivial)
+    return None if low <= level <= high else level
+
+
+def _draw_reference(axes: Any, level: float) -> None:
+    """The mean image as a dashed horizontal line at ``level`` in every panel, the y limits
+    kept where the methods put them; a note at the panel's edge says where the line is."""
+    low, high = axes[0].get_ylim()  # the methods' autoscale (the y axis is shared)
+    below = level < low
+    name = display_name(TRIVIAL)
+    label = f"{name}: {level:.3g} ({'below' if below else 'above'} the axis)"
+    for ax in axes:
+        ax.axhline(level, ls="--", lw=1, c="0.35", label=label)
+        ax.annotate(
+            f"{'↓' if below else '↑'} {name} {level:.3g}",
+            (0.02, 0.02 if below else 0.98),
+            xycoords="axes fraction",
+            va="bottom" if below else "top",
+            fontsize=7,
+            color="0.35",
+        )
+    axes[0].set_ylim(low, high)
 
 
 def line_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -179,7 +229,7 @@ def steps_figure(
     (:data:`DEFAULT_STEPS`) marked: a dotted vertical line, or a ringed point."""
     rows = [r for r in rows if r["metric"] == metric]
     panels = sorted({(r["bcr"], r["snr_db"]) for r in rows}, key=lambda p: (_bcr_value(p[0]), p[1]))
-    methods = sorted({r["method"] for r in rows})
+    methods = sorted({r["method"] for r in rows}, key=lambda m: (method_order(m), m))
     fig = Figure(figsize=(max(6.0, 4.2 * len(panels)), 4.2), dpi=150, layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
     for ax, (bcr, snr) in zip(axes, panels, strict=True):
@@ -191,7 +241,7 @@ def steps_figure(
             color = f"C{i}"
             if not stepped:  # no steps: one value, a horizontal reference line
                 if mine:
-                    ax.axhline(mine[0]["mean"], ls="--", lw=1, c=color, label=method)
+                    ax.axhline(mine[0]["mean"], ls="--", lw=1, c=color, label=display_name(method))
                 continue
             if x == "seconds":
                 stepped = [(n, r) for n, r in stepped if r.get("seconds_per_image")]
@@ -200,7 +250,9 @@ def steps_figure(
             xs = [float(r["seconds_per_image"]) if x == "seconds" else float(n) for n, r in stepped]
             ys = [r["mean"] for _, r in stepped]
             err = [0.0 if math.isnan(r["ci95"]) else r["ci95"] for _, r in stepped]
-            ax.errorbar(xs, ys, yerr=err, marker="o", ms=4, capsize=3, c=color, label=method)
+            ax.errorbar(
+                xs, ys, yerr=err, marker="o", ms=4, capsize=3, c=color, label=display_name(method)
+            )
             for xv, yv, (n, _) in zip(xs, ys, stepped, strict=True):
                 if x == "seconds":
                     ax.annotate(

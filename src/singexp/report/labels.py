@@ -23,6 +23,13 @@ LABELS = {
 }
 
 
+#: the line above the results table of a ``quick=true`` run or report (metrics.json ``quick``)
+QUICK_NOTE = (
+    "quick=true: smoke-test settings (few images, few sampler steps): these numbers show that "
+    "the run works; they do not measure the methods"
+)
+
+
 #: metrics where lower is better (the ↓ of LABELS); the others: higher is better
 LOWER_IS_BETTER = frozenset({"stlpips", "lpips", "swd"})
 
@@ -32,13 +39,44 @@ def short_name(metric: str) -> str:
     return LABELS.get(metric, metric.upper()).split(" ")[0]
 
 
+#: methods as readers know them (figure legends, printed tables); a metrics.json key otherwise
+METHOD_NAMES = {
+    "mean_image": "mean image (trivial)",
+    "deepjscc": "DeepJSCC",
+    "sing_zero": "SING-Zero",
+    "sing_inn": "SING-INN",
+    "dps_jscc": "DPS-JSCC",
+    "inverse_jscc": "InverseJSCC",
+}
+
+#: the order of a report's methods: the trivial baseline, the codec, SING-Zero, SING-INN, the
+#: baselines; any other method after them, alphabetically
+METHOD_ORDER = ("mean_image", "deepjscc", "sing_zero", "sing_inn", "dps_jscc", "inverse_jscc")
+
+
+def display_name(method: str) -> str:
+    """``SING-Zero · A=fitted`` for the line ``sing_zero · A=fitted``: the method's name as
+    readers know it (:data:`METHOD_NAMES`), its ``· variant`` suffix kept."""
+    base, sep, variant = str(method).partition(" · ")
+    return METHOD_NAMES.get(base, base) + sep + variant
+
+
+def method_order(method: str) -> tuple[int, str]:
+    """Sort key of a method (or a ``method · variant`` line): :data:`METHOD_ORDER`, then any
+    other method alphabetically; the one ordering of tables and figures."""
+    base = str(method).partition(" · ")[0]
+    rank = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
+    return (rank, base)
+
+
 def _row_order(row: dict[str, Any]) -> tuple[Any, ...]:
     """(BCR, SNR, method, variant, metric): the order of ``results.csv`` and the Markdown
-    table."""
+    table; methods in :func:`method_order`."""
     metric = METRICS.index(row["metric"]) if row["metric"] in METRICS else len(METRICS)
     values = list((row.get("keys") or {}).values()) or [str(row.get("variant") or "")]
     variant = tuple(_sortable(v) for v in values)  # numbers by value: seed=2 before seed=10
-    return (_bcr_value(row["bcr"]), row["snr_db"], str(row["method"]), variant, metric)
+    method = method_order(row["method"])
+    return (_bcr_value(row["bcr"]), row["snr_db"], method, str(row["method"]), variant, metric)
 
 
 def _sortable(value: str) -> tuple[int, float, str]:

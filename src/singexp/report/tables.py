@@ -17,7 +17,7 @@ from singexp.faults import atomic_write_text
 from singexp.points import BASELINE, Point
 from singexp.report.collect import search_direction, trial_rows
 from singexp.report.figures import FIGURES, _title, figure
-from singexp.report.labels import LABELS, LOWER_IS_BETTER, METRICS, _row_order
+from singexp.report.labels import LABELS, LOWER_IS_BETTER, METRICS, QUICK_NOTE, _row_order
 from singexp.report.statistics import drop_rows
 
 __all__ = [
@@ -197,7 +197,8 @@ def write_tables(
 ) -> tuple[Path, Path]:
     """``results.csv`` (one row per point, method and metric; a column per key that tells the
     sweep's points apart) and a Markdown table, after ``before`` (a search's trials) and
-    followed by ``notes`` (metrics not measured, failed points, duplicate points)."""
+    followed by ``notes`` (metrics not measured, failed points, duplicate points); the table
+    opens with :data:`QUICK_NOTE` when rows are of ``quick=true`` points."""
     out.mkdir(parents=True, exist_ok=True)
     keys = list(dict.fromkeys(k for r in rows for k in (r.get("keys") or {})))
     fields = ["dataset", "channel", "bcr", "snr_db", "method", "variant", *keys]
@@ -214,6 +215,11 @@ def write_tables(
     lines = _markdown_table(table, metrics, variants)  # in row order (sorted above)
     md_path = out / "results.md"
     text = "".join(f"{line}\n" for line in before or [])
+    if any(r.get("quick") for r in rows):  # quick=true points: say what their numbers are not
+        quick = len({r.get("point") for r in rows if r.get("quick")})
+        points = len({r.get("point") for r in rows})
+        some = "" if quick == points else f" ({quick} of {points} points)"
+        text += f"{QUICK_NOTE}{some}.\n\n"
     text += (
         f"Mean ± 95% confidence interval over {'/'.join(splits)} images (SWD: one value per set "
         "of images, ×10³; ↓ lower is better).\n\n" + "\n".join(lines) + "\n"
