@@ -1,5 +1,5 @@
 """Per-image restoration through the command line and through ``SingPipeline``, beside one
-CPU-heavy process (issue 39 item 3).
+CPU-heavy process.
 
 The issue measured the Python API 9–16× slower than the command line on a busy 2-core machine:
 the API did not set the OpenMP wait policy the command line sets (``OMP_WAIT_POLICY=PASSIVE``

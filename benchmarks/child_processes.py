@@ -1,4 +1,4 @@
-"""Child processes that end with the benchmark that started them, however it ends (issue 41).
+"""Child processes that end with the benchmark that started them, however it ends.
 
 A benchmark that starts long-lived children (``wait_policy.py``'s ``yes`` CPU hogs, ``grid.py``'s
 grid command, ``gpu_throughput.py``'s CLI run) starts them with :func:`popen` or :func:`run`;

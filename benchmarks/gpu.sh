@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Images/s of SING-Zero and SING-INN at 256 px, 100 steps, bf16, on a CUDA GPU (issue 28).
+# Images/s of SING-Zero and SING-INN at 256 px, 100 steps, bf16, on a CUDA GPU.
 #
 #   bash benchmarks/gpu.sh [--dry-run] [OUT] [-- extra gpu_throughput.py options]
 #

@@ -1,4 +1,4 @@
-"""Images per second of SING-Zero and SING-INN at 256 px on a CUDA GPU (issue 28), the paper's
+"""Images per second of SING-Zero and SING-INN at 256 px on a CUDA GPU, the paper's
 prior architecture with random weights, found offline as ``prior=ddpm_ema_celebahq_256``.
 
 Run by ``benchmarks/gpu.sh`` (which checks for a GPU and sets the cache), or directly:

@@ -1,4 +1,4 @@
-"""bf16 against fp32 sampling at the main job's point: speed and paired quality (issue 29).
+"""bf16 against fp32 sampling at the main job's point: speed and paired quality.
 
 Runs the main job (``+experiment=sing_inn``: BCR 1/48, 0 dB, 64 test images, 100 steps) once
 in each precision (``evaluate.precision``), the same images and channel noise, and compares per

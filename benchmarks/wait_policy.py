@@ -1,4 +1,4 @@
-"""How torch's OpenMP threads should wait when other work shares the cores (issue 18).
+"""How torch's OpenMP threads should wait when other work shares the cores.
 
 Each measurement is a fresh Python process (libgomp reads its wait policy once, when torch loads
 it) that runs ``--forwards`` forwards of the embedded prior's UNet at the main job's batch (32,
@@ -105,7 +105,7 @@ def start_hogs(condition: str, cores: int) -> list[subprocess.Popen[bytes]]:
 
 def hogs_only_for_test() -> None:
     """One hog of each session kind, a line on stdout, then sleep until a signal ends us (the
-    test of issue 41: after SIGTERM or SIGKILL no hog of this run may be left)."""
+    test: after SIGTERM or SIGKILL no hog of this run may be left)."""
     hogs = start_hogs("hogs_same_session", 1) + start_hogs("hogs_other_session", 1)
     print("hogs " + " ".join(str(h.pid) for h in hogs), flush=True)
     try:

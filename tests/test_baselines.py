@@ -1,7 +1,8 @@
-"""The baselines of issue 14: DPS-JSCC and InverseJSCC through the real DeepJSCC chain.
+"""The baselines (docs/results/baselines.md): DPS-JSCC and InverseJSCC through the real DeepJSCC
+chain.
 
 Tiny random networks (a 16×16 UNet, a DeepJSCC with 4× downsampling); the formulas are written
-out here, not imported: A(x) = D(√k E(x)/‖E(x)‖) (SING.md §1, noiseless chain), DPS's step
+out here, not imported: A(x) = D(√k E(x)/‖E(x)‖) (paper: system model, noiseless chain), DPS's step
 ζ/‖r‖ ∇_{x_t}‖r‖² (Chung et al. 2023, Alg. 1), InverseJSCC's MSE(x̂, A(G(z))).
 """
 
@@ -69,7 +70,7 @@ def received(codec: DeepJSCC, seed: int = 7) -> Tensor:
 
 
 def chain_by_formula(codec: DeepJSCC, x: Tensor) -> Tensor:
-    """A(x) = D(√k z/‖z‖), z = E(x), k = half the reals per image (SING.md §1)."""
+    """A(x) = D(√k z/‖z‖), z = E(x), k = half the reals per image (paper: system model)."""
     snr = torch.full((x.shape[0],), SNR, dtype=x.dtype)
     z = codec.encoder(x, snr)
     k = z[0].numel() / 2

@@ -18,7 +18,7 @@ def test_paper_ratios_give_the_paper_latent_shapes(
     large = latent_shape(ratio, 256, 16)
     assert small.channels == large.channels == channels
     assert small.symbols == symbols_32
-    assert large.symbols == symbols_256  # SING.md §1: k = 256, 512, 1024 at 256×256
+    assert large.symbols == symbols_256  # paper: system model: k = 256, 512, 1024 at 256×256
     assert Fraction(large.symbols, large.n) == ratio
 
 

@@ -1,4 +1,4 @@
-"""How the restorers compute (issue 28, item 3): sampling precision, guidance micro-batch and
+"""How the restorers compute: sampling precision, guidance micro-batch and
 gradient checkpointing of the prior UNet — each an ``evaluate`` key, checked and recorded."""
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def test_bf16_runs_the_unet_in_bf16_and_returns_float32(unet: UNet2DModel) -> No
 def test_auto_is_bf16_only_where_the_cpu_runs_it_natively(
     unet: UNet2DModel, monkeypatch: pytest.MonkeyPatch, native: bool
 ) -> None:
-    """``precision=auto`` (issue 29): bf16 on a CPU with AVX-512 BF16 or AMX, fp32 on one
+    """``precision=auto``: bf16 on a CPU with AVX-512 BF16 or AMX, fp32 on one
     without (where oneDNN emulates bf16, 40-130x slower); metrics.json records what ran."""
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)

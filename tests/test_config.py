@@ -280,7 +280,7 @@ def test_evaluate_split_and_compute_are_checked_once_into_runconfig(
         validate(make_cfg("evaluate.precision=fp64"))
 
 
-# ---- every group typed, checked once (issue 38) ---------------------------------------------
+# ---- every group typed, checked once ---------------------------------------------
 def test_prior_operator_and_dataset_groups_are_typed_and_frozen(
     make_cfg: Callable[..., DictConfig],
 ) -> None:

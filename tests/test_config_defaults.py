@@ -1,4 +1,4 @@
-"""Defaults live in the YAML (issue 38): every schema dataclass and config reader of singexp's own
+"""Defaults live in the YAML: every schema dataclass and config reader of singexp's own
 groups, and the keyword defaults of the public functions that take those values, agree with the
 group's YAML, key by key; a method node of an experiment preset leaves no key to a code default.
 
@@ -50,7 +50,7 @@ FUNCTIONS: dict[str, list[Callable[..., Any]]] = {
     "sampler/dps_jscc": [dps_jscc, JSCCMeasurement, restore_dps_jscc],
     "sampler/inverse_jscc": [inverse_jscc, restore_inverse_jscc],
 }
-#: a restorer's keyword that is the run's channel SNR: never defaulted in code (issue 38)
+#: a restorer's keyword that is the run's channel SNR: never defaulted in code
 RUN_VALUES = ("snr_db",)
 #: reported, not fixed here: (option, key) → why. The YAML derives inn.scale from operator.scale
 #: (8 in the default config); INNHParams' 4 (modules/inn.py, the INN architecture's dataclass,

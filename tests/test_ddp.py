@@ -1,4 +1,4 @@
-"""A DDP restoration gives the single-process numbers (issue 28, item 1): whole batches per
+"""A DDP restoration gives the single-process numbers: whole batches per
 process, noise seeded by the global batch, results gathered on rank 0, which alone writes.
 
 The end-to-end test runs Lightning's DDP on the CPU (gloo, two processes) through the command

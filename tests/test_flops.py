@@ -28,7 +28,7 @@ def test_celebahq_prior_counted_on_meta_without_weights() -> None:
     assert next(unet.parameters()).device.type == "meta"  # nothing allocated
     assert parameter_count(unet) == pytest.approx(113.7e6, rel=1e-3)  # the model card's size
     forward = unet_flops(unet)
-    assert forward == pytest.approx(497e9, rel=0.01)  # SING.md §7: ~496 GFLOP per step
+    assert forward == pytest.approx(497e9, rel=0.01)  # docs/guide/methods.md: ~496 GFLOP per step
     assert CELEBAHQ_256_UNET["sample_size"] == 256
 
 

@@ -1,4 +1,4 @@
-"""Real image folders without surprises (issue 15): bad files, 16-bit, alpha, splits, tracing.
+"""Real image folders without surprises: bad files, 16-bit, alpha, splits, tracing.
 
 Every folder is generated here: a truncated JPEG, a text file named .png, 16-bit PNGs, an RGBA
 PNG with transparency, a `test/`-only folder, 16 files.

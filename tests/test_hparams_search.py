@@ -87,7 +87,7 @@ def test_optuna_preset_runs_four_quick_trials_and_writes_the_best(tmp_path: Path
     params = [json.loads(t.read_text())["samplers"] for t in trials]
     assert len({p["sing_inn"]["zeta"] for p in params}) == 4  # four different trials
     assert all(p["sing_inn"]["steps"] == 10 for p in params)  # quick mode
-    # the report (issue 38): a trials table best first, the best marked, scored on val, and
+    # the report: a trials table best first, the best marked, scored on val, and
     # one row per trial and method in results.csv, told apart by the searched keys
     table = (sweep / "report" / "results.md").read_text()
     assert "Trials of the search, scored on the val split (4 trials" in table

@@ -1,4 +1,4 @@
-"""The import graph of src/singexp has no cycle (issue 17).
+"""The import graph of src/singexp has no cycle.
 
 Every ``import`` / ``from ... import`` in every module counts, at module level and inside
 functions alike (a function-level import only defers a cycle, it does not remove it); imports

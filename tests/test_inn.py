@@ -1,4 +1,4 @@
-"""SING-INN's network, pairs, training module, checkpoints and export (SING.md §4)."""
+"""SING-INN's network, pairs, training module, checkpoints and export (paper: SING-INN)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The house goes down from the task layer (issue 30 item 3).
+"""The house goes down from the task layer.
 
 - The raw Hydra config (``DictConfig``) stops at the task layer: :func:`singexp.config.validate`
   turns it into a typed :class:`~singexp.config.RunConfig` once, and no function below takes a
@@ -188,7 +188,7 @@ def test_a_sampler_that_methods_would_ignore_fails_in_validate(make_cfg: Any) ->
 
 
 def test_the_run_config_is_frozen(make_cfg: Any) -> None:
-    """Nothing after validate writes into the run's config (issue 38): what a run resolves is
+    """Nothing after validate writes into the run's config: what a run resolves is
     returned (require_codec) or kept in its RunState."""
     import dataclasses
 

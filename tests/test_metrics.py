@@ -408,7 +408,7 @@ def test_summarize_drops_non_finite_and_accepts_mappings() -> None:
 
 
 def test_swd_of_many_sets_equals_one_call_per_set() -> None:
-    # issue 18: the originals' pyramid, descriptors and sorted projections computed once for
+    # the originals' pyramid, descriptors and sorted projections computed once for
     # every method must not change any value (to 1e-6)
     from singexp.metrics import sliced_wasserstein, sliced_wasserstein_many
 
@@ -447,7 +447,7 @@ def _write_random_alexnet(torch_home: Path) -> None:
 
 
 def test_perceptual_metrics_of_many_sets_equal_the_packages_per_pair(torch_home: Path) -> None:
-    # issue 18: the originals' ST-LPIPS / LPIPS features computed once and shared by every
+    # the originals' ST-LPIPS / LPIPS features computed once and shared by every
     # method must not change any value (to 1e-6). The reference is each package's own
     # LPIPS.forward on the pair (M.stlpips / M.lpips), at the evaluation's perceptual size.
     _write_random_alexnet(torch_home)

@@ -142,7 +142,7 @@ def test_every_operator_config_builds() -> None:
         assert op.A(x).shape == op.out_shape(x.shape)
 
 
-# ---- the operator ablation's operators (issue 13) -------------------------------------------
+# ---- the operator ablation's operators -------------------------------------------
 def _identities(op: LinearOperator, shape: tuple[int, ...], atol: float) -> None:
     """Moore–Penrose conditions A A† A = A, A† A A† = A†, and A†A an orthogonal projection."""
     x = _rand(shape, 10)

@@ -1,5 +1,5 @@
 """singexp installs like a package: the wheel carries the configs and the shipped weights, and
-the declared dependencies are the ones the code imports (issue 17).
+the declared dependencies are the ones the code imports.
 
 The configs live in ``src/singexp/conf`` (the repository's top-level ``conf`` links there) and the
 weights in ``src/singexp/assets``; both are package data, found through the package's own path

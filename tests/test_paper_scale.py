@@ -1,4 +1,4 @@
-"""The paper's 256 px path (issue 28): google/ddpm-ema-celebahq-256 found offline in a Hugging
+"""The paper's 256 px path: google/ddpm-ema-celebahq-256 found offline in a Hugging
 Face cache, the main job on a 256 px image folder at the paper's BCR 1/192, and the tools that
 cost it (``benchmarks/paper_scale.py``, ``benchmarks/gpu.sh``).
 

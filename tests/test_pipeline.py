@@ -266,5 +266,5 @@ def test_restore_cli_says_out_of_distribution_and_writes_its_log(tmp_path: Path)
     ]
     assert len(lines) == 1 and "generated shapes" in lines[0], result.stdout + result.stderr
     log = (out / "restore.log").read_text()
-    assert "out of distribution" in log  # restore.log is written (issue 39 item 4)
+    assert "out of distribution" in log  # restore.log is written
     assert "astronaut: PSNR" in log and "restored 1 images in" in log

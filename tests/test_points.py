@@ -1,4 +1,4 @@
-"""A point is its resolved config (issue 38): one identity decides reuse, the report's rows and
+"""A point is its resolved config: one identity decides reuse, the report's rows and
 labels, the loggers' keys and the point folders' names."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Checks before training (issue 15, items 1, 3 and 7): every config check that needs no training
+"""Checks before training: every config check that needs no training
 fails before any ``auto`` codec, INN or prior trains, as one line naming the key, both sizes
 and the fix; one size key (``dataset.image_size``); step-bounded runs show steps, not epochs."""
 

@@ -1,4 +1,5 @@
-"""The experiment presets of issue 13: the grid each one expands to, what it fits, end to end."""
+"""The experiment presets (docs/results/presets.md): the grid each one expands to, what it fits,
+end to end."""
 
 from __future__ import annotations
 
@@ -296,7 +297,7 @@ def test_mismatch_grid() -> None:
         "embedded",
     )
     assert cfg.dataset.test_size == 16 and cfg.bcr.name == "1_48"
-    # all five methods (issue 31), the baselines with their tuned values as in the comparison
+    # all five methods, the baselines with their tuned values as in the comparison
     assert list(cfg.methods) == ["sing_zero", "sing_inn", "dps_jscc", "inverse_jscc"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         comparison = compose("config", overrides=["+experiment=comparison"])
@@ -324,7 +325,7 @@ def test_fast_form_end_to_end(tmp_path: Path, preset: str, points: int, figure: 
     assert len(list(sweep.glob("*/metrics.json"))) == points
     assert "| variant |" in (sweep / "report" / "results.md").read_text()
     assert (sweep / "report" / figure).is_file()
-    if preset == "mismatch":  # the drop of all five methods (issue 31)
+    if preset == "mismatch":  # the drop of all five methods
         drop = (sweep / "report" / "drop.md").read_text()
         for method in ("deepjscc", "sing_zero", "sing_inn", "dps_jscc", "inverse_jscc"):
             assert f"| {method} |" in drop, method

@@ -71,7 +71,7 @@ def test_build_unet_has_no_attention_by_default() -> None:
     # every parameter counts, frozen ones too (the shipped prior is loaded frozen)
     assert prior.count_parameters(shipped) == sum(v.numel() for v in shipped.state_dict().values())
     assert prior.count_parameters(unet) == prior.count_parameters(shipped)
-    assert round(prior.count_parameters(unet) / 1e6, 1) == 2.5  # README, SING.md §7: 2.5 M
+    assert round(prior.count_parameters(unet) / 1e6, 1) == 2.5  # README: 2.5 M
     with_attention = build_unet(16, block_out_channels=(8, 16), attention=True)
     assert "Attention" in [type(m).__name__ for m in with_attention.modules()]
     x = torch.zeros(1, 3, 16, 16)
@@ -315,7 +315,7 @@ def test_train_prior_exports_and_resumes(tmp_path: Path) -> None:
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
     assert list((tmp_path / "samples").glob("*.png"))
     assert load_prior(out, expected_size=16).config.sample_size == 16
-    # the data it was trained on, recorded for the mismatch warning (issue 32)
+    # the data it was trained on, recorded for the mismatch warning
     from singexp.prior import prior_trained_on
 
     assert prior_trained_on(out) == "shapes"

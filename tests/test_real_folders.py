@@ -1,4 +1,4 @@
-"""Real image folders, second round (issue 32): a test-only folder restores, a file shared by two
+"""Real image folders, second round: a test-only folder restores, a file shared by two
 splits is caught, every model a run uses (codec, INN, prior) is checked against the tested data,
 tiny training is warned, the paper's ratios are named at 256 px, and the printed table marks
 where the trivial baseline wins.

@@ -1,4 +1,4 @@
-"""Faults a cluster user meets (issue 16): torn results, colliding runs and sweeps, W&B without a
+"""Faults a cluster user meets: torn results, colliding runs and sweeps, W&B without a
 network, SIGTERM, bad input. Each test reproduces its fault; the slow ones run the real entry
 point with tiny settings."""
 

@@ -229,7 +229,7 @@ def test_methods_with_their_own_step_counts_are_not_a_steps_sweep(tmp_path: Path
 
 def test_mismatch_report_has_a_drop_per_method(tmp_path: Path) -> None:
     # +experiment=mismatch: shapes-trained models tested on shapes (matched) and on photos; the
-    # report writes each method's drop Δ = mismatched − matched (issue 13)
+    # report writes each method's drop Δ = mismatched − matched
     sweep = tmp_path / "mismatch"
     values = {  # (data, method) → per-image PSNR of 4 images, ST-LPIPS mean
         ("shapes", "deepjscc"): ([16.0, 17.0, 15.0, 16.0], 0.5),

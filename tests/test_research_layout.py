@@ -1,4 +1,4 @@
-"""Research stays out of the product (issue 30, item 4).
+"""Research stays out of the product.
 
 Research notes live under ``docs/research/`` (with their scripts); ``experiments/`` keeps only
 what reproduces shipped artefacts. Nothing under ``src/`` may point at a research note or import

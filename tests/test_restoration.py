@@ -173,7 +173,7 @@ def test_models_trained_on_another_dataset_are_named(make_cfg: Callable[..., Any
 def test_the_test_snr_reaches_every_restorer(
     make_cfg: Callable[..., Any], monkeypatch: Any
 ) -> None:
-    """No silent SNR default on the sampling path (issue 39): the restoration module hands each
+    """No silent SNR default on the sampling path: the restoration module hands each
     restorer the run's test SNR, and every restorer the builder makes passes it on to its
     sampler (SING-INN's INN and the baselines' DeepJSCC chain are conditioned on it)."""
     import singexp.samplers.build as build

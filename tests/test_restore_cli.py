@@ -23,12 +23,12 @@ def test_sing_zero_run_writes_table_grid_and_files(tmp_path: Path) -> None:
     result = run_cli("+experiment=sing_zero", *QUICK, f"hydra.run.dir={run}", cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     metrics = json.loads((run / "metrics.json").read_text())
-    # the trivial baseline row (mean training image) beside the methods (issue 15 item 6)
+    # the trivial baseline row (mean training image) beside the methods
     assert list(metrics["methods"]) == ["deepjscc", "sing_zero", "mean_image"]
     for summary in metrics["methods"].values():
         assert isinstance(summary["psnr"], float) and isinstance(summary["stlpips"], float)
         assert summary["images"] == 8
-    # consistency with what was received, through A (issue 12): DDNM at σ_y = 0 keeps A x̂
+    # consistency with what was received, through A: DDNM at σ_y = 0 keeps A x̂
     assert metrics["methods"]["sing_zero"]["psnr_A_xhat"] > 40
     assert metrics["methods"]["mean_image"]["psnr_A_xhat"] < 30
     assert "psnr_A_xhat" not in metrics["methods"]["deepjscc"]

@@ -1,4 +1,4 @@
-"""A sweep's points share what one process loaded (issue 29, item 1): singexp.reuse keys, the
+"""A sweep's points share what one process loaded: singexp.reuse keys, the
 restoration's models reused across points, and a point's results the same alone or in a sweep."""
 
 from __future__ import annotations

@@ -156,7 +156,7 @@ def one_step(scheduler: Any, form: Any, index: int, eta: float) -> StepInfo:
 
 
 def test_posterior_step_is_algorithm_1() -> None:
-    """With DDPM, one step is q(x_t−1 | x_t, x̂0) of SING.md §2, computed by hand, for an
+    """With DDPM, one step is q(x_t−1 | x_t, x̂0) of Ho et al. 2020, computed by hand, for an
     x̂0 far outside [−1, 1] (a clipping step would not match)."""
     scheduler = ddpm()
     scheduler.set_timesteps(STEPS)

@@ -1,4 +1,4 @@
-"""SING-INN's guidance correction and restorer (SING.md §4, Algorithm 2)."""
+"""SING-INN's guidance correction and restorer (paper: SING-INN, Algorithm 2)."""
 
 from __future__ import annotations
 

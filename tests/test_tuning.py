@@ -1,4 +1,4 @@
-"""The tuning protocol (issue 31): every method tuned with the same budget on validation images,
+"""The tuning protocol: every method tuned with the same budget on validation images,
 the chosen values written for the comparison, which scores them on the test images."""
 
 from __future__ import annotations

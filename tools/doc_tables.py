@@ -1,4 +1,4 @@
-"""Results tables in the documentation, generated from committed result files (issue 30).
+"""Results tables in the documentation, generated from committed result files.
 
 A Markdown page (``README.md``, ``docs/**/*.md``) marks each generated table with a pair of
 HTML comments::

@@ -1,4 +1,4 @@
-"""Does an image carry a stripes/checkers background? A spectral-peak detector (issue 12).
+"""Does an image carry a stripes/checkers background? A spectral-peak detector.
 
     .venv/bin/python experiments/prior_samples/periodic.py   # calibration table by background
     .venv/bin/python experiments/prior_samples/periodic.py --prior DIR --out FILE.png

@@ -1,4 +1,4 @@
-"""A number for prior sample quality: SWD to held-out data and ST-LPIPS diversity (issue 12).
+"""A number for prior sample quality: SWD to held-out data and ST-LPIPS diversity.
 
     .venv/bin/python experiments/prior_samples/quality.py LABEL [PRIOR_DIR] [--n 256]
 

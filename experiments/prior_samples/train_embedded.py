@@ -1,4 +1,4 @@
-"""Driver: train the embedded shapes-32 prior (singexp.modules.prior.train_prior, SING.md §7).
+"""Driver: train the embedded shapes-32 prior (singexp.modules.prior.train_prior, docs/guide/methods.md).
 
     .venv/bin/python experiments/prior_samples/train_embedded.py OUT_DIR [--steps 3000] ...
 

@@ -211,7 +211,7 @@ def train_artifact(
                 "task": job,
                 "paths.output_dir": str(folder),
                 "callbacks": {},
-                # Lightning adds checkpoints/ itself (issue 15: not checkpoints/checkpoints/)
+                # Lightning adds checkpoints/ itself (not checkpoints/checkpoints/)
                 "trainer.default_root_dir": str(folder),
                 **single_process(run),
                 **overrides(folder),
@@ -417,8 +417,8 @@ def trained_elsewhere(
     run: RunConfig, models: dict[str, str | None], trainable: bool = True
 ) -> list[str]:
     """One warning per model (:func:`trained_on`) trained on another data set than the tested
-    images (:attr:`RunConfig.data_content`: ``dataset.content``, else ``dataset.name``; issue
-    15 item 6, issue 32, issue 41): its numbers can look like the paper's pattern
+    images (:attr:`RunConfig.data_content`: ``dataset.content``, else ``dataset.name``): its
+    numbers can look like the paper's pattern
     while every output is off-distribution. Logged now, printed under the table. ``trainable``:
     the data has a training split (else the fix is a model trained on data like it)."""
     tested = run.data_content

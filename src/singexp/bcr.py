@@ -1,4 +1,4 @@
-"""Bandwidth compression ratio ρ = k/n and the encoder's latent shape (SING.md §1).
+"""Bandwidth compression ratio ρ = k/n and the encoder's latent shape (paper: system model).
 
 An image of n = 3·H·W values is sent as k complex channel symbols (2k reals). An encoder that
 downsamples by ``f`` in each spatial direction and outputs ``c`` channels emits
@@ -20,7 +20,7 @@ PAPER_RATIOS: dict[str, Fraction] = {
     "1_192": Fraction(1, 192),
 }
 
-#: the image side the paper's ratios are used at (SING.md §1: 256×256 images)
+#: the image side the paper's ratios are used at (paper: system model: 256×256 images)
 PAPER_IMAGE_SIZE: int = 256
 
 #: the embedded default's grid (docs/guide/configs.md, "Operating points"): the paper's
@@ -42,8 +42,8 @@ def scaled_symbol_ratio(symbols_at_paper: int, image_size: int, paper_size: int 
 
 
 def paper_ratio_note(ratio: Fraction, image_size: int) -> str | None:
-    """One line when a run at the paper's image size uses a ratio the paper does not (issue 32:
-    the experiments' default 1/48 is the embedded grid's, chosen for 32 px); None otherwise."""
+    """One line when a run at the paper's image size uses a ratio the paper does not (the
+    experiments' default 1/48 is the embedded grid's, chosen for 32 px); None otherwise."""
     if image_size != PAPER_IMAGE_SIZE or ratio in PAPER_RATIOS.values():
         return None
     paper = ", ".join(format_ratio(r) for r in PAPER_RATIOS.values())

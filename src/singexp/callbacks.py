@@ -2,7 +2,7 @@
 adds the configurable ones: checkpoints, progress bar, model summary).
 
 :class:`TrainingSizeCheck` says, in one line before training starts, when a model is about to
-be trained on very few images or for very few optimiser steps (issue 32: a codec trained on a
+be trained on very few images or for very few optimiser steps (a codec trained on a
 14-image folder split for 6 steps gave numbers that looked like results). Thresholds:
 ``dataset.min_train_images`` (the data module's) and ``min_train_steps`` (the root config);
 0 turns either off, ``quick=true`` turns both off (the run is declared tiny).

@@ -1,7 +1,7 @@
 """The noisy channel: power normalisation, AWGN and Rayleigh block fading.
 
 This module is the only place where channel noise is added; the SNR enters here.
-Conventions (SING.md §1): the encoder emits 2k reals per image, read as k complex symbols,
+Conventions (paper: system model): the encoder emits 2k reals per image, read as k complex symbols,
 scaled to unit average power per image, z̃ = √k · z / ‖z‖; noise w ~ CN(0, σ²) with
 σ² = 10^(−SNR/10).
 """
@@ -34,7 +34,8 @@ def to_real(s: Tensor, shape: torch.Size) -> Tensor:
 
 
 def power_normalize(s: Tensor) -> Tensor:
-    """Scale complex symbols (B, k) to unit average power per image: √k · s / ‖s‖ (SING.md §1)."""
+    """Scale complex symbols (B, k) to unit average power per image: √k · s / ‖s‖ (paper: system
+    model)."""
     k = s.shape[1]
     norm = torch.linalg.vector_norm(s, dim=1, keepdim=True).clamp_min(1e-12)
     return math.sqrt(k) * s / norm
@@ -67,7 +68,7 @@ class Channel(nn.Module):
 
 
 class AWGNChannel(Channel):
-    """ŷ = z̃ + w, w ~ CN(0, 10^(−SNR/10)) (SING.md §1)."""
+    """ŷ = z̃ + w, w ~ CN(0, 10^(−SNR/10)) (paper: system model)."""
 
     def forward(
         self, s: Tensor, snr_db: Tensor, generator: torch.Generator | None = None

@@ -428,7 +428,7 @@ def shipped_models_in_use(cfg: DictConfig) -> list[str]:
 
 def check_shipped_sizes(cfg: DictConfig, size: int) -> None:
     """The shipped models are :data:`SHIPPED_SIZE` px: at another ``dataset.image_size`` one line
-    naming both sizes, every ``embedded`` key in use and the two fixes (issue 15)."""
+    naming both sizes, every ``embedded`` key in use and the two fixes."""
     used = shipped_models_in_use(cfg)
     if size == SHIPPED_SIZE or not used:
         return

@@ -2,7 +2,7 @@
 test images are shared between the processes, and how their results come back to rank 0.
 
 A restoration evaluation gives the single-process numbers under ``trainer=ddp`` on any number of
-processes (issue 28): the test images keep their single-process batches (:class:`ShardedBatches`
+processes: the test images keep their single-process batches (:class:`ShardedBatches`
 hands process r the batches r, r + N, r + 2N, … of the fixed test order; no batch is padded or
 repeated), every batch's channel and sampler noise is seeded by its *global* batch index
 (:func:`singexp.modules.restoration.batch_generator`), and the per-batch results are gathered on

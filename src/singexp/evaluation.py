@@ -1,4 +1,4 @@
-"""The one evaluation pass (issue 39): images → DeepJSCC at the SNR (seeded channel noise) → each
+"""The one evaluation pass: images → DeepJSCC at the SNR (seeded channel noise) → each
 restorer (seeded sampler noise) → per-method outputs, and their per-image scores.
 
 :func:`evaluate_batch` is the forward pass and :func:`score_batch` the scoring into per-image
@@ -136,7 +136,7 @@ def score_batch(
         ORIGINAL: project(operator, originals),
         BASELINE: project(operator, scored[BASELINE]) if BASELINE in scored else None,
     }
-    # the originals' perceptual features once, shared by every method (issue 18)
+    # the originals' perceptual features once, shared by every method
     per_method = metrics.per_image_many(dict(scored), originals)
     rows: list[dict[str, Any]] = []
     keys: set[str] = set()

@@ -26,7 +26,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 #: the UNet2DModel architecture of google/ddpm-celebahq-256 and google/ddpm-ema-celebahq-256
-#: (their config.json; 113.7 M parameters): the paper's prior (SING.md §5, §7)
+#: (their config.json; 113.7 M parameters): the paper's prior (paper: experiments)
 CELEBAHQ_256_UNET: dict[str, Any] = {
     "sample_size": 256,
     "in_channels": 3,

@@ -11,7 +11,7 @@ per process and device, in eval mode with ``requires_grad=False``.
 
 Perceptual metrics see images whose smaller side is at least ``perceptual_size`` (default 64):
 smaller inputs are upsampled bilinearly first, because at 32 px ST-LPIPS hardly sees noise
-(SING.md §5). :class:`ImageMetrics` reports the size used in :meth:`ImageMetrics.status`.
+(paper: experiments). :class:`ImageMetrics` reports the size used in :meth:`ImageMetrics.status`.
 """
 
 from __future__ import annotations
@@ -398,7 +398,7 @@ def _perceptual_many(
     net: nn.Module | None, preds: Mapping[str, Tensor], target: Tensor, perceptual_size: int
 ) -> dict[str, Tensor] | None:
     """The distance of every set in ``preds`` to ``target``, the target's features computed
-    once (issue 18); equal to the per-pair metric (tests/test_metrics.py)."""
+    once; equal to the per-pair metric (tests/test_metrics.py)."""
     if net is None:
         return None
     target_feats = perceptual_features(net, target, perceptual_size)
@@ -573,7 +573,7 @@ def sliced_wasserstein_many(
     **keys: int,
 ) -> dict[str, dict[str, float]]:
     """:func:`sliced_wasserstein` of each of ``pred_sets`` against one ``target_set``, with the
-    target's pyramid, patch descriptors and sorted projections computed once (issue 18: the
+    target's pyramid, patch descriptors and sorted projections computed once (the
     sorts dominate SWD, and every method of a restoration run compares with the same originals).
 
     Equal to calling :func:`sliced_wasserstein` per set (the same seeded draws in the same

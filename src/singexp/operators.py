@@ -1,4 +1,4 @@
-"""Linear degradation operators A for SING-Zero (SING.md §3), as objects in DDNM/DDRM's style.
+"""Linear degradation operators A for SING-Zero (paper: SING-Zero), as objects in DDNM/DDRM's style.
 
 An operator maps images (B, C, H, W) to measurements ``A(x)`` and back with its pseudo-inverse
 ``A_pinv`` (A† with A A† = I for every operator here, so A A† A = A and A† A A† = A†) and, where
@@ -16,7 +16,7 @@ seeded, at construction. Beside average pooling (the paper's downsampling) the o
   closed form to pairs (x, DeepJSCC(x)): the orthogonal projection onto the patch directions in
   which keeping the received image lowers the squared error most (its docstring derives it).
 
-SING-Zero's downsampling factor from the BCR (SING.md §3 leaves it open) —
+SING-Zero's downsampling factor from the BCR (paper: SING-Zero leaves it open) —
 :func:`scale_for_bcr`: the largest s dividing the image size such that the measurement A x
 keeps at least as many real values as the channel carries, 3·H·W/s² ≥ 2k = 2ρ·3·H·W, i.e.
 s ≤ √(1/(2ρ)); ρ = 1/192 → 8, 1/384 → 8, 1/768 → 16 (256 px or 32 px images).
@@ -561,6 +561,6 @@ def describe_operator(operator: LinearOperator, name: str) -> dict[str, Any]:
 
 def measurement_noise_std(operator: LinearOperator, x: Tensor, x_hat: Tensor) -> float:
     """σ_y of y = A x̂ taken as a noisy measurement of A x: the RMS of A x̂ − A x over every
-    value (DDNM+'s effective noise std, SING.md §3; ``sampler.sigma_y=auto`` measures it on
+    value (DDNM+'s effective noise std, paper: SING-Zero; ``sampler.sigma_y=auto`` measures it on
     held-out images sent through the codec at the test SNR)."""
     return float((operator.A(x_hat) - operator.A(x)).double().pow(2).mean().sqrt())

@@ -1,4 +1,4 @@
-"""Every config check that can run before training, in one place (issue 15, item 1).
+"""Every config check that can run before training, in one place.
 
 :func:`preflight` runs in :func:`singexp.tasks.run` before the loggers start (no W&B run, no
 run files for a config error) and again, a no-op then, at the start of each task function (for

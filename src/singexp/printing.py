@@ -31,7 +31,7 @@ def format_metric(key: str, value: float | None) -> str:
     return f"{value:.2f}" if key.startswith("psnr") or key == "swd" else f"{value:.4f}"
 
 
-#: the mark of a cell where the trivial baseline beats the method (issue 32)
+#: the mark of a cell where the trivial baseline beats the method
 TRIVIAL_WINS = "†"
 
 

@@ -4,9 +4,9 @@ Plain functions, no Lightning (training, :func:`singexp.modules.prior.train_prio
 to its LightningModule):
 
 - :func:`build_unet` — an unconditional ``diffusers.UNet2DModel`` (no attention by default:
-  attention is what costs on a CPU, SING.md §7).
+  attention is what costs on a CPU, docs/guide/methods.md).
 - :func:`build_scheduler` — DDPM/DDIM scheduler with the paper's schedule (linear β from 1e-4
-  to 0.02, T = 1000; SING.md §2).
+  to 0.02, T = 1000; Ho et al. 2020).
 - :func:`load_prior` — a local diffusers folder or a preset name (``embedded``, the shipped
   shapes-32 prior; ``google/ddpm-*`` from the Hugging Face cache, never downloaded), checked
   against the dataset's image size and channels; failures are one-line ``ConfigError``\\ s.
@@ -31,7 +31,7 @@ from singexp.weights import check_finite
 
 log = logging.getLogger("singexp.prior")
 
-#: the shipped prior (trained on 32×32 shapes, SING.md §7), in diffusers format
+#: the shipped prior (trained on 32×32 shapes, docs/guide/methods.md), in diffusers format
 EMBEDDED_DIR: Path = Path(__file__).resolve().parent / "assets" / "prior_shapes32"
 
 #: preset name -> Hugging Face repo id ("embedded" is the shipped folder, see EMBEDDED_DIR)
@@ -177,8 +177,9 @@ def build_unet(
 ) -> UNet2DModel:
     """An unconditional ε-prediction ``UNet2DModel`` for ``sample_size``² images.
 
-    ``attention``: False (default: no attention block anywhere — SING.md §7, attention is what
-    costs on a CPU), True (attention in the lowest-resolution level only) or one flag per level.
+    ``attention``: False (default: no attention block anywhere — attention is what costs on a
+    CPU, docs/guide/methods.md), True (attention in the lowest-resolution level only) or one
+    flag per level.
     ``norm_num_groups``: GroupNorm groups; None picks the largest of 32, 16, ... dividing
     every entry of ``block_out_channels``.
     """

@@ -6,7 +6,7 @@ What a reader sees:
   ``callbacks.progress_bar`` entry: :class:`RunProgressBar`, a :class:`StepProgressBar`); in a
   log, CI or a file, :class:`LineProgressBar` prints one line per epoch (and one every
   :data:`INTERVAL_S` seconds inside a long one) instead of a bar drawn only at the end.
-- runs bounded by ``max_steps`` (the prior's training, issue 15 item 7): one bar over all of the
+- runs bounded by ``max_steps`` (the prior's training): one bar over all of the
   optimiser steps ("Step ━━━━ 1200/3000") rather than "Epoch 19/-2" (:class:`StepProgressBar`);
   epoch-bounded runs look as before.
 - restoration: every sampling run (one method on one batch) is a task labelled with the method,

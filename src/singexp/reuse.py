@@ -1,4 +1,4 @@
-"""What a process has built once and the next sweep point reuses (issue 29, item 1).
+"""What a process has built once and the next sweep point reuses.
 
 A sweep runs its points in one process (Hydra's basic launcher) or in a few long-lived workers
 (joblib's): the data module (with its mean image), the prior UNet, the INNs and the codecs are

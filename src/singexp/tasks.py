@@ -105,7 +105,7 @@ def restore_task(
     # suffices; under DDP each process takes whole batches of the single-process order
     # (singexp.distributed), not Lightning's DistributedSampler
     trainer = build_trainer(run, loggers, inference_mode=False, use_distributed_sampler=False)
-    split = run.evaluate_split  # val: a tuning trial (issue 31)
+    split = run.evaluate_split  # val: a tuning trial
     images = datamodule.sharded_test_dataloader(split, run.evaluate.get("images"))
     trainer.test(module, dataloaders=images, verbose=False)
     if not trainer.is_global_zero:  # rank 0 gathered the results and writes them

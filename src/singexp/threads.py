@@ -1,4 +1,4 @@
-"""How CPU threads are used: the ``threads`` config key and the OpenMP wait policy (issue 18).
+"""How CPU threads are used: the ``threads`` config key and the OpenMP wait policy.
 
 **Thread count.** ``threads=auto`` (default) picks ``cores // workers``, at least 1:
 

@@ -1,4 +1,4 @@
-"""The tuned settings the comparison reads (issue 31): collected from the tuning sweeps.
+"""The tuned settings the comparison reads: collected from the tuning sweeps.
 
 Each method is tuned by its own preset (``+experiment=tune_<method>``, the protocol of
 ``conf/experiment/tuning.yaml``): Hydra's Optuna sweeper writes ``optimization_results.yaml``

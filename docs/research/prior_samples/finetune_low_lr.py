@@ -1,4 +1,4 @@
-"""Hypothesis test (issue 12): does the shipped prior sharpen with a lower learning rate?
+"""Hypothesis test: does the shipped prior sharpen with a lower learning rate?
 
     .venv/bin/python docs/research/prior_samples/finetune_low_lr.py OUT_DIR [--lr 1e-4] \
         [--steps 1500]

@@ -1,4 +1,4 @@
-"""How fast does a UNet learn the periodic backgrounds alone? (issue 12, sixth session)
+"""How fast does a UNet learn the periodic backgrounds alone? (a research note: docs/research/prior_samples.md)
 
     .venv/bin/python docs/research/prior_samples/learnability.py NAME [--channels 32 64 128]
         [--layers 1] [--init PRIOR_DIR] [--lr 1e-3] [--steps 3000] [--train-size 20000]

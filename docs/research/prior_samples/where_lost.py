@@ -1,4 +1,4 @@
-"""Where in the schedule does a prior lose the data's stripes and checkers? (issue 12)
+"""Where in the schedule does a prior lose the data's stripes and checkers?
 
     .venv/bin/python docs/research/prior_samples/where_lost.py [PRIOR_DIR ...] [--grid FILE]
 

@@ -18,7 +18,7 @@ log = logging.getLogger("singexp.data")
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: what a restoration run may evaluate (``evaluate.split``): the test images, or the validation
-#: images when a method is tuned (issue 31: tuning never reads the test images)
+#: images when a method is tuned (tuning never reads the test images)
 EVALUATION_SPLITS: tuple[str, ...] = ("test", "val")
 MEAN_IMAGE_MAX: int = 2048
 #: default of ``dataset.min_train_images``: a training split below it is warned about
@@ -84,7 +84,7 @@ class SeededImageDataset(Dataset[Tensor]):
         raise NotImplementedError
 
     def describe_item(self, index: int) -> dict[str, Any]:
-        """Where item `index` comes from: the generated sample's index and seed (issue 15)."""
+        """Where item `index` comes from: the generated sample's index and seed."""
         return {"sample": index, "seed": self.seed}
 
 
@@ -141,7 +141,7 @@ class ImageDataModule(L.LightningDataModule):
         if self.datasets:
             return
         self.datasets = {split: self.make_split(split) for split in SPLITS}
-        say_once(self.describe())  # the split sizes and rule, once per run (issue 15, item 2)
+        say_once(self.describe())  # the split sizes and rule, once per run
 
     def split(self, split: str) -> Dataset[Tensor]:
         """The dataset of one split (sets the module up if needed)."""
@@ -203,7 +203,7 @@ class ImageDataModule(L.LightningDataModule):
     def sharded_test_dataloader(
         self, split: str = "test", images: int | None = None
     ) -> DataLoader[Tensor]:
-        """The batches of :meth:`test_dataloader` (of ``split``: ``val`` when tuning, issue 31),
+        """The batches of :meth:`test_dataloader` (of ``split``: ``val`` when tuning),
         shared by whole batches between the processes of a DDP run
         (:class:`~singexp.distributed.ShardedBatches`): in one process, the same batches in the
         same order; ``images``: only the first ones of the split (``evaluate.images``). Give the

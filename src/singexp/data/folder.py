@@ -57,7 +57,7 @@ def _has_transparency(image: Image.Image) -> bool:
 
 def to_rgb(image: Image.Image, background: Colour = WHITE) -> tuple[Image.Image, bool]:
     """8-bit RGB copy of a decoded image and whether it had real transparency: 16-bit grey is
-    scaled (not clipped to white), alpha is composited on `background` (issue 15, item 4)."""
+    scaled (not clipped to white), alpha is composited on `background`."""
     if image.mode.startswith("I"):  # 16-bit grey PNG: "I;16" (or "I" in older Pillow)
         array = np.asarray(image).astype(np.float64)
         image = Image.fromarray(np.clip(np.rint(array / 257.0), 0, 255).astype(np.uint8), "L")
@@ -141,7 +141,7 @@ def _count(n: int, fraction: float) -> int:
 
 class ImageFileDataset(Dataset[Tensor]):
     """Images from a list of files checked when indexed; a file that no longer decodes is an
-    error naming it, never replaced by another image (issue 15, item 4)."""
+    error naming it, never replaced by another image."""
 
     def __init__(
         self, files: list[Path], size: int, root: Path | None = None, background: Colour = WHITE
@@ -269,7 +269,7 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _images_in(self, folder: Path, exclude: Path | None = None) -> list[Path]:
         """The image files under `folder` (not under `exclude`) that decode; bad ones are
-        skipped here, at indexing, before any split is made (issue 15, item 4)."""
+        skipped here, at indexing, before any split is made."""
         files = [f for f in find_images(folder) if exclude is None or not f.is_relative_to(exclude)]
         if not files and exclude is not None:
             return []
@@ -338,7 +338,7 @@ class ImageFolderDataModule(ImageDataModule):
         return splits
 
     def _check_overlap(self, splits: dict[str, list[Path]]) -> None:
-        """Files that two splits share by content (issue 32: a train/ of symlinks to test/ made
+        """Files that two splits share by content (a train/ of symlinks to test/ made
         the mean-image baseline the test images' mean) are an error naming them, or with
         ``dataset.split_overlap=warn`` one warning."""
         shared = overlapping_files(splits)
@@ -403,7 +403,7 @@ class ImageFolderDataModule(ImageDataModule):
 
     def _report(self) -> None:
         """One warning naming every skipped file (the first few, and a file listing all), one
-        note on transparency, one warning on a small test split (issue 15, items 2 and 4)."""
+        note on transparency, one warning on a small test split."""
         if self.skipped:
             names = [self._name(f) for f in self.skipped]
             listing = ", ".join(names[:_NAMED])

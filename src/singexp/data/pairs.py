@@ -1,4 +1,4 @@
-"""Paired data for the SING-INN network (SING.md §4): (x, x̂ = DeepJSCC(x, snr), snr).
+"""Paired data for the SING-INN network (paper: SING-INN): (x, x̂ = DeepJSCC(x, snr), snr).
 
 The pairs are made on the fly from an ordinary image batch and a trained, frozen DeepJSCC
 codec, with one SNR per image drawn uniformly from the training range: every epoch sees new

@@ -1,4 +1,4 @@
-"""SING-INN's network, trained on DeepJSCC pairs (SING.md §4): loss, checkpoints, export.
+"""SING-INN's network, trained on DeepJSCC pairs (paper: SING-INN): loss, checkpoints, export.
 
 Training loss (the paper's Eq. 16; its exact weights are **open**, so λs come from
 ``conf/inn/default.yaml``), per batch of pairs (x, x̂ = DeepJSCC(x, snr), snr):

@@ -57,7 +57,7 @@ class DeepJSCCModule(L.LightningModule):
         dataset: str | None = None,
     ) -> None:
         # dataset: the name of the data set it was trained on (recorded, never checked: a
-        # restoration run on another data set warns, issue 15 item 6)
+        # restoration run on another data set warns)
         super().__init__()
         self.save_hyperparameters()
         self.codec = DeepJSCC(

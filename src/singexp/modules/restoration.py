@@ -9,14 +9,14 @@ Under DDP (``trainer=ddp``) each process restores whole batches of the single-pr
 (:mod:`singexp.distributed`), rank 0 gathers them, computes the set-level metrics (SWD) and the
 confidence intervals on all images, and alone writes: the numbers are the single-process ones.
 
-Beside the methods, two things make a number mean something (issue 12, issue 15 item 6):
+Beside the methods, two things make a number mean something:
 - a trivial baseline row, ``mean_image``: the receiver that ignores the channel and always
   outputs the mean training image;
 - consistency with what was received, through the linear operator A that SING-Zero uses
   (the same A for every method): ``psnr_A_xhat`` = PSNR(A x̃, A x̂) — does x̃ keep the received
   content? — and ``psnr_A_x`` = PSNR(A x̃, A x) — does x̃ keep the original's coarse content?
   A hallucinated restoration scores low on both; the paper's "semantic consistency" claim
-  (SING.md §3, range–null-space: A x̃ = A x̂ exactly when σ_y = 0) needs the first to be high.
+  (paper: SING-Zero, range–null-space: A x̃ = A x̂ exactly when σ_y = 0) needs the first to be high.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ class RestorationModule(L.LightningModule):
 
     def _describe(self, index: int) -> dict[str, Any]:
         """Where test image `index` comes from (its file, or generated sample and seed), if the
-        test set says (``describe_item``; issue 15, item 5). The test loader is not shuffled."""
+        test set says (``describe_item``). The test loader is not shuffled."""
         describe = getattr(getattr(self._test_loader(), "dataset", None), "describe_item", None)
         return dict(describe(index)) if callable(describe) else {}
 

@@ -1,4 +1,4 @@
-"""SNR-conditioned invertible network f(x; snr) → (c, d) for SING-INN (SING.md §4).
+"""SNR-conditioned invertible network f(x; snr) → (c, d) for SING-INN (paper: SING-INN).
 
 After INDigo / INDIGO+ (You, Floros, Dragotti): an invertible split of the image into a coarse
 part c, trained to match the DeepJSCC output's coarse part, and a detail part d (what the

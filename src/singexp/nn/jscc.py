@@ -110,7 +110,7 @@ class JSCCDecoder(nn.Module):
 
 
 class DeepJSCC(nn.Module):
-    """The whole chain x → E → power normalisation → channel → D → x̂ (SING.md §1).
+    """The whole chain x → E → power normalisation → channel → D → x̂ (paper: system model).
 
     ``snr_db`` is a (B,) tensor: the channel noise level and the SNR seen by the attention modules.
     A ``generator`` makes the channel noise reproducible (the same noise for every method compared).

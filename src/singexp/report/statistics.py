@@ -77,7 +77,7 @@ def paired_differences(
 ) -> dict[tuple[str, str], tuple[float, float, int]]:
     """(method, metric) → (mean, 95% CI half-width, n) of the per-image difference
     method − ``reference`` over the images both were scored on (the same images and channel
-    noise: a paired comparison, issue 31). ``per_image``: rows of ``per_image.csv``."""
+    noise: a paired comparison). ``per_image``: rows of ``per_image.csv``."""
     values: dict[tuple[str, str], dict[str, float]] = defaultdict(dict)
     for r in per_image:
         for m in metrics:

@@ -1,4 +1,5 @@
-"""Diffusion samplers: one scheduler loop with pluggable x0 corrections (SING.md §3, §7).
+"""Diffusion samplers: one scheduler loop with pluggable x0 corrections (paper: SING-Zero;
+docs/guide/methods.md).
 
 - :mod:`~singexp.samplers.loop` — :func:`sample`, the update forms (``posterior``, ``ddnm``),
   time travel.

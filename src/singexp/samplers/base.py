@@ -22,7 +22,7 @@ class StepInfo:
 
     ``alpha_bar``/``alpha_bar_prev`` are ᾱ_t and ᾱ_t' as the scheduler holds them (0-dim);
     ``sqrt_*`` are precomputed the way diffusers computes them, so x0|t matches the scheduler's
-    own bit for bit. Every update form writes its step as (SING.md §7)
+    own bit for bit. Every update form writes its step as (docs/guide/methods.md)
 
         x_t' = √ᾱ_t' · x̂0 + σ_t · (η_t · z + √(1 − η_t²) · e),     σ_t = √(1 − ᾱ_t')
 

@@ -1,4 +1,4 @@
-"""How the restorers compute, not what: the options a 256 px run on a GPU needs (issue 28).
+"""How the restorers compute, not what: the options a 256 px run on a GPU needs.
 
 Keys of the root config's ``evaluate`` node, checked by :meth:`ComputeConfig.from_config` before
 anything runs and recorded in metrics.json (``evaluate``):

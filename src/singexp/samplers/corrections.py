@@ -1,4 +1,4 @@
-"""x0 corrections for SING-Zero: DDNM's range–null-space decomposition (SING.md §3).
+"""x0 corrections for SING-Zero: DDNM's range–null-space decomposition (paper: SING-Zero).
 
 Each correction holds its operator A and measurement y (a batch: one y per image) and maps
 x0|t to x̂0|t. Registered by name in :data:`CORRECTIONS` for config-driven construction.
@@ -18,7 +18,7 @@ from singexp.samplers.base import Correction, StepInfo
 
 
 class NullSpace(Correction):
-    """Noise-free DDNM: x̂0 = A†y + (I − A†A) x0|t (SING.md §3; DDNM paper eq. 9).
+    """Noise-free DDNM: x̂0 = A†y + (I − A†A) x0|t (paper: SING-Zero; DDNM paper eq. 9).
 
     The result satisfies A x̂0 = y exactly (A A† = I); the prior only fills the null space.
     """
@@ -51,7 +51,7 @@ def _per_image(value: float | Tensor, like: Tensor) -> Tensor:
 
 class NullSpacePlus(Correction):
     """DDNM+ for a noisy y, as DDNM's released ``ddnm_plus_diffusion`` (DDNM paper eq. 17-19 in
-    its SVD form; SING.md §3).
+    its SVD form; paper: SING-Zero).
 
     With a_t = √ᾱ_t', σ_t = √(1−ᾱ_t') (the step's whole noise budget), η_t the update form's
     share of fresh noise (:class:`~singexp.samplers.base.StepInfo`) and σ_A the operator's

@@ -1,7 +1,7 @@
-"""DPS-JSCC: diffusion posterior sampling through the real DeepJSCC chain (a baseline, issue 14).
+"""DPS-JSCC: diffusion posterior sampling through the real DeepJSCC chain (a baseline).
 
 Chung et al., "Diffusion Posterior Sampling for General Noisy Inverse Problems" (ICLR 2023),
-Algorithm 1, with the non-linear forward model of the communication chain (SING.md §1)
+Algorithm 1, with the non-linear forward model of the communication chain (paper: system model)
 
     A(x) = D(channel(√k · E(x) / ‖E(x)‖); snr)          encoder → power norm → channel → decoder
 
@@ -110,7 +110,7 @@ class JSCCForward:
         if self.noise == "none":
             flat = z.flatten(1)
             k = flat.shape[1] / 2  # complex symbols per image
-            # SING.md §1: z̃ = √k z/‖z‖ (channel.power_normalize on the same values as reals)
+            # z̃ = √k z/‖z‖ (paper: system model; channel.power_normalize on the same values)
             norm = torch.linalg.vector_norm(flat, dim=1).clamp_min(1e-12)
             z_tilde = (math.sqrt(k) * flat / norm[:, None]).reshape(z.shape)
             return self.chain.decoder(z_tilde, snr)

@@ -66,7 +66,7 @@ class DDIMGenerator:
     Per step (DDIM eq. 12 with σ_t = η σ_DDIM, eq. 16; the loop's ``posterior`` form with
     ``clip_x0``, :mod:`~singexp.samplers.loop`):
 
-        x0|t = clip((x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t)          (SING.md §2; clip to [−1, 1])
+        x0|t = clip((x_t − √(1−ᾱ_t) ε_θ(x_t, t)) / √ᾱ_t)          (Ho et al. 2020; clip to [−1, 1])
         e    = (x_t − √ᾱ_t x0|t) / √(1−ᾱ_t)                       (the equivalent noise ε')
         x_t' = √ᾱ_t' x0|t + √(1−ᾱ_t'−σ_t²) e + σ_t z_k
 

@@ -1,9 +1,10 @@
-"""One sampling loop for any diffusers ε-prediction UNet and DDPM/DDIM scheduler (SING.md §7).
+"""One sampling loop for any diffusers ε-prediction UNet and DDPM/DDIM scheduler
+(docs/guide/methods.md).
 
 Per step of the respaced schedule (``scheduler.set_timesteps(N)`` over T = 1000):
 
     ε = unet(x_t, t).sample
-    x0|t = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t            (SING.md §2)
+    x0|t = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t            (Ho et al. 2020)
     x̂0|t = correction(x0|t, step)               (null space, DDNM+, guidance, ...)
     x̂0|t = clip(x̂0|t, −1, 1)                    (only with ``clip_x0=True``; off by default)
     x_t' = update(x_t, ε, x̂0|t)                 (a named update form, :data:`UPDATES`)
@@ -96,7 +97,7 @@ def _written_out(
 
 
 class PosteriorUpdate(UpdateForm):
-    """(a) the scheduler's own step on the equivalent noise ε' (SING.md §7)."""
+    """(a) the scheduler's own step on the equivalent noise ε' (docs/guide/methods.md)."""
 
     name = "posterior"
 
@@ -133,7 +134,7 @@ class PosteriorUpdate(UpdateForm):
     ) -> Tensor:
         if x0_hat is x0:  # nothing corrected: the model's ε is the equivalent noise, exactly
             eps_step = eps
-        else:  # SING.md §7: ε' = (x_t − √ᾱ_t x̂0) / √(1−ᾱ_t)
+        else:  # docs/guide/methods.md: ε' = (x_t − √ᾱ_t x̂0) / √(1−ᾱ_t)
             eps_step = (x_t - step.sqrt_alpha_bar * x0_hat) / step.sqrt_one_minus_alpha_bar
         if correction.replaces_noise:
             return _written_out(x0_hat, eps_step, step, correction, generator)
@@ -144,7 +145,7 @@ class PosteriorUpdate(UpdateForm):
 
 
 class DDNMUpdate(UpdateForm):
-    """(b) x_t' = √ᾱ_t' x̂0 + √(1−ᾱ_t') (η z + √(1−η²) ε_θ) (DDNM code, SING.md §7)."""
+    """(b) x_t' = √ᾱ_t' x̂0 + √(1−ᾱ_t') (η z + √(1−η²) ε_θ) (DDNM code, docs/guide/methods.md)."""
 
     name = "ddnm"
 
@@ -277,7 +278,7 @@ def _device_dtype(unet: Any) -> tuple[torch.device, torch.dtype]:
 def _model_step(
     unet: Any, scheduler: Any, x: Tensor, step: StepInfo, channels: int
 ) -> tuple[Tensor, Tensor]:
-    """ε_θ(x_t, t) and x0|t = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t (SING.md §2)."""
+    """ε_θ(x_t, t) and x0|t = (x_t − √(1−ᾱ_t) ε) / √ᾱ_t (Ho et al. 2020)."""
     t = step.timestep
     eps = unet(scheduler.scale_model_input(x, t), t).sample[:, :channels]
     return eps, (x - step.sqrt_one_minus_alpha_bar * eps) / step.sqrt_alpha_bar

@@ -1,4 +1,4 @@
-"""SING-INN (Algorithm 2, SING.md §4): INN guidance as a correction of the one loop.
+"""SING-INN (Algorithm 2, paper: SING-INN): INN guidance as a correction of the one loop.
 
 The measurement is c_y = coarse(x̂) = A x̂ (s×s average pooling, s = the INN's scale: the
 same definition the INN was trained with, :meth:`ConditionalINN.coarse`; by default the same A
@@ -20,7 +20,7 @@ then the usual update to t' (:mod:`~singexp.samplers.loop`). ``gradient``:
   x̂0|t = x0|t − 2ζ (x0|t − x_inv); no backward pass (ζ = ½ replaces x0|t by x_inv).
 
 ζ_t = ζ (``zeta_schedule=constant``) or ζ √ᾱ_t (``sqrt_alpha_bar``, the default: weak while
-x0|t is mostly noise; SING.md §4 leaves the schedule open). ``variant=two_phase`` (ours, not the
+x0|t is mostly noise; the paper leaves the schedule open). ``variant=two_phase`` (ours, not the
 paper's) keeps DDNM null-space consistency with the INN's linear coarse part for timesteps
 ≥ ``switch_t`` and guides below.
 
@@ -166,7 +166,7 @@ class INNGuidance(Guidance):
 class TwoPhase(Correction):
     """``early`` while the step's timestep is ≥ ``switch_t``, ``late`` below it.
 
-    ``variant=two_phase`` (ours; SING.md §4's Algorithm 2 guides at every step): the INN was
+    ``variant=two_phase`` (ours; paper: SING-INN's Algorithm 2 guides at every step): the INN was
     trained on images, and at high noise x0|t is far from one, so early steps keep consistency
     with the INN's *linear* coarse part (DDNM null-space filling with A = average pooling by
     ``inn.scale``, exactly the INN's c for identity couplings); once t < ``switch_t`` the INN

@@ -1,4 +1,4 @@
-"""SING-Zero (Algorithm 1, SING.md §3) and the ``sampler`` config group's shared keys.
+"""SING-Zero (Algorithm 1, paper: SING-Zero) and the ``sampler`` config group's shared keys.
 
 :func:`sing_zero` restores a batch of DeepJSCC outputs x̂: y = A x̂, then DDNM (σ_y = 0) or
 DDNM+ (σ_y > 0) through the one loop of :mod:`singexp.samplers.loop`.
@@ -46,7 +46,7 @@ def sing_zero(
 ) -> Tensor:
     """SING-Zero on a batch of DeepJSCC outputs ``y_image`` = x̂ (B, C, H, W) in [-1, 1].
 
-    The measurement is y = A x̂ (SING.md §3), one per image. ``sigma_y``: 0 → noise-free DDNM
+    The measurement is y = A x̂ (paper: SING-Zero), one per image. ``sigma_y``: 0 → noise-free DDNM
     (:class:`NullSpace`), a number or one value per image → DDNM+ (:class:`NullSpacePlus`).
     ``clip_x0`` clips x̂0|t at every step (off: DDNM does not clip); ``clamp`` clips the result
     to [-1, 1] (which may break A x̃ = y where x̂0 leaves that range). ``options``: the loop's
