@@ -61,6 +61,7 @@ from singexp.config import RunConfig, validate  # noqa: E402
 from singexp.errors import SingexpError  # noqa: E402
 from singexp.evaluation import evaluate_batch  # noqa: E402
 from singexp.metrics import psnr  # noqa: E402
+from singexp.modules.inn import json_ready  # noqa: E402
 from singexp.points import BASELINE, ORIGINAL  # noqa: E402
 from singexp.samplers.registry import Method, check_method  # noqa: E402
 from singexp.state import RunState  # noqa: E402
@@ -192,15 +193,6 @@ def _say_wait_policy() -> None:
         "the cores restoration can be several times slower; import singexp.pipeline first or "
         "export OMP_WAIT_POLICY=PASSIVE before starting Python"
     )
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready copy of a config value (mappings, sequences, scalars)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
 
 
 def operator_config(operator: Any) -> dict[str, Any]:
@@ -500,14 +492,14 @@ class SingPipeline:
             "seed": self.seed,
             "batch_size": self.batch_size,
             "sigma_y": self.sigma_y,
-            "compute": _plain(vars(self.compute)),
+            "compute": json_ready(vars(self.compute)),
             "operator": None if self.operator is None else operator_config(self.operator),
             "methods": {
-                name: {"prefix": m.prefix, "config": _plain(m.raw)}
+                name: {"prefix": m.prefix, "config": json_ready(m.raw)}
                 for name, m in self.methods.items()
             },
             "trained_on": self.trained_on,
-            "ran": _plain(self._stage(None, self._snr_db).ran),
+            "ran": json_ready(self._stage(None, self._snr_db).ran),
         }
         (out / PIPELINE_FILE).write_text(json.dumps(spec, indent=2, default=str) + "\n")
         return out

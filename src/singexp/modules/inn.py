@@ -359,19 +359,20 @@ def export_inn(
     tensors = {
         k: v.detach().to("cpu", dtype).contiguous() for k, v in module.inn.state_dict().items()
     }
-    metadata = {"singexp_inn_hparams": json.dumps(_plain(dict(module.hparams)))}
+    metadata = {"singexp_inn_hparams": json.dumps(json_ready(dict(module.hparams)))}
     if metrics:
-        metadata["singexp_inn_metrics"] = json.dumps(_plain(dict(metrics)))
+        metadata["singexp_inn_metrics"] = json.dumps(json_ready(dict(metrics)))
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
-def _plain(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """A JSON-ready copy of a config value: mappings with string keys, lists, scalars."""
     if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
 
 
