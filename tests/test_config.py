@@ -335,3 +335,18 @@ def test_typed_groups_fail_in_one_line_naming_the_key(
         validate(make_cfg("+experiment=sing_inn", *override))
     assert str(error.value).startswith(f"{key}:"), str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_the_evaluate_group_is_typed(make_cfg: Callable[..., DictConfig]) -> None:
+    from singexp.config import EvaluateConfig
+
+    run = validate(make_cfg("+experiment=comparison", "evaluate.images=4"))
+    assert run.evaluate == EvaluateConfig(
+        split="test", images=4, paired_reference="sing_inn", grid_images=8
+    )
+    for override, key in (
+        ("evaluate.images=0", "evaluate.images"),
+        ("evaluate.grid_images=x", "evaluate.grid_images"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^{key}:"):
+            validate(make_cfg("+experiment=sing_inn", override))

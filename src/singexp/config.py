@@ -131,7 +131,8 @@ class RunConfig:
     operator: OperatorConfig | None = None
     #: the ``metrics`` group, checked (``_target_`` left out)
     metrics: MetricsConfig = field(default_factory=lambda: _metrics_default())
-    evaluate: dict[str, Any] = field(default_factory=dict)
+    #: the ``evaluate`` group's own keys, checked (:func:`evaluate_settings`)
+    evaluate: EvaluateConfig | None = None
     trainer: dict[str, Any] = field(default_factory=dict)
     callbacks: dict[str, Any] = field(default_factory=dict)
     logger: dict[str, Any] = field(default_factory=dict)
@@ -230,6 +231,41 @@ def _compute_default() -> ComputeConfig:
     from singexp.samplers.compute import ComputeConfig
 
     return ComputeConfig()
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The ``evaluate`` group's own keys, checked once (:func:`evaluate_settings`; its compute
+    keys are :class:`~singexp.samplers.compute.ComputeConfig`, ``RunConfig.compute``)."""
+
+    #: the images a restoration is scored on: test, or val (tuning a method)
+    split: str
+    #: score only the first N images of that split (None: all of them)
+    images: int | None
+    #: a method the sweep's report pairs every other method with (report only)
+    paired_reference: str | None
+    #: test images shown in grid.png
+    grid_images: int
+
+
+def evaluate_settings(evaluate: Mapping[str, Any]) -> EvaluateConfig:
+    """The ``evaluate`` group as an :class:`EvaluateConfig`: one-line errors naming the key."""
+    for key in ("images", "paired_reference", "grid_images"):
+        if key not in evaluate:
+            raise ConfigError(f"evaluate.{key}", "missing; config.yaml sets it")
+    images = _coerce("evaluate.images", evaluate["images"], int | None)
+    if images is not None and images < 1:
+        raise ConfigError("evaluate.images", f"must be ≥ 1 or null, got {images}")
+    grid = _coerce("evaluate.grid_images", evaluate["grid_images"], int)
+    if grid < 0:
+        raise ConfigError("evaluate.grid_images", f"must be ≥ 0, got {grid}")
+    reference = evaluate["paired_reference"]
+    return EvaluateConfig(
+        split=validate_evaluation_split(evaluate),
+        images=images,
+        paired_reference=None if reference is None else str(reference),
+        grid_images=grid,
+    )
 
 
 def validate_evaluation_split(evaluate: Mapping[str, Any]) -> str:
@@ -505,7 +541,7 @@ def validate(cfg: DictConfig) -> RunConfig:
         else None,
         operator=operator_settings(plain["operator"]) if plain.get("operator") else None,
         metrics=validate_metrics(plain.get("metrics")),
-        evaluate=evaluate,
+        evaluate=evaluate_settings(evaluate),
         compute=ComputeConfig.from_config(evaluate),
         evaluate_split=validate_evaluation_split(evaluate),
         trainer=dict(plain.get("trainer") or {}),

@@ -778,7 +778,11 @@ class SingPipeline:
                 Image.fromarray(array).save(path)
                 written.setdefault(name, []).append(str(path))
         if grid_images is None:
-            grid_images = 8 if self.run is None else int(self.run.evaluate.get("grid_images", 8))
+            grid_images = (
+                8
+                if self.run is None or self.run.evaluate is None
+                else self.run.evaluate.grid_images
+            )
         channel = self.run.channel.name if self.run is not None else self.codec.hparams["channel"]
         title = f"{channel} SNR {snr:g} dB · BCR {ratio} · seed {seed}"
         grid = save_comparison_grid(

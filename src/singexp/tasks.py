@@ -88,7 +88,7 @@ def restore_task(
         snr_db=run.channel.snr_db,
         metrics=metrics,
         seed=run.seed,
-        grid_images=int(run.evaluate["grid_images"]),
+        grid_images=run.evaluate.grid_images if run.evaluate else 0,
         mean_image=mean_image,
         operator=parts.operator,
     )
@@ -106,7 +106,8 @@ def restore_task(
     # (singexp.distributed), not Lightning's DistributedSampler
     trainer = build_trainer(run, loggers, inference_mode=False, use_distributed_sampler=False)
     split = run.evaluate_split  # val: a tuning trial
-    images = datamodule.sharded_test_dataloader(split, run.evaluate.get("images"))
+    count = run.evaluate.images if run.evaluate else None
+    images = datamodule.sharded_test_dataloader(split, count)
     trainer.test(module, dataloaders=images, verbose=False)
     if not trainer.is_global_zero:  # rank 0 gathered the results and writes them
         return {"methods": {}, "rank": trainer.global_rank}
