@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,24 @@ from singexp.config import CONF_DIR
 
 # tiny models run far faster on one thread, above all on a loaded machine (OpenMP spin-waits)
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_fresh_console() -> Iterator[None]:
+    """Every test starts on one torch thread (a pipeline applies ``threads=auto``: the cores)
+    and leaves pytest's log handlers without singexp's once-per-process console filter (a run
+    in this process installs it on the root handlers, pytest's capture handler among them)."""
+    import logging
+
+    from singexp import console
+
+    console._SAID.clear()  # what earlier tests said is not on this test's screen
+    yield
+    torch.set_num_threads(1)
+    for handler in logging.getLogger().handlers:
+        handler.removeFilter(console._FILTER)
+
+
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
