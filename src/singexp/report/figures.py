@@ -65,6 +65,27 @@ def _title(metric: str, info: dict[str, Any] | None) -> str:
     return " · ".join(parts)
 
 
+def _legend_below(fig: Figure, axes: Any, title: str, columns: int) -> None:
+    """One legend for the figure, below the panels (the title above them never meets it,
+    whatever the number of panels), with every panel's entries once (a method missing from the
+    first panel still gets its entry)."""
+    handles: list[Any] = []
+    labels: list[str] = []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    fig.legend(
+        handles,
+        labels,
+        loc="outside lower center",
+        ncols=max(1, min(columns, len(labels))),
+        fontsize=8,
+        title=title,
+    )
+
+
 def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None = None) -> Figure:
     """``metric`` vs SNR: one panel per BCR (y shared), one line per method with CI error bars,
     the methods offset slightly along x, one legend for the figure outside the panels, a title
@@ -123,21 +144,7 @@ def figure(rows: list[dict[str, Any]], metric: str, info: dict[str, Any] | None 
     axes[0].set_ylabel(AXIS_LABELS[metric])
     if reference is not None:
         _draw_reference(axes, reference)
-    handles, labels = axes[0].get_legend_handles_labels()
-    for ax in axes[1:]:  # a method missing from the first panel still gets its entry
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    # below the panels: the title above them never meets it, whatever the number of panels
-    fig.legend(
-        handles,
-        labels,
-        loc="outside lower center",
-        ncols=3 if variants else min(4, len(labels)),
-        fontsize=8,
-        title="method · variant" if variants else "method",
-    )
+    _legend_below(fig, axes, "method · variant" if variants else "method", 3 if variants else 4)
     fig.suptitle(_title(metric, info), fontsize=10)
     return fig
 
@@ -285,21 +292,7 @@ def steps_figure(
         ax.set_title(f"BCR {bcr} · SNR {snr:g} dB", fontsize=10)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel(AXIS_LABELS[metric])
-    handles, labels = [], []
-    for ax in axes:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            if label not in labels:
-                handles.append(handle)
-                labels.append(label)
-    # below the panels: a long title and a legend on the right would meet above one panel
-    fig.legend(
-        handles,
-        labels,
-        loc="outside lower center",
-        ncols=min(4, len(labels)),
-        fontsize=8,
-        title="method",
-    )
+    _legend_below(fig, axes, "method", 4)
     what = {"steps": "sampler steps", "seconds": "seconds per image"}.get(x, "INN training pairs")
     info = {k: v for k, v in (info or {}).items() if k != "steps"}  # the x axis says them
     title = _title(metric, info).replace(" vs SNR", f" vs {what}")
