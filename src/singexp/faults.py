@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -144,22 +144,29 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 
 
 @contextmanager
-def sigterm_ends_point() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` in the body, unless something else already handles
-    SIGTERM (submitit bypasses it and checkpoints/requeues on its own signal; an outer use of
-    this function) or this is not the main thread."""
+def _raising_on(signum: int, default: Any, handler: Any) -> Iterator[None]:
+    """Install ``handler`` for ``signum`` in the body when the signal has its ``default``
+    handler and this is the main thread (else leave it be: something else handles it); the
+    default is put back after."""
     install = (
         threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        and signal.getsignal(signum) is default
     )
     if not install:
         yield
         return
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signum, default)
+
+
+def sigterm_ends_point() -> AbstractContextManager[None]:
+    """Turn SIGTERM into :class:`Terminated` in the body, unless something else already handles
+    SIGTERM (submitit bypasses it and checkpoints/requeues on its own signal; an outer use of
+    this function) or this is not the main thread."""
+    return _raising_on(signal.SIGTERM, signal.SIG_DFL, _raise_terminated)
 
 
 class Interrupted(BaseException):
@@ -175,22 +182,10 @@ def _raise_interrupted(signum: int, frame: Any) -> None:
     raise Interrupted("interrupted (Ctrl-C)")
 
 
-@contextmanager
-def sigint_ends_point() -> Iterator[None]:
+def sigint_ends_point() -> AbstractContextManager[None]:
     """Turn Ctrl-C into :class:`Interrupted` in the body, where SIGINT has Python's default
     handler and this is the main thread (else leave it be)."""
-    install = (
-        threading.current_thread() is threading.main_thread()
-        and signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    )
-    if not install:
-        yield
-        return
-    signal.signal(signal.SIGINT, _raise_interrupted)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    return _raising_on(signal.SIGINT, signal.default_int_handler, _raise_interrupted)
 
 
 def set_aside_unfinished_wandb(out: Path) -> list[Path]:
