@@ -141,8 +141,6 @@ class RunConfig:
     quick: bool = False
     #: ``evaluate``'s compute keys (precision, guidance micro-batch, ...), checked once
     compute: ComputeConfig = field(default_factory=lambda: _compute_default())
-    #: ``evaluate.split``: the images a restoration is scored on (test, or val to tune)
-    evaluate_split: str = "test"
     plain: dict[str, Any] = field(default_factory=dict)
     #: the config as composed, interpolations unresolved (``inn.scale`` follows ``bcr.ratio``):
     #: what :meth:`with_settings` derives a run at another grid point from
@@ -152,6 +150,11 @@ class RunConfig:
     def output_dir(self) -> Path:
         """The run folder (``paths.output_dir``)."""
         return Path(str(self.paths["output_dir"]))
+
+    @property
+    def evaluate_split(self) -> str:
+        """``evaluate.split``: the images a restoration is scored on (test, or val to tune)."""
+        return self.evaluate.split if self.evaluate is not None else "test"
 
     @property
     def data(self) -> DatasetConfig:
@@ -543,7 +546,6 @@ def validate(cfg: DictConfig) -> RunConfig:
         metrics=validate_metrics(plain.get("metrics")),
         evaluate=evaluate_settings(evaluate),
         compute=ComputeConfig.from_config(evaluate),
-        evaluate_split=validate_evaluation_split(evaluate),
         trainer=dict(plain.get("trainer") or {}),
         callbacks=dict(plain.get("callbacks") or {}),
         logger=dict(plain.get("logger") or {}),
