@@ -60,11 +60,12 @@ def sweep_points(sweep_dir: Path) -> tuple[list[Point], list[tuple[Path, Path]]]
     return sorted(kept, key=lambda p: str(p.folder)), duplicates
 
 
-def collect(sweep_dir: Path) -> list[dict[str, Any]]:
+def collect(sweep_dir: Path, points: list[Point] | None = None) -> list[dict[str, Any]]:
     """One row per (grid point, method, metric) with mean, 95% CI and the number of images, and
     the point's ``variant``: its values of every key that differs between the sweep's points
     (:func:`singexp.points.varying_keys`), each also in ``keys``."""
-    points, _ = sweep_points(sweep_dir)
+    if points is None:  # the sweep's points, read once by a caller that has them
+        points, _ = sweep_points(sweep_dir)
     keys = varying_keys(points)
     # the variant apart from the test data: what a mismatch drop pairs points by
     data_free = [k for k in keys if not k.startswith("dataset.")]
@@ -135,12 +136,13 @@ def _matched(point: dict[str, Any]) -> bool | None:
     return all(str(v) == str(tested) for v in trained)
 
 
-def paired_rows(sweep_dir: Path) -> list[dict[str, Any]]:
+def paired_rows(sweep_dir: Path, points: list[Point] | None = None) -> list[dict[str, Any]]:
     """Rows like :func:`collect`'s for the points whose config names
     ``evaluate.paired_reference`` (``+experiment=comparison``): each other method minus the
     reference, per metric, from the point's ``per_image.csv`` (SWD is one value per set: no
     paired difference), labelled by the keys that tell the sweep's points apart."""
-    points, _ = sweep_points(sweep_dir)
+    if points is None:  # the sweep's points, read once by a caller that has them
+        points, _ = sweep_points(sweep_dir)
     keys = varying_keys(points)
     rows: list[dict[str, Any]] = []
     for point in points:

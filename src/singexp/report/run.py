@@ -45,7 +45,8 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
     metrics that could not be measured are listed under the table. ``unchanged``: the table is
     the one already there (nothing new was evaluated)."""
     sweep_dir = Path(sweep_dir)
-    rows = collect(sweep_dir)
+    points_found, duplicates = sweep_points(sweep_dir)  # each point's files read once here
+    rows = collect(sweep_dir, points_found)
     out = sweep_dir / "report"
     failed = failed_points(sweep_dir)
     if not rows:
@@ -59,7 +60,6 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
         else f"unfinished point: {f.relative_to(sweep_dir)} (torn metrics.json)"
         for f in failed
     ]
-    points_found, duplicates = sweep_points(sweep_dir)
     notes += [
         f"{other.relative_to(sweep_dir)} is the same point as {kept.relative_to(sweep_dir)} "
         "(they differ only in keys that do not change results: singexp.points.NOT_IDENTITY); "
@@ -69,7 +69,7 @@ def report(sweep_dir: str | Path) -> dict[str, Any]:
     trials, trial_files = write_trials(points_found, sweep_dir, out)
     files = [*write_tables(rows, out, notes, trials), *trial_files, *write_drop(rows, out)]
     info = sweep_info(sweep_dir)
-    files += write_paired(paired_rows(sweep_dir), out, info)
+    files += write_paired(paired_rows(sweep_dir, points_found), out, info)
     by_steps = steps_vary(rows)
     one_snr = len({r["snr_db"] for r in rows}) == 1
     for metric in FIGURES:
