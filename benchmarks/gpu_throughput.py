@@ -7,7 +7,8 @@ Run by ``benchmarks/gpu.sh`` (which checks for a GPU and sets the cache), or dir
 
 1. Lays a random-weight google/ddpm-ema-celebahq-256 (seeded, float16 file) out in the Hugging
    Face cache that ``HF_HUB_CACHE`` names (nothing can be downloaded on the GPU machine either).
-2. **Direct**: loads it with ``singexp.prior.load_prior`` and times ``sing_zero`` and ``sing_inn``
+2. **Direct**: loads it with ``singexp.models.prior.load_prior`` and times ``sing_zero`` and
+   ``sing_inn``
    (Algorithm 2, ``gradient=dps``: a UNet backward per step) at ``--steps`` steps, DDIM η 0.85, on
    batches of smooth 256 px images under ``torch.autocast("cuda", dtype=<--precision>)`` — what
    ``evaluate.precision`` does — after a short warm-up; the INN is a fresh one of the 1/192 scale
@@ -100,9 +101,10 @@ def direct(args: argparse.Namespace) -> dict[str, Any]:
     """Seconds, images/s and peak memory of each method at each batch (module docstring, 2)."""
     import torch
 
+    from singexp.models.prior import load_prior
     from singexp.nn.inn import ConditionalINN
     from singexp.operators import AveragePool
-    from singexp.prior import build_scheduler, load_prior
+    from singexp.samplers.schedulers import build_scheduler
     from singexp.samplers.sing_inn import sing_inn
     from singexp.samplers.sing_zero import sing_zero
 

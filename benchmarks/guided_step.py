@@ -46,10 +46,11 @@ from safetensors.torch import load_file
 # the same machine description and output files as sampler_overhead (benchmarks/ on sys.path)
 from sampler_overhead import device_name, write_results
 
+from singexp.models.prior import load_prior
 from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool, scale_for_bcr
-from singexp.prior import build_scheduler, load_prior
 from singexp.progress import format_seconds, say
+from singexp.samplers.schedulers import build_scheduler
 from singexp.samplers.sing_inn import sing_inn
 from singexp.samplers.sing_zero import sing_zero
 
@@ -71,7 +72,7 @@ INN_KEYS = ("scale", "pairs", "cond_blocks", "width", "emb_dim", "clamp")
 
 def load_embedded_inn(bcr: str, size: int) -> tuple[ConditionalINN, dict[str, Any]]:
     """The shipped INN for ``bcr`` (its architecture keys from the file's metadata)."""
-    from singexp.modules.inn import embedded_inn, read_inn_hparams
+    from singexp.models.inn import embedded_inn, read_inn_hparams
 
     path = embedded_inn(bcr, size)
     hparams = read_inn_hparams(path)

@@ -30,9 +30,9 @@ import torch
 from diffusers import UNet2DModel
 
 from singexp.operators import AveragePool, scale_for_bcr
-from singexp.prior import build_scheduler
 from singexp.progress import format_seconds, say
 from singexp.samplers import sing_zero
+from singexp.samplers.schedulers import build_scheduler
 
 #: the reference results (tracked); runs write to OUTPUT unless told otherwise
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -60,7 +60,7 @@ POLICIES: dict[str, tuple[str, int, dict[str, str]]] = {
 
 WORKER = """
 import json, sys, time, torch
-from singexp.prior import EMBEDDED_DIR, load_prior
+from singexp.models.prior import EMBEDDED_DIR, load_prior
 threads, forwards, batch = (int(a) for a in sys.argv[1:4])
 torch.set_num_threads(threads)
 unet = load_prior(str(EMBEDDED_DIR), expected_size=32).float().eval()

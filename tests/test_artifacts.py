@@ -8,13 +8,11 @@ import pytest
 from omegaconf import DictConfig
 
 from conftest import run_cli
-from singexp.artifacts import (
-    ensure,
-    identity_hash,
-    inn_artifact_identity,
-    prior_artifact_identity,
-)
 from singexp.config import embedded_codec, validate
+from singexp.models.artifact import ensure
+from singexp.models.inn import inn_artifact_identity
+from singexp.models.prior import prior_artifact_identity
+from singexp.points import identity_hash
 
 
 def test_ensure_builds_once_per_identity(tmp_path: Path) -> None:

@@ -28,11 +28,11 @@ from singexp.metrics import ImageMetrics
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.modules.restoration import SECONDS, RestorationModule
 from singexp.nn.jscc import DeepJSCC
-from singexp.prior import build_scheduler
 from singexp.samplers import Correction, PosteriorUpdate, check_method, restore, sample
 from singexp.samplers.dps_jscc import DPSJSCCConfig, JSCCForward, JSCCMeasurement, dps_jscc
 from singexp.samplers.inverse_jscc import DDIMGenerator, InverseJSCCConfig, inverse_jscc
 from singexp.samplers.loop import step_infos
+from singexp.samplers.schedulers import build_scheduler
 
 SHAPE = (2, 3, 16, 16)
 SNR = 0.0

@@ -18,10 +18,10 @@ from singexp.config import CONF_DIR
 from singexp.errors import ConfigError
 from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool
-from singexp.prior import build_scheduler
 from singexp.samplers.compute import ComputeConfig
 from singexp.samplers.dps_jscc import JSCCForward, JSCCMeasurement
 from singexp.samplers.registry import check_method, restore
+from singexp.samplers.schedulers import build_scheduler
 
 TINY = {"pairs": 1, "cond_blocks": 1, "width": 8, "emb_dim": 16}
 

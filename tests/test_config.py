@@ -174,7 +174,7 @@ def test_key_typos_are_one_line_with_the_nearest_keys() -> None:
 def _schemas() -> dict[str, type]:
     from singexp.config import ChannelConfig, JSCCConfig
     from singexp.metrics import MetricsConfig
-    from singexp.modules.inn import INNConfig
+    from singexp.models.inn import INNConfig
 
     return {
         "channel": ChannelConfig,
@@ -287,8 +287,8 @@ def test_prior_operator_and_dataset_groups_are_typed_and_frozen(
     import dataclasses
 
     from singexp.config import DatasetConfig
+    from singexp.models.prior import PriorConfig
     from singexp.operators import OperatorConfig
-    from singexp.prior import PriorConfig
 
     run = validate(make_cfg("+experiment=sing_inn", "operator=avgpool_s4"))
     assert isinstance(run.prior, PriorConfig) and run.prior.block_out_channels == [32, 64, 128]
@@ -307,7 +307,7 @@ def test_prior_schema_restates_no_yaml_value() -> None:
     pretrained model's preset leaves out."""
     import dataclasses
 
-    from singexp.prior import TRAINING_KEYS, PriorConfig
+    from singexp.models.prior import TRAINING_KEYS, PriorConfig
 
     defaults = {
         f.name: f.default

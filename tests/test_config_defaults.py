@@ -17,7 +17,7 @@ from omegaconf import OmegaConf
 from singexp.cli import compose_config, group_options
 from singexp.config import CONF_DIR, ChannelConfig, JSCCConfig
 from singexp.metrics import MetricsConfig
-from singexp.modules.inn import INNConfig
+from singexp.models.inn import INNConfig
 from singexp.samplers.compute import ComputeConfig
 from singexp.samplers.dps_jscc import (
     DPSJSCCConfig,

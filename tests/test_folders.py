@@ -24,11 +24,12 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from conftest import run_cli
-from singexp import artifacts, tasks
+from singexp import tasks
 from singexp.config import RunConfig, validate
 from singexp.data import ImageFolderDataModule, ShapesDataModule
 from singexp.errors import ConfigError
 from singexp.metrics import ImageMetrics
+from singexp.models import artifact as artifacts
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.modules.restoration import RestorationModule, write_outputs
 from singexp.printing import print_results
@@ -306,10 +307,9 @@ def test_auto_artifact_checkpoints_are_not_doubled(
         (run.output_dir / "codec.safetensors").write_bytes(b"x")
         return {}
 
-    monkeypatch.setitem(artifacts.JOBS, "jscc", fake_jscc)
     cfg = make_cfg(f"paths.artifacts={tmp_path / 'artifacts'}")
     path = artifacts.train_artifact(
-        validate(cfg), "jscc", {"id": 1}, "codec.safetensors", lambda _: {}
+        validate(cfg), "jscc", fake_jscc, {"id": 1}, "codec.safetensors", lambda _: {}
     )
     # Lightning writes default_root_dir/checkpoints/…: the artifact folder itself, once
     assert Path(seen["root"]) == path.parent

@@ -17,24 +17,22 @@ from singexp.config import CONF_DIR, validate
 from singexp.data.pairs import PairMaker, make_pairs
 from singexp.data.shapes import ShapesDataModule
 from singexp.errors import ConfigError
-from singexp.modules.inn import (
+from singexp.models.inn import (
     EMBEDDED_INN_DIR,
     INNConfig,
-    INNModule,
     check_inn_checkpoint,
-    codec_fingerprint,
     embedded_inn,
     export_inn,
     inn_config,
-    inn_hparams,
-    jscc_identity,
     load_inn,
     read_inn_hparams,
     read_inn_metadata,
     resolve_inn_checkpoint,
     train_inn,
 )
-from singexp.modules.jscc import DeepJSCCModule, export_codec
+from singexp.models.jscc import codec_fingerprint, export_codec, jscc_identity
+from singexp.modules.inn import INNModule, inn_hparams
+from singexp.modules.jscc import DeepJSCCModule
 from singexp.nn.inn import ConditionalINN, INNArchitecture, haar_down, haar_up, pairs_per_level
 from singexp.operators import AveragePool
 
@@ -130,7 +128,7 @@ def test_pairs_are_reproducible_and_in_range() -> None:
 def test_a_few_steps_lower_the_loss() -> None:
     torch.manual_seed(0)
     m = codec()
-    module = INNModule(codec=m, scale=4, **TINY, lr=3e-3)
+    module = INNModule(codec=m, jscc=jscc_identity(m), scale=4, **TINY, lr=3e-3)
     x = torch.nn.functional.interpolate(torch.rand(4, 3, 4, 4) * 2 - 1, size=16, mode="bilinear")
     pairs = make_pairs(m, x, (-5.0, 5.0), torch.Generator().manual_seed(0))
     opt = module.configure_optimizers()
@@ -148,7 +146,7 @@ def test_a_few_steps_lower_the_loss() -> None:
 
 def test_hparams_record_the_deepjscc() -> None:
     m = codec()
-    module = INNModule(codec=m, scale=4, **TINY, train_snr=(-4, 6))
+    module = INNModule(codec=m, jscc=jscc_identity(m), scale=4, **TINY, train_snr=(-4, 6))
     jscc = module.hparams["jscc"]
     assert jscc["bcr"] == "1/192" and jscc["image_size"] == 16 and jscc["channel"] == "awgn"
     assert jscc["fingerprint"] == codec_fingerprint(m)
@@ -208,7 +206,7 @@ def _ckpt(module: INNModule, path: Path) -> Path:
 @pytest.mark.parametrize("suffix", [".ckpt", ".safetensors"])
 def test_another_bcr_or_deepjscc_is_one_line(tmp_path: Path, suffix: str) -> None:
     trained_on = codec("1/192", seed=0)
-    module = INNModule(codec=trained_on, scale=4, **TINY)
+    module = INNModule(codec=trained_on, jscc=jscc_identity(trained_on), scale=4, **TINY)
     path = tmp_path / f"inn{suffix}"
     _ = _ckpt(module, path) if suffix == ".ckpt" else export_inn(module, path)
 
@@ -241,7 +239,8 @@ def test_not_an_inn_checkpoint(tmp_path: Path) -> None:
 
 
 def test_export_load_round_trip(tmp_path: Path) -> None:
-    module = INNModule(codec=codec(), scale=4, **TINY, train_snr=(-2, 3))
+    m = codec()
+    module = INNModule(codec=m, jscc=jscc_identity(m), scale=4, **TINY, train_snr=(-2, 3))
     randomize(module.inn)
     x, snr = torch.randn(2, 3, 16, 16), torch.tensor([-1.0, 2.0])
     c, d = module(x, snr)

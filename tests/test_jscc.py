@@ -12,13 +12,8 @@ from singexp.channel import power_normalize, to_complex, to_real
 from singexp.config import embedded_codec
 from singexp.data.shapes import render_shapes
 from singexp.errors import ConfigError
-from singexp.modules.jscc import (
-    DeepJSCCModule,
-    check_checkpoint,
-    checkpoint_identity,
-    export_codec,
-    load_codec,
-)
+from singexp.models.jscc import check_checkpoint, checkpoint_identity, export_codec, load_codec
+from singexp.modules.jscc import DeepJSCCModule
 from singexp.nn.gdn import GDN
 
 

@@ -215,7 +215,7 @@ def test_the_run_config_is_frozen(make_cfg: Any) -> None:
 
 def test_the_inn_and_metrics_groups_are_typed_and_checked_in_validate(make_cfg: Any) -> None:
     from singexp.metrics import MetricsConfig
-    from singexp.modules.inn import INNConfig
+    from singexp.models.inn import INNConfig
 
     run = validate(make_cfg("+experiment=sing_inn"))
     assert isinstance(run.inn, INNConfig) and isinstance(run.metrics, MetricsConfig)

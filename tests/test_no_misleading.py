@@ -56,7 +56,7 @@ def one_line_error(result: subprocess.CompletedProcess[str], key: str, code: int
 
 # ---- 1. NaN weights ---------------------------------------------------------------------------
 def test_codec_with_nan_weights_is_refused_at_load(tmp_path: Path) -> None:
-    from singexp.modules.jscc import load_codec
+    from singexp.models.jscc import load_codec
 
     path = poisoned(CODEC, tmp_path / "nan.safetensors")
     with pytest.raises(ConfigError, match="non-finite weights") as info:
@@ -66,7 +66,7 @@ def test_codec_with_nan_weights_is_refused_at_load(tmp_path: Path) -> None:
 
 
 def test_inn_with_nan_weights_is_refused_at_load(tmp_path: Path) -> None:
-    from singexp.modules.inn import load_inn
+    from singexp.models.inn import load_inn
 
     path = poisoned(INN, tmp_path / "nan_inn.safetensors")
     with pytest.raises(ConfigError, match="non-finite weights") as info:
@@ -75,7 +75,7 @@ def test_inn_with_nan_weights_is_refused_at_load(tmp_path: Path) -> None:
 
 
 def test_prior_with_nan_weights_is_refused_at_load(tmp_path: Path) -> None:
-    from singexp.prior import load_prior
+    from singexp.models.prior import load_prior
 
     folder = tmp_path / "prior"
     shutil.copytree(PRIOR, folder)
@@ -188,7 +188,7 @@ def test_codec_and_inn_exports_on_a_full_disk(
 
 # ---- 3. tracebacks -> one line ------------------------------------------------------------------
 def test_prior_config_that_is_not_json_is_one_line(tmp_path: Path) -> None:
-    from singexp.prior import prior_config
+    from singexp.models.prior import prior_config
 
     folder = tmp_path / "prior"
     shutil.copytree(PRIOR, folder)
@@ -199,8 +199,8 @@ def test_prior_config_that_is_not_json_is_one_line(tmp_path: Path) -> None:
 
 
 def test_codec_and_inn_files_with_another_bcrs_tensors_are_one_line(tmp_path: Path) -> None:
-    from singexp.modules.inn import load_inn
-    from singexp.modules.jscc import load_codec
+    from singexp.models.inn import load_inn
+    from singexp.models.jscc import load_codec
 
     codec = poisoned(
         CODEC,
@@ -222,7 +222,7 @@ def test_codec_and_inn_files_with_another_bcrs_tensors_are_one_line(tmp_path: Pa
 
 def test_a_folder_as_model_file_says_so(tmp_path: Path) -> None:
     from singexp.config import check_model_file
-    from singexp.modules.inn import resolve_inn_checkpoint
+    from singexp.models.inn import resolve_inn_checkpoint
 
     with pytest.raises(ConfigError, match=r"is a folder; give a model file \(a \.safetensors"):
         check_model_file("jscc.checkpoint", tmp_path)
@@ -270,7 +270,7 @@ def _cached_repo(root: Path, weights: bool = True, ref: bool = True) -> Path:
 def test_missing_cached_prior_says_what_is_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layout: str, says: str
 ) -> None:
-    from singexp.prior import prior_config
+    from singexp.models.prior import prior_config
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -397,7 +397,7 @@ def test_ctrl_c_on_a_sweep_keeps_finished_points_and_says_how_to_resume(tmp_path
 
 # ---- 5. silently accepted -> one warning line ---------------------------------------------------
 def test_snr_far_outside_the_codecs_training_range_is_noted() -> None:
-    from singexp.modules.jscc import read_hparams, snr_range_note
+    from singexp.models.jscc import read_hparams, snr_range_note
 
     assert read_hparams(CODEC)["train_snr"] == [-5.0, 5.0]
     note = snr_range_note(CODEC, 100)

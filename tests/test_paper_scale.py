@@ -26,7 +26,7 @@ from PIL import Image
 from conftest import assert_grid_png, requires_no_gpu, run_cli
 from singexp.errors import ConfigError
 from singexp.flops import CELEBAHQ_256_UNET, celebahq_unet, parameter_count
-from singexp.prior import load_prior, prior_config
+from singexp.models.prior import load_prior, prior_config
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -146,8 +146,8 @@ def test_main_job_at_256_px_with_the_paper_prior(
     """``+experiment=sing_inn`` at the paper's setting (256 px, BCR 1/192, the CelebA-HQ prior
     preset from the cache, codec and INN trained for it), smallest settings: every method
     restores both test images at 256 px and the run's files say so."""
-    from singexp.modules.inn import inn_checkpoint_identity
-    from singexp.modules.jscc import read_hparams
+    from singexp.models.inn import inn_checkpoint_identity
+    from singexp.models.jscc import read_hparams
 
     hub, _ = paper_cache
     faces = tmp_path / "faces"

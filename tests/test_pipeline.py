@@ -77,10 +77,11 @@ def objects_pipeline(reference: SingPipeline, **settings: object) -> SingPipelin
     reference's objects): the codec and INN files, the embedded prior, a scheduler of the prior
     group's schedule, A from the operator group, the methods' config nodes."""
     from singexp.config import EMBEDDED_JSCC_DIR
-    from singexp.modules.inn import load_inn
-    from singexp.modules.jscc import load_codec
+    from singexp.models.inn import load_inn
+    from singexp.models.jscc import load_codec
+    from singexp.models.prior import load_prior
     from singexp.operators import build_operator
-    from singexp.prior import build_scheduler, load_prior
+    from singexp.samplers.schedulers import build_scheduler
 
     run = reference.run
     assert run is not None

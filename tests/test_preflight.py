@@ -17,10 +17,13 @@ from omegaconf import DictConfig
 from PIL import Image
 
 from conftest import run_cli
-from singexp import artifacts, progress, tasks
+from singexp import progress, tasks
 from singexp.config import ASSETS_DIR, validate
 from singexp.errors import ConfigError
-from singexp.prior import check_prior_source
+from singexp.models import inn as models_inn
+from singexp.models import jscc as models_jscc
+from singexp.models import prior as models_prior
+from singexp.models.prior import check_prior_source
 
 CODEC_1_768 = ASSETS_DIR / "jscc_shapes32" / "jscc_1_768.safetensors"
 INN_1_768 = ASSETS_DIR / "inn_shapes32" / "inn_1_768.safetensors"
@@ -43,7 +46,8 @@ def no_training(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         trained.append(task)
         raise AssertionError(f"{task} artifact trained before the preflight failed")
 
-    monkeypatch.setattr(artifacts, "train_artifact", fake)
+    for kind in (models_jscc, models_inn, models_prior):  # each asks for its model by name
+        monkeypatch.setattr(kind, "train_artifact", fake)
     return trained
 
 

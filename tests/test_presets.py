@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from conftest import run_cli
 from singexp.config import CONF_DIR, embedded_codec
 from singexp.instantiate import build
-from singexp.modules.jscc import load_codec
+from singexp.models.jscc import load_codec
 from singexp.operators import PatchProjection, codec_pairs, operator_from_config
 
 EMBEDDED_BCRS = {"'1_96'", "'1_48'", "'1_24'"}
@@ -216,8 +216,8 @@ def test_inn_data_size_grid() -> None:
 def test_inn_artifact_identity_holds_the_training_set_size(tmp_path: Path) -> None:
     """One INN per N (inn.checkpoint=auto): the identity differs by dataset.train_size only, and
     not by the test SNR (one INN serves every SNR of its N)."""
-    from singexp.artifacts import inn_artifact_identity
     from singexp.config import validate
+    from singexp.models.inn import inn_artifact_identity
 
     def identity(*overrides: str) -> dict[str, Any]:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

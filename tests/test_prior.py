@@ -11,10 +11,12 @@ import torch
 from diffusers import UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from singexp import prior
 from singexp.errors import ConfigError
-from singexp.modules.prior import DiffusionPriorModule, train_prior
-from singexp.prior import build_scheduler, build_unet, load_prior, resolve_source
+from singexp.models import prior
+from singexp.models.prior import load_prior, resolve_source, train_prior
+from singexp.modules.prior import DiffusionPriorModule
+from singexp.nn.unet import build_unet, count_parameters
+from singexp.samplers.schedulers import build_scheduler
 
 TINY = {"image_size": 16, "block_out_channels": (8, 16), "layers_per_block": 1}
 
@@ -69,9 +71,9 @@ def test_build_unet_has_no_attention_by_default() -> None:
     shapes = {k: v.shape for k, v in unet.state_dict().items()}
     assert shapes == {k: v.shape for k, v in shipped.state_dict().items()}
     # every parameter counts, frozen ones too (the shipped prior is loaded frozen)
-    assert prior.count_parameters(shipped) == sum(v.numel() for v in shipped.state_dict().values())
-    assert prior.count_parameters(unet) == prior.count_parameters(shipped)
-    assert round(prior.count_parameters(unet) / 1e6, 1) == 2.5  # README: 2.5 M
+    assert count_parameters(shipped) == sum(v.numel() for v in shipped.state_dict().values())
+    assert count_parameters(unet) == count_parameters(shipped)
+    assert round(count_parameters(unet) / 1e6, 1) == 2.5  # README: 2.5 M
     with_attention = build_unet(16, block_out_channels=(8, 16), attention=True)
     assert "Attention" in [type(m).__name__ for m in with_attention.modules()]
     x = torch.zeros(1, 3, 16, 16)
@@ -316,7 +318,7 @@ def test_train_prior_exports_and_resumes(tmp_path: Path) -> None:
     assert list((tmp_path / "samples").glob("*.png"))
     assert load_prior(out, expected_size=16).config.sample_size == 16
     # the data it was trained on, recorded for the mismatch warning
-    from singexp.prior import prior_trained_on
+    from singexp.models.prior import prior_trained_on
 
     assert prior_trained_on(out) == "shapes"
     ckpt = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)

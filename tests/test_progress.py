@@ -15,8 +15,8 @@ import torch
 from diffusers import UNet2DModel
 
 from singexp import progress
-from singexp.prior import build_scheduler
 from singexp.samplers.loop import sample
+from singexp.samplers.schedulers import build_scheduler
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

@@ -24,17 +24,17 @@ from PIL import Image
 
 from conftest import run_cli
 from singexp import tasks
-from singexp.artifacts import trained_elsewhere, trained_on
 from singexp.callbacks import TrainingSizeCheck, tiny_training_note, training_notes
 from singexp.config import validate
 from singexp.data import ImageFolderDataModule
 from singexp.data.base import indexed_data, training_split
 from singexp.errors import ConfigError
+from singexp.models.prior import TRAINING_RECORD, prior_trained_on
+from singexp.models.provenance import trained_elsewhere, trained_on
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.modules.restoration import mean_image_baseline, mean_image_or_skip
 from singexp.preflight import preflight
 from singexp.printing import TRIVIAL_WINS, print_method_table
-from singexp.prior import TRAINING_RECORD, prior_trained_on
 from singexp.quick import apply_quick
 from singexp.state import RunState
 from singexp.trainers import build_callbacks, build_trainer

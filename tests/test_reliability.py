@@ -27,7 +27,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from conftest import run_cli
-from singexp.artifacts import JOBS, codec_artifact_identity, ensure, identity_hash, require_codec
 from singexp.config import CONF_DIR, EMBEDDED_JSCC_DIR, RunConfig, validate
 from singexp.errors import ConfigError
 from singexp.faults import (
@@ -39,7 +38,10 @@ from singexp.faults import (
     sigterm_ends_point,
 )
 from singexp.loggers import resolve_wandb_mode, server_answers
-from singexp.points import finished_results, read_results, write_json
+from singexp.models import jscc as models_jscc
+from singexp.models.artifact import ensure
+from singexp.models.jscc import codec_artifact_identity, require_codec
+from singexp.points import finished_results, identity_hash, read_results, write_json
 from singexp.report import report
 
 MakeCfg = Callable[..., DictConfig]
@@ -479,7 +481,7 @@ def test_an_snr_sweep_trains_one_auto_codec_on_the_shared_range(
         Path(str(sub.jscc.export)).write_bytes(b"codec")
         return {}
 
-    monkeypatch.setitem(JOBS, "jscc", fake_jscc_task)
+    monkeypatch.setattr(models_jscc, "codec_job", fake_jscc_task)
     codecs = set()
     for snr in (-5, 0, 5):
         cfg = make_cfg(

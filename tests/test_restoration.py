@@ -150,8 +150,8 @@ def test_mean_image_row_and_consistency_columns() -> None:
 
 
 def test_models_trained_on_another_dataset_are_named(make_cfg: Callable[..., Any]) -> None:
-    from singexp.artifacts import trained_elsewhere, trained_on
     from singexp.config import validate
+    from singexp.models.provenance import trained_elsewhere, trained_on
 
     cfg = validate(make_cfg("dataset.content=celebahq", "jscc.checkpoint=embedded"))
     torch.manual_seed(0)
@@ -176,7 +176,7 @@ def test_the_test_snr_reaches_every_restorer(
     """No silent SNR default on the sampling path: the restoration module hands each
     restorer the run's test SNR, and every restorer the builder makes passes it on to its
     sampler (SING-INN's INN and the baselines' DeepJSCC chain are conditioned on it)."""
-    import singexp.samplers.build as build
+    import singexp.samplers.registry as build
     from singexp.assembly import build_restoration
     from singexp.config import validate
     from singexp.data.base import indexed_data

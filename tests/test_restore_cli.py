@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import assert_grid_png, run_cli
-from singexp.prior import build_unet
+from singexp.nn.unet import build_unet
 
 pytestmark = pytest.mark.slow
 

@@ -18,7 +18,6 @@ from torch import Tensor
 from singexp.config import CONF_DIR
 from singexp.errors import ConfigError
 from singexp.operators import AveragePool, ColorToGray, Identity, LinearOperator
-from singexp.prior import build_scheduler
 from singexp.samplers import (
     Correction,
     DDNMUpdate,
@@ -35,13 +34,14 @@ from singexp.samplers import (
     sing_zero,
 )
 from singexp.samplers.loop import step_infos
+from singexp.samplers.schedulers import build_scheduler
 
 SHAPE = (3, 3, 16, 16)
 STEPS = 8
 
 
 #: the schedule of the shipped prior, as restoration builds its schedulers
-#: (singexp.samplers.build.build_restorers)
+#: (singexp.assembly.build_restorers)
 PRIOR = OmegaConf.load(CONF_DIR / "prior" / "embedded.yaml")
 
 
@@ -611,12 +611,12 @@ def test_non_finite_values_stop_sampling_naming_the_step(unet: UNet2DModel) -> N
 
 def test_sigma_y_auto_is_the_rms_of_a_x_hat_minus_a_x(make_cfg: Any) -> None:
     """``sigma_y=auto``: √mean((A x̂ − A x)²) over the validation images through the codec."""
+    from singexp.assembly import needs_sigma_y
     from singexp.config import validate
     from singexp.instantiate import build
-    from singexp.modules.jscc import load_codec
+    from singexp.models.jscc import load_codec
     from singexp.modules.restoration import measured_sigma_y
     from singexp.operators import build_operator
-    from singexp.samplers.build import needs_sigma_y
 
     cfg = make_cfg("+experiment=sing_zero", "sampler.sigma_y=auto", "dataset.val_size=8")
     v = validate(cfg)

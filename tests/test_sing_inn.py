@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,19 +15,20 @@ from omegaconf import OmegaConf
 from torch import Tensor
 
 from conftest import randomize
-from singexp.artifacts import resolve_inn, resolve_prior_source
+from singexp.assembly import build_restorers
 from singexp.config import CONF_DIR, validate
 from singexp.errors import ConfigError
 from singexp.instantiate import build
 from singexp.metrics import periodic_energy
+from singexp.models.inn import run_inn
+from singexp.models.jscc import load_codec
+from singexp.models.prior import run_prior
 from singexp.modules.inn import INNModule
-from singexp.modules.jscc import load_codec
 from singexp.modules.restoration import batch_generator
 from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool, build_operator
-from singexp.prior import build_scheduler
 from singexp.samplers import NullSpace, StepInfo, sample
-from singexp.samplers.build import build_restorers
+from singexp.samplers.schedulers import build_scheduler
 from singexp.samplers.sing_inn import (
     INNGuidance,
     SingINNConfig,
@@ -389,8 +391,10 @@ def test_default_sing_inn_draws_no_grid_pattern(
     )
     v = validate(cfg)
     operator = build_operator(cfg.operator.name, cfg.operator.scale, v.bcr, v.latent.image_size)
-    restorers, _ = build_restorers(v, operator, resolve_inn(v), resolve_prior_source(v))
     codec = load_codec(v.jscc.checkpoint, test_snr_db=v.channel.snr_db).eval()
+    _, inn = run_inn(v, Path(str(v.jscc.checkpoint)))
+    _, unet = run_prior(v)
+    restorers, _ = build_restorers(v, operator, unet=unet, inn=inn, codec=codec)
     x = build(cfg.dataset).test_images(8)
     snr = torch.full((8,), v.channel.snr_db)
     with torch.no_grad():

@@ -54,8 +54,9 @@ def sorted_samples(prior: str, out: Path, n: int = 128) -> None:
     """``n`` samples of ``prior`` in a grid sorted by peak share (8 per row, highest first)."""
     from torchvision.utils import make_grid, save_image
 
+    from singexp.models.prior import load_prior
     from singexp.modules.prior import ddim_sample
-    from singexp.prior import build_scheduler, load_prior
+    from singexp.samplers.schedulers import build_scheduler
 
     unet = load_prior(prior, expected_size=32)
     schedule = build_scheduler(kind="ddpm", clip_sample=True).config

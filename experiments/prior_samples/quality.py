@@ -31,8 +31,10 @@ from periodic import periodic_share  # this folder (the script's own)
 
 from singexp.data.shapes import ShapesDataModule
 from singexp.metrics import sliced_wasserstein_many, stlpips
+from singexp.models.prior import load_prior
 from singexp.modules.prior import ddim_sample
-from singexp.prior import build_scheduler, count_parameters, load_prior
+from singexp.nn.unet import count_parameters
+from singexp.samplers.schedulers import build_scheduler
 
 HERE = Path(__file__).resolve().parent
 

@@ -1,4 +1,5 @@
-"""Driver: train the embedded shapes-32 prior (singexp.modules.prior.train_prior, docs/guide/methods.md).
+"""Driver: train the embedded shapes-32 prior (singexp.models.prior.train_prior,
+docs/guide/methods.md).
 
     .venv/bin/python experiments/prior_samples/train_embedded.py OUT_DIR [--steps 3000] ...
 
@@ -24,7 +25,7 @@ from omegaconf import OmegaConf
 
 from singexp.config import CONF_DIR
 from singexp.data.shapes import ShapesDataModule
-from singexp.modules.prior import train_prior
+from singexp.models.prior import train_prior
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 

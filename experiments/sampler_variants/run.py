@@ -30,6 +30,7 @@ from typing import Any  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from singexp.assembly import needs_sigma_y  # noqa: E402
 from singexp.config import CONF_DIR  # noqa: E402
 from singexp.data.base import indexed_data  # noqa: E402
 from singexp.evaluation import score_batch, scored_outputs  # noqa: E402
@@ -38,7 +39,6 @@ from singexp.modules.restoration import measured_sigma_y  # noqa: E402
 from singexp.pipeline import SingPipeline  # noqa: E402
 from singexp.points import BASELINE, TRIVIAL  # noqa: E402
 from singexp.samplers import check_method  # noqa: E402
-from singexp.samplers.build import needs_sigma_y  # noqa: E402
 from singexp.visualize import save_comparison_grid  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

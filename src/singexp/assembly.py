@@ -1,13 +1,16 @@
 """What one restoration run is built of, for the evaluation task and the pipeline alike: the
 codec, the operator A, the INN, the prior and the restorers, with every check between them.
 
-:func:`build_restoration` resolves the ``auto`` models (:mod:`singexp.artifacts`), builds A
-(``operator`` group; a fitted A on training pairs), measures σ_y where a method asks
-(``sigma_y=auto``) and builds the restorers (:mod:`singexp.samplers.build`).
+:func:`build_restoration` resolves the models (each kind in :mod:`singexp.models`: ``auto``
+trained once), builds A (``operator`` group; a fitted A on training pairs), measures σ_y where
+a method asks (``sigma_y=auto``) and builds the restorers (:func:`build_restorers`: each
+method's scheduler, its callable with the networks it shares, and the record of what ran,
+metrics.json ``samplers``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,22 +18,19 @@ from typing import Any
 
 import torch
 
-from singexp.artifacts import require_codec, resolve_inn, resolve_prior_source
-from singexp.bcr import format_ratio
 from singexp.config import RunConfig
 from singexp.data.base import training_split
 from singexp.errors import ConfigError
-from singexp.modules.inn import check_inn_checkpoint, jscc_identity
-from singexp.modules.jscc import (
-    DeepJSCCModule,
-    check_checkpoint,
-    configured_architecture,
-    load_codec,
-)
+from singexp.models.inn import run_inn
+from singexp.models.jscc import run_codec
+from singexp.models.prior import run_prior
+from singexp.modules.jscc import DeepJSCCModule
 from singexp.modules.restoration import Restorer, measured_sigma_y
 from singexp.operators import LinearOperator, codec_pairs, operator_from_config
-from singexp.reuse import file_identity, reused
-from singexp.samplers.build import build_restorers, needs_sigma_y
+from singexp.samplers.registry import Method, restorer
+from singexp.samplers.schedulers import method_scheduler
+from singexp.samplers.sing_inn import check_measurement
+from singexp.samplers.sing_zero import SIGMA_Y_AUTO
 
 
 @dataclass
@@ -69,34 +69,149 @@ def run_operator(
 def build_restoration(run: RunConfig, datamodule: Callable[[], Any]) -> Restoration:
     """Codec, operator, INN, prior and restorers for ``run`` (``datamodule()``: the data module,
     read only for a fitted A or σ_y), checked by :func:`~singexp.preflight.preflight` before.
-    ``auto`` models train here, once (shared by every job); ``run`` is left as it is, the
-    resolved models are in the returned :class:`Restoration`."""
-    codec_path = require_codec(run, "restoration")
-    if run.jscc.checkpoint == "auto":  # a given file was checked by preflight; this one is new
-        check_checkpoint(
-            codec_path,
-            {
-                "bcr": format_ratio(run.bcr),
-                "image_size": run.latent.image_size,
-                **configured_architecture(run.jscc),
-            },
-        )
-    path, snr_db = str(codec_path), run.channel.snr_db
-    codec = reused(  # once per process and SNR (singexp.reuse)
-        ("codec", file_identity(path), snr_db), lambda: load_codec(path, test_snr_db=snr_db)
-    )
+    Each model kind is asked once for its model (:mod:`singexp.models`: resolved, ``auto``
+    trained once and shared by every job, checked, loaded once per process); ``run`` is left
+    as it is, the resolved models are in the returned :class:`Restoration`."""
+    codec_path, codec = run_codec(run)
     operator = run_operator(run, codec, lambda: training_split(datamodule(), "operator=fitted"))
-    # auto models are trained only for a job that restores (a bare DeepJSCC run needs none)
-    needs_inn = bool(run.methods) or run.inn is None or run.inn.checkpoint != "auto"
-    inn_path = resolve_inn(run, codec_path) if needs_inn else None
-    prior_source = resolve_prior_source(run) if run.methods else None
-    if inn_path is not None:
-        expected = {**jscc_identity(path), "snr_db": run.channel.snr_db}
-        check_inn_checkpoint(inn_path, expected)
+    inn_path, inn = run_inn(run, codec_path)
+    prior_source, unet = run_prior(run)
     sigma_y = None
     if needs_sigma_y(run.methods):
         sigma_y = measured_sigma_y(codec, operator, datamodule(), run.channel.snr_db, run.seed)
-    restorers, networks = build_restorers(run, operator, inn_path, prior_source, sigma_y, codec)
+    restorers, networks = build_restorers(
+        run, operator, unet=unet, inn=inn, codec=codec, sigma_y=sigma_y
+    )
     return Restoration(
         codec, codec_path, operator, restorers, networks, inn_path, prior_source, sigma_y
     )
+
+
+def needs_sigma_y(methods: dict[str, Method]) -> bool:
+    """Whether a method measures its σ_y (``sigma_y=auto``)."""
+    return any(getattr(m.config, "sigma_y", None) == SIGMA_Y_AUTO for m in methods.values())
+
+
+def build_restorers(
+    run: RunConfig,
+    operator: LinearOperator,
+    *,
+    unet: torch.nn.Module | None,
+    inn: torch.nn.Module | None = None,
+    codec: DeepJSCCModule | None = None,
+    sigma_y: float | None = None,
+) -> tuple[dict[str, Restorer], dict[str, torch.nn.Module]]:
+    """Restorer callables for ``run.methods`` and the networks they share (moved by Lightning):
+    the prior ``unet`` (:func:`~singexp.models.prior.run_prior`), the INN network
+    (:func:`~singexp.models.inn.run_inn`), the codec (the run's
+    :class:`~singexp.modules.jscc.DeepJSCCModule`) for the baselines that run the DeepJSCC
+    chain (``dps_jscc``, ``inverse_jscc``). ``sigma_y``: what ``sigma_y=auto`` means.
+    """
+    methods = run.methods
+    if not methods:
+        return {}, {}
+    if unet is None or run.prior is None:
+        raise ValueError("build_restorers: a prior is needed when methods are configured")
+    networks: dict[str, torch.nn.Module] = {"prior": unet}
+    if inn is not None:
+        networks["inn"] = inn
+    if any(m.name in ("dps_jscc", "inverse_jscc") for m in methods.values()):
+        # the baselines' forward model: the DeepJSCC the images went through (frozen; the SNR
+        # each restorer is called with is the test SNR)
+        if codec is None:
+            raise ValueError("build_restorers: dps_jscc / inverse_jscc need the run's codec")
+        networks["codec"] = codec.codec.eval().requires_grad_(False)
+    restorers = restorers_from_parts(
+        methods,
+        unet=unet,
+        schedulers={name: method_scheduler(run.prior, m) for name, m in methods.items()},
+        operator=operator,
+        inn=inn,
+        codec=networks.get("codec"),
+        sigma_y=sigma_y,
+        compute=run.compute,
+    )
+    return restorers, networks
+
+
+def restorers_from_parts(
+    methods: dict[str, Method],
+    *,
+    unet: torch.nn.Module,
+    schedulers: dict[str, Any],
+    operator: LinearOperator,
+    inn: torch.nn.Module | None = None,
+    codec: torch.nn.Module | None = None,
+    sigma_y: float | None = None,
+    compute: Any = None,
+) -> dict[str, Restorer]:
+    """Restorer callables for ``methods`` from the objects themselves: the prior ``unet``, each
+    method's diffusers scheduler (``schedulers``, by method name: each its own, they keep
+    state), the operator A, the INN network and the codec network (the baselines' forward
+    model), ``sigma_y`` (what ``sigma_y=auto`` measured) and the compute options."""
+    restorers: dict[str, Restorer] = {}
+    for name, method in methods.items():
+        if method.name == "sing_inn" and inn is not None:
+            check_measurement(method.config, inn, operator, method.prefix)
+        components: dict[str, Any] = {
+            "unet": unet,
+            "scheduler": schedulers[name],
+            "operator": operator,
+            "sigma_y": sigma_y,
+            "compute": compute,
+        }
+        if inn is not None:
+            components["inn"] = inn
+        if codec is not None:
+            components["codec"] = codec
+        restorers[name] = restorer(method, components)
+    return restorers
+
+
+def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None) -> dict:
+    """What ran, for metrics.json: every key of the method's config (variant, update form,
+    clipping, ...) plus the measurement it used and σ_y as measured for ``auto``."""
+    record: dict[str, Any] = {**method.raw}
+    if method.config is None:
+        return record
+    record.update(
+        {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
+    )
+    if hasattr(method.config, "time_travel"):  # InverseJSCC runs no sampling loop
+        record["time_travel"] = dataclasses.asdict(method.config.time_travel)  # JSON-ready
+    if method.name == "sing_zero":
+        record["measurement_operator"] = repr(operator)
+        if method.config.sigma_y == SIGMA_Y_AUTO:
+            record["sigma_y_measured"] = sigma_y
+    if method.name == "sing_inn":
+        scale = getattr(inn, "scale", None)
+        record["measurement_operator"] = f"AveragePool(scale={scale})"
+        record["inn_input_clip"] = "x0|t clipped to [-1, 1] before the INN"
+        arch = getattr(inn, "arch", None)  # the network that ran (built from inn_checkpoint)
+        record["inn_architecture"] = None if arch is None else dataclasses.asdict(arch)
+    if method.name in ("dps_jscc", "inverse_jscc"):  # forward model: the DeepJSCC chain
+        c = method.config
+        noise = "noiseless" if c.forward_noise == "none" else f"mean of {c.noise_samples} draws"
+        # the printed line's "A = ..." (printing.describe_sampler)
+        record["measurement_operator"] = f"the DeepJSCC chain at the test SNR ({noise})"
+    if method.name == "dps_jscc":
+        record["measurement_operator"] += f"; DPS step ζ {c.zeta} ({c.zeta_schedule})"
+    if method.name == "inverse_jscc":
+        record["generator"] = (
+            f"the prior's DDIM map from x_T (eta {c.generator_eta}, {c.generator_steps} steps); "
+            "no generator trained"
+        )
+        # the printed line's update / η / steps: InverseJSCC's optimisation and its generator
+        record["update"] = (
+            f"{c.iterations} Adam iterations (lr {c.lr}, init {c.init}, {c.loss}) on x_T of "
+            "G = the prior's DDIM map"
+        )
+        record["eta"], record["steps"] = c.generator_eta, c.generator_steps
+    return record
+
+
+def method_records(
+    methods: dict[str, Method], operator: Any, inn: Any, sigma_y: float | None
+) -> dict[str, dict]:
+    """:func:`method_record` of every method, by name (metrics.json ``samplers``)."""
+    return {name: method_record(m, operator, inn, sigma_y) for name, m in methods.items()}

@@ -19,7 +19,6 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from singexp.bcr import LatentShape, latent_shape, parse_ratio
 from singexp.channel import CHANNELS
 from singexp.errors import ConfigError, SingexpError, missing_file
-from singexp.instantiate import build as build  # re-exported: loggers.py imports it here
 from singexp.locations import ASSETS_DIR as ASSETS_DIR  # re-exported: the config's home
 from singexp.locations import CONF_DIR as CONF_DIR
 from singexp.locations import EMBEDDED_JSCC_DIR as EMBEDDED_JSCC_DIR
@@ -33,9 +32,9 @@ MAX_SEED = 2**32 - 1
 
 if TYPE_CHECKING:
     from singexp.metrics import MetricsConfig
-    from singexp.modules.inn import INNConfig
+    from singexp.models.inn import INNConfig
+    from singexp.models.prior import PriorConfig
     from singexp.operators import OperatorConfig
-    from singexp.prior import PriorConfig
     from singexp.samplers.compute import ComputeConfig
 
 
@@ -100,7 +99,8 @@ class RunConfig:
 
     singexp's own groups are typed, each checked once here: ``channel``, ``bcr``, ``latent``,
     ``jscc``, ``methods`` (name → :class:`~singexp.samplers.registry.Method`), ``inn``
-    (:class:`~singexp.modules.inn.INNConfig`), ``prior`` (:class:`~singexp.prior.PriorConfig`),
+    (:class:`~singexp.models.inn.INNConfig`), ``prior``
+    (:class:`~singexp.models.prior.PriorConfig`),
     ``operator`` (:class:`~singexp.operators.OperatorConfig`), ``dataset``
     (:class:`DatasetConfig`, whose ``spec`` builds the data module), ``metrics``
     (:class:`~singexp.metrics.MetricsConfig`) and ``evaluate`` (``compute``, ``evaluate_split``);
@@ -109,7 +109,7 @@ class RunConfig:
 
     Frozen, with its typed groups: nothing after :func:`validate` writes into it. What a run
     resolves on the way is returned by the functions that resolve it (the ``auto`` models:
-    :func:`singexp.artifacts.require_codec`, ...) or kept in its
+    :func:`singexp.models.jscc.require_codec`, ...) or kept in its
     :class:`~singexp.state.RunState` (warnings, the indexed data module); another run's config
     is derived with :meth:`with_settings`.
     """
@@ -123,9 +123,9 @@ class RunConfig:
     methods: dict[str, Any] = field(default_factory=dict)
     #: the ``dataset`` group, checked (:func:`dataset_settings`); its ``spec`` builds the data
     dataset: DatasetConfig | None = None
-    #: the ``inn`` group, checked (:func:`~singexp.modules.inn.inn_config`); None: no group
+    #: the ``inn`` group, checked (:func:`~singexp.models.inn.inn_config`); None: no group
     inn: INNConfig | None = None
-    #: the ``prior`` group, checked (:func:`~singexp.prior.prior_settings`); None: no group
+    #: the ``prior`` group, checked (:func:`~singexp.models.prior.prior_settings`); None: no group
     prior: PriorConfig | None = None
     #: the ``operator`` group, checked (:func:`~singexp.operators.operator_settings`)
     operator: OperatorConfig | None = None
@@ -520,9 +520,9 @@ def validate(cfg: DictConfig) -> RunConfig:
     if inn_checkpoint is not None and str(inn_checkpoint) not in ("embedded", "auto"):
         check_model_file("inn.checkpoint", inn_checkpoint)
     check_accelerator(cfg.get("trainer"))
-    from singexp.modules.inn import inn_config
+    from singexp.models.inn import inn_config
+    from singexp.models.prior import prior_settings
     from singexp.operators import operator_settings
-    from singexp.prior import prior_settings
     from singexp.samplers.compute import ComputeConfig
     from singexp.samplers.registry import methods_from_config
 

@@ -130,7 +130,7 @@ def prior_costs(embedded: Any = None) -> dict[str, dict[str, float]]:
     """Parameters and forward GFLOP per image of the embedded prior (``embedded``: a loaded
     UNet; default the shipped one) and of the 256 px CelebA-HQ DDPM (architecture only)."""
     if embedded is None:
-        from singexp.prior import load_prior
+        from singexp.models.prior import load_prior
 
         embedded = load_prior("embedded", expected_size=None)
     out = {}

@@ -22,8 +22,8 @@ from typing import Any, Literal, cast
 
 from lightning.pytorch.loggers import Logger, WandbLogger
 
-from singexp.config import build
 from singexp.errors import ConfigError
+from singexp.instantiate import build
 from singexp.schema import config_number
 
 log = logging.getLogger("singexp.loggers")

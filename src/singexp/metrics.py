@@ -12,6 +12,11 @@ per process and device, in eval mode with ``requires_grad=False``.
 Perceptual metrics see images whose smaller side is at least ``perceptual_size`` (default 64):
 smaller inputs are upsampled bilinearly first, because at 32 px ST-LPIPS hardly sees noise
 (paper: experiments). :class:`ImageMetrics` reports the size used in :meth:`ImageMetrics.status`.
+
+One concern, one module (over 600 lines): the metrics share their input conventions, the
+originals' features computed once per batch for every method (``per_image_many``,
+``set_level_many``) and the offline loading of their networks; split, each part would import
+the others' private state.
 """
 
 from __future__ import annotations

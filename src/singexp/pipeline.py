@@ -34,6 +34,10 @@ image-folder data sets), the shorter side resized to the models' image size and 
 trained on get a one-line out-of-distribution notice, and a second when DeepJSCC's own output is
 below the trivial baseline (the mean training image) on an image
 (:attr:`SingPipelineOutput.notices`).
+
+One concern, one module (over 600 lines): the pipeline class with its constructors
+(``from_config``, ``from_run``, ``from_pretrained``), its persistence (``save_pretrained``) and
+its output, as a diffusers pipeline keeps them together.
 """
 
 from __future__ import annotations
@@ -61,8 +65,7 @@ from singexp.config import RunConfig, validate  # noqa: E402
 from singexp.errors import SingexpError  # noqa: E402
 from singexp.evaluation import evaluate_batch  # noqa: E402
 from singexp.metrics import psnr  # noqa: E402
-from singexp.modules.inn import json_ready  # noqa: E402
-from singexp.points import BASELINE, ORIGINAL  # noqa: E402
+from singexp.points import BASELINE, ORIGINAL, json_ready  # noqa: E402
 from singexp.samplers.registry import Method, check_method  # noqa: E402
 from singexp.state import RunState  # noqa: E402
 
@@ -279,7 +282,7 @@ class SingPipeline:
         (:func:`~singexp.threads.apply_thread_policy`; None leaves torch's as they are).
         ``run``/``state``: the config and state :meth:`from_config` built it from (another BCR,
         or σ_y at another SNR, is then built from the config)."""
-        from singexp.samplers.build import needs_sigma_y
+        from singexp.assembly import needs_sigma_y
         from singexp.samplers.compute import ComputeConfig
 
         _say_wait_policy()
@@ -345,7 +348,8 @@ class SingPipeline:
         inn: Any,
         sigma_y: float | None,
     ) -> _Stage:
-        from singexp.samplers.build import method_records, restorers_from_parts, scheduler_for
+        from singexp.assembly import method_records, restorers_from_parts
+        from singexp.samplers.schedulers import scheduler_for
 
         codec.eval().requires_grad_(False).to(self.device)
         networks: dict[str, torch.nn.Module] = {}
@@ -373,12 +377,12 @@ class SingPipeline:
         """The constructor's objects for ``run``, built as the evaluation task builds them
         (:func:`~singexp.preflight.preflight`, then :func:`~singexp.assembly.build_restoration`:
         the same checks, errors and ``auto`` models)."""
-        from singexp.artifacts import trained_on
         from singexp.assembly import build_restoration
         from singexp.data.base import indexed_data
-        from singexp.modules.inn import read_inn_metadata
+        from singexp.models.inn import read_inn_metadata
+        from singexp.models.provenance import trained_on
         from singexp.preflight import preflight
-        from singexp.prior import build_scheduler
+        from singexp.samplers.schedulers import build_scheduler
 
         preflight(run, state)
         parts = build_restoration(run, lambda: indexed_data(run, state))
@@ -463,9 +467,9 @@ class SingPipeline:
 
         from safetensors.torch import save_file
 
-        from singexp.modules.inn import export_inn
-        from singexp.modules.jscc import export_codec
-        from singexp.prior import write_training_record
+        from singexp.models.inn import export_inn
+        from singexp.models.jscc import export_codec
+        from singexp.models.prior import write_training_record
 
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
@@ -512,9 +516,9 @@ class SingPipeline:
         import diffusers
         from safetensors.torch import load_file
 
-        from singexp.modules.inn import load_inn
-        from singexp.modules.jscc import load_codec
-        from singexp.prior import load_prior
+        from singexp.models.inn import load_inn
+        from singexp.models.jscc import load_codec
+        from singexp.models.prior import load_prior
         from singexp.samplers.compute import ComputeConfig
 
         root = Path(folder)
@@ -566,7 +570,7 @@ class SingPipeline:
     def _needs_snr(self) -> bool:
         """Whether another SNR needs other restorers: σ_y measured at it (from a config only;
         a pipeline of objects uses its ``sigma_y`` at every SNR)."""
-        from singexp.samplers.build import needs_sigma_y
+        from singexp.assembly import needs_sigma_y
 
         return self.run is not None and needs_sigma_y(self.methods)
 

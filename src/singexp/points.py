@@ -434,3 +434,12 @@ def objective(config: Mapping[str, Any], results: Mapping[str, Any]) -> tuple[fl
         weight = float(penalty["weight"])
         line += f" + {weight:g} × {shortfall:.4f} ({penalty['value']} below floor)"
     return total, f"{line} = {total:.4f}"
+
+
+def json_ready(value: Any) -> Any:
+    """A JSON-ready copy of a config value: mappings with string keys, lists, scalars."""
+    if isinstance(value, Mapping):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value

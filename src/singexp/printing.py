@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from singexp.console import said
-from singexp.modules.inn import read_inn_metadata
+from singexp.models.inn import read_inn_metadata
 from singexp.points import TRIVIAL
 from singexp.report import LABELS, METHOD_NAMES, METRICS, QUICK_NOTE, better
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO

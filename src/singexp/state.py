@@ -7,8 +7,8 @@ writes into it afterwards. What a run resolves or finds while it runs is kept he
 the ``RunConfig`` to the functions that fill or read it (:func:`singexp.preflight.preflight`,
 :func:`singexp.data.base.indexed_data`, the task functions). The models a run resolves (the
 ``auto`` codec, INN and prior) are returned by the functions that resolve them
-(:func:`singexp.artifacts.require_codec`, :func:`~singexp.artifacts.resolve_inn`,
-:func:`~singexp.artifacts.resolve_prior_source`) and kept in
+(:func:`singexp.models.jscc.require_codec`, :func:`~singexp.models.inn.resolve_inn`,
+:func:`~singexp.models.prior.resolve_prior_source`) and kept in
 :class:`~singexp.assembly.Restoration`.
 """
 

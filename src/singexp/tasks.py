@@ -1,11 +1,12 @@
-"""The task layer: :func:`run`, which every entry point calls, and one function per job kind.
+"""The task layer: :func:`run`, which every entry point calls, and the tasks by ``task:``.
 
 It only orchestrates. :func:`run` validates the config once into a typed
 :class:`~singexp.config.RunConfig` (what every layer below receives), takes the run folder's
 lock, reuses finished results (:mod:`singexp.points`), writes config.yaml, starts the loggers,
-runs the task and writes ``metrics.json`` before any logger sees it. The training tasks (``jscc``,
-``inn``, ``prior``) are the artifact jobs of :mod:`singexp.artifacts`; ``restore`` builds the
-restoration (:mod:`singexp.assembly`) and evaluates it (:mod:`singexp.modules.restoration`).
+runs the task (:data:`TASKS`) and writes ``metrics.json`` before any logger sees it. The tasks:
+``restore`` builds the restoration (:mod:`singexp.assembly`) and evaluates it
+(:mod:`singexp.modules.restoration`); the training tasks ``jscc``, ``inn`` and ``prior`` are
+each model kind's training job (:mod:`singexp.models`: the same job trains an ``auto`` model).
 """
 
 from __future__ import annotations
@@ -22,8 +23,7 @@ from lightning.pytorch.loggers import Logger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from singexp import reuse
-from singexp.artifacts import JOBS, auto_training_notes, trained_elsewhere, trained_on
-from singexp.assembly import build_restoration
+from singexp.assembly import build_restoration, method_records
 from singexp.config import RunConfig, validate
 from singexp.config_print import print_config_mode, show_config
 from singexp.console import quiet_console
@@ -39,6 +39,10 @@ from singexp.faults import (
 )
 from singexp.loggers import build_loggers, finish_loggers, log_results
 from singexp.metrics import ImageMetrics
+from singexp.models.inn import inn_job
+from singexp.models.jscc import codec_job
+from singexp.models.prior import prior_job
+from singexp.models.provenance import auto_training_notes, trained_elsewhere, trained_on
 from singexp.modules.restoration import RestorationModule, mean_image_or_skip, write_outputs
 from singexp.operators import describe_operator
 from singexp.points import (
@@ -52,7 +56,6 @@ from singexp.preflight import preflight
 from singexp.printing import print_results
 from singexp.progress import set_plan
 from singexp.quick import Quick, apply_quick, command_line_overrides
-from singexp.samplers.build import method_records
 from singexp.state import RunState
 from singexp.threads import apply_thread_policy, wait_policy
 from singexp.trainers import build_trainer
@@ -141,8 +144,13 @@ def restore_task(
     }
 
 
-#: the tasks by ``task:``; training a codec, an INN or a prior is an artifact job
-TASKS: dict[str, Task] = {**JOBS, "restore": restore_task}
+#: the tasks by ``task:``: the restoration and the training jobs of the model kinds
+TASKS: dict[str, Task] = {
+    "restore": restore_task,
+    "jscc": codec_job,
+    "inn": inn_job,
+    "prior": prior_job,
+}
 
 
 def describe_run(run: RunConfig) -> dict[str, Any]:

@@ -3,14 +3,16 @@ the ``callbacks`` group and the training-size check every run gets."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning as L
 from lightning.pytorch.loggers import Logger
 
 from singexp.callbacks import TrainingSizeCheck
-from singexp.config import RunConfig
 from singexp.instantiate import build
+
+if TYPE_CHECKING:
+    from singexp.config import RunConfig
 
 
 def build_callbacks(run: RunConfig) -> list[Any]:

@@ -31,8 +31,8 @@ from omegaconf import OmegaConf
 from singexp.config import CONF_DIR
 from singexp.data.shapes import ShapesDataModule
 from singexp.faults import resume_checkpoint
-from singexp.modules.prior import MODULE_KEYS, DiffusionPriorModule
-from singexp.prior import EMBEDDED_DIR, load_prior
+from singexp.models.prior import EMBEDDED_DIR, MODULE_KEYS, load_prior
+from singexp.modules.prior import DiffusionPriorModule
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 

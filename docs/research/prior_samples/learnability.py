@@ -1,9 +1,10 @@
-"""How fast does a UNet learn the periodic backgrounds alone? (a research note: docs/research/prior_samples.md)
+"""How fast does a UNet learn the periodic backgrounds alone? (a research note:
+docs/research/prior_samples.md)
 
     .venv/bin/python docs/research/prior_samples/learnability.py NAME [--channels 32 64 128]
         [--layers 1] [--init PRIOR_DIR] [--lr 1e-3] [--steps 3000] [--train-size 20000]
 
-A specialist test, not a prior: the UNet (a fresh ``singexp.prior.build_unet`` of the given
+A specialist test, not a prior: the UNet (a fresh ``singexp.nn.unet.build_unet`` of the given
 width, or ``--init``'s weights) is trained only on stripes/checkers backgrounds
 (``dataset.backgrounds``) and only at noise steps t in [100, 400) (where where_lost.py says the
 stripes are decided), batch 32, AdamW, bf16 autocast, one thread. Every 100 steps it prints the
@@ -20,7 +21,9 @@ import time
 import torch
 
 from singexp.data.shapes import ShapesDataModule
-from singexp.prior import build_scheduler, build_unet, load_prior
+from singexp.models.prior import load_prior
+from singexp.nn.unet import build_unet
+from singexp.samplers.schedulers import build_scheduler
 
 PERIODIC = {"stripes": 1.0, "checkers": 1.0}
 

@@ -16,8 +16,9 @@ import torch
 from torchvision.utils import make_grid, save_image
 
 from singexp.data.shapes import ShapesDataModule
-from singexp.modules.prior import ddim_sample
-from singexp.prior import build_scheduler, load_prior, sample_grid_rows
+from singexp.models.prior import load_prior
+from singexp.modules.prior import ddim_sample, sample_grid_rows
+from singexp.samplers.schedulers import build_scheduler
 
 HERE = Path(__file__).resolve().parent
 

@@ -22,7 +22,8 @@ import torch
 from diffusers import DDIMScheduler, UNet2DModel
 
 from singexp.data.shapes import ShapesDataModule
-from singexp.prior import build_scheduler, load_prior
+from singexp.models.prior import load_prior
+from singexp.samplers.schedulers import build_scheduler
 
 STEPS = (50, 200, 300, 400, 500, 700)
 KINDS = ("flat", "gradient", "noise", "stripes", "checkers")

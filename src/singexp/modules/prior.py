@@ -3,18 +3,19 @@
 The EMA of the weights (diffusers' ``EMAModel``, updated after every optimiser step) is stored in
 Lightning checkpoints (key ``"ema"``) so training resumes exactly; :meth:`export` writes the EMA
 weights as a diffusers folder (safetensors) that ``UNet2DModel.from_pretrained`` and
-:func:`singexp.prior.load_prior` read. :func:`train_prior` drives the module with a Lightning
-``Trainer`` (resumable) and exports the EMA weights; :mod:`singexp.prior` stays Lightning-free.
+:func:`singexp.models.prior.load_prior` read. :func:`singexp.models.prior.train_prior` drives
+the module with a Lightning ``Trainer`` (resumable) and exports the EMA weights.
 """
 
 from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,12 @@ import lightning as L
 import torch
 from diffusers.models import UNet2DModel  # not `diffusers`: dummies under TYPE_CHECKING
 from diffusers.training_utils import EMAModel
-from lightning.pytorch.callbacks import ModelCheckpoint
 from torch import Tensor
 
 from singexp.errors import ConfigError
-from singexp.faults import WriteError, resume_checkpoint
-from singexp.prior import (
-    build_scheduler,
-    build_unet,
-    count_parameters,
-    sample_grid_rows,
-    write_training_record,
-)
+from singexp.faults import WriteError
+from singexp.nn.unet import build_unet
+from singexp.samplers.schedulers import build_scheduler
 
 log = logging.getLogger("singexp.prior")
 
@@ -238,7 +233,7 @@ class DiffusionPriorModule(L.LightningModule):
         """Write the EMA weights as a diffusers folder (safetensors) and the noise schedule.
 
         float16 halves the file; it loads back into a float32 model (``from_pretrained`` then
-        ``.float()``, which :func:`singexp.prior.load_prior` does) with the rounding of fp16.
+        ``.float()``, which :func:`singexp.models.prior.load_prior` does) with the rounding of fp16.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -289,97 +284,6 @@ def ddim_sample(
     return x.clamp(-1, 1)
 
 
-# ---- training -----------------------------------------------------------------------------
-#: prior config keys that are model/schedule/optimiser hyper-parameters of the module
-MODULE_KEYS: tuple[str, ...] = (
-    "block_out_channels",
-    "layers_per_block",
-    "attention",
-    "norm_num_groups",
-    "num_train_timesteps",
-    "beta_start",
-    "beta_end",
-    "schedule",
-    "lr",
-    "weight_decay",
-    "ema_decay",
-    "loss_weighting",
-    "min_snr_gamma",
-    "grid_size",
-    "grid_steps",
-)
-
-
-def train_prior(
-    prior_cfg: Mapping[str, Any],
-    datamodule: Any,
-    trainer_kwargs: Mapping[str, Any],
-    out_dir: Path,
-) -> Path:
-    """Train an unconditional DDPM prior on ``datamodule`` and export its EMA weights.
-
-    ``prior_cfg``: the ``prior`` config group (architecture, schedule, ``lr``, ``ema_decay``,
-    ``max_steps``, ``checkpoint_every``, ``val_every``, ``val_batches``, ``batch_size``, ...).
-    ``trainer_kwargs``: ``lightning.Trainer`` keyword arguments (loggers and callbacks as
-    objects); ``max_steps`` comes from ``prior_cfg`` (``max_epochs`` is then unlimited) and a
-    step-based ``ModelCheckpoint`` writing ``out_dir/checkpoints/last.ckpt`` replaces any
-    other ModelCheckpoint, so a rerun with the same ``out_dir`` resumes.
-    Returns ``out_dir/prior``: a diffusers folder loadable with :func:`load_prior`.
-    """
-    out_dir = Path(out_dir)
-    cfg = dict(prior_cfg)
-    batch_size = cfg.get("batch_size")
-    if batch_size is not None and hasattr(datamodule, "batch_size"):
-        datamodule.batch_size = int(batch_size)
-    image_size = int(datamodule.image_size)
-    if cfg.get("image_size") is not None and int(cfg["image_size"]) != image_size:
-        raise ConfigError(
-            "prior.image_size",
-            f"is {cfg['image_size']} but dataset.image_size={image_size}; set them equal",
-        )
-    module = DiffusionPriorModule(
-        image_size=image_size,
-        **{k: cfg[k] for k in MODULE_KEYS if k in cfg and cfg[k] is not None},
-        sample_dir=str(out_dir / "samples") if cfg.get("save_grids", True) else None,
-    )
-    log.info("prior UNet: %.2f M parameters", count_parameters(module.unet) / 1e6)
-
-    kwargs = dict(trainer_kwargs)
-    kwargs.pop("_target_", None)
-    every = int(cfg.get("checkpoint_every", 100))
-    checkpoint = ModelCheckpoint(
-        dirpath=str(out_dir / "checkpoints"),
-        filename="step{step:07d}",
-        auto_insert_metric_name=False,
-        every_n_train_steps=every,
-        save_top_k=1,
-        monitor="step",
-        mode="max",
-        save_last=True,
-        # always overwrite last.ckpt (a resumed run must not leave its steps in last-v1.ckpt)
-        enable_version_counter=False,
-    )
-    callbacks = [
-        cb for cb in (kwargs.pop("callbacks", None) or []) if not isinstance(cb, ModelCheckpoint)
-    ]
-    kwargs["callbacks"] = [*callbacks, checkpoint]
-    if cfg.get("max_steps") is not None:
-        kwargs["max_steps"] = int(cfg["max_steps"])
-        kwargs["max_epochs"] = -1
-    val_every = cfg.get("val_every")
-    if val_every:
-        kwargs["val_check_interval"] = int(val_every)
-        kwargs["check_val_every_n_epoch"] = None
-    if cfg.get("val_batches") is not None:
-        kwargs["limit_val_batches"] = int(cfg["val_batches"])
-    kwargs.setdefault("default_root_dir", str(out_dir))
-    trainer = L.Trainer(**kwargs)
-
-    resume = resume_checkpoint(out_dir, bool(cfg.get("resume", True)), "prior training")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-    export_dir = out_dir / "prior"
-    module.export(export_dir, dtype=cfg.get("export_dtype", "float16"))
-    if getattr(datamodule, "name", None) is not None:  # the mismatch warning reads it back
-        write_training_record(export_dir, str(datamodule.content or datamodule.name))
-    log.info("prior exported to %s", export_dir)
-    return export_dir
+def sample_grid_rows(n: int) -> int:
+    """Images per row of a roughly square grid of ``n`` images."""
+    return max(1, math.ceil(math.sqrt(n)))

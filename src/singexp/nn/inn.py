@@ -45,7 +45,7 @@ from singexp.operators import AveragePool
 @dataclass(frozen=True)
 class INNArchitecture:
     """The network's hyper-parameters and their defaults, in one place: :class:`ConditionalINN`
-    is built from them, the ``inn`` config group (``singexp.modules.inn.INNConfig``) extends
+    is built from them, the ``inn`` config group (``singexp.models.inn.INNConfig``) extends
     them and an INN checkpoint records them."""
 
     #: coarse-part downsampling s, a power of two ≥ 2 (log2(s) Haar levels)

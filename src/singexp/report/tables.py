@@ -235,7 +235,7 @@ def write_flops(rows: list[dict[str, Any]], out: Path) -> list[Path]:
     one step's UNet FLOPs, the embedded prior and the 256 px CelebA-HQ DDPM counted from its
     architecture) beside the measured seconds per image."""
     from singexp.flops import STEP_BACKWARD, celebahq_unet, unet_flops  # torch: only here
-    from singexp.prior import load_prior
+    from singexp.models.prior import load_prior
 
     runs = sorted(
         {

@@ -80,6 +80,16 @@ def restore(
     return out.to(x_hat.dtype)
 
 
+def restorer(method: Method, components: Mapping[str, Any]) -> Callable[..., Tensor]:
+    """``method`` bound to its ``components`` (:func:`restore`'s): the restorer an evaluation
+    calls as ``restorer(x_hat, snr_db, generator)`` (each call's test SNR and noise)."""
+
+    def run(x_hat: Tensor, snr_db: Tensor, generator: Any) -> Tensor:
+        return restore(method, x_hat, generator=generator, snr_db=snr_db, **components)
+
+    return run
+
+
 def methods_from_config(
     methods: Mapping[str, Any] | None, sampler: Mapping[str, Any] | None
 ) -> dict[str, Method]:

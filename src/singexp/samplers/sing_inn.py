@@ -312,7 +312,7 @@ def restore_sing_inn(
 ) -> Tensor:
     """The ``sing_inn`` restorer for :data:`~singexp.samplers.registry.SAMPLERS`.
 
-    ``inn``: a ConditionalINN or INNModule (:func:`~singexp.modules.inn.load_inn`);
+    ``inn``: a ConditionalINN or INNModule (:func:`~singexp.models.inn.load_inn`);
     ``snr_db``: the channel SNR per image (B,) (the INN's conditioning).
     """
     if inn is None:

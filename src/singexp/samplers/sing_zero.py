@@ -62,7 +62,8 @@ def sing_zero(
 
 
 # ---- config -------------------------------------------------------------------------------
-#: sampler keys read elsewhere: the restorer's name and the scheduler's kind/spacing (prior.py)
+#: sampler keys read elsewhere: the restorer's name and the scheduler's kind/spacing
+#: (samplers/schedulers.py)
 SHARED_KEYS: frozenset[str] = frozenset({"name", "scheduler", "timestep_spacing"})
 
 

@@ -1,38 +1,61 @@
-"""The diffusion prior: diffusers UNet and noise schedules, presets, offline loading, training.
+"""The diffusion prior as a model kind: its config group, presets, offline loading and checks,
+the prior a run resolves (``prior.source``) and its training job.
 
-Plain functions, no Lightning (training, :func:`singexp.modules.prior.train_prior`, lives next
-to its LightningModule):
+- config: :class:`PriorConfig` (the ``prior`` group, :func:`prior_settings`);
+- files: :func:`load_prior` — a local diffusers folder or a preset name (``embedded``, the
+  shipped shapes-32 prior; ``google/ddpm-*`` from the Hugging Face cache, never downloaded),
+  checked against the dataset's image size and channels; failures are one-line
+  ``ConfigError``\\ s; :func:`prior_trained_on` (what it was trained on);
+- checks: :func:`check_prior`, :func:`check_prior_source`, :func:`preflight_prior` (the
+  preflight's);
+- resolution: :func:`resolve_prior_source` (``auto`` trained once);
+- training: :func:`train_prior` and the job :func:`prior_job` (``task=prior``), with the
+  LightningModule :class:`~singexp.modules.prior.DiffusionPriorModule` (training logic only).
 
-- :func:`build_unet` — an unconditional ``diffusers.UNet2DModel`` (no attention by default:
-  attention is what costs on a CPU, docs/guide/methods.md).
-- :func:`build_scheduler` — DDPM/DDIM scheduler with the paper's schedule (linear β from 1e-4
-  to 0.02, T = 1000; Ho et al. 2020).
-- :func:`load_prior` — a local diffusers folder or a preset name (``embedded``, the shipped
-  shapes-32 prior; ``google/ddpm-*`` from the Hugging Face cache, never downloaded), checked
-  against the dataset's image size and channels; failures are one-line ``ConfigError``\\ s.
+The network is built by :func:`singexp.nn.unet.build_unet` (an unconditional
+``diffusers.UNet2DModel``), the noise schedules by :mod:`singexp.samplers.schedulers`.
+
+One concern, one module (over 600 lines): the prior model kind, as the codec's and the INN's
+are each one module; what makes it longer is finding weights offline (a local folder, the
+shipped one or a Hugging Face cache, each failure diagnosed in one line).
 """
 
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Mapping, Sequence
+import os
+import shutil
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import lightning as L
 import torch
 from diffusers.models import UNet2DModel  # not `diffusers`: dummies under TYPE_CHECKING
-from diffusers.schedulers.scheduling_ddim import DDIMScheduler
-from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import Logger
 
+from singexp.callbacks import training_notes
+from singexp.data.base import indexed_data
 from singexp.errors import ConfigError
+from singexp.faults import resume_checkpoint
+from singexp.locations import ASSETS_DIR
+from singexp.models.artifact import train_artifact, training_identity, without
+from singexp.modules.prior import DiffusionPriorModule
+from singexp.nn.unet import build_unet, count_parameters
+from singexp.reuse import folder_identity, reused
+from singexp.state import RunState
+from singexp.trainers import trainer_kwargs
 from singexp.weights import check_finite
+
+if TYPE_CHECKING:
+    from singexp.config import RunConfig
 
 log = logging.getLogger("singexp.prior")
 
 #: the shipped prior (trained on 32×32 shapes, docs/guide/methods.md), in diffusers format
-EMBEDDED_DIR: Path = Path(__file__).resolve().parent / "assets" / "prior_shapes32"
+EMBEDDED_DIR: Path = ASSETS_DIR / "prior_shapes32"
 
 #: preset name -> Hugging Face repo id ("embedded" is the shipped folder, see EMBEDDED_DIR)
 PRESETS: dict[str, str] = {
@@ -59,13 +82,6 @@ TRAINING_RECORD: str = "singexp.json"
 
 #: where a diffusers checkpoint may keep its UNet: at the top level or in a pipeline's unet/
 UNET_SUBFOLDERS: tuple[str, ...] = ("", "unet")
-
-SCHEDULES: dict[str, str] = {
-    "linear": "linear",
-    "scaled_linear": "scaled_linear",
-    "cosine": "squaredcos_cap_v2",
-}
-SCHEDULER_KINDS: dict[str, type] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
 
 
 # ---- building -----------------------------------------------------------------------------
@@ -155,115 +171,6 @@ def prior_settings(node: Mapping[str, Any], trains: bool = False) -> PriorConfig
                 "needs the architecture and training keys of prior=embedded",
             )
     return prior
-
-
-def default_norm_groups(channels: Sequence[int]) -> int:
-    """The largest of 32, 16, 8, 4, 2, 1 that divides every channel count."""
-    for groups in (32, 16, 8, 4, 2, 1):
-        if all(int(c) % groups == 0 for c in channels):
-            return groups
-    return 1
-
-
-def build_unet(
-    sample_size: int,
-    in_channels: int = 3,
-    block_out_channels: Sequence[int] = (32, 64, 128),
-    layers_per_block: int = 1,
-    attention: bool | Sequence[bool] = False,
-    norm_num_groups: int | None = None,
-    attention_head_dim: int = 8,
-    dropout: float = 0.0,
-) -> UNet2DModel:
-    """An unconditional ε-prediction ``UNet2DModel`` for ``sample_size``² images.
-
-    ``attention``: False (default: no attention block anywhere — attention is what costs on a
-    CPU, docs/guide/methods.md), True (attention in the lowest-resolution level only) or one
-    flag per level.
-    ``norm_num_groups``: GroupNorm groups; None picks the largest of 32, 16, ... dividing
-    every entry of ``block_out_channels``.
-    """
-    channels = tuple(int(c) for c in block_out_channels)
-    if not channels:
-        raise ConfigError("prior.block_out_channels", "must list at least one channel count")
-    levels = len(channels)
-    if isinstance(attention, bool):
-        flags = [False] * levels
-        if attention:
-            flags[-1] = True
-    else:
-        flags = [bool(a) for a in attention]
-        if len(flags) != levels:
-            raise ConfigError(
-                "prior.attention",
-                f"needs one flag per level ({levels}), got {len(flags)}",
-            )
-    factor = 2 ** (levels - 1)
-    if sample_size % factor:
-        raise ConfigError(
-            "dataset.image_size",
-            f"{sample_size} is not divisible by {factor} "
-            f"(the UNet downsamples {levels - 1} times); change prior.block_out_channels",
-        )
-    groups = default_norm_groups(channels) if norm_num_groups is None else int(norm_num_groups)
-    if any(c % groups for c in channels):
-        raise ConfigError(
-            "prior.norm_num_groups", f"{groups} must divide every channel count {list(channels)}"
-        )
-    return UNet2DModel(
-        sample_size=int(sample_size),
-        in_channels=int(in_channels),
-        out_channels=int(in_channels),
-        block_out_channels=channels,
-        layers_per_block=int(layers_per_block),
-        down_block_types=tuple("AttnDownBlock2D" if a else "DownBlock2D" for a in flags),
-        up_block_types=tuple("AttnUpBlock2D" if a else "UpBlock2D" for a in reversed(flags)),
-        norm_num_groups=groups,
-        attention_head_dim=int(attention_head_dim),
-        dropout=float(dropout),
-        add_attention=any(flags),  # the mid block's attention follows the levels' choice
-    )
-
-
-def build_scheduler(
-    num_train_timesteps: int = 1000,
-    beta_start: float = 1e-4,
-    beta_end: float = 0.02,
-    schedule: str = "linear",
-    kind: str = "ddim",
-    clip_sample: bool = False,
-    **kwargs: Any,
-) -> DDPMScheduler | DDIMScheduler:
-    """A diffusers scheduler with the paper's noise schedule (linear β 1e-4..0.02, T = 1000).
-
-    ``schedule``: linear | scaled_linear | cosine; ``kind``: ddim | ddpm. The model predicts ε;
-    x0 is not clipped inside ``step`` unless ``clip_sample`` (restoration never does: its loop
-    clips only with ``sampler.clip_x0``); extra keyword arguments go to the scheduler (e.g.
-    ``timestep_spacing``).
-    """
-    if schedule not in SCHEDULES:
-        raise ConfigError(
-            "prior.schedule", f"unknown {schedule!r}; choose one of {list(SCHEDULES)}"
-        )
-    if kind not in SCHEDULER_KINDS:
-        raise ConfigError(
-            "sampler.scheduler", f"unknown {kind!r}; choose one of {list(SCHEDULER_KINDS)}"
-        )
-    options: dict[str, Any] = {
-        "num_train_timesteps": int(num_train_timesteps),
-        "beta_start": float(beta_start),
-        "beta_end": float(beta_end),
-        "beta_schedule": SCHEDULES[schedule],
-        "prediction_type": "epsilon",
-        "clip_sample": bool(clip_sample),
-    }
-    options.update(kwargs)
-    return SCHEDULER_KINDS[kind](**options)
-
-
-def count_parameters(model: torch.nn.Module) -> int:
-    """Number of parameters of a model."""
-    return sum(p.numel() for p in model.parameters())
 
 
 # ---- loading ------------------------------------------------------------------------------
@@ -543,6 +450,223 @@ def load_prior(
     return unet.eval().requires_grad_(False)
 
 
-def sample_grid_rows(n: int) -> int:
-    """Images per row of a roughly square grid of ``n`` images."""
-    return max(1, math.ceil(math.sqrt(n)))
+# ---- training -----------------------------------------------------------------------------
+#: prior config keys that are model/schedule/optimiser hyper-parameters of the module
+MODULE_KEYS: tuple[str, ...] = (
+    "block_out_channels",
+    "layers_per_block",
+    "attention",
+    "norm_num_groups",
+    "num_train_timesteps",
+    "beta_start",
+    "beta_end",
+    "schedule",
+    "lr",
+    "weight_decay",
+    "ema_decay",
+    "loss_weighting",
+    "min_snr_gamma",
+    "grid_size",
+    "grid_steps",
+)
+
+
+def train_prior(
+    prior_cfg: Mapping[str, Any],
+    datamodule: Any,
+    trainer_kwargs: Mapping[str, Any],
+    out_dir: Path,
+) -> Path:
+    """Train an unconditional DDPM prior on ``datamodule`` and export its EMA weights.
+
+    ``prior_cfg``: the ``prior`` config group (architecture, schedule, ``lr``, ``ema_decay``,
+    ``max_steps``, ``checkpoint_every``, ``val_every``, ``val_batches``, ``batch_size``, ...).
+    ``trainer_kwargs``: ``lightning.Trainer`` keyword arguments (loggers and callbacks as
+    objects); ``max_steps`` comes from ``prior_cfg`` (``max_epochs`` is then unlimited) and a
+    step-based ``ModelCheckpoint`` writing ``out_dir/checkpoints/last.ckpt`` replaces any
+    other ModelCheckpoint, so a rerun with the same ``out_dir`` resumes.
+    Returns ``out_dir/prior``: a diffusers folder loadable with :func:`load_prior`.
+    """
+    out_dir = Path(out_dir)
+    cfg = dict(prior_cfg)
+    batch_size = cfg.get("batch_size")
+    if batch_size is not None and hasattr(datamodule, "batch_size"):
+        datamodule.batch_size = int(batch_size)
+    image_size = int(datamodule.image_size)
+    if cfg.get("image_size") is not None and int(cfg["image_size"]) != image_size:
+        raise ConfigError(
+            "prior.image_size",
+            f"is {cfg['image_size']} but dataset.image_size={image_size}; set them equal",
+        )
+    module = DiffusionPriorModule(
+        image_size=image_size,
+        **{k: cfg[k] for k in MODULE_KEYS if k in cfg and cfg[k] is not None},
+        sample_dir=str(out_dir / "samples") if cfg.get("save_grids", True) else None,
+    )
+    log.info("prior UNet: %.2f M parameters", count_parameters(module.unet) / 1e6)
+
+    kwargs = dict(trainer_kwargs)
+    kwargs.pop("_target_", None)
+    every = int(cfg.get("checkpoint_every", 100))
+    checkpoint = ModelCheckpoint(
+        dirpath=str(out_dir / "checkpoints"),
+        filename="step{step:07d}",
+        auto_insert_metric_name=False,
+        every_n_train_steps=every,
+        save_top_k=1,
+        monitor="step",
+        mode="max",
+        save_last=True,
+        # always overwrite last.ckpt (a resumed run must not leave its steps in last-v1.ckpt)
+        enable_version_counter=False,
+    )
+    callbacks = [
+        cb for cb in (kwargs.pop("callbacks", None) or []) if not isinstance(cb, ModelCheckpoint)
+    ]
+    kwargs["callbacks"] = [*callbacks, checkpoint]
+    if cfg.get("max_steps") is not None:
+        kwargs["max_steps"] = int(cfg["max_steps"])
+        kwargs["max_epochs"] = -1
+    val_every = cfg.get("val_every")
+    if val_every:
+        kwargs["val_check_interval"] = int(val_every)
+        kwargs["check_val_every_n_epoch"] = None
+    if cfg.get("val_batches") is not None:
+        kwargs["limit_val_batches"] = int(cfg["val_batches"])
+    kwargs.setdefault("default_root_dir", str(out_dir))
+    trainer = L.Trainer(**kwargs)
+
+    resume = resume_checkpoint(out_dir, bool(cfg.get("resume", True)), "prior training")
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+    export_dir = out_dir / "prior"
+    module.export(export_dir, dtype=cfg.get("export_dtype", "float16"))
+    if getattr(datamodule, "name", None) is not None:  # the mismatch warning reads it back
+        write_training_record(export_dir, str(datamodule.content or datamodule.name))
+    log.info("prior exported to %s", export_dir)
+    return export_dir
+
+
+#: prior keys that do not change the trained weights (where they come from, monitoring)
+PRIOR_RUN_KEYS = (
+    "source",
+    "resume",
+    "checkpoint_every",
+    "val_every",
+    "val_batches",
+    "grid_size",
+    "grid_steps",
+    "save_grids",
+    "trained_on",
+)
+
+
+def prior_artifact_identity(run: RunConfig) -> dict[str, Any]:
+    """What ``prior.source=auto`` depends on: data and the ``prior`` training keys."""
+    prior = without(run.plain["prior"], *PRIOR_RUN_KEYS)
+    # prior.batch_size=null trains with dataset.batch_size: then that one counts
+    prior["batch_size"] = prior.get("batch_size") or run.data.batch_size
+    return training_identity(run, prior=prior)
+
+
+def resolve_prior_source(run: RunConfig) -> str:
+    """``prior.source``; ``auto`` = the exported folder of the prior this config's ``prior`` keys
+    train on this dataset, trained once and shared."""
+    assert run.prior is not None  # preflight: a restoring run has a prior
+    if not run.prior.trains:
+        return run.prior.source
+    identity = prior_artifact_identity(run)
+    return str(
+        train_artifact(run, "prior", prior_job, identity, "prior", lambda _: {"export_to": None})
+    )
+
+
+def prior_job(
+    run: RunConfig, loggers: list[Logger], state: RunState | None = None
+) -> dict[str, Any]:
+    """Train the unconditional diffusion prior of the ``prior`` group on ``dataset``.
+
+    The EMA weights go to ``<run>/prior`` (diffusers format); ``export_to`` copies them there too
+    (how the embedded prior is rebuilt).
+    """
+    kwargs = trainer_kwargs(run, loggers)
+    exported = train_prior(run.plain["prior"], indexed_data(run, state), kwargs, run.output_dir)
+    export_to = run.select("export_to")
+    if export_to:
+        shutil.copytree(exported, Path(export_to), dirs_exist_ok=True)
+        log.info("copied the prior to %s", export_to)
+    return {
+        "prior": str(exported),
+        "export_to": export_to,
+        "warnings": training_notes(kwargs["callbacks"]),
+    }
+
+
+def check_prior_size(v: RunConfig) -> None:
+    """``prior.image_size`` (when set) equals ``dataset.image_size``: a preset fixes its size,
+    a trained prior follows the data (``${dataset.image_size}``) unless overridden."""
+    if v.prior is None:
+        raise ConfigError("prior", "missing; choose e.g. prior=embedded")
+    size = v.latent.image_size
+    source = v.prior.source
+    declared = v.prior.image_size
+    if declared is None or int(declared) == size:
+        return
+    if source == "auto" or v.task == "prior":
+        fix = (
+            f"a trained prior follows the data's size: drop the prior.image_size override or "
+            f"set prior.image_size={size}"
+        )
+    else:
+        fix = (
+            f"set dataset.image_size={declared} or choose a prior of {size} px "
+            "(prior.source=auto trains one on this data)"
+        )
+    raise ConfigError(
+        "prior.image_size", f"is {declared} ({source}) but dataset.image_size={size}; {fix}"
+    )
+
+
+def preflight_prior(v: RunConfig) -> None:
+    """:func:`check_prior_size`; a ``prior.source`` other than ``auto`` is present (local
+    folder, ``embedded``, or a preset in the local Hugging Face cache) and generates images of
+    that size; ``auto`` can be built at that size."""
+    check_prior_size(v)
+    prior = v.prior
+    assert prior is not None  # check_prior_size said so in one line
+    size = v.latent.image_size
+    if not prior.trains:
+        check_prior_source(prior.source, expected_size=size, expected_channels=prior.in_channels)
+        return
+    assert prior.block_out_channels is not None  # prior_settings: a trained prior has them
+    assert prior.layers_per_block is not None and prior.attention is not None
+    build_unet(  # the architecture fits the size (divisible, groups) before anything trains
+        size,
+        in_channels=prior.in_channels,
+        block_out_channels=prior.block_out_channels,
+        layers_per_block=prior.layers_per_block,
+        attention=prior.attention,
+        norm_num_groups=prior.norm_num_groups,
+    )
+
+
+def prior_identity(source: str) -> tuple[Any, ...]:
+    """What a prior is loaded from, as a :mod:`singexp.reuse` key: a local folder's files, or
+    a Hugging Face cache's repo id (whose snapshots do not change)."""
+    label, folder = resolve_source(source)
+    if folder is not None:
+        return (label, folder_identity(folder))
+    return (label, os.environ.get("HF_HUB_CACHE"), os.environ.get("HF_HOME"))
+
+
+def run_prior(run: RunConfig) -> tuple[str | None, UNet2DModel | None]:
+    """The prior of a restoration run whose methods sample it (else ``(None, None)``): its
+    source (:func:`resolve_prior_source`: ``auto`` trained once) and its UNet, prepared as
+    ``evaluate`` says (gradient checkpointing, compile) and loaded once per process, shared by
+    the points of a sweep (:mod:`singexp.reuse`)."""
+    if not run.methods:
+        return None, None
+    source = resolve_prior_source(run)
+    compute, size = run.compute, run.latent.image_size
+    key = ("prior", prior_identity(source), size, compute.gradient_checkpointing, compute.compile)
+    unet = reused(key, lambda: compute.prepare_prior(load_prior(source, expected_size=size)))
+    return source, unet
