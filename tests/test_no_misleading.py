@@ -168,8 +168,8 @@ def test_per_image_csv_and_grid_on_a_full_disk(
 def test_codec_and_inn_exports_on_a_full_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import singexp.modules.inn as inn
-    import singexp.modules.jscc as jscc
+    import singexp.models.inn as inn
+    import singexp.models.jscc as jscc
 
     codec = jscc.load_codec(CODEC)
     net = inn.load_inn(INN)
