@@ -346,6 +346,7 @@ class SingPipeline:
         sigma_y: float | None,
     ) -> _Stage:
         from singexp.samplers.build import method_records, restorers_from_parts, scheduler_for
+        from singexp.samplers.registry import CODEC_METHODS
 
         codec.eval().requires_grad_(False).to(self.device)
         networks: dict[str, torch.nn.Module] = {}
@@ -353,7 +354,7 @@ class SingPipeline:
             networks["prior"] = prior.to(self.device)
             if inn is not None:
                 networks["inn"] = inn.to(self.device)
-            if any(m.name in ("dps_jscc", "inverse_jscc") for m in self.methods.values()):
+            if any(m.name in CODEC_METHODS for m in self.methods.values()):
                 networks["codec"] = codec.codec  # the baselines' forward model
         restorers = restorers_from_parts(
             self.methods,

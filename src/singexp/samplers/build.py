@@ -18,7 +18,7 @@ from singexp.modules.restoration import Restorer
 from singexp.operators import LinearOperator
 from singexp.prior import PriorConfig, build_scheduler, load_prior, resolve_source
 from singexp.reuse import file_identity, folder_identity, reused
-from singexp.samplers.registry import Method, restore
+from singexp.samplers.registry import CODEC_METHODS, Method, restore
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
 
@@ -130,11 +130,11 @@ def build_restorers(
             ("inn", file_identity(inn_path)),
             lambda: load_inn(inn_path).inn.eval().requires_grad_(False),
         )
-    if any(m.name in ("dps_jscc", "inverse_jscc") for m in methods.values()):
+    if any(m.name in CODEC_METHODS for m in methods.values()):
         # the baselines' forward model: the DeepJSCC the images went through (frozen; the SNR
         # each restorer is called with is the test SNR)
         if codec is None:
-            raise ValueError("build_restorers: dps_jscc / inverse_jscc need the run's codec")
+            raise ValueError(f"build_restorers: {', '.join(CODEC_METHODS)} need the run's codec")
         networks["codec"] = codec.codec.eval().requires_grad_(False)
     restorers = restorers_from_parts(
         methods,
@@ -202,6 +202,9 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
     record.update(
         {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
     )
+    own = getattr(method.config, "record", None)  # DiffPIR, DDRM: what their config says ran
+    if callable(own):
+        record.update(own(operator, sigma_y))
     if hasattr(method.config, "time_travel"):  # InverseJSCC runs no sampling loop
         record["time_travel"] = dataclasses.asdict(method.config.time_travel)  # JSON-ready
     if method.name == "sing_zero":
