@@ -174,7 +174,7 @@ class ChainPhysics(Physics):
     A_u(u) = (A(2u − 1) + 1)/2 (the same Jacobian J as A), noise std ``sigma`` in [0, 1] units.
 
     :meth:`prox_l2` — argmin_v γ/2 ‖A_u(v) − y‖² + ½ ‖v − z‖², which DiffPIR's data step asks for
-    (Zhu et al. 2023, eq. 12) and which has no closed form here — runs ``steps`` iterations of
+    (Zhu et al. 2023, Alg. 1) and which has no closed form here — runs ``steps`` iterations of
     deepinv's ``gradient_descent`` from z. The objective's gradient γ Jᵀ(A_u(v) − y) + (v − z)
     is Lipschitz with constant 1 + γL, L = ‖J‖², so the step is 1/(1 + γL) (Nesterov,
     *Introductory Lectures on Convex Optimization*, 2004, Thm. 2.1.14: gradient descent with

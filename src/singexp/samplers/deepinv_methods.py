@@ -9,16 +9,17 @@ nothing of it is re-implemented here.
   ``deepinv.sampling.DDRM``): y = A x̂ with A = average pooling (any tile operator), its SVD known
   in closed form, measurement noise σ_y. The noise levels of its steps are the prior's
   σ_t = √((1 − ᾱ_t)/ᾱ_t) at the method's respaced timesteps (one UNet call each: NFE = steps).
-  η and η_b are the paper's (Sec. 3.3; η = 0.85, η_b = 1 its choice).
+  η and η_b are the paper's (its experiments: η = 0.85, η_b = 1).
 - **DiffPIR** (Zhu et al., "Denoising Diffusion Models for Plug-and-Play Image Restoration",
-  CVPRW 2023; ``deepinv.sampling.DiffPIR``): per step a denoising step, the data step
-  x̂0 = prox of ‖y − A(x)‖²/(2σ_n²)·(σ̄_t²/λ) and a re-noising step with ζ (paper Alg. 1,
-  eq. 12–15). ``forward: linear`` takes y = A x̂ with A's SVD prox; ``forward: jscc`` takes
-  y = x̂ with the noiseless DeepJSCC chain as the (non-linear) A, its prox by gradient steps
-  (DiffPIR's form needs only a prox of the data term, so it allows the chain; DDRM's needs an
-  SVD, so it does not). DiffPIR runs deepinv's own schedule (the DDPM linear β 1e-4..0.02,
-  T = 1000, quadratic timestep spacing as DiffPIR's code) and asks the denoiser for the noise
-  level of each step, which the wrapper maps to the prior's nearest timestep.
+  CVPRW 2023; ``deepinv.sampling.DiffPIR``): per step a denoising step x0, the data step
+  x̂0 = argmin_x γ_t/2 ‖y − A(x)‖² + ½ ‖x − x0‖² with γ_t = 1/(2ρ_t), ρ_t = λσ_n²/σ̄_t², and a
+  re-noising step with ζ (paper Alg. 1, as deepinv writes it). ``forward: linear`` takes
+  y = A x̂ with A's SVD prox; ``forward: jscc`` takes y = x̂ with the noiseless DeepJSCC chain
+  as the (non-linear) A, its prox by gradient steps (DiffPIR's form needs only a prox of the
+  data term, so it allows the chain; DDRM's needs an SVD, so it does not). DiffPIR runs
+  deepinv's own schedule (the DDPM linear β 1e-4..0.02, T = 1000, quadratic timestep spacing
+  as DiffPIR's code) and asks the denoiser for the noise level of each step, which the wrapper
+  maps to the prior's nearest timestep.
 
 σ_y is in the images' [−1, 1] units, as SING-Zero's (``auto``: measured, samplers/sing_zero.py);
 deepinv gets σ_y/2 (its [0, 1] units).
