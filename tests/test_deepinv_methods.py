@@ -276,6 +276,7 @@ def test_the_record_says_what_ran() -> None:
     assert record["sigma_y"] == "auto" and record["sigma_y_measured"] == 0.24
     assert record["noise_level"] == pytest.approx(0.12)
     assert record["physics"].startswith("linear: y = A x̂, A = AveragePool(scale=4)")
+    assert record["deepinv"].startswith("0.5.")
     line = describe_sampler(record)
     assert line.startswith("DiffPIR (Zhu et al. 2023) by deepinv.sampling.DiffPIR; λ 1.0, ζ 0.1")
     assert "7 steps (7 NFE), σ_y auto = 0.2400" in line

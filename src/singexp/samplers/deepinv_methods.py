@@ -31,6 +31,7 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import Any
 
 from torch import Tensor
@@ -146,6 +147,7 @@ class DiffPIRConfig:
             measurement = "the DeepJSCC chain at the test SNR (noiseless)"
         record: dict[str, Any] = {
             "algorithm": "DiffPIR (Zhu et al. 2023) by deepinv.sampling.DiffPIR",
+            "deepinv": version("deepinv"),
             "physics": physics,
             "measurement_operator": measurement,
             "nfe": self.steps,
@@ -241,6 +243,7 @@ class DDRMConfig:
         """What ran, for metrics.json ``samplers`` (besides every config key)."""
         record: dict[str, Any] = {
             "algorithm": "DDRM (Kawar et al. 2022) by deepinv.sampling.DDRM",
+            "deepinv": version("deepinv"),
             "physics": f"linear: y = A x̂, A = {operator!r} with its SVD",
             "measurement_operator": repr(operator),
             "nfe": self.steps,
