@@ -232,13 +232,6 @@ def ddrm_sigmas(scheduler: Any, steps: int) -> np.ndarray:
     return sigma.numpy()
 
 
-def seed_of(generator: Any) -> int:
-    """One integer drawn from the restorer's generator (the first, for one per image)."""
-    g = generator[0] if isinstance(generator, list) else generator
-    device = g.device if g is not None else torch.device("cpu")
-    return int(torch.randint(0, 2**62, (1,), generator=g, device=device))
-
-
 def run_seeded(seed: int, device: torch.device, call: Callable[[], Tensor]) -> Tensor:
     """``call()`` with torch's global generators seeded by ``seed`` and restored after:
     deepinv's DDRM and DiffPIR draw their noise with ``torch.randn_like``."""

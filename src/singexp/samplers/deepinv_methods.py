@@ -37,7 +37,7 @@ from typing import Any
 from torch import Tensor
 
 from singexp.errors import ConfigError
-from singexp.samplers.dps_jscc import JSCCForward, as_chain, require_codec
+from singexp.samplers.dps_jscc import JSCCForward, _seed_from, as_chain, require_codec
 from singexp.samplers.loop import Generator, progress_context
 from singexp.samplers.sing_zero import SHARED_KEYS, SIGMA_Y_AUTO, Keys
 
@@ -194,7 +194,7 @@ def restore_diffpir(
         physics = bridge.ChainPhysics(JSCCForward(chain, snr_db), noise, c.prox_steps)
         physics = physics.to(device)
         y = x_init = bridge.to_unit(x)
-    seed = bridge.seed_of(generator)
+    seed = _seed_from(generator)  # one draw, as DPS-JSCC seeds its channel draws
     with progress_context(c.progress, "DiffPIR", c.steps) as advance:
         denoiser = bridge.PriorDenoiser(unet, scheduler.alphas_cumprod, True, advance)
         sampler = DiffPIR(
@@ -276,7 +276,7 @@ def restore_ddrm(
     x = x_hat.to(device)
     physics = bridge.TileSVDPhysics(operator, tuple(x.shape), c.noise_level(sigma_y)).to(device)
     y = physics.A(bridge.to_unit(x))
-    seed = bridge.seed_of(generator)
+    seed = _seed_from(generator)  # one draw, as DPS-JSCC seeds its channel draws
     with progress_context(c.progress, "DDRM", c.steps) as advance:
         denoiser = bridge.PriorDenoiser(unet, scheduler.alphas_cumprod, c.clip_x0, advance)
         sigmas = bridge.ddrm_sigmas(scheduler, c.steps)
