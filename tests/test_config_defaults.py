@@ -19,6 +19,12 @@ from singexp.config import CONF_DIR, ChannelConfig, JSCCConfig
 from singexp.metrics import MetricsConfig
 from singexp.models.inn import INNConfig
 from singexp.samplers.compute import ComputeConfig
+from singexp.samplers.deepinv_methods import (
+    DDRMConfig,
+    DiffPIRConfig,
+    restore_ddrm,
+    restore_diffpir,
+)
 from singexp.samplers.dps_jscc import (
     DPSJSCCConfig,
     JSCCMeasurement,
@@ -42,6 +48,8 @@ SCHEMAS: dict[str, type] = {
     "sampler/sing_inn": SingINNConfig,
     "sampler/dps_jscc": DPSJSCCConfig,
     "sampler/inverse_jscc": InverseJSCCConfig,
+    "sampler/diffpir": DiffPIRConfig,
+    "sampler/ddrm": DDRMConfig,
 }
 #: the public functions that take a method's settings, by the sampler YAML they come from
 FUNCTIONS: dict[str, list[Callable[..., Any]]] = {
@@ -49,6 +57,8 @@ FUNCTIONS: dict[str, list[Callable[..., Any]]] = {
     "sampler/sing_inn": [sing_inn, INNGuidance, restore_sing_inn],
     "sampler/dps_jscc": [dps_jscc, JSCCMeasurement, restore_dps_jscc],
     "sampler/inverse_jscc": [inverse_jscc, restore_inverse_jscc],
+    "sampler/diffpir": [restore_diffpir],
+    "sampler/ddrm": [restore_ddrm],
 }
 #: a restorer's keyword that is the run's channel SNR: never defaulted in code
 RUN_VALUES = ("snr_db",)
@@ -59,6 +69,8 @@ KNOWN = {("inn/default", "scale"): "INNHParams.scale = 4; derived in the YAML"}
 #: keywords named like a YAML key that are another value: (function, keyword) → what it is
 NOT_THE_KEY = {
     ("restore_sing_zero", "sigma_y"): "the σ_y measured from the codec (sigma_y=auto)",
+    ("restore_diffpir", "sigma_y"): "the σ_y measured from the codec (sigma_y=auto)",
+    ("restore_ddrm", "sigma_y"): "the σ_y measured from the codec (sigma_y=auto)",
 }
 
 

@@ -286,6 +286,8 @@ def test_mismatch_grid() -> None:
             "methods.sing_zero.steps": ["100"],
             "methods.sing_inn.steps": ["100"],
             "methods.dps_jscc.steps": ["100"],
+            "methods.diffpir.steps": ["100"],
+            "methods.ddrm.steps": ["100"],
         }
     )
     assert folder.endswith("sweeps/mismatch")
@@ -298,8 +300,9 @@ def test_mismatch_grid() -> None:
         "embedded",
     )
     assert cfg.dataset.test_size == 16 and cfg.bcr.name == "1_48"
-    # all five methods, the baselines with their tuned values as in the comparison
-    assert list(cfg.methods) == ["sing_zero", "sing_inn", "dps_jscc", "inverse_jscc"]
+    # all seven methods, the baselines with their tuned values as in the comparison
+    methods = ["sing_zero", "sing_inn", "dps_jscc", "inverse_jscc", "diffpir", "ddrm"]
+    assert list(cfg.methods) == methods
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         comparison = compose("config", overrides=["+experiment=comparison"])
     assert cfg.methods == comparison.methods
@@ -328,7 +331,15 @@ def test_fast_form_end_to_end(tmp_path: Path, preset: str, points: int, figure: 
     assert (sweep / "report" / figure).is_file()
     if preset == "mismatch":  # the drop of all five methods
         drop = (sweep / "report" / "drop.md").read_text()
-        for method in ("deepjscc", "sing_zero", "sing_inn", "dps_jscc", "inverse_jscc"):
+        for method in (
+            "deepjscc",
+            "sing_zero",
+            "sing_inn",
+            "dps_jscc",
+            "inverse_jscc",
+            "diffpir",
+            "ddrm",
+        ):
             assert f"| {method} |" in drop, method
     again = run_cli(*args, cwd=tmp_path, env=env)
     assert again.returncode == 0

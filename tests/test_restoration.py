@@ -182,7 +182,14 @@ def test_the_test_snr_reaches_every_restorer(
     from singexp.data.base import indexed_data
 
     run = validate(make_cfg("+experiment=comparison", "quick=true", "channel.snr_db=-3"))
-    assert set(run.methods) == {"sing_zero", "sing_inn", "dps_jscc", "inverse_jscc"}
+    assert set(run.methods) == {
+        "sing_zero",
+        "sing_inn",
+        "dps_jscc",
+        "inverse_jscc",
+        "diffpir",
+        "ddrm",
+    }
     seen: dict[str, torch.Tensor] = {}
 
     def fake_restore(method: Any, x_hat: torch.Tensor, **kwargs: Any) -> torch.Tensor:

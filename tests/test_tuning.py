@@ -21,7 +21,7 @@ from singexp.errors import ConfigError, SingexpError
 from singexp.report import paired_differences
 from singexp.tuning import collect, read_sweep, tuned_config
 
-METHODS = ("sing_zero", "sing_inn", "dps_jscc", "inverse_jscc")
+METHODS = ("sing_zero", "sing_inn", "dps_jscc", "inverse_jscc", "diffpir", "ddrm")
 
 
 def preset(method: str, *overrides: str, hydra: bool = True) -> DictConfig:
@@ -268,7 +268,7 @@ def test_the_comparison_is_one_command_and_regenerates_identically(tmp_path: Pat
     for file in ("results.md", "paired.md"):
         assert (reports[0] / file).read_text() == (reports[1] / file).read_text(), file
     paired = (reports[0] / "paired.md").read_text()
-    for method in ("deepjscc", "sing_zero", "dps_jscc", "inverse_jscc"):
+    for method in ("deepjscc", "sing_zero", "dps_jscc", "inverse_jscc", "diffpir", "ddrm"):
         assert f"| {method} − sing_inn |" in paired, method
     assert (reports[0] / "paired_stlpips_vs_snr.png").is_file()
 

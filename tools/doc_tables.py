@@ -62,6 +62,10 @@ METHOD_NAMES = {
     "sing_inn": "SING-INN",
     "dps_jscc": "DPS-JSCC",
     "inverse_jscc": "InverseJSCC",
+    "diffpir": "DiffPIR",
+    "ddrm": "DDRM",
+    "ddrm_100": "DDRM (100 steps)",
+    "diffpir_jscc": "DiffPIR through the chain",
 }
 #: columns of a restoration table, in this order (those measured for some method)
 RESTORATION_COLUMNS = ("psnr", "ssim", "ms_ssim", "stlpips", "lpips", "swd")

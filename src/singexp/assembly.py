@@ -27,7 +27,7 @@ from singexp.models.prior import run_prior
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.modules.restoration import Restorer, measured_sigma_y
 from singexp.operators import LinearOperator, codec_pairs, operator_from_config
-from singexp.samplers.registry import Method, restorer
+from singexp.samplers.registry import CODEC_METHODS, Method, restorer
 from singexp.samplers.schedulers import method_scheduler
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
@@ -115,11 +115,11 @@ def build_restorers(
     networks: dict[str, torch.nn.Module] = {"prior": unet}
     if inn is not None:
         networks["inn"] = inn
-    if any(m.name in ("dps_jscc", "inverse_jscc") for m in methods.values()):
+    if any(m.name in CODEC_METHODS for m in methods.values()):
         # the baselines' forward model: the DeepJSCC the images went through (frozen; the SNR
         # each restorer is called with is the test SNR)
         if codec is None:
-            raise ValueError("build_restorers: dps_jscc / inverse_jscc need the run's codec")
+            raise ValueError(f"build_restorers: {', '.join(CODEC_METHODS)} need the run's codec")
         networks["codec"] = codec.codec.eval().requires_grad_(False)
     restorers = restorers_from_parts(
         methods,
@@ -177,6 +177,9 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
     record.update(
         {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
     )
+    own = getattr(method.config, "record", None)  # DiffPIR, DDRM: what their config says ran
+    if callable(own):
+        record.update(own(operator, sigma_y))
     if hasattr(method.config, "time_travel"):  # InverseJSCC runs no sampling loop
         record["time_travel"] = dataclasses.asdict(method.config.time_travel)  # JSON-ready
     if method.name == "sing_zero":

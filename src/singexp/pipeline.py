@@ -349,6 +349,7 @@ class SingPipeline:
         sigma_y: float | None,
     ) -> _Stage:
         from singexp.assembly import method_records, restorers_from_parts
+        from singexp.samplers.registry import CODEC_METHODS
         from singexp.samplers.schedulers import scheduler_for
 
         codec.eval().requires_grad_(False).to(self.device)
@@ -357,7 +358,7 @@ class SingPipeline:
             networks["prior"] = prior.to(self.device)
             if inn is not None:
                 networks["inn"] = inn.to(self.device)
-            if any(m.name in ("dps_jscc", "inverse_jscc") for m in self.methods.values()):
+            if any(m.name in CODEC_METHODS for m in self.methods.values()):
                 networks["codec"] = codec.codec  # the baselines' forward model
         restorers = restorers_from_parts(
             self.methods,

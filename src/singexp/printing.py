@@ -115,6 +115,8 @@ GRADIENT_FORMS = {
 def describe_sampler(record: dict[str, Any]) -> str:
     """One line saying which variant, update form and clipping a method ran (metrics.json)."""
     parts: list[str] = []
+    if record.get("name") in ("diffpir", "ddrm"):  # deepinv's samplers: no update form or η_t
+        return describe_deepinv(record)
     if record.get("name") == "sing_inn":
         variant = record.get("variant")
         parts.append(
@@ -146,6 +148,25 @@ def describe_sampler(record: dict[str, Any]) -> str:
     if record.get("measurement_operator"):
         parts.append(f"A = {record['measurement_operator']}")
     return "; ".join(parts)
+
+
+def describe_deepinv(record: dict[str, Any]) -> str:
+    """The method line of DiffPIR or DDRM (samplers/deepinv_methods.py): the algorithm, its
+    parameters, steps and NFE, σ_y as it ran, the physics."""
+    if record.get("name") == "diffpir":
+        params = f"λ {record.get('lambda_')}, ζ {record.get('zeta')}"
+    else:
+        params = f"η {record.get('eta')}, η_b {record.get('eta_b')}"
+    sigma_y = record.get("sigma_y")
+    if sigma_y == SIGMA_Y_AUTO:
+        sigma_y = f"auto = {record.get('sigma_y_measured', float('nan')):.4f}"
+    return "; ".join(
+        [
+            str(record.get("algorithm")),
+            f"{params}, {record.get('steps')} steps ({record.get('nfe')} NFE), σ_y {sigma_y}",
+            f"{record.get('physics')}",
+        ]
+    )
 
 
 #: what train_inn's validation metrics mean (``<name>_snr<S>``: at channel SNR S dB)

@@ -47,11 +47,22 @@ METHOD_NAMES = {
     "sing_inn": "SING-INN",
     "dps_jscc": "DPS-JSCC",
     "inverse_jscc": "InverseJSCC",
+    "diffpir": "DiffPIR",
+    "ddrm": "DDRM",
 }
 
 #: the order of a report's methods: the trivial baseline, the codec, SING-Zero, SING-INN, the
 #: baselines; any other method after them, alphabetically
-METHOD_ORDER = ("mean_image", "deepjscc", "sing_zero", "sing_inn", "dps_jscc", "inverse_jscc")
+METHOD_ORDER = (
+    "mean_image",
+    "deepjscc",
+    "sing_zero",
+    "sing_inn",
+    "dps_jscc",
+    "inverse_jscc",
+    "diffpir",
+    "ddrm",
+)
 
 
 def display_name(method: str) -> str:

@@ -10,6 +10,12 @@ from torch import Tensor
 
 from singexp.errors import ConfigError
 from singexp.samplers.compute import ComputeConfig
+from singexp.samplers.deepinv_methods import (
+    DDRMConfig,
+    DiffPIRConfig,
+    restore_ddrm,
+    restore_diffpir,
+)
 from singexp.samplers.dps_jscc import DPSJSCCConfig, restore_dps_jscc
 from singexp.samplers.inverse_jscc import InverseJSCCConfig, restore_inverse_jscc
 from singexp.samplers.sing_inn import SingINNConfig, restore_sing_inn
@@ -29,14 +35,19 @@ def _no_keys(cfg: Mapping[str, Any], prefix: str) -> None:
 
 #: ``sampler.name`` -> (config check, restorer(config, x_hat, *, unet, scheduler, operator, inn,
 #: codec, generator, snr_db, sigma_y)); ``dps_jscc`` and ``inverse_jscc`` are the baselines that
-#: run the DeepJSCC chain itself as their forward model (``codec``)
+#: run the DeepJSCC chain itself as their forward model (``codec``); ``diffpir`` and ``ddrm``
+#: run deepinv's samplers (samplers/deepinv_methods.py), ``diffpir`` with the chain if asked
 SAMPLERS: dict[str, tuple[Callable[..., Any], Callable[..., Tensor]]] = {
     "none": (_no_keys, restore_none),
     "sing_zero": (SingZeroConfig.from_config, restore_sing_zero),
     "sing_inn": (SingINNConfig.from_config, restore_sing_inn),
     "dps_jscc": (DPSJSCCConfig.from_config, restore_dps_jscc),
     "inverse_jscc": (InverseJSCCConfig.from_config, restore_inverse_jscc),
+    "diffpir": (DiffPIRConfig.from_config, restore_diffpir),
+    "ddrm": (DDRMConfig.from_config, restore_ddrm),
 }
+#: the methods that take the run's codec (``codec`` component): the DeepJSCC chain as A
+CODEC_METHODS: tuple[str, ...] = ("dps_jscc", "inverse_jscc", "diffpir")
 
 
 @dataclass(frozen=True)
