@@ -19,7 +19,7 @@ from singexp.config import CONF_DIR, validate
 from singexp.data.shapes import ShapesDataModule
 from singexp.errors import ConfigError, SingexpError
 from singexp.report import paired_differences
-from singexp.tuning import collect, read_sweep, tuned_config
+from singexp.tuning import collect, read_sweep, tuned_config, write_tuned
 
 METHODS = ("sing_zero", "sing_inn", "dps_jscc", "inverse_jscc", "diffpir", "ddrm")
 
@@ -174,6 +174,23 @@ def test_the_tuned_config_sets_the_chosen_values_over_the_defaults(tmp_path: Pat
     base = OmegaConf.create({"methods": {"sing_inn": {"zeta": 1.0, "eta": 0.85}}})
     merged = OmegaConf.merge(base, OmegaConf.create(values))
     assert merged.methods.sing_inn == {"zeta": 0.5, "eta": 0.85, "zeta_schedule": "constant"}
+
+
+def test_add_keeps_the_methods_tuned_before_and_refuses_another_budget(tmp_path: Path) -> None:
+    out = tmp_path / "tuned.yaml"
+    write_tuned([fake_sweep(tmp_path / "a", "sing_inn", {"methods.sing_inn.zeta": 0.5})], out)
+    ddrm = fake_sweep(tmp_path / "b", "ddrm", {"methods.ddrm.eta": 0.7})
+    write_tuned([ddrm], out, add=True)
+    assert yaml.safe_load(out.read_text()) == {
+        "methods": {"ddrm": {"eta": 0.7}, "sing_inn": {"zeta": 0.5}}
+    }
+    assert "#   sing_inn: best objective 0.4000 (tune_sing_inn)" in out.read_text()
+    write_tuned([ddrm], out)  # without --add: the sweeps alone
+    assert yaml.safe_load(out.read_text()) == {"methods": {"ddrm": {"eta": 0.7}}}
+    write_tuned([fake_sweep(tmp_path / "c", "sing_inn", {"methods.sing_inn.zeta": 1.0})], out)
+    other = fake_sweep(tmp_path / "d", "dps_jscc", {"methods.dps_jscc.zeta": 0.2}, trials=2)
+    with pytest.raises(SingexpError, match=r"every method gets the same budget"):
+        write_tuned([other], out, add=True)
 
 
 # ---- paired differences -------------------------------------------------------------------------

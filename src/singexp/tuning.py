@@ -10,11 +10,13 @@ the chosen values as a config (``conf/tuned/<name>.yaml``) that ``+experiment=co
 composes over every method's defaults.
 
     python -m singexp.tuning outputs/tuning --out src/singexp/conf/tuned/embedded.yaml
+    python -m singexp.tuning outputs/tuning/tune_ddrm --out ... --add   # one method added
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,9 +132,48 @@ def collect(paths: list[Path]) -> list[TunedMethod]:
     return tuned
 
 
+#: the budget line of a tuned file's header (:func:`tuned_config`)
+BUDGET_LINE = re.compile(
+    r"^# (\d+) trials per method \(seeded TPE, seed (\d+)\) on the first (\d+) (\w+) images,$"
+)
+#: a method's line of a tuned file's header
+METHOD_LINE = re.compile(r"^#   (\w+): best objective ([-\d.eE+]+) \((.+)\)$")
+
+
+def earlier(out: Path, budget: tuple[int, int, int]) -> list[TunedMethod]:
+    """The methods an existing tuned file ``out`` holds (``--add``), checked to have been tuned
+    with ``budget`` (trials, images, seed) as its header says: a method tuned before keeps its
+    values when a new method's sweep is added, and every method still shares one budget."""
+    text = out.read_text()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    found = next((m for line in header if (m := BUDGET_LINE.match(line))), None)
+    if found is None:
+        raise SingexpError(f"{out}: no budget line in its header; write it from all the sweeps")
+    trials, seed, images, split = int(found[1]), int(found[2]), int(found[3]), found[4]
+    if (trials, images, seed) != budget:
+        raise SingexpError(
+            f"{out} was tuned with {trials} trials on {images} images (seed {seed}), the new "
+            f"sweeps with {budget[0]} on {budget[1]} (seed {budget[2]}): every method gets the "
+            "same budget (tuning.trials, evaluate.images)"
+        )
+    values = OmegaConf.to_container(OmegaConf.load(out))
+    assert isinstance(values, dict)
+    methods = values.get("methods") or {}
+    kept = []
+    for line in header:
+        if (m := METHOD_LINE.match(line)) is None or m[1] not in methods:
+            continue
+        params = {f"methods.{m[1]}.{k}": v for k, v in methods[m[1]].items()}
+        kept.append(
+            TunedMethod(m[1], Path(m[3]), params, float(m[2]), trials, images, split, seed, "")
+        )
+    return kept
+
+
 def tuned_config(tuned: list[TunedMethod]) -> str:
     """The ``tuned`` config file: a header saying where each value comes from, then the values
     under ``methods.<name>``."""
+    tuned = sorted(tuned, key=lambda t: t.method)
     nested: dict[str, Any] = {}
     for t in tuned:
         for key, value in sorted(t.best_params.items()):
@@ -158,9 +199,14 @@ def tuned_config(tuned: list[TunedMethod]) -> str:
     return "\n".join(lines) + "\n" + body
 
 
-def write_tuned(paths: list[Path], out: Path) -> list[TunedMethod]:
-    """Collect the sweeps of ``paths`` and write their chosen values to ``out``."""
+def write_tuned(paths: list[Path], out: Path, add: bool = False) -> list[TunedMethod]:
+    """Collect the sweeps of ``paths`` and write their chosen values to ``out``; ``add``: keep
+    the methods ``out`` already holds that the sweeps do not tune (:func:`earlier`)."""
     tuned = collect(paths)
+    if add and out.is_file():
+        new = {t.method for t in tuned}
+        budget = (tuned[0].trials, tuned[0].images, tuned[0].seed)
+        tuned += [t for t in earlier(out, budget) if t.method not in new]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(tuned_config(tuned))
     return tuned
@@ -179,9 +225,14 @@ def main(argv: list[str] | None = None) -> None:
         "sweeps", nargs="+", type=Path, help="tuning sweep folders (or their parent)"
     )
     parser.add_argument("--out", type=Path, required=True, help="the tuned config file to write")
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="keep the methods --out already holds (same budget) that these sweeps do not tune",
+    )
     args = parser.parse_args(argv)
     try:
-        tuned = write_tuned(args.sweeps, args.out)
+        tuned = write_tuned(args.sweeps, args.out, add=args.add)
     except SingexpError as error:
         print(f"singexp: error: {error}", file=sys.stderr)
         sys.exit(2)
