@@ -25,6 +25,8 @@ import torch
 from diffusers.models import UNet2DModel  # not `diffusers`: dummies under TYPE_CHECKING
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
 
 from singexp.errors import ConfigError
 from singexp.weights import check_finite
@@ -65,7 +67,20 @@ SCHEDULES: dict[str, str] = {
     "scaled_linear": "scaled_linear",
     "cosine": "squaredcos_cap_v2",
 }
-SCHEDULER_KINDS: dict[str, type] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+SCHEDULER_KINDS: dict[str, type] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpmsolver++": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
+#: the multistep kinds (deterministic, η = 0; they keep the previous steps' x̂0): their own
+#: settings, and a multistep scheduler does not clip inside ``step`` (``thresholding`` off)
+MULTISTEP_KINDS: dict[str, dict[str, Any]] = {
+    # DPM-Solver++(2M), Lu et al. 2022 (arXiv 2211.01095), data prediction, Alg. 2
+    "dpmsolver++": {"algorithm_type": "dpmsolver++", "solver_order": 2, "thresholding": False},
+    # UniPC-2 with the B(h) = e^h − 1 variant (bh2), Zhao et al. 2023 (arXiv 2302.04867)
+    "unipc": {"predict_x0": True, "solver_type": "bh2", "solver_order": 2, "thresholding": False},
+}
 
 
 # ---- building -----------------------------------------------------------------------------
@@ -233,10 +248,11 @@ def build_scheduler(
     kind: str = "ddim",
     clip_sample: bool = False,
     **kwargs: Any,
-) -> DDPMScheduler | DDIMScheduler:
+) -> DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler:
     """A diffusers scheduler with the paper's noise schedule (linear β 1e-4..0.02, T = 1000).
 
-    ``schedule``: linear | scaled_linear | cosine; ``kind``: ddim | ddpm. The model predicts ε;
+    ``schedule``: linear | scaled_linear | cosine; ``kind``: ddim | ddpm | dpmsolver++ | unipc
+    (:data:`MULTISTEP_KINDS`: deterministic multistep solvers). The model predicts ε;
     x0 is not clipped inside ``step`` unless ``clip_sample`` (restoration never does: its loop
     clips only with ``sampler.clip_x0``); extra keyword arguments go to the scheduler (e.g.
     ``timestep_spacing``).
@@ -255,8 +271,15 @@ def build_scheduler(
         "beta_end": float(beta_end),
         "beta_schedule": SCHEDULES[schedule],
         "prediction_type": "epsilon",
-        "clip_sample": bool(clip_sample),
     }
+    if kind in MULTISTEP_KINDS:
+        if clip_sample:
+            raise ConfigError(
+                "sampler.scheduler", f"{kind} has no clip_sample; use sampler.clip_x0"
+            )
+        options.update(MULTISTEP_KINDS[kind])
+    else:
+        options["clip_sample"] = bool(clip_sample)
     options.update(kwargs)
     return SCHEDULER_KINDS[kind](**options)
 

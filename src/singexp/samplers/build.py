@@ -18,6 +18,7 @@ from singexp.modules.restoration import Restorer
 from singexp.operators import LinearOperator
 from singexp.prior import PriorConfig, build_scheduler, load_prior, resolve_source
 from singexp.reuse import file_identity, folder_identity, reused
+from singexp.samplers.nfe import method_nfe
 from singexp.samplers.registry import Method, restore
 from singexp.samplers.sing_inn import check_measurement
 from singexp.samplers.sing_zero import SIGMA_Y_AUTO
@@ -69,14 +70,16 @@ def scheduler_for(scheduler: Any, method: Method) -> Any:
     the method's kind (``scheduler``: ddim | ddpm) and ``timestep_spacing``, no clipping in
     ``step``. A scheduler of the method's kind is copied with its whole config
     (``from_config``); another kind keeps only the schedule (:func:`method_scheduler`)."""
-    from singexp.prior import SCHEDULER_KINDS
+    from singexp.prior import MULTISTEP_KINDS, SCHEDULER_KINDS
 
-    kind: Any = SCHEDULER_KINDS.get(str(method.raw.get("scheduler", "ddim")))
+    name = str(method.raw.get("scheduler", "ddim"))
+    kind: Any = SCHEDULER_KINDS.get(name)
     if kind is not None and type(scheduler) is kind:
+        no_clip = MULTISTEP_KINDS.get(name, {"clip_sample": False})
         return kind.from_config(
             scheduler.config,
             timestep_spacing=method.raw.get("timestep_spacing", "leading"),
-            clip_sample=False,
+            **{k: v for k, v in no_clip.items() if k in ("clip_sample", "thresholding")},
         )
     return method_scheduler(prior_schedule(scheduler), method)
 
@@ -199,6 +202,8 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
     record: dict[str, Any] = {**method.raw}
     if method.config is None:
         return record
+    # UNet evaluations per image, every forward and backward (samplers/nfe.py)
+    record.update(method_nfe(method))
     record.update(
         {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
     )
