@@ -86,8 +86,7 @@ def read_point(folder: Path) -> tuple[dict[str, Any], list[dict[str, str]], dict
     return metrics, rows, keys
 
 
-def front(sweep: Path) -> dict[str, Any]:
-    """The front of one sweep folder (module docstring)."""
+def _points(sweep: Path) -> tuple[dict[tuple[str, str], Any], str | None]:
     points: dict[tuple[str, str], tuple[dict[str, Any], list[dict[str, str]]]] = {}
     lever = None
     for folder in sorted(p.parent for p in sweep.glob("*/metrics.json")):
@@ -96,10 +95,18 @@ def front(sweep: Path) -> dict[str, Any]:
         lever = keys["lever"]
     if not points:
         raise SystemExit(f"{sweep}: no finished points (*/metrics.json)")
+    return points, lever
+
+
+def front(sweep: Path, reference: Path | None = None) -> dict[str, Any]:
+    """The front of one sweep folder (module docstring); ``reference``: the sweep whose
+    ``nfe=ref`` points it pairs with (a lever's sweep: the base front's; default itself)."""
+    points, lever = _points(sweep)
+    refs = _points(reference)[0] if reference is not None else points
     out_rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
     for (point, budget), (metrics, rows) in sorted(points.items()):
-        ref = points.get((point, REF))
+        ref = refs.get((point, REF))
         if ref is None:
             raise SystemExit(f"{sweep}: point {point} has no nfe=ref result to pair against")
         ref_metrics, ref_rows = ref
@@ -146,6 +153,7 @@ def front(sweep: Path) -> dict[str, Any]:
             out_rows.append(row)
     return {
         "sweep": str(sweep),
+        "reference": str(reference or sweep),
         "lever": lever,
         "cpu": cpu_description(),
         "torch": _torch_version(),
@@ -241,8 +249,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("sweep", type=Path, help="the nfe_front sweep folder")
     parser.add_argument("--out", type=Path, required=True, help="the JSON to write")
     parser.add_argument("--figure", type=Path, default=None, help="the PNG to write")
+    parser.add_argument(
+        "--reference", type=Path, default=None, help="the sweep holding the nfe=ref points"
+    )
     args = parser.parse_args(argv)
-    data = front(args.sweep)
+    data = front(args.sweep, args.reference)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     if args.figure is not None:
