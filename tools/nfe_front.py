@@ -202,63 +202,90 @@ def fastest(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
     return out
 
 
-def figure(data: dict[str, Any], path: Path) -> None:
-    """ST-LPIPS and PSNR against CPU seconds per image, one panel per point and measure."""
+def figure(datas: list[dict[str, Any]], path: Path) -> None:
+    """ST-LPIPS and PSNR against CPU seconds per image, one panel per point and measure: the
+    base front (``lever`` none) in full lines, each lever's sweep dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    points = sorted({r["point"] for r in data["rows"]}, key=["main", "low", "high"].index)
-    fig, axes = plt.subplots(2, len(points), figsize=(4.2 * len(points), 7), squeeze=False)
+    base = next((d for d in datas if d.get("lever") == "none"), datas[0])
+    order = ["main", "low", "high"]
+    points = sorted({r["point"] for r in base["rows"]}, key=order.index)
+    fig, axes = plt.subplots(2, len(points), figsize=(4.6 * len(points), 7.5), squeeze=False)
+    colours = dict(zip(METHODS, ("C0", "C1", "C2", "C3"), strict=True))
+    for data in datas:
+        lever = data.get("lever") or "none"
+        style = "-" if lever == "none" else "--"
+        for j, point in enumerate(points):
+            for i, metric in enumerate(("stlpips", "psnr")):
+                ax = axes[i][j]
+                for method in METHODS:
+                    rows = [
+                        r
+                        for r in data["rows"]
+                        if r["point"] == point
+                        and r["method"] == method
+                        and r["cpu_s_per_image"]
+                        and r["mean"].get(metric) is not None
+                    ]
+                    if not rows:
+                        continue
+                    rows.sort(key=lambda r: r["cpu_s_per_image"])
+                    xs = [r["cpu_s_per_image"] for r in rows]
+                    ys = [r["mean"][metric] for r in rows]
+                    label = method if lever == "none" else f"{method}, {lever}"
+                    ax.plot(xs, ys, style, marker="o", ms=3, color=colours[method], label=label)
+                    if lever == "none":
+                        for r, x, y in zip(rows, xs, ys, strict=True):
+                            ax.annotate(str(r["nfe"]), (x, y), fontsize=6, xytext=(2, 2),
+                                        textcoords="offset points")  # fmt: skip
     for j, point in enumerate(points):
+        first = next(r for r in base["rows"] if r["point"] == point)
         for i, metric in enumerate(("stlpips", "psnr")):
             ax = axes[i][j]
-            for method in METHODS:
-                rows = [r for r in data["rows"] if r["point"] == point and r["method"] == method]
-                rows = [r for r in rows if r["cpu_s_per_image"] and r["mean"].get(metric)]
-                rows.sort(key=lambda r: r["cpu_s_per_image"])
-                if not rows:
-                    continue
-                xs = [r["cpu_s_per_image"] for r in rows]
-                ys = [r["mean"][metric] for r in rows]
-                ax.plot(xs, ys, marker="o", label=method)
-                for r, x, y in zip(rows, xs, ys, strict=True):
-                    ax.annotate(str(r["nfe"]), (x, y), fontsize=7, xytext=(2, 2),
-                                textcoords="offset points")  # fmt: skip
             ax.set_xscale("log")
-            first = next(r for r in data["rows"] if r["point"] == point)
-            ax.set_title(f"BCR {first['bcr']}, {first['snr_db']:g} dB")
-            ax.set_xlabel("CPU seconds per image (log; labels: NFE)")
-            ax.set_ylabel("ST-LPIPS ↓" if metric == "stlpips" else "PSNR (dB) ↑")
+            ax.set_title(f"BCR {first['bcr']}, {first['snr_db']:g} dB", fontsize=9)
+            ax.set_xlabel("CPU seconds per image (log; labels: NFE)", fontsize=8)
+            ax.set_ylabel("ST-LPIPS ↓" if metric == "stlpips" else "PSNR (dB) ↑", fontsize=8)
             ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=8)
-    cpu = data["cpu"]
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=4, fontsize=7)
+    cpu = base["cpu"]
     fig.suptitle(
-        f"NFE–quality front · {data.get('images')} test images · {data.get('precision')} · "
-        f"{cpu['model']}",
+        f"NFE–quality front · {base.get('images')} test images · {base.get('precision')}, "
+        f"{base.get('threads')} thread · {cpu['model']}",
         fontsize=10,
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, metadata={"Software": None})
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.savefig(path, dpi=100, metadata={"Software": None})
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("sweep", type=Path, help="the nfe_front sweep folder")
-    parser.add_argument("--out", type=Path, required=True, help="the JSON to write")
-    parser.add_argument("--figure", type=Path, default=None, help="the PNG to write")
+    parser.add_argument("sweep", type=Path, nargs="?", help="the nfe_front sweep folder")
+    parser.add_argument("--out", type=Path, default=None, help="the JSON to write")
     parser.add_argument(
         "--reference", type=Path, default=None, help="the sweep holding the nfe=ref points"
     )
+    parser.add_argument(
+        "--plot", type=Path, nargs="*", default=[], help="JSONs to draw (default: --out's)"
+    )
+    parser.add_argument("--figure", type=Path, default=None, help="the PNG to write")
     args = parser.parse_args(argv)
-    data = front(args.sweep, args.reference)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    data: dict[str, Any] = {}
+    if args.sweep is not None:
+        if args.out is None:
+            parser.error("a sweep needs --out")
+        data = front(args.sweep, args.reference)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        print(json.dumps(data["fast"], indent=1), file=sys.stderr)
     if args.figure is not None:
-        figure(data, args.figure)
-    print(json.dumps(data["fast"], indent=1), file=sys.stderr)
+        datas = [json.loads(p.read_text()) for p in args.plot] or [data]
+        figure(datas, args.figure)
     return data
 
 

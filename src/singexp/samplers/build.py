@@ -202,7 +202,10 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
     record: dict[str, Any] = {**method.raw}
     if method.config is None:
         return record
-    # UNet evaluations per image, every forward and backward (samplers/nfe.py)
+    # the scheduler that ran (method_scheduler's kind and spacing) and the UNet evaluations per
+    # image, every forward and backward (samplers/nfe.py)
+    record.setdefault("scheduler", "ddim")
+    record.setdefault("timestep_spacing", "leading")
     record.update(method_nfe(method))
     record.update(
         {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
