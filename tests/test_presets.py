@@ -229,6 +229,26 @@ def test_nfe_front_runs_each_method_at_the_most_nfe_within_the_budget(budget: in
     assert ref.methods.inverse_jscc.iterations == 20
 
 
+def test_fast_presets_use_the_fast_settings_and_the_main_job_keeps_the_papers() -> None:
+    """paper_grid_fast / sing_inn_fast: each method's conf/fast/<method>.yaml over its sampler's
+    defaults, the grid's 18 points in a folder of their own, no W&B; the main job stays at the
+    paper's 100 steps."""
+    fast = {m: OmegaConf.load(CONF_DIR / "fast" / f"{m}.yaml") for m in ("sing_zero", "sing_inn")}
+    points, folder = sweep_points("+experiment=paper_grid_fast")
+    assert len(points) == 18 and folder.endswith("sweeps/paper_grid_fast")
+    for preset in ("paper_grid_fast", "sing_inn_fast"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"+experiment={preset}"])
+        for name, settings in fast.items():
+            assert settings and all(cfg.methods[name][k] == v for k, v in settings.items())
+            assert cfg.methods[name].name == name
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        main = compose("config", overrides=["+experiment=sing_inn"])
+        grid_cfg = compose("config", overrides=["+experiment=paper_grid_fast"])
+    assert main.methods.sing_zero.steps == main.methods.sing_inn.steps == 100
+    assert list(grid_cfg.logger) == ["csv"]
+
+
 # ---- INN training-set size ------------------------------------------------------------------
 def test_inn_data_size_grid() -> None:
     points, folder = sweep_points("+experiment=inn_data_size")
