@@ -19,6 +19,7 @@ DeepJSCC, SING-Zero, SING-INN and the mean image per point), and measures
     .venv/bin/python benchmarks/grid.py                                  # ~10-40 min, 2 cores
     .venv/bin/python benchmarks/grid.py -- evaluate.precision=fp32       # any overrides
     .venv/bin/python benchmarks/grid.py --quick                          # 2 points, seconds
+    .venv/bin/python benchmarks/grid.py --experiment paper_grid_fast --name grid_fast  # fast
 
 Writes ``outputs/benchmarks/grid.json`` and ``grid.md`` (``--out DIR`` elsewhere; the tracked
 ``benchmarks/results/grid.md`` is the reference run, replaced only on purpose with
@@ -50,7 +51,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 OUTPUT = Path(__file__).resolve().parents[1] / "outputs" / "benchmarks"
 #: the goal for the full grid on 2 cores (docs/results/grid.md)
 GOAL_S = 600.0
-#: the README's grid command (paths.root added: an empty output folder)
+#: the README's grid command (paths.root added: an empty output folder); ``--experiment``
+#: replaces its preset (paper_grid_fast: the fast samplers, issue 40)
 COMMAND = ["-m", "singexp", "+experiment=paper_grid", "launcher=joblib"]
 #: --quick: 2 points of the quick preset (8 images, 10 steps)
 QUICK = ["quick=true", "channel.snr_db=0,5", "bcr=1_48"]
@@ -78,6 +80,19 @@ class LoadSampler:
         self._thread.join()
 
 
+def cpu_flags() -> list[str]:
+    """The CPU's SIMD flags that decide fp32 / bf16 speed (from /proc/cpuinfo)."""
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in wanted if f in have]
+    except OSError:
+        pass
+    return []
+
+
 def children_cpu() -> float:
     """User + system CPU seconds of the finished child processes (and theirs)."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -94,9 +109,12 @@ def run_logged(command: list[str], log: Path, what: str) -> None:
         raise SystemExit(f"{what} failed (exit {done.returncode}); its log {log}:\n{tail}")
 
 
-def run_grid(root: Path, overrides: list[str], log: Path) -> dict[str, Any]:
+def run_grid(
+    root: Path, overrides: list[str], log: Path, experiment: str = "paper_grid"
+) -> dict[str, Any]:
     """The grid command in ``root`` (must not hold results), timed; its output in ``log``."""
-    command = [sys.executable, *COMMAND, f"paths.root={root}", *overrides]
+    preset = [a if a != "+experiment=paper_grid" else f"+experiment={experiment}" for a in COMMAND]
+    command = [sys.executable, *preset, f"paths.root={root}", *overrides]
     cpu0, load0 = children_cpu(), os.getloadavg()
     started = time.perf_counter()
     with LoadSampler() as load:
@@ -153,7 +171,8 @@ def markdown(report: dict[str, Any]) -> str:
     lines = [
         "# The embedded SNR × BCR grid from an empty output folder",
         "",
-        f"{report['device']}, torch {report['torch']}, code `{report['commit']}`. Command: "
+        f"{report['device']} ({', '.join(report.get('cpu_flags') or [])}), torch "
+        f"{report['torch']}, code `{report['commit']}`. Command: "
         f"`{run['command']}`. Load average (1 min) before / during (mean, max) / after: "
         f"{run['load_before']:.2f} / {_f(during['mean'])}, {_f(during['max'])} / "
         f"{run['load_after']:.2f}.",
@@ -206,6 +225,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="2 points, 8 images, 10 steps")
     parser.add_argument("--workers", type=int, default=2, help="joblib workers (n_jobs)")
+    parser.add_argument(
+        "--experiment", default="paper_grid", help="the grid preset (paper_grid_fast: fast)"
+    )
+    parser.add_argument("--name", default="grid", help="the output files' name (<name>.json)")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides after --")
     return parser.parse_args(argv)
 
@@ -227,9 +250,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         file=sys.stderr,
         flush=True,
     )
-    run = run_grid(root, overrides, root / "grid.log")
+    run = run_grid(root, overrides, root / "grid.log", args.experiment)
     report = {
         "device": device_name(),
+        "cpu_flags": cpu_flags(),
+        "experiment": args.experiment,
         "torch": torch.__version__,
         "commit": commit(),
         "quick": args.quick,
@@ -238,10 +263,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "root": str(root),
         "goal_s": GOAL_S,
         "run": run,
-        "profile": profile(root / "sweeps" / "paper_grid"),
+        "profile": profile(root / "sweeps" / args.experiment),
     }
     table = markdown(report)
-    write_results(args.out, "grid", report, table)
+    write_results(args.out, args.name, report, table)
     return report
 
 

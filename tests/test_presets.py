@@ -189,6 +189,66 @@ def test_nfe_curve_fast_form_end_to_end(tmp_path: Path) -> None:
     assert (again.stdout + again.stderr).count("reusing them") == 2
 
 
+# ---- NFE–quality front (issue 40) ----------------------------------------------------------
+FRONT_POINTS = {"main": ("1_48", 0.0), "low": ("1_96", -5.0), "high": ("1_24", 5.0)}
+
+
+def test_nfe_front_grid() -> None:
+    points, folder = sweep_points("+experiment=nfe_front")
+    assert grid(points) == product(
+        **{"front.point": list(FRONT_POINTS), "nfe": ["5", "10", "15", "25", "50", "100", "ref"]}
+    )
+    assert folder.endswith("sweeps/nfe_front_none")
+
+
+@pytest.mark.parametrize("budget", [5, 10, 15, 25, 50, 100])
+def test_nfe_front_runs_each_method_at_the_most_nfe_within_the_budget(budget: int) -> None:
+    """Each method at the most steps (InverseJSCC: iterations) whose NFE fits the budget, at
+    the point's BCR and SNR; the default (nfe=ref) is every method's own."""
+    from singexp.samplers import check_method
+    from singexp.samplers.nfe import method_nfe
+
+    for point, (bcr, snr) in FRONT_POINTS.items():
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(
+                "config",
+                overrides=["+experiment=nfe_front", f"front.point={point}", f"nfe={budget}"],
+            )
+        assert (cfg.bcr.name, cfg.channel.snr_db, cfg.dataset.test_size) == (bcr, snr, 64)
+        assert Fraction(str(cfg.bcr.ratio)) == Fraction(bcr.replace("_", "/"))
+    for name, node in cfg.methods.items():
+        raw: dict[str, Any] = OmegaConf.to_container(node, resolve=True)  # type: ignore[assignment]
+        nfe = method_nfe(check_method(raw))["nfe"]
+        key = "iterations" if name == "inverse_jscc" else "steps"
+        more = method_nfe(check_method({**raw, key: raw[key] + 1}))["nfe"]
+        least = 10 if name == "inverse_jscc" else 0  # G(inversion) + G(z0): 2 x 5 steps
+        assert nfe <= max(budget, least) < more, (name, nfe, more)
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        ref = compose("config", overrides=["+experiment=nfe_front", "nfe=ref"])
+    assert [ref.methods[m].steps for m in ("sing_zero", "sing_inn", "dps_jscc")] == [100] * 3
+    assert ref.methods.inverse_jscc.iterations == 20
+
+
+def test_fast_presets_use_the_fast_settings_and_the_main_job_keeps_the_papers() -> None:
+    """paper_grid_fast / sing_inn_fast: each method's conf/fast/<method>.yaml over its sampler's
+    defaults, the grid's 18 points in a folder of their own, no W&B; the main job stays at the
+    paper's 100 steps."""
+    fast = {m: OmegaConf.load(CONF_DIR / "fast" / f"{m}.yaml") for m in ("sing_zero", "sing_inn")}
+    points, folder = sweep_points("+experiment=paper_grid_fast")
+    assert len(points) == 18 and folder.endswith("sweeps/paper_grid_fast")
+    for preset in ("paper_grid_fast", "sing_inn_fast"):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"+experiment={preset}"])
+        for name, settings in fast.items():
+            assert settings and all(cfg.methods[name][k] == v for k, v in settings.items())
+            assert cfg.methods[name].name == name
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        main = compose("config", overrides=["+experiment=sing_inn"])
+        grid_cfg = compose("config", overrides=["+experiment=paper_grid_fast"])
+    assert main.methods.sing_zero.steps == main.methods.sing_inn.steps == 100
+    assert list(grid_cfg.logger) == ["csv"]
+
+
 # ---- INN training-set size ------------------------------------------------------------------
 def test_inn_data_size_grid() -> None:
     points, folder = sweep_points("+experiment=inn_data_size")

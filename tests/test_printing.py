@@ -110,6 +110,24 @@ def test_sing_inn_line_says_its_gradient_form_and_the_inn_input_clipping() -> No
     assert "INN input" not in zero
 
 
+def test_the_line_says_the_scheduler_and_nfe_of_what_ran() -> None:
+    """Issue 40: every method's line says its scheduler and NFE (UNet forward + backward), as
+    method_record writes them into metrics.json."""
+    from singexp.assembly import method_record
+    from singexp.printing import describe_sampler
+    from singexp.samplers import check_method
+
+    raw = {"name": "sing_inn", "scheduler": "dpmsolver++", "eta": 0.0, "steps": 10}
+    line = describe_sampler(method_record(check_method(raw), None, None, None))
+    assert "10 steps (dpmsolver++)" in line
+    assert "NFE 19 (10 UNet forward + 9 backward)" in line
+    every = {**raw, "guidance_every": 2}
+    line = describe_sampler(method_record(check_method(every), None, None, None))
+    assert "NFE 15 (10 UNet forward + 5 backward)" in line and "guided every 2 steps" in line
+    zero = method_record(check_method({"name": "sing_zero"}), None, None, None)
+    assert (zero["nfe"], zero["scheduler"]) == (100, "ddim")
+
+
 def test_a_quick_run_says_above_its_table_that_its_numbers_measure_nothing(capsys: Any) -> None:
     from singexp.report import QUICK_NOTE
 

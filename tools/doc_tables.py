@@ -508,6 +508,98 @@ def render_tuned(source: Path, options: dict[str, str]) -> str:
     return md_table(["method", "key", "tuned value"], rows) + "\n\n" + "\n".join(said)
 
 
+def _signed(value: float, digits: int) -> str:
+    return f"{value:+.{digits}f}"
+
+
+def render_nfe_front(source: Path, options: dict[str, str]) -> str:
+    """``tools/nfe_front.py``'s JSON: per method and NFE budget at one point (``point=``: main,
+    low, high), the NFE run, CPU s/image and the paired differences against the method's ref
+    (mean ± 95 % CI; ✓: not worse beyond the CI)."""
+    data = json.loads(source.read_text(encoding="utf-8"))
+    point = options.get("point", "main")
+    rows = [r for r in data["rows"] if r["point"] == point]
+    methods = [m for m in METHOD_NAMES if any(r["method"] == m for r in rows)]
+    rows.sort(
+        key=lambda r: (
+            methods.index(r["method"]),
+            math.inf if r["budget"] == "ref" else float(r["budget"]),
+        )
+    )
+    digits = {"psnr": 2, "ssim": 3, "stlpips": 3, "psnr_A_xhat": 2}
+
+    def paired(r: dict[str, Any], m: str) -> str:
+        if r["budget"] == "ref":
+            return f"{r['mean'][m]:.{digits[m]}f}" if r["mean"].get(m) is not None else "–"
+        p = r["paired"].get(m)
+        if p is None:
+            return "–"
+        mark = " ✓" if r["not_worse"].get(m) else ""
+        return f"{_signed(p['mean'], digits[m])} ± {p['ci95']:.{digits[m]}f}{mark}"
+
+    table = [
+        [
+            METHOD_NAMES.get(r["method"], r["method"]),
+            "default" if r["budget"] == "ref" else r["budget"],
+            str(r["nfe"]),
+            f"{r['cpu_s_per_image']:.3f}" if r["cpu_s_per_image"] is not None else "–",
+            paired(r, "psnr"),
+            paired(r, "ssim"),
+            paired(r, "stlpips"),
+            (f"{r['mean']['swd']:.1f}" if r["budget"] == "ref" else _signed(r["swd_delta"], 1))
+            if r["mean"].get("swd") is not None
+            else "–",
+            paired(r, "psnr_A_xhat"),
+        ]
+        for r in rows
+    ]
+    first = rows[0]
+    head = (
+        f"BCR {first['bcr']}, {first['snr_db']:g} dB · {data.get('images')} test images · "
+        f"{data.get('precision')}, {data.get('threads')} thread(s) · {data['cpu']['model']} "
+        f"({', '.join(data['cpu']['flags'])}) · CPU seconds per image (process time)"
+    )
+    headers = [
+        "method",
+        "NFE budget",
+        "NFE",
+        "CPU s / image",
+        "Δ PSNR (dB)",
+        "Δ SSIM",
+        "Δ ST-LPIPS ↓",
+        "Δ SWD ↓",
+        "Δ PSNR(A x̃, A x̂)",
+    ]
+    return head + "\n\n" + md_table(headers, table)
+
+
+def render_nfe_fast(source: Path, options: dict[str, str]) -> str:
+    """``tools/nfe_front.py``'s JSON: per method the fewest NFE not worse than its default on
+    PSNR and ST-LPIPS at every point (paired CI; and by the looser reading, within the
+    default's own CI)."""
+    data = json.loads(source.read_text(encoding="utf-8"))
+    fast = data["fast"]
+    rows = []
+    for method in METHOD_NAMES:
+        strict, loose = fast["not_worse"].get(method), fast["within_ref_ci"].get(method)
+        if strict is None:
+            continue
+
+        def said(pick: dict[str, Any] | None) -> str:
+            if pick is None:
+                return "–"
+            nfe = "/".join(map(str, pick["nfe"]))
+            return "the default" if pick["budget"] == "ref" else f"{pick['budget']} (NFE {nfe})"
+
+        rows.append([METHOD_NAMES[method], said(strict), said(loose)])
+    headers = [
+        "method",
+        "fewest NFE not worse beyond the paired 95 % CI",
+        "fewest NFE with |Δ| within the default's 95 % CI",
+    ]
+    return md_table(headers, rows)
+
+
 #: kind → renderer(source file, options) → Markdown
 KINDS: dict[str, Callable[[Path, dict[str, str]], str]] = {
     "restoration": render_restoration,
@@ -519,6 +611,8 @@ KINDS: dict[str, Callable[[Path, dict[str, str]], str]] = {
     "metric_table": render_metric_table,
     "paired": render_paired,
     "tuned": render_tuned,
+    "nfe_front": render_nfe_front,
+    "nfe_fast": render_nfe_fast,
 }
 
 

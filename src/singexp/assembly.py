@@ -27,6 +27,7 @@ from singexp.models.prior import run_prior
 from singexp.modules.jscc import DeepJSCCModule
 from singexp.modules.restoration import Restorer, measured_sigma_y
 from singexp.operators import LinearOperator, codec_pairs, operator_from_config
+from singexp.samplers.nfe import method_nfe
 from singexp.samplers.registry import CODEC_METHODS, Method, restorer
 from singexp.samplers.schedulers import method_scheduler
 from singexp.samplers.sing_inn import check_measurement
@@ -174,6 +175,11 @@ def method_record(method: Method, operator: Any, inn: Any, sigma_y: float | None
     record: dict[str, Any] = {**method.raw}
     if method.config is None:
         return record
+    # the scheduler that ran (method_scheduler's kind and spacing) and the UNet evaluations per
+    # image, every forward and backward (samplers/nfe.py)
+    record.setdefault("scheduler", "ddim")
+    record.setdefault("timestep_spacing", "leading")
+    record.update(method_nfe(method))
     record.update(
         {f.name: getattr(method.config, f.name) for f in dataclasses.fields(method.config)}
     )

@@ -40,18 +40,25 @@ def batch_generator(
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + batch_idx * 7 + stream)
 
 
+#: the key of a method's CPU seconds in a ``seconds`` dict: ``name + CPU``
+CPU = "@cpu"
+
+
 def _timed(
     seconds: dict[str, float] | None, name: str, run: Callable[[], Tensor], device: torch.device
 ) -> Tensor:
-    """``run()``, its wall time (device synchronised) added to ``seconds[name]`` if given."""
+    """``run()``, its wall time (device synchronised) added to ``seconds[name]`` and this
+    process's CPU time (all its threads; robust to other processes' load) to
+    ``seconds[name + CPU]``, if given."""
     if seconds is None:
         return run()
     sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
     sync()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     out = run()
     sync()
     seconds[name] = seconds.get(name, 0.0) + time.perf_counter() - started
+    seconds[name + CPU] = seconds.get(name + CPU, 0.0) + time.process_time() - cpu
     return out
 
 

@@ -143,6 +143,18 @@ def describe_sampler(record: dict[str, Any]) -> str:
         f"update {record.get('update')}, η {record.get('eta')}, {record.get('steps')} steps "
         f"({record.get('scheduler')}), clip_x0 {'on' if record.get('clip_x0') else 'off'}"
     )
+    if record.get("nfe") is not None:  # samplers/nfe.py
+        parts[-1] += (
+            f", NFE {record['nfe']} ({record.get('unet_forward')} UNet forward + "
+            f"{record.get('unet_backward')} backward)"
+        )
+    if record.get("name") == "sing_inn" and (
+        record.get("guidance_every", 1) != 1 or record.get("guidance_last") is not None
+    ):
+        parts[-1] += (
+            f", guided every {record.get('guidance_every')} steps"
+            f" within the last {record.get('guidance_last') or 'all'}"
+        )
     if record.get("name") == "sing_inn":  # samplers/sing_inn.py: always, whatever clip_x0 says
         parts[-1] += ", INN input clipped to [-1,1] each step"
     if record.get("measurement_operator"):

@@ -37,6 +37,7 @@ from singexp.errors import ConfigError, SingexpError
 from singexp.evaluation import (
     CONSISTENCY_ORIGINAL,
     CONSISTENCY_RECEIVED,
+    CPU,
     Restorer,
     batch_generator,
     consistency,
@@ -54,6 +55,7 @@ from singexp.points import BASELINE, ORIGINAL, TRIVIAL
 __all__ = [
     "CONSISTENCY_ORIGINAL",
     "CONSISTENCY_RECEIVED",
+    "CPU_SECONDS",
     "SECONDS",
     "BatchResult",
     "RestorationModule",
@@ -80,6 +82,9 @@ class BatchResult:
 #: its own call), in every method's summary (metrics.json); summed over the batches, divided by
 #: the images, measured with the device synchronised
 SECONDS = "seconds_per_image"
+#: CPU seconds per image of each method, this process's (all its threads): what the load of
+#: other processes does not change
+CPU_SECONDS = "cpu_seconds_per_image"
 
 
 class RestorationModule(L.LightningModule):
@@ -225,6 +230,7 @@ class RestorationModule(L.LightningModule):
             summary["images"] = len(rows)
             if name in seconds and rows:
                 summary[SECONDS] = seconds[name] / len(rows)
+                summary[CPU_SECONDS] = seconds[name + CPU] / len(rows)
             self.summary[name] = summary
             for key, value in summary.items():
                 if isinstance(value, int | float):

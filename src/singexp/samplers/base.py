@@ -109,14 +109,48 @@ class Correction:
 GuidanceT = TypeVar("GuidanceT", bound="Guidance")
 
 
+@dataclass(frozen=True)
+class GuidanceSteps:
+    """The steps a guidance acts at (``sampler.guidance_every``, ``sampler.guidance_last``; ours,
+    not the paper's, whose Algorithm 2 guides at every step): step k of N when k is a multiple
+    of ``every`` (counted from the first step) and, with ``last`` set, k ≥ N − ``last``. The
+    default (1, None) is every step. A DPS-form guidance never acts at the last step anyway
+    (:func:`singexp.samplers.loop.guided`)."""
+
+    every: int = 1
+    last: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ConfigError("sampler.guidance_every", f"must be ≥ 1, got {self.every}")
+        if self.last is not None and self.last < 0:
+            raise ConfigError("sampler.guidance_last", f"must be ≥ 0 or null, got {self.last}")
+
+    def active(self, index: int, num_steps: int) -> bool:
+        if self.last is not None and index < num_steps - self.last:
+            return False
+        return index % self.every == 0
+
+    @property
+    def all(self) -> bool:
+        return self.every == 1 and self.last is None
+
+
 class Guidance(Correction):
     """A guidance correction with a step ζ_t (SING-INN, DPS-JSCC).
 
     ``zeta``: a number or one per image (B,), held as a tensor of ``like``'s dtype and device;
-    ``zeta_schedule``: ζ_t = ζ (``constant``, Chung et al.) or ζ √ᾱ_t (``sqrt_alpha_bar``).
+    ``zeta_schedule``: ζ_t = ζ (``constant``, Chung et al.) or ζ √ᾱ_t (``sqrt_alpha_bar``);
+    ``guided_steps``: the steps it acts at (:class:`GuidanceSteps`; default every step).
     """
 
-    def __init__(self, zeta: float | Tensor, zeta_schedule: str, like: Tensor) -> None:
+    def __init__(
+        self,
+        zeta: float | Tensor,
+        zeta_schedule: str,
+        like: Tensor,
+        guided_steps: GuidanceSteps | None = None,
+    ) -> None:
         if zeta_schedule not in ZETA_SCHEDULES:
             raise ConfigError(
                 "sampler.zeta_schedule",
@@ -125,6 +159,14 @@ class Guidance(Correction):
         zeta_t = torch.as_tensor(zeta, dtype=like.dtype, device=like.device)
         self.zeta = zeta_t.reshape(-1, 1, 1, 1) if zeta_t.ndim == 1 else zeta_t
         self.zeta_schedule = zeta_schedule
+        self.guided_steps = guided_steps or GuidanceSteps()
+
+    def guides_at(self, step: StepInfo) -> bool:
+        return self.guides_x_t and self.active(step)
+
+    def active(self, step: StepInfo) -> bool:
+        """Whether this guidance acts at ``step`` (:class:`GuidanceSteps`)."""
+        return self.guided_steps.active(step.index, step.num_steps)
 
     #: the attributes holding one value per image (sliced by :meth:`rows`)
     per_image: tuple[str, ...] = ()

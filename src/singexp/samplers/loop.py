@@ -1,5 +1,5 @@
-"""One sampling loop for any diffusers ε-prediction UNet and DDPM/DDIM scheduler
-(docs/guide/methods.md).
+"""One sampling loop for any diffusers ε-prediction UNet and DDPM/DDIM scheduler or multistep
+solver (DPM-Solver++, UniPC) (docs/guide/methods.md).
 
 Per step of the respaced schedule (``scheduler.set_timesteps(N)`` over T = 1000):
 
@@ -8,7 +8,8 @@ Per step of the respaced schedule (``scheduler.set_timesteps(N)`` over T = 1000)
     x̂0|t = correction(x0|t, step)               (null space, DDNM+, guidance, ...)
     x̂0|t = clip(x̂0|t, −1, 1)                    (only with ``clip_x0=True``; off by default)
     x_t' = update(x_t, ε, x̂0|t)                 (a named update form, :data:`UPDATES`)
-    x_t' = x_t' − correction.x_t_guidance(...)   (only for corrections that guide x_t: DPS)
+    x_t' = x_t' − correction.x_t_guidance(...)   (only for corrections that guide x_t: DPS;
+                                                 not at the last step, below)
 
 Both update forms are x_t' = √ᾱ_t' x̂0 + σ_t (η_t z + √(1−η_t²) e) with σ_t = √(1−ᾱ_t')
 (:class:`~singexp.samplers.base.StepInfo`); which one a result used must be reported:
@@ -16,16 +17,22 @@ Both update forms are x_t' = √ᾱ_t' x̂0 + σ_t (η_t z + √(1−η_t²) e) 
 - ``posterior``: e = the equivalent noise ε' = (x_t − √ᾱ_t x̂0)/√(1−ᾱ_t), handed to
   ``scheduler.step(ε', t, x_t, eta=η)``: DDIM with η (DDIM eq. 12), so η_t = σ_DDIM(η)/σ_t; with
   a DDPM scheduler (or DDIM at η = 1) it is Algorithm 1's posterior step q(x_t' | x_t, x̂0).
+  With a multistep solver (``sampler.scheduler=dpmsolver++ | unipc``, η = 0) the same ε' goes
+  to its ``step``, which turns it back into x̂0 (data prediction) and extrapolates from the
+  corrected x̂0 of this and the previous step.
 - ``ddnm``: e = the model's ε_θ and η_t = η (DDNM code ``ddnm_diffusion``).
 
 A correction that replaces the noise term (DDNM+) gets z and e and returns the whole term; the
 scheduler's step is then written out by the formula above (equal to it; tested).
 
 Nothing is clipped unless ``clip_x0`` is set (DDNM does not clip; the schedulers are built with
-``clip_sample=False``). The output is the last x̂0|t (DDNM returns ``x0_preds[-1]``): with
-ᾱ_t' = 1 at the last step the final update returns x̂0 exactly anyway. The schedulers must be
-stateless in t (DDPM, DDIM): time travel revisits timesteps. Non-finite values stop the loop
-with a :class:`SamplingError` naming the step.
+``clip_sample=False``). The output is the last x̂0|t (DDNM returns ``x0_preds[-1]``), for every
+correction: the last step's x_t' is not used. So the last step of a DPS-form correction (one that
+guides x_t) runs the UNet forward only: its push would move only that unused x_t' (one UNet
+backward saved; a method's NFE is :func:`~singexp.samplers.nfe.loop_nfe`). Time travel needs a
+scheduler stateless in t (DDPM, DDIM): it revisits timesteps; the multistep schedulers
+(DPM-Solver++, UniPC) keep the previous steps' x̂0 and run without it. Non-finite values stop
+the loop with a :class:`SamplingError` naming the step.
 """
 
 from __future__ import annotations
@@ -57,6 +64,12 @@ class SamplingError(SingexpError):
 
 def _noise(like: Tensor, generator: Generator) -> Tensor:
     return randn_tensor(like.shape, generator=generator, device=like.device, dtype=like.dtype)
+
+
+def is_multistep(scheduler: Any) -> bool:
+    """A multistep solver (DPM-Solver++, UniPC: ``sampler.scheduler=dpmsolver++ | unipc``): it
+    keeps the previous steps' x̂0 (``model_outputs``) and is deterministic (η = 0)."""
+    return hasattr(scheduler, "model_outputs")
 
 
 # ---- update forms -------------------------------------------------------------------------
@@ -105,7 +118,11 @@ class PosteriorUpdate(UpdateForm):
         super().bind(scheduler, eta, correction)
         params = inspect.signature(scheduler.step).parameters
         self.takes_eta = "eta" in params
-        if not self.takes_eta and self.eta != 1.0:
+        self.takes_generator = "generator" in params
+        self.multistep = is_multistep(scheduler)
+        if self.multistep:
+            check_multistep(type(scheduler).__name__, self.eta, correction.replaces_noise)
+        elif not self.takes_eta and self.eta != 1.0:
             raise ConfigError(
                 "sampler.eta",
                 f"{type(scheduler).__name__}.step has no η (its posterior step is η = 1); "
@@ -113,6 +130,8 @@ class PosteriorUpdate(UpdateForm):
             )
 
     def step_eta(self, alpha_bar: float, alpha_bar_prev: float) -> float:
+        if self.multistep:  # deterministic solvers: no fresh noise
+            return 0.0
         eta = self.eta if self.takes_eta else 1.0
         budget2 = 1 - alpha_bar_prev
         if budget2 <= 0:
@@ -139,9 +158,11 @@ class PosteriorUpdate(UpdateForm):
         if correction.replaces_noise:
             return _written_out(x0_hat, eps_step, step, correction, generator)
         kwargs: dict[str, Any] = {"eta": self.eta} if self.takes_eta else {}
-        return scheduler.step(
-            eps_step, step.timestep, x_t, generator=generator, **kwargs
-        ).prev_sample
+        if self.takes_generator:
+            kwargs["generator"] = generator
+        # a multistep solver converts ε' back to x̂0 (its data prediction: x0 = (x_t − σ_t ε')/α_t,
+        # Lu et al. 2022 eq. 3 / Zhao et al. 2023), so it extrapolates from the corrected x̂0s
+        return scheduler.step(eps_step, step.timestep, x_t, **kwargs).prev_sample
 
 
 class DDNMUpdate(UpdateForm):
@@ -151,6 +172,12 @@ class DDNMUpdate(UpdateForm):
 
     def bind(self, scheduler: Any, eta: float, correction: Correction) -> None:
         super().bind(scheduler, eta, correction)
+        if is_multistep(scheduler):
+            raise ConfigError(
+                "sampler.update",
+                f"ddnm writes its own step and would ignore {type(scheduler).__name__}'s "
+                "multistep solver; set sampler.update=posterior",
+            )
         if not 0.0 <= self.eta <= 1.0:
             raise ConfigError("sampler.eta", f"must lie in [0, 1] for update=ddnm, got {eta}")
 
@@ -181,6 +208,21 @@ class DDNMUpdate(UpdateForm):
 UPDATES: dict[str, type[UpdateForm]] = {"posterior": PosteriorUpdate, "ddnm": DDNMUpdate}
 
 
+def check_multistep(name: str, eta: float, replaces_noise: bool) -> None:
+    """A multistep solver runs the posterior form at η = 0 without a noise-sharing correction
+    (DDNM+): it has no fresh noise to share out."""
+    if eta != 0.0:
+        raise ConfigError(
+            "sampler.eta", f"{name} is deterministic (η = 0); set sampler.eta=0.0, got {eta}"
+        )
+    if replaces_noise:
+        raise ConfigError(
+            "sampler.sigma_y",
+            f"DDNM+ (σ_y > 0) shares out fresh noise, which {name} has none of; "
+            "set sampler.sigma_y=0.0 or sampler.scheduler=ddim",
+        )
+
+
 def make_update(update: str | UpdateForm) -> UpdateForm:
     if isinstance(update, UpdateForm):
         return update
@@ -204,12 +246,18 @@ def previous_alpha_bar(scheduler: Any, t: Tensor) -> Tensor:
 
 
 def step_infos(scheduler: Any, form: UpdateForm) -> list[StepInfo]:
-    """Per-step schedule values for the scheduler's current timesteps."""
+    """Per-step schedule values for the scheduler's current timesteps (a multistep solver
+    steps to the next listed timestep, and from the last to σ = 0, ᾱ = 1)."""
     timesteps = scheduler.timesteps
+    multistep = is_multistep(scheduler)
     infos = []
     for k, t in enumerate(timesteps):
         ab = scheduler.alphas_cumprod[int(t)]
-        ab_prev = previous_alpha_bar(scheduler, t)
+        if multistep:
+            last = k + 1 == len(timesteps)
+            ab_prev = torch.tensor(1.0) if last else scheduler.alphas_cumprod[int(timesteps[k + 1])]
+        else:
+            ab_prev = previous_alpha_bar(scheduler, t)
         infos.append(
             StepInfo(
                 index=k,
@@ -322,6 +370,12 @@ def _guided_model_step(
     return eps, x0, push
 
 
+def guided(correction: Correction, step: StepInfo) -> bool:
+    """Whether the loop runs ``step`` with the correction's x_t guidance (a UNet backward): where
+    :meth:`Correction.guides_at` says so, never at the last step (module docstring)."""
+    return correction.guides_x_t and not step.is_last and correction.guides_at(step)
+
+
 def _check_finite(x: Tensor, step: StepInfo, desc: str) -> None:
     if not torch.isfinite(x).all():
         from singexp.weights import nonfinite_files
@@ -365,16 +419,25 @@ def sample(
     same seed gives identical outputs. ``callback(step, x_t, x̂0)`` runs after each correction.
     ``progress``: a :data:`ProgressHook` entered with ``desc`` and the number of steps, True for
     :func:`singexp.progress.sampling` (method, batch, sweep point, ETA), False for none.
-    Returns the last x̂0|t (module docstring).
+    Returns the last x̂0|t; a guiding correction's last step is not guided (module docstring).
     """
     correction = correction if correction is not None else Correction()
     form = make_update(update)
     form.bind(scheduler, eta, correction)
-    if getattr(scheduler.config, "clip_sample", False):
+    if getattr(scheduler.config, "clip_sample", False) or getattr(
+        scheduler.config, "thresholding", False
+    ):
         raise ValueError("build the scheduler with clip_sample=False; clipping is clip_x0")
+    travel = time_travel or TimeTravel()
+    if travel.enabled and is_multistep(scheduler):
+        raise ConfigError(
+            "sampler.time_travel",
+            f"{type(scheduler).__name__} keeps the previous steps' x̂0 and cannot revisit "
+            "timesteps; set sampler.time_travel.repeat=1 or sampler.scheduler=ddim",
+        )
     scheduler.set_timesteps(int(steps))
     infos = step_infos(scheduler, form)
-    moves = (time_travel or TimeTravel()).plan(len(infos))
+    moves = travel.plan(len(infos))
 
     device, dtype = _device_dtype(unet)
     if x_T is None:
@@ -393,7 +456,7 @@ def sample(
                 continue
             step = infos[k]
             push = None
-            if correction.guides_x_t and correction.guides_at(step):
+            if guided(correction, step):
                 eps, x0, push = _guided_model_step(unet, scheduler, x, step, channels, correction)
             else:
                 eps, x0 = _model_step(unet, scheduler, x, step, channels)

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from diffusers.schedulers.scheduling_ddim import DDIMScheduler
 from diffusers.schedulers.scheduling_ddpm import DDPMScheduler
+from diffusers.schedulers.scheduling_dpmsolver_multistep import DPMSolverMultistepScheduler
+from diffusers.schedulers.scheduling_unipc_multistep import UniPCMultistepScheduler
 
 from singexp.errors import ConfigError
 
@@ -23,7 +25,20 @@ SCHEDULES: dict[str, str] = {
 }
 
 
-SCHEDULER_KINDS: dict[str, type] = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler}
+SCHEDULER_KINDS: dict[str, type] = {
+    "ddpm": DDPMScheduler,
+    "ddim": DDIMScheduler,
+    "dpmsolver++": DPMSolverMultistepScheduler,
+    "unipc": UniPCMultistepScheduler,
+}
+#: the multistep kinds (deterministic, η = 0; they keep the previous steps' x̂0): their own
+#: settings, and a multistep scheduler does not clip inside ``step`` (``thresholding`` off)
+MULTISTEP_KINDS: dict[str, dict[str, Any]] = {
+    # DPM-Solver++(2M), Lu et al. 2022 (arXiv 2211.01095), data prediction, Alg. 2
+    "dpmsolver++": {"algorithm_type": "dpmsolver++", "solver_order": 2, "thresholding": False},
+    # UniPC-2 with the B(h) = e^h − 1 variant (bh2), Zhao et al. 2023 (arXiv 2302.04867)
+    "unipc": {"predict_x0": True, "solver_type": "bh2", "solver_order": 2, "thresholding": False},
+}
 
 
 def build_scheduler(
@@ -34,10 +49,11 @@ def build_scheduler(
     kind: str = "ddim",
     clip_sample: bool = False,
     **kwargs: Any,
-) -> DDPMScheduler | DDIMScheduler:
+) -> DDPMScheduler | DDIMScheduler | DPMSolverMultistepScheduler | UniPCMultistepScheduler:
     """A diffusers scheduler with the paper's noise schedule (linear β 1e-4..0.02, T = 1000).
 
-    ``schedule``: linear | scaled_linear | cosine; ``kind``: ddim | ddpm. The model predicts ε;
+    ``schedule``: linear | scaled_linear | cosine; ``kind``: ddim | ddpm | dpmsolver++ | unipc
+    (:data:`MULTISTEP_KINDS`: deterministic multistep solvers). The model predicts ε;
     x0 is not clipped inside ``step`` unless ``clip_sample`` (restoration never does: its loop
     clips only with ``sampler.clip_x0``); extra keyword arguments go to the scheduler (e.g.
     ``timestep_spacing``).
@@ -56,8 +72,15 @@ def build_scheduler(
         "beta_end": float(beta_end),
         "beta_schedule": SCHEDULES[schedule],
         "prediction_type": "epsilon",
-        "clip_sample": bool(clip_sample),
     }
+    if kind in MULTISTEP_KINDS:
+        if clip_sample:
+            raise ConfigError(
+                "sampler.scheduler", f"{kind} has no clip_sample; use sampler.clip_x0"
+            )
+        options.update(MULTISTEP_KINDS[kind])
+    else:
+        options["clip_sample"] = bool(clip_sample)
     options.update(kwargs)
     return SCHEDULER_KINDS[kind](**options)
 
@@ -97,11 +120,13 @@ def scheduler_for(scheduler: Any, method: Method) -> Any:
     the method's kind (``scheduler``: ddim | ddpm) and ``timestep_spacing``, no clipping in
     ``step``. A scheduler of the method's kind is copied with its whole config
     (``from_config``); another kind keeps only the schedule (:func:`method_scheduler`)."""
-    kind: Any = SCHEDULER_KINDS.get(str(method.raw.get("scheduler", "ddim")))
+    name = str(method.raw.get("scheduler", "ddim"))
+    kind: Any = SCHEDULER_KINDS.get(name)
     if kind is not None and type(scheduler) is kind:
+        no_clip = MULTISTEP_KINDS.get(name, {"clip_sample": False})
         return kind.from_config(
             scheduler.config,
             timestep_spacing=method.raw.get("timestep_spacing", "leading"),
-            clip_sample=False,
+            **{k: v for k, v in no_clip.items() if k in ("clip_sample", "thresholding")},
         )
     return method_scheduler(prior_schedule(scheduler), method)

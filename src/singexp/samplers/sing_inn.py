@@ -20,9 +20,13 @@ then the usual update to t' (:mod:`~singexp.samplers.loop`). ``gradient``:
   x̂0|t = x0|t − 2ζ (x0|t − x_inv); no backward pass (ζ = ½ replaces x0|t by x_inv).
 
 ζ_t = ζ (``zeta_schedule=constant``) or ζ √ᾱ_t (``sqrt_alpha_bar``, the default: weak while
-x0|t is mostly noise; the paper leaves the schedule open). ``variant=two_phase`` (ours, not the
-paper's) keeps DDNM null-space consistency with the INN's linear coarse part for timesteps
-≥ ``switch_t`` and guides below.
+x0|t is mostly noise; the paper leaves the schedule open). ``guidance_every`` / ``guidance_last``
+(ours, for few-step sampling; default every step as Algorithm 2): guidance only at every k-th
+step or the last m steps (:class:`~singexp.samplers.base.GuidanceSteps`); an unguided step
+costs the UNet forward alone. The INN's forward of the received image is not repeated per step:
+c_y = coarse(x̂) is computed once per image; what runs per step is f(x0|t) and f⁻¹(c_y, d_t).
+``variant=two_phase`` (ours, not the paper's) keeps DDNM null-space consistency with the INN's
+linear coarse part for timesteps ≥ ``switch_t`` and guides below.
 
 Why ``dps`` is the default (measured, docs/guide/methods.md): the embedded INN's inverse
 f⁻¹(c_y, d) is exact for d of a clean image but, for d of a blurry or noisy x0|t (every step
@@ -52,7 +56,13 @@ from torch import Tensor
 from singexp.errors import ConfigError
 from singexp.nn.inn import ConditionalINN
 from singexp.operators import AveragePool, LinearOperator
-from singexp.samplers.base import ZETA_SCHEDULES, Correction, Guidance, StepInfo
+from singexp.samplers.base import (
+    ZETA_SCHEDULES,
+    Correction,
+    Guidance,
+    GuidanceSteps,
+    StepInfo,
+)
 from singexp.samplers.corrections import NullSpace
 from singexp.samplers.loop import (
     Generator,
@@ -119,12 +129,13 @@ class INNGuidance(Guidance):
         zeta: float | Tensor,
         gradient: str,
         zeta_schedule: str,
+        guided_steps: GuidanceSteps | None = None,
     ) -> None:
         if gradient not in GRADIENTS:
             raise ConfigError(
                 "sampler.gradient", f"unknown {gradient!r}; choose one of {GRADIENTS}"
             )
-        super().__init__(zeta, zeta_schedule, like=c_y)
+        super().__init__(zeta, zeta_schedule, like=c_y, guided_steps=guided_steps)
         self.per_image = ("c_y", "snr_db")
         self.inn = as_inn(inn)
         self.c_y = c_y
@@ -140,6 +151,10 @@ class INNGuidance(Guidance):
 
     def __call__(self, x0: Tensor, step: StepInfo) -> Tensor:
         if self.gradient == "dps":  # guidance acts on x_t' (x_t_guidance)
+            return x0
+        if not (
+            self.guided_steps.all or self.active(step)
+        ):  # an unguided step (guidance_every/_last)
             return x0
         zeta = self.zeta_at(step)
         if self.gradient == "constant":
@@ -210,13 +225,16 @@ def sing_inn(
     zeta_schedule: str = "sqrt_alpha_bar",
     variant: str = "algorithm2",
     switch_t: int = 300,
+    guidance_every: int = 1,
+    guidance_last: int | None = None,
     **options: Unpack[LoopOptions],
 ) -> Tensor:
     """SING-INN on a batch of DeepJSCC outputs ``y_image`` = x̂ (B, C, H, W) in [-1, 1].
 
     c_y = coarse(x̂) (the INN's A); ``snr_db``: the channel SNR per image (B,) or a number (the
     INN's conditioning). ``variant``: ``algorithm2`` (INN guidance at every step, the paper) or
-    ``two_phase`` (:class:`TwoPhase` at ``switch_t``). Other arguments as in
+    ``two_phase`` (:class:`TwoPhase` at ``switch_t``); ``guidance_every``/``guidance_last``: the
+    steps guided (:class:`~singexp.samplers.base.GuidanceSteps`). Other arguments as in
     :func:`~singexp.samplers.sing_zero.sing_zero`. The same ``generator`` seed gives identical
     outputs.
     """
@@ -228,7 +246,8 @@ def sing_inn(
     x_hat = y_image.to(param.device, param.dtype)
     with torch.no_grad():
         c_y = net.coarse(x_hat)
-    correction: Correction = INNGuidance(net, c_y, snr_db, zeta, gradient, zeta_schedule)
+    guided = GuidanceSteps(guidance_every, guidance_last)
+    correction: Correction = INNGuidance(net, c_y, snr_db, zeta, gradient, zeta_schedule, guided)
     if variant == "two_phase":
         correction = TwoPhase(NullSpace(AveragePool(net.scale), c_y), correction, switch_t)
     with prepared(net):
@@ -236,7 +255,18 @@ def sing_inn(
 
 
 # ---- config --------------------------------------------------------------------------------
-_OWN_KEYS = frozenset({"zeta", "gradient", "zeta_schedule", "variant", "switch_t", "measurement"})
+_OWN_KEYS = frozenset(
+    {
+        "zeta",
+        "gradient",
+        "zeta_schedule",
+        "variant",
+        "switch_t",
+        "measurement",
+        "guidance_every",
+        "guidance_last",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -252,6 +282,8 @@ class SingINNConfig:
     zeta_schedule: str = "sqrt_alpha_bar"
     switch_t: int = 300
     measurement: str = "operator"
+    guidance_every: int = 1
+    guidance_last: int | None = None
     time_travel: TimeTravel = dataclasses.field(default_factory=TimeTravel)
     clip_x0: bool = False
     clamp: bool = True
@@ -272,6 +304,14 @@ class SingINNConfig:
         switch_t = k.number("switch_t", 300, int)
         if not 0 <= switch_t <= 1000:
             raise k.fail("switch_t", f"must lie in 0..1000, got {switch_t}")
+        every = k.number("guidance_every", cls.guidance_every, int)
+        if every < 1:
+            raise k.fail("guidance_every", f"must be ≥ 1 (1: every step), got {every}")
+        last = cfg.get("guidance_last")
+        if last is not None:
+            last = k.number("guidance_last", None, int)
+            if last < 0:
+                raise k.fail("guidance_last", f"must be ≥ 0 or null (null: all steps), got {last}")
         return cls(
             variant=k.choice("variant", "algorithm2", VARIANTS),
             zeta=zeta,
@@ -279,6 +319,8 @@ class SingINNConfig:
             zeta_schedule=k.choice("zeta_schedule", cls.zeta_schedule, ZETA_SCHEDULES),
             switch_t=switch_t,
             measurement=k.choice("measurement", "operator", MEASUREMENTS),
+            guidance_every=every,
+            guidance_last=last,
             **settings_of(shared),
         )
 
@@ -330,5 +372,7 @@ def restore_sing_inn(
         zeta_schedule=c.zeta_schedule,
         variant=c.variant,
         switch_t=c.switch_t,
+        guidance_every=c.guidance_every,
+        guidance_last=c.guidance_last,
         **loop_options(c, generator),
     )

@@ -28,6 +28,7 @@ from singexp.samplers.loop import (
     loop_options,
     sample_restoration,
 )
+from singexp.samplers.schedulers import MULTISTEP_KINDS
 from singexp.schema import config_number
 
 #: ``sigma_y`` value that asks for σ_y measured from the codec at the test SNR
@@ -146,6 +147,8 @@ class SingZeroConfig:
             repeat=k.number("time_travel.repeat", 1, int, tt),
             every=None if every is None else k.number("time_travel.every", 1, int, tt),
         )
+        if str(cfg.get("scheduler", "ddim")) in MULTISTEP_KINDS:
+            check_multistep_config(k, eta, update, sigma_y, travel)
         if (
             travel.length < 0
             or travel.repeat < 1
@@ -168,6 +171,23 @@ class SingZeroConfig:
         if measured is None or not math.isfinite(measured):
             raise ConfigError("sampler.sigma_y", "auto needs σ_y measured from the codec")
         return float(measured)
+
+
+def check_multistep_config(
+    k: Keys, eta: float, update: str, sigma_y: float | str, travel: TimeTravel
+) -> None:
+    """A multistep solver (``scheduler: dpmsolver++ | unipc``) is deterministic and keeps the
+    previous steps' x̂0: η 0, the posterior form, no DDNM+ and no time travel
+    (:mod:`~singexp.samplers.loop`)."""
+    kind = k.cfg.get("scheduler")
+    if eta != 0.0:
+        raise k.fail("eta", f"scheduler {kind} is deterministic (η = 0): set eta=0.0, got {eta}")
+    if update != "posterior":
+        raise k.fail("update", f"scheduler {kind} takes its step itself: set update=posterior")
+    if sigma_y != 0.0:
+        raise k.fail("sigma_y", f"DDNM+ shares out fresh noise, which {kind} has none of: set 0.0")
+    if travel.enabled:
+        raise k.fail("time_travel", f"scheduler {kind} cannot revisit timesteps: set repeat=1")
 
 
 # ---- the restorer (registered in singexp.samplers.registry) --------------------------------
