@@ -272,3 +272,33 @@ def test_the_allowlist_names_tables_that_exist() -> None:
         assert heading in hand_tables(REPO / name), (name, heading)
     for name in ALLOWED_PAGES:
         assert (REPO / name).is_file(), name
+
+
+def test_a_drop_block_renders_the_reports_drop_md_from_its_csv(tmp_path: Path) -> None:
+    """``drop.csv`` read back gives the report's own ``drop.md`` (the mismatch page's source)."""
+    from singexp.report.statistics import drop_rows
+    from singexp.report.tables import write_drop
+
+    rows = []
+    for data, matched in (("shapes", True), ("photos", False)):
+        for method, psnr in (("deepjscc", 15.0), ("sing_inn", 14.5)):
+            rows.append(
+                {
+                    "dataset": data,
+                    "bcr": "1/48",
+                    "snr_db": 0.0,
+                    "method": method,
+                    "variant": f"dataset={data}",
+                    "variant_without_data": "",
+                    "metric": "psnr",
+                    "mean": psnr + (0.0 if matched else 5.25),
+                    "matched": matched,
+                }
+            )
+    assert drop_rows(rows)
+    csv_path, md_path = write_drop(rows, tmp_path)
+    page = tmp_path / "page.md"
+    page.write_text(f"<!-- generated: {csv_path.name} drop -->\nstale\n<!-- /generated -->\n")
+    new, changed = regenerate(page, tmp_path)
+    assert changed and md_path.read_text() in new
+    assert "15.000 → 20.250 (+5.250)" in new and "-0.500 → -0.500" in new

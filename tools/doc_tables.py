@@ -486,6 +486,13 @@ def render_paired(source: Path, options: dict[str, str]) -> str:
     return paired_markdown(read_paired(source))
 
 
+def render_drop(source: Path, options: dict[str, str]) -> str:
+    """A report's ``drop.csv`` (``+experiment=mismatch``) as its ``drop.md`` says it."""
+    from singexp.report.tables import drop_markdown, read_drop
+
+    return drop_markdown(read_drop(source))
+
+
 def render_tuned(source: Path, options: dict[str, str]) -> str:
     """A ``conf/tuned`` file (``python -m singexp.tuning``): one row per method and key, its
     header's provenance lines under the table."""
@@ -610,6 +617,7 @@ KINDS: dict[str, Callable[[Path, dict[str, str]], str]] = {
     "paper_scale_flops": render_paper_scale_flops,
     "metric_table": render_metric_table,
     "paired": render_paired,
+    "drop": render_drop,
     "tuned": render_tuned,
     "nfe_front": render_nfe_front,
     "nfe_fast": render_nfe_fast,

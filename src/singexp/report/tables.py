@@ -25,8 +25,10 @@ __all__ = [
     "LOWER_IS_BETTER",
     "METRICS",
     "PAIRED_FIELDS",
+    "drop_markdown",
     "flat_row",
     "paired_markdown",
+    "read_drop",
     "read_paired",
     "write_drop",
     "write_flops",
@@ -36,22 +38,43 @@ __all__ = [
 ]
 
 
+#: the columns of ``drop.csv``
+DROP_FIELDS = [
+    "bcr",
+    "snr_db",
+    "method",
+    "variant",
+    "metric",
+    "matched_data",
+    "matched",
+    "mismatched_data",
+    "mismatched",
+    "delta",
+    "gain_matched",
+    "gain_mismatched",
+]
+
+
 def write_drop(rows: list[dict[str, Any]], out: Path) -> list[Path]:
-    """``drop.csv`` and ``drop.md``: :func:`drop_rows` (nothing when there is no drop to show);
-    the Markdown table has one row per point and method, one column per metric with
-    "matched → mismatched (Δ)"."""
+    """``drop.csv`` and ``drop.md`` (:func:`drop_markdown`) of :func:`drop_rows` (nothing when
+    there is no drop to show)."""
     drops = drop_rows(rows)
     if not drops:
         return []
     out.mkdir(parents=True, exist_ok=True)
-    fields = ["bcr", "snr_db", "method", "variant", "metric"]
-    fields += ["matched_data", "matched", "mismatched_data", "mismatched", "delta"]
-    fields += ["gain_matched", "gain_mismatched"]
-    csv_path = _write_csv(out / "drop.csv", fields, drops)
+    csv_path = _write_csv(out / "drop.csv", DROP_FIELDS, drops)
+    md_path = out / "drop.md"
+    atomic_write_text(md_path, drop_markdown(drops))
+    return [csv_path, md_path]
+
+
+def drop_markdown(drops: list[dict[str, Any]]) -> str:
+    """The drop table: one row per point and method, one column per metric with "matched →
+    mismatched (Δ)"; then each method's gain over DeepJSCC on the same data."""
     metrics = [m for m in METRICS if any(d["metric"] == m for d in drops)]
     table: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
     gains: dict[tuple[Any, ...], dict[str, str]] = defaultdict(dict)
-    for d in drops:
+    for d in sorted(drops, key=_row_order):
         key = (d["bcr"], d["snr_db"], d["method"], d["variant"])
         table[key][d["metric"]] = f"{d['matched']:.3f} → {d['mismatched']:.3f} ({d['delta']:+.3f})"
         if d["gain_matched"] is not None and d["gain_mismatched"] is not None:
@@ -76,9 +99,20 @@ def write_drop(rows: list[dict[str, Any]], out: Path) -> list[Path]:
             "",
             *_markdown_table(gains, metrics, variants),
         ]
-    md_path = out / "drop.md"
-    atomic_write_text(md_path, "\n".join(lines) + "\n")
-    return [csv_path, md_path]
+    return "\n".join(lines) + "\n"
+
+
+def read_drop(csv_path: Path) -> list[dict[str, Any]]:
+    """The rows of a ``drop.csv``, typed as :func:`drop_rows` makes them."""
+    with csv_path.open() as f:
+        rows: list[dict[str, Any]] = list(csv.DictReader(f))
+    for r in rows:
+        r["snr_db"] = float(r["snr_db"])
+        for key in ("matched", "mismatched", "delta"):
+            r[key] = float(r[key])
+        for key in ("gain_matched", "gain_mismatched"):
+            r[key] = float(r[key]) if r[key] not in ("", None) else None
+    return rows
 
 
 #: the columns of ``paired.csv``
