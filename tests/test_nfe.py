@@ -94,6 +94,8 @@ CASES = [
     {"name": "dps_jscc", "steps": 4},
     {"name": "inverse_jscc", "generator_steps": 2, "iterations": 3},
     {"name": "inverse_jscc", "generator_steps": 2, "iterations": 2, "init": "noise"},
+    {"name": "diffpir", "steps": 3, "sigma_y": 0.05},
+    {"name": "ddrm", "steps": 3, "sigma_y": 0.05},
 ]
 
 
@@ -211,3 +213,16 @@ def test_multistep_unguided_loop_is_diffusers_own(unet: UNet2DModel, kind: str) 
 def test_multistep_config_errors_name_the_key(kind: str, override: dict, key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check_method({"name": "sing_zero", "scheduler": kind, **override})
+
+
+def test_every_method_of_the_comparison_records_its_nfe(make_cfg: Any) -> None:
+    """The record of every method the comparison runs (the loop's, InverseJSCC's, deepinv's)
+    names its NFE: none is left out, none fails."""
+    from singexp.assembly import method_records
+    from singexp.config import validate
+
+    run = validate(make_cfg("+experiment=comparison"))
+    records = method_records(run.methods, AveragePool(4), None, 0.05)
+    assert set(records) == {"sing_zero", "sing_inn", "dps_jscc", "inverse_jscc", "diffpir", "ddrm"}
+    assert all(r["nfe"] > 0 for r in records.values()), {k: r["nfe"] for k, r in records.items()}
+    assert records["diffpir"]["nfe"] == records["diffpir"]["steps"]

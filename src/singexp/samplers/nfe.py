@@ -9,6 +9,9 @@ counted (metrics.json ``samplers.<name>.nfe``, the printed "what ran" line).
 - InverseJSCC (:mod:`~singexp.samplers.inverse_jscc`): G = ``generator_steps`` UNet forwards;
   the inversion (``init: invert``) runs them once, each Adam iteration G forward and backward,
   and the final G(z*) once more: g · (2 · iterations + 1 + [invert]).
+- DiffPIR and DDRM (deepinv's samplers, :mod:`~singexp.samplers.deepinv_methods`): one UNet
+  forward a step, no backward (DiffPIR's data step differentiates A or the DeepJSCC chain, not
+  the UNet).
 
 ``tests/test_nfe.py`` counts the UNet's calls of each method against these numbers.
 """
@@ -64,6 +67,8 @@ def method_nfe(method: Any, num_train_timesteps: int = 1000) -> dict:
         }
     if c is None or not hasattr(c, "steps"):
         return {"nfe": 0, "unet_forward": 0, "unet_backward": 0}
+    if not hasattr(c, "time_travel"):  # deepinv's DiffPIR and DDRM: one denoiser call a step
+        return {"nfe": c.steps, "unet_forward": c.steps, "unet_backward": 0}
     guided_at: GuidedAt = lambda k, n, t: False  # noqa: E731
     if method.name == "dps_jscc":
         guided_at = lambda k, n, t: True  # noqa: E731
