@@ -116,4 +116,4 @@ def test_docs_tables_of_the_front(sweep: Path, tmp_path: Path) -> None:
     assert "+0.100 ± 0.000 |" in body[0]  # worse: no ✓
     assert "✓" in body[1].split(" | ")[6]
     fast = doc_tables.render_nfe_fast(out, {})
-    assert "| SING-Zero | 10 (NFE 10) |" in fast
+    assert "| SING-Zero | 10 (NFE 10) | 10 (NFE 10) | 1 |" in fast

@@ -233,15 +233,18 @@ def test_fast_presets_use_the_fast_settings_and_the_main_job_keeps_the_papers() 
     """paper_grid_fast / sing_inn_fast: each method's conf/fast/<method>.yaml over its sampler's
     defaults, the grid's 18 points in a folder of their own, no W&B; the main job stays at the
     paper's 100 steps."""
-    fast = {m: OmegaConf.load(CONF_DIR / "fast" / f"{m}.yaml") for m in ("sing_zero", "sing_inn")}
+    methods = ("sing_zero", "sing_inn", "dps_jscc", "inverse_jscc")
+    fast = {m: OmegaConf.load(CONF_DIR / "fast" / f"{m}.yaml") for m in methods}
     points, folder = sweep_points("+experiment=paper_grid_fast")
     assert len(points) == 18 and folder.endswith("sweeps/paper_grid_fast")
-    for preset in ("paper_grid_fast", "sing_inn_fast"):
+    for preset in ("paper_grid_fast", "sing_inn_fast", "baselines_fast"):
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose("config", overrides=[f"+experiment={preset}"])
-        for name, settings in fast.items():
+        for name in cfg.methods:
+            settings = fast[name]
             assert settings and all(cfg.methods[name][k] == v for k, v in settings.items())
             assert cfg.methods[name].name == name
+    assert set(cfg.methods) == set(methods)  # baselines_fast: every method
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         main = compose("config", overrides=["+experiment=sing_inn"])
         grid_cfg = compose("config", overrides=["+experiment=paper_grid_fast"])

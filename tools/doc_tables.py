@@ -598,11 +598,12 @@ def render_nfe_fast(source: Path, options: dict[str, str]) -> str:
             nfe = "/".join(map(str, pick["nfe"]))
             return "the default" if pick["budget"] == "ref" else f"{pick['budget']} (NFE {nfe})"
 
-        rows.append([METHOD_NAMES[method], said(strict), said(loose)])
+        rows.append([METHOD_NAMES[method], said(strict), said(loose), str(strict["points"])])
     headers = [
         "method",
         "fewest NFE not worse beyond the paired 95 % CI",
-        "fewest NFE with |Δ| within the default's 95 % CI",
+        "fewest NFE with its Δ within the default's own 95 % CI (either way)",
+        "points measured",
     ]
     return md_table(headers, rows)
 

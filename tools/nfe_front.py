@@ -105,10 +105,12 @@ def front(sweep: Path, reference: Path | None = None) -> dict[str, Any]:
     refs = _points(reference)[0] if reference is not None else points
     out_rows: list[dict[str, Any]] = []
     info: dict[str, Any] = {}
+    skipped: list[str] = []
     for (point, budget), (metrics, rows) in sorted(points.items()):
         ref = refs.get((point, REF))
-        if ref is None:
-            raise SystemExit(f"{sweep}: point {point} has no nfe=ref result to pair against")
+        if ref is None:  # not finished yet: left out, and said so
+            skipped.append(f"{point}_nfe{budget}")
+            continue
         ref_metrics, ref_rows = ref
         info.setdefault("images", metrics["methods"][METHODS[0]]["images"])
         info.setdefault("precision", (metrics.get("evaluate") or {}).get("precision_used"))
@@ -159,6 +161,8 @@ def front(sweep: Path, reference: Path | None = None) -> dict[str, Any]:
         "torch": _torch_version(),
         "commit": _commit(),
         **info,
+        "points": sorted({r["point"] for r in out_rows}, key=["main", "low", "high"].index),
+        "skipped_without_ref": skipped,
         "rows": out_rows,
         "fast": {
             "not_worse": fastest(out_rows, "not_worse"),
@@ -204,7 +208,7 @@ def fastest(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
 
 def figure(datas: list[dict[str, Any]], path: Path) -> None:
     """ST-LPIPS and PSNR against CPU seconds per image, one panel per point and measure: the
-    base front (``lever`` none) in full lines, each lever's sweep dashed."""
+    base front (``lever`` none) in full lines, each lever's sweep in a line style of its own."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -215,9 +219,10 @@ def figure(datas: list[dict[str, Any]], path: Path) -> None:
     points = sorted({r["point"] for r in base["rows"]}, key=order.index)
     fig, axes = plt.subplots(2, len(points), figsize=(4.6 * len(points), 7.5), squeeze=False)
     colours = dict(zip(METHODS, ("C0", "C1", "C2", "C3"), strict=True))
+    styles = iter(("--", ":", "-.", (0, (1, 3))))
     for data in datas:
         lever = data.get("lever") or "none"
-        style = "-" if lever == "none" else "--"
+        style = "-" if lever == "none" else next(styles)
         for j, point in enumerate(points):
             for i, metric in enumerate(("stlpips", "psnr")):
                 ax = axes[i][j]
