@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,6 +21,12 @@ from singexp.config import CONF_DIR
 
 # tiny models run far faster on one thread, above all on a loaded machine (OpenMP spin-waits)
 torch.set_num_threads(1)
+
+# a test run started in the background by a script (`cmd &` without job control) inherits
+# SIGINT ignored, and so would every process it starts: the Ctrl-C tests need Python's own
+# handler, as a terminal gives it
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
