@@ -473,3 +473,17 @@ def test_perceptual_metrics_of_many_sets_equal_the_packages_per_pair(torch_home:
     distances = [float(many[n]["stlpips"].mean()) for n in ("noisy", "blurred", "other")]
     assert min(distances) > 1e-3 and len({round(d, 4) for d in distances}) == 3
     assert float(many["same"]["stlpips"].abs().max()) < 1e-6
+
+
+def test_swd_sorts_by_numpy_give_torchs_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CPU sort SWD uses (NumPy's, faster) equals torch.sort's values exactly, ties and
+    all, and so does the SWD computed with either."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(500, 7, generator=g)
+    x[::5] = 0.25  # ties
+    assert torch.equal(M._sorted_columns(x), torch.sort(x, dim=0).values)
+    a = torch.rand(6, 3, 32, 32, generator=g) * 2 - 1
+    b = torch.rand(6, 3, 32, 32, generator=g) * 2 - 1
+    fast = M.sliced_wasserstein_many({"a": a, "b": b.flip(-1)}, b, min_size=16)
+    monkeypatch.setattr(M, "_sorted_columns", lambda t: torch.sort(t, dim=0).values)
+    assert M.sliced_wasserstein_many({"a": a, "b": b.flip(-1)}, b, min_size=16) == fast

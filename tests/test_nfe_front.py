@@ -25,11 +25,13 @@ BUDGETS = {
 }
 
 
-def write_point(root: Path, point: str, budget: str, values: dict, nfe: int) -> None:
+def write_point(
+    root: Path, point: str, budget: str, values: dict, nfe: int, lever: str = "none"
+) -> None:
     folder = root / f"{point}_nfe{budget}"
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(
-        f"nfe: {budget}\nfront:\n  point: {point}\n  lever: none\n", encoding="utf-8"
+        f"nfe: {budget}\nfront:\n  point: {point}\n  lever: {lever}\n", encoding="utf-8"
     )
     with (folder / "per_image.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, ["image", "method", "psnr", "ssim", "stlpips", "psnr_A_xhat"])
@@ -117,3 +119,51 @@ def test_docs_tables_of_the_front(sweep: Path, tmp_path: Path) -> None:
     assert "✓" in body[1].split(" | ")[6]
     fast = doc_tables.render_nfe_fast(out, {})
     assert "| SING-Zero | 10 (NFE 10) | 10 (NFE 10) | 1 |" in fast
+
+
+def test_merge_keeps_the_points_a_rerun_lacks(sweep: Path, tmp_path: Path) -> None:
+    """A sweep that re-ran one point and the references merges with the earlier JSON: the
+    earlier budgets of the other points are kept (with their source), the pick covers both."""
+    old = tmp_path / "old.json"
+    nfe_front.main([str(sweep), "--out", str(old)])  # main: ref, 5, 10
+    rerun = tmp_path / "rerun" / "nfe_front_none"
+    write_point(rerun, "main", "ref", REF, 100)  # the same reference again
+    write_point(rerun, "low", "ref", REF, 100)
+    write_point(rerun, "low", "10", BUDGETS["5"], 10)  # 10 is worse at the second point
+    new = tmp_path / "new.json"
+    data = nfe_front.main([str(rerun), "--out", str(new), "--merge", str(old)])
+    keys = [(r["point"], r["budget"]) for r in data["rows"]]
+    assert keys == [("main", "5"), ("main", "10"), ("main", "ref"), ("low", "10"), ("low", "ref")]
+    kept = {r["budget"]: r["source"]["sweep"] for r in data["rows"] if r["point"] == "main"}
+    assert kept["5"] == str(sweep) and kept["ref"] == str(rerun)
+    assert data["merged"]["rows_kept"] == 2 and data["merged"]["ref_check"] == ["main/sing_zero"]
+    assert data["points"] == ["main", "low"]
+    assert data["fast"]["not_worse"]["sing_zero"]["budget"] == "ref"  # 10 fails at low
+
+
+def test_merge_refuses_a_reference_that_moved(sweep: Path, tmp_path: Path) -> None:
+    old = tmp_path / "old.json"
+    nfe_front.main([str(sweep), "--out", str(old)])
+    rerun = tmp_path / "rerun" / "nfe_front_none"
+    write_point(rerun, "main", "ref", BUDGETS["5"], 100)  # other code: other numbers
+    with pytest.raises(SystemExit, match="sing_zero's ref at main differs"):
+        nfe_front.main([str(rerun), "--out", str(tmp_path / "new.json"), "--merge", str(old)])
+
+
+def test_a_levers_reference_is_picked_only_where_it_holds(sweep: Path, tmp_path: Path) -> None:
+    """A lever's sweep (its settings at nfe=ref) pairs with the base front's ref: picked where
+    not worse at every point, named by the lever in the docs' table; never picked for free."""
+    lever = tmp_path / "nfe_front_guide5"
+    write_point(lever, "main", "ref", BUDGETS["10"], 60, "guide5")  # equal up to noise
+    out = tmp_path / "guide5.json"
+    data = nfe_front.main([str(lever), "--out", str(out), "--reference", str(sweep)])
+    assert data["fast"]["not_worse"]["sing_zero"]["nfe"] == [60]
+    assert not data["rows"][0]["reference_itself"]
+    assert "| SING-Zero | guide5 (NFE 60) |" in doc_tables.render_nfe_fast(out, {})
+    worse = tmp_path / "nfe_front_worse"
+    write_point(worse, "main", "ref", BUDGETS["5"], 60, "worse")  # worse on ST-LPIPS
+    data = nfe_front.main([str(worse), "--out", str(out), "--reference", str(sweep)])
+    assert "sing_zero" not in data["fast"]["not_worse"]
+    table = doc_tables.render_nfe_front(out, {"point": "main"})
+    row = next(line for line in table.splitlines() if line.startswith("| SING-Zero"))
+    assert "| worse (default steps) | 60 |" in row and "+0.100 ± 0.000 |" in row  # paired

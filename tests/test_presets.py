@@ -196,12 +196,12 @@ FRONT_POINTS = {"main": ("1_48", 0.0), "low": ("1_96", -5.0), "high": ("1_24", 5
 def test_nfe_front_grid() -> None:
     points, folder = sweep_points("+experiment=nfe_front")
     assert grid(points) == product(
-        **{"front.point": list(FRONT_POINTS), "nfe": ["5", "10", "15", "25", "50", "100", "ref"]}
+        **{"front.point": list(FRONT_POINTS), "nfe": ["5", "10", "15", "25", "35", "50", "100", "ref"]}
     )
     assert folder.endswith("sweeps/nfe_front_none")
 
 
-@pytest.mark.parametrize("budget", [5, 10, 15, 25, 50, 100])
+@pytest.mark.parametrize("budget", [5, 10, 15, 25, 35, 50, 100])
 def test_nfe_front_runs_each_method_at_the_most_nfe_within_the_budget(budget: int) -> None:
     """Each method at the most steps (InverseJSCC: iterations) whose NFE fits the budget, at
     the point's BCR and SNR; the default (nfe=ref) is every method's own."""
@@ -249,6 +249,9 @@ def test_fast_presets_use_the_fast_settings_and_the_main_job_keeps_the_papers() 
         main = compose("config", overrides=["+experiment=sing_inn"])
         grid_cfg = compose("config", overrides=["+experiment=paper_grid_fast"])
     assert main.methods.sing_zero.steps == main.methods.sing_inn.steps == 100
+    # Algorithm 2 as written: guidance at every step with the default ζ
+    assert (main.methods.sing_inn.guidance_every, main.methods.sing_inn.zeta) == (1, 1.0)
+    assert grid_cfg.methods.sing_inn.guidance_every > 1
     assert list(grid_cfg.logger) == ["csv"]
 
 

@@ -123,7 +123,12 @@ def test_the_line_says_the_scheduler_and_nfe_of_what_ran() -> None:
     assert "NFE 19 (10 UNet forward + 9 backward)" in line
     every = {**raw, "guidance_every": 2}
     line = describe_sampler(method_record(check_method(every), None, None, None))
-    assert "NFE 15 (10 UNet forward + 5 backward)" in line and "guided every 2 steps" in line
+    assert "NFE 15 (10 UNet forward + 5 backward)" in line
+    assert "guidance at one step in 2 (ours" in line and "at every step" not in line.split(";")[0]
+    last = describe_sampler(
+        method_record(check_method({**every, "guidance_last": 4}), None, None, None)
+    )
+    assert "at one step in 2 within the last 4 (ours" in last
     zero = method_record(check_method({"name": "sing_zero"}), None, None, None)
     assert (zero["nfe"], zero["scheduler"]) == (100, "ddim")
 

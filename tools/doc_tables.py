@@ -42,6 +42,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -535,8 +536,16 @@ def render_nfe_front(source: Path, options: dict[str, str]) -> str:
     )
     digits = {"psnr": 2, "ssim": 3, "stlpips": 3, "psnr_A_xhat": 2}
 
+    def itself(r: dict[str, Any]) -> bool:  # the default's own row (a lever's ref is paired)
+        return bool(r["budget"] == "ref" and r.get("reference_itself", True))
+
+    def label(r: dict[str, Any]) -> str:
+        if r["budget"] != "ref":
+            return str(r["budget"])
+        return "default" if itself(r) else f"{data.get('lever')} (default steps)"
+
     def paired(r: dict[str, Any], m: str) -> str:
-        if r["budget"] == "ref":
+        if itself(r):
             return f"{r['mean'][m]:.{digits[m]}f}" if r["mean"].get(m) is not None else "–"
         p = r["paired"].get(m)
         if p is None:
@@ -547,13 +556,13 @@ def render_nfe_front(source: Path, options: dict[str, str]) -> str:
     table = [
         [
             METHOD_NAMES.get(r["method"], r["method"]),
-            "default" if r["budget"] == "ref" else r["budget"],
+            label(r),
             str(r["nfe"]),
             f"{r['cpu_s_per_image']:.3f}" if r["cpu_s_per_image"] is not None else "–",
             paired(r, "psnr"),
             paired(r, "ssim"),
             paired(r, "stlpips"),
-            (f"{r['mean']['swd']:.1f}" if r["budget"] == "ref" else _signed(r["swd_delta"], 1))
+            (f"{r['mean']['swd']:.1f}" if itself(r) else _signed(r["swd_delta"], 1))
             if r["mean"].get("swd") is not None
             else "–",
             paired(r, "psnr_A_xhat"),
@@ -596,7 +605,10 @@ def render_nfe_fast(source: Path, options: dict[str, str]) -> str:
             if pick is None:
                 return "–"
             nfe = "/".join(map(str, pick["nfe"]))
-            return "the default" if pick["budget"] == "ref" else f"{pick['budget']} (NFE {nfe})"
+            if pick["budget"] != "ref":
+                return f"{pick['budget']} (NFE {nfe})"
+            lever = data.get("lever") or "none"  # a lever's sweep: its settings at the default
+            return "the default" if lever == "none" else f"{lever} (NFE {nfe})"
 
         rows.append([METHOD_NAMES[method], said(strict), said(loose), str(strict["points"])])
     headers = [
@@ -606,6 +618,75 @@ def render_nfe_fast(source: Path, options: dict[str, str]) -> str:
         "points measured",
     ]
     return md_table(headers, rows)
+
+
+def render_grid_pairs(source: Path, options: dict[str, str]) -> str:
+    """``tools/grid_pairs.py``'s JSON: the fast grid against the 100-step grid. ``summary=1``:
+    per method, the points not worse on each measure and the pooled Δ; otherwise per point and
+    method the paired Δ PSNR, SSIM, ST-LPIPS (mean ± 95 % CI; ✓: not worse beyond the CI)."""
+    data = json.loads(source.read_text(encoding="utf-8"))
+    digits = {"psnr": 2, "ssim": 3, "stlpips": 3, "psnr_A_xhat": 2}
+
+    def cell(p: dict[str, Any] | None, m: str, ok: bool | None = None) -> str:
+        if p is None:
+            return "–"
+        mark = " ✓" if ok else ""
+        return f"{_signed(p['mean'], digits[m])} ± {p['ci95']:.{digits[m]}f}{mark}"
+
+    if options.get("summary"):
+        rows = []
+        for method, s in data["summary"].items():
+            nfe = sorted(
+                {
+                    (r["nfe"]["base"], r["nfe"]["fast"])
+                    for r in data["rows"]
+                    if r["method"] == method
+                }
+            )
+            n = s["points"]
+            rows.append(
+                [
+                    METHOD_NAMES.get(method, method),
+                    ", ".join(f"{a} → {b}" for a, b in nfe),
+                    f"{s['not_worse_points']['psnr']} of {n}",
+                    f"{s['not_worse_points']['stlpips']} of {n}",
+                    cell(s["pooled"].get("psnr"), "psnr"),
+                    cell(s["pooled"].get("stlpips"), "stlpips"),
+                    str(s["pooled"].get("psnr", {}).get("n", "–")),
+                ]
+            )
+        headers = [
+            "method",
+            "NFE 100-step → fast",
+            "points not worse: PSNR",
+            "points not worse: ST-LPIPS",
+            "pooled Δ PSNR (dB)",
+            "pooled Δ ST-LPIPS ↓",
+            "image pairs",
+        ]
+        return md_table(headers, rows)
+    order = {m: i for i, m in enumerate(METHOD_NAMES)}
+    rows = []
+    for r in sorted(
+        data["rows"],
+        key=lambda r: (Fraction(str(r["bcr"])), r["snr_db"], order.get(r["method"], 99)),
+    ):
+        rows.append(
+            [
+                r["bcr"],
+                f"{r['snr_db']:g}",
+                METHOD_NAMES.get(r["method"], r["method"]),
+                f"{r['nfe']['base']} → {r['nfe']['fast']}",
+                *(
+                    cell(r["paired"].get(m), m, r["not_worse"].get(m))
+                    for m in ("psnr", "ssim", "stlpips")
+                ),
+            ]
+        )
+    headers = ["BCR", "SNR (dB)", "method", "NFE", "Δ PSNR (dB)", "Δ SSIM", "Δ ST-LPIPS ↓"]
+    unpaired = data.get("unpaired") or []
+    note = f"\n\nIn one sweep only (not paired): {', '.join(unpaired)}" if unpaired else ""
+    return md_table(headers, rows) + note
 
 
 #: kind → renderer(source file, options) → Markdown
@@ -621,6 +702,7 @@ KINDS: dict[str, Callable[[Path, dict[str, str]], str]] = {
     "drop": render_drop,
     "tuned": render_tuned,
     "nfe_front": render_nfe_front,
+    "grid_pairs": render_grid_pairs,
     "nfe_fast": render_nfe_fast,
 }
 

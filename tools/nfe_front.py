@@ -19,6 +19,11 @@ Per (point, method, NFE budget), from the points' ``per_image.csv`` and ``metric
 - ``fast``: per method, the fewest NFE budget that is ``not_worse`` on PSNR and ST-LPIPS at
   every point (and the same for ``within_ref_ci``): what ``conf/sampler/fast/`` should hold.
 
+``--merge OLD.json`` keeps OLD's rows of the (point, method, budget) the sweep does not hold (a
+sweep that re-ran one point and the references), each row saying which sweep and commit it came
+from (``source``); where both hold a method's ``ref`` at a point, their means must agree
+(``ref_check``: the same code gives the same numbers), else the merge is refused.
+
 The machine (CPU model and flags), torch, the precision and threads come from the points.
 ``tools/doc_tables.py`` renders the JSON into the docs (kinds ``nfe_front``, ``nfe_fast``).
 """
@@ -112,7 +117,8 @@ def front(sweep: Path, reference: Path | None = None) -> dict[str, Any]:
             skipped.append(f"{point}_nfe{budget}")
             continue
         ref_metrics, ref_rows = ref
-        info.setdefault("images", metrics["methods"][METHODS[0]]["images"])
+        first = next(m for m in METHODS if m in metrics["methods"])  # a lever: some methods
+        info.setdefault("images", metrics["methods"][first]["images"])
         info.setdefault("precision", (metrics.get("evaluate") or {}).get("precision_used"))
         info.setdefault("threads", metrics.get("threads"))
         for method in METHODS:
@@ -130,6 +136,8 @@ def front(sweep: Path, reference: Path | None = None) -> dict[str, Any]:
                 "snr_db": float(metrics["snr_db"]),
                 "method": method,
                 "budget": budget,
+                # the default itself (a lever's sweep pairs its own nfe=ref with the base's)
+                "reference_itself": budget == REF and reference is None,
                 "nfe": record.get("nfe"),
                 "steps": record.get("steps"),
                 "scheduler": record.get("scheduler"),
@@ -171,6 +179,61 @@ def front(sweep: Path, reference: Path | None = None) -> dict[str, Any]:
     }
 
 
+def merge(new: dict[str, Any], old: dict[str, Any], tolerance: float = 1e-6) -> dict[str, Any]:
+    """``new`` with ``old``'s rows of every (point, method, budget) ``new`` lacks (module
+    docstring); refused (SystemExit) where both hold a ref whose means differ beyond
+    ``tolerance``: rows of different code or settings are not one front."""
+    source_new = {"sweep": new["sweep"], "commit": new["commit"]}
+    source_old = {"sweep": old["sweep"], "commit": old["commit"]}
+    keys = {(r["point"], r["method"], r["budget"]) for r in new["rows"]}
+    checked: list[str] = []
+    for row in old["rows"]:
+        key = (row["point"], row["method"], row["budget"])
+        if row["budget"] != REF or key not in keys:
+            continue
+        twin = next(r for r in new["rows"] if (r["point"], r["method"], r["budget"]) == key)
+        for m, value in row["mean"].items():
+            other = twin["mean"].get(m)
+            if value is None or other is None:
+                continue
+            if abs(float(value) - float(other)) > tolerance:
+                raise SystemExit(
+                    f"--merge: {row['method']}'s ref at {row['point']} differs ({m}: {value} in "
+                    f"{old['sweep']} at {old['commit']}, {other} in {new['sweep']}): not one front"
+                )
+        checked.append(f"{row['point']}/{row['method']}")
+    rows = [{**r, "source": r.get("source", source_new)} for r in new["rows"]]
+    kept = [
+        {**r, "source": r.get("source", source_old)}
+        for r in old["rows"]
+        if (r["point"], r["method"], r["budget"]) not in keys
+    ]
+    order = ["main", "low", "high"]
+    rows = sorted(
+        rows + kept,
+        key=lambda r: (
+            order.index(r["point"]),
+            METHODS.index(r["method"]),
+            _budget_order(r["budget"]),
+        ),
+    )
+    return {
+        **new,
+        "rows": rows,
+        "points": sorted({r["point"] for r in rows}, key=order.index),
+        "skipped_without_ref": [
+            s
+            for s in new["skipped_without_ref"]
+            if s not in {f"{r['point']}_nfe{r['budget']}" for r in rows}
+        ],
+        "merged": {"from": source_old, "rows_kept": len(kept), "ref_check": checked},
+        "fast": {
+            "not_worse": fastest(rows, "not_worse"),
+            "within_ref_ci": fastest(rows, "within_ref_ci"),
+        },
+    }
+
+
 def _delta(a: Any, b: Any) -> float | None:
     return None if a is None or b is None else float(a) - float(b)
 
@@ -187,7 +250,8 @@ def _budget_order(budget: str) -> float:
 
 def fastest(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
     """Per method: the fewest-NFE budget whose ``criterion`` holds for :data:`DECIDING` at
-    every point (ref itself always does), with the NFE it ran at each point."""
+    every point (the default itself always does; a lever's ``ref``, paired with the base
+    front's, only where it holds), with the NFE it ran at each point."""
     by: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         by[(r["method"], r["budget"])].append(r)
@@ -196,7 +260,8 @@ def fastest(rows: list[dict[str, Any]], criterion: str) -> dict[str, Any]:
         budgets = sorted({b for m, b in by if m == method}, key=_budget_order)
         for budget in budgets:
             group = by[(method, budget)]
-            if budget == REF or all(all(r[criterion].get(m) for m in DECIDING) for r in group):
+            itself = budget == REF and all(r.get("reference_itself", True) for r in group)
+            if itself or all(all(r[criterion].get(m) for m in DECIDING) for r in group):
                 out[method] = {
                     "budget": budget,
                     "nfe": sorted({int(r["nfe"]) for r in group if r["nfe"] is not None}),
@@ -279,12 +344,20 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--plot", type=Path, nargs="*", default=[], help="JSONs to draw (default: --out's)"
     )
     parser.add_argument("--figure", type=Path, default=None, help="the PNG to write")
+    parser.add_argument(
+        "--merge",
+        type=Path,
+        default=None,
+        help="an earlier JSON whose rows the sweep lacks are kept",
+    )
     args = parser.parse_args(argv)
     data: dict[str, Any] = {}
     if args.sweep is not None:
         if args.out is None:
             parser.error("a sweep needs --out")
         data = front(args.sweep, args.reference)
+        if args.merge is not None:
+            data = merge(data, json.loads(args.merge.read_text()))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         print(json.dumps(data["fast"], indent=1), file=sys.stderr)

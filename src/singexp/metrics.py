@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -491,6 +492,14 @@ class SWDSettings:
     seed: int = 0
 
 
+def _sorted_columns(x: Tensor) -> Tensor:
+    """``torch.sort(x, dim=0).values``; on the CPU by NumPy's vectorised sort (x86-simd-sort:
+    the same values, about 4x faster than torch's on one core: the sorts dominate SWD)."""
+    if x.device.type != "cpu" or x.dtype != torch.float32:
+        return torch.sort(x, dim=0).values
+    return torch.from_numpy(np.sort(x.numpy(), axis=0))
+
+
 def _swd_sets(
     pred_sets: Mapping[str, Tensor], target_set: Tensor, s: SWDSettings, gen: torch.Generator
 ) -> dict[str, dict[str, float]]:
@@ -521,9 +530,9 @@ def _swd_sets(
         for _ in range(repeats):  # the same directions for every set
             dirs = torch.randn(desc_b.shape[1], directions, generator=gen).to(device)
             dirs = dirs / torch.linalg.vector_norm(dirs, dim=0, keepdim=True)
-            proj_b = torch.sort(desc_b @ dirs, dim=0).values
+            proj_b = _sorted_columns(desc_b @ dirs)
             for name, desc_a in descs.items():
-                proj_a = torch.sort(desc_a @ dirs, dim=0).values
+                proj_a = _sorted_columns(desc_a @ dirs)
                 dists[name].append((proj_a - proj_b).abs().mean())
         key = f"swd_{h}" if h == w else f"swd_{h}x{w}"
         for name in pred_sets:

@@ -119,11 +119,20 @@ def describe_sampler(record: dict[str, Any]) -> str:
         return describe_deepinv(record)
     if record.get("name") == "sing_inn":
         variant = record.get("variant")
-        parts.append(
-            "Algorithm 2 (INN guidance at every step)"
-            if variant == "algorithm2"
-            else f"{variant} (not the paper's: DDNM until t < {record.get('switch_t')}, then INN)"
-        )
+        every, last = record.get("guidance_every", 1), record.get("guidance_last")
+        subset = every != 1 or last is not None  # ours: samplers/base.py GuidanceSteps
+        if variant != "algorithm2":
+            parts.append(
+                f"{variant} (not the paper's: DDNM until t < {record.get('switch_t')}, then INN)"
+            )
+        elif subset:
+            within = f" within the last {last}" if last is not None else ""
+            parts.append(
+                f"Algorithm 2's INN guidance at one step in {every}{within} (ours, for few NFE; "
+                "the paper guides at every step)"
+            )
+        else:
+            parts.append("Algorithm 2 (INN guidance at every step)")
         gradient = record.get("gradient")
         parts.append(
             f"{GRADIENT_FORMS.get(str(gradient), f'gradient {gradient}')}, ζ {record.get('zeta')} "
@@ -147,13 +156,6 @@ def describe_sampler(record: dict[str, Any]) -> str:
         parts[-1] += (
             f", NFE {record['nfe']} ({record.get('unet_forward')} UNet forward + "
             f"{record.get('unet_backward')} backward)"
-        )
-    if record.get("name") == "sing_inn" and (
-        record.get("guidance_every", 1) != 1 or record.get("guidance_last") is not None
-    ):
-        parts[-1] += (
-            f", guided every {record.get('guidance_every')} steps"
-            f" within the last {record.get('guidance_last') or 'all'}"
         )
     if record.get("name") == "sing_inn":  # samplers/sing_inn.py: always, whatever clip_x0 says
         parts[-1] += ", INN input clipped to [-1,1] each step"

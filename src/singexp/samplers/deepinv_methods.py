@@ -150,7 +150,6 @@ class DiffPIRConfig:
             "deepinv": version("deepinv"),
             "physics": physics,
             "measurement_operator": measurement,
-            "nfe": self.steps,
             "noise_level": self.noise_level(measured),
             "schedule": "DiffPIR's own: linear β 1e-4..0.02, T = 1000, quadratic spacing "
             "(deepinv); each noise level → the prior's nearest timestep",
@@ -246,7 +245,6 @@ class DDRMConfig:
             "deepinv": version("deepinv"),
             "physics": f"linear: y = A x̂, A = {operator!r} with its SVD",
             "measurement_operator": repr(operator),
-            "nfe": self.steps,
             "noise_level": self.noise_level(measured),
             "schedule": "the prior's σ_t at the scheduler's respaced timesteps",
         }
