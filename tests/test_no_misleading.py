@@ -311,6 +311,7 @@ def test_launcher_without_multirun_is_refused() -> None:
     assert info.value.key == "launcher"
     check_launcher_multirun(["+experiment=jscc", "-m", "launcher=slurm"])
     check_launcher_multirun(["+experiment=paper_grid", "launcher=slurm"])  # a sweep by config
+    check_launcher_multirun(["+experiment=paper_grid_fast", "launcher=joblib"])  # inherited
     check_launcher_multirun(["+experiment=jscc", "hydra.mode=MULTIRUN", "launcher=joblib"])
     check_launcher_multirun(["+experiment=jscc"])
 

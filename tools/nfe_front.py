@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import itertools
 import json
 import math
 import os
@@ -284,7 +285,7 @@ def figure(datas: list[dict[str, Any]], path: Path) -> None:
     points = sorted({r["point"] for r in base["rows"]}, key=order.index)
     fig, axes = plt.subplots(2, len(points), figsize=(4.6 * len(points), 7.5), squeeze=False)
     colours = dict(zip(METHODS, ("C0", "C1", "C2", "C3"), strict=True))
-    styles = iter(("--", ":", "-.", (0, (1, 3))))
+    styles = itertools.cycle(("--", ":", "-.", (0, (1, 3))))
     for data in datas:
         lever = data.get("lever") or "none"
         style = "-" if lever == "none" else next(styles)
@@ -306,6 +307,9 @@ def figure(datas: list[dict[str, Any]], path: Path) -> None:
                     xs = [r["cpu_s_per_image"] for r in rows]
                     ys = [r["mean"][metric] for r in rows]
                     label = method if lever == "none" else f"{method}, {lever}"
+                    if len(rows) == 1 and lever != "none":  # a lever at the default's steps
+                        ax.plot(xs, ys, "*", ms=10, color=colours[method], label=label)
+                        continue
                     ax.plot(xs, ys, style, marker="o", ms=3, color=colours[method], label=label)
                     if lever == "none":
                         for r, x, y in zip(rows, xs, ys, strict=True):

@@ -107,13 +107,29 @@ def _is_multirun(args: list[str], conf_dir: Path) -> bool:
             return value.strip() == "MULTIRUN"
         if key == "experiment":
             for name in value.split(","):
-                path = conf_dir / "experiment" / f"{name.strip().strip(chr(39) + chr(34))}.yaml"
-                try:
-                    node = OmegaConf.load(path)
-                except Exception:  # a missing or odd experiment: Hydra's checks say so
-                    continue
-                if str(OmegaConf.select(node, "hydra.mode", default="")) == "MULTIRUN":
+                if _experiment_is_multirun(name.strip().strip(chr(39) + chr(34)), conf_dir):
                     return True
+    return False
+
+
+def _experiment_is_multirun(name: str, conf_dir: Path, seen: frozenset[str] = frozenset()) -> bool:
+    """Whether ``experiment/<name>.yaml`` or an experiment its defaults list composes (``-
+    paper_grid`` in ``paper_grid_fast``) sets ``hydra.mode: MULTIRUN``."""
+    from omegaconf import OmegaConf
+
+    if name in seen:
+        return False
+    try:
+        node = OmegaConf.load(conf_dir / "experiment" / f"{name}.yaml")
+    except Exception:  # a missing or odd experiment: Hydra's checks say so
+        return False
+    if str(OmegaConf.select(node, "hydra.mode", default="")) == "MULTIRUN":
+        return True
+    for entry in OmegaConf.select(node, "defaults", default=None) or []:
+        # a plain name in an experiment's defaults list is another experiment of the group
+        if isinstance(entry, str) and not entry.startswith("/") and entry != "_self_":
+            if _experiment_is_multirun(entry, conf_dir, seen | {name}):
+                return True
     return False
 
 
