@@ -32,8 +32,13 @@ def write_point(
                              "ssim": 0.5, "stlpips": v, "psnr_A_xhat": 30.0})  # fmt: skip
     summary = {"images": len(stlpips), "stlpips": sum(stlpips) / len(stlpips), "psnr": 15.15,
                "cpu_seconds_per_image": nfe / 100}  # fmt: skip
-    metrics = {"bcr": bcr, "snr_db": snr, "methods": {"deepjscc": {"images": 4}, "sing_inn": summary},
-               "samplers": {"sing_inn": {"nfe": nfe}}, "evaluate": {"precision_used": "bf16"}}  # fmt: skip
+    metrics = {
+        "bcr": bcr,
+        "snr_db": snr,
+        "methods": {"deepjscc": {"images": 4}, "sing_inn": summary},
+        "samplers": {"sing_inn": {"nfe": nfe}},
+        "evaluate": {"precision_used": "bf16"},
+    }
     (folder / "metrics.json").write_text(json.dumps(metrics), encoding="utf-8")
 
 

@@ -196,7 +196,10 @@ FRONT_POINTS = {"main": ("1_48", 0.0), "low": ("1_96", -5.0), "high": ("1_24", 5
 def test_nfe_front_grid() -> None:
     points, folder = sweep_points("+experiment=nfe_front")
     assert grid(points) == product(
-        **{"front.point": list(FRONT_POINTS), "nfe": ["5", "10", "15", "25", "35", "50", "100", "ref"]}
+        **{
+            "front.point": list(FRONT_POINTS),
+            "nfe": ["5", "10", "15", "25", "35", "50", "100", "ref"],
+        }
     )
     assert folder.endswith("sweeps/nfe_front_none")
 

@@ -96,8 +96,6 @@ def check_override_syntax(args: list[str]) -> None:
 def _is_multirun(args: list[str], conf_dir: Path) -> bool:
     """Whether the command line is a multirun: ``-m``, ``hydra.mode=MULTIRUN``, or an
     experiment whose config sets ``hydra.mode: MULTIRUN`` (``paper_grid``, ``tuning``, ...)."""
-    from omegaconf import OmegaConf
-
     if any(a in ("-m", "--multirun") for a in args):
         return True
     for arg in overrides_only(args):
@@ -127,9 +125,9 @@ def _experiment_is_multirun(name: str, conf_dir: Path, seen: frozenset[str] = fr
         return True
     for entry in OmegaConf.select(node, "defaults", default=None) or []:
         # a plain name in an experiment's defaults list is another experiment of the group
-        if isinstance(entry, str) and not entry.startswith("/") and entry != "_self_":
-            if _experiment_is_multirun(entry, conf_dir, seen | {name}):
-                return True
+        plain = isinstance(entry, str) and not entry.startswith("/") and entry != "_self_"
+        if plain and _experiment_is_multirun(str(entry), conf_dir, seen | {name}):
+            return True
     return False
 
 
