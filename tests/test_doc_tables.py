@@ -77,6 +77,17 @@ ALLOWED_TABLES: dict[tuple[str, str], str] = {
         "docs/results/presets.md",
         "| SNR (dB) | Δ ST-LPIPS | Δ PSNR (dB) |",
     ): "paired differences over per-image results of the snr_generalisation sweep, not committed",
+    (
+        "docs/results/nfe_front.md",
+        "| method | fast setting | NFE (default → fast) | not worse than its default "
+        "(PSNR, ST-LPIPS) at |",
+    ): "the settings of conf/fast/*.yaml and their NFE (samplers/nfe.py), pointing at the "
+    "generated nfe_front / nfe_fast tables that hold the evidence",
+    (
+        "docs/results/nfe_front.md",
+        "| SING-INN, 32 validation images | NFE | CPU s / image | Δ PSNR (dB) | Δ ST-LPIPS ↓ |",
+    ): "a validation-split exploration (32 validation images) that chose the candidates; its runs "
+    "are not committed, and the generated front tables of the candidates are the evidence",
 }
 #: pages whose every table is allowed, and why
 ALLOWED_PAGES: dict[str, str] = {
