@@ -19,16 +19,15 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from nfe_front import DECIDING, PAIRED, _commit, cpu_description
+from nfe_front import DECIDING, PAIRED, _commit, cpu_description, not_worse
 
-from singexp.report.statistics import mean_ci, paired_differences
+from singexp.report.statistics import paired_differences
 
 
 def _point(folder: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -44,16 +43,12 @@ def _points(sweep: Path) -> dict[str, Path]:
     return found
 
 
-def _not_worse(mean: float, ci: float, lower_is_better: bool) -> bool:
-    worse = mean if lower_is_better else -mean  # > 0: the fast run is worse
-    return bool(worse <= ci) if math.isfinite(ci) else True
-
-
 def pair(base: Path, fast: Path) -> dict[str, Any]:
     """The paired table of ``fast`` against ``base`` (module docstring)."""
     a, b = _points(base), _points(fast)
     rows: list[dict[str, Any]] = []
-    pooled: dict[tuple[str, str], list[float]] = {}
+    # every point's pairs of a method, the image keyed by its point: pooled over the grid
+    pooled: dict[str, list[dict[str, Any]]] = {}
     info: dict[str, Any] = {}
     for name in sorted(set(a) & set(b)):
         (ma, ra), (mb, rb) = _point(a[name]), _point(b[name])
@@ -66,18 +61,9 @@ def pair(base: Path, fast: Path) -> dict[str, Any]:
                 {**r, "method": "fast"} for r in rb if r["method"] == method
             ]
             diffs = paired_differences(tagged, "base", tuple(PAIRED))
-            by_image = {
-                m: {r["image"]: float(r[m]) for r in ra if r["method"] == method and r[m]}
-                for m in PAIRED
-            }
-            for r in rb:
-                if r["method"] != method:
-                    continue
-                for m in PAIRED:
-                    if r[m] and r["image"] in by_image[m]:
-                        pooled.setdefault((method, m), []).append(
-                            float(r[m]) - by_image[m][r["image"]]
-                        )
+            pooled.setdefault(method, []).extend(
+                {**r, "image": f"{name}/{r['image']}"} for r in tagged
+            )
             row: dict[str, Any] = {
                 "point": name,
                 "bcr": ma["bcr"],
@@ -99,23 +85,21 @@ def pair(base: Path, fast: Path) -> dict[str, Any]:
                 if ("fast", m) in diffs:
                     mean, ci, n = diffs[("fast", m)]
                     row["paired"][m] = {"mean": mean, "ci95": ci, "n": n}
-                    row["not_worse"][m] = _not_worse(mean, ci, lower)
+                    row["not_worse"][m] = not_worse(mean, ci, lower)
             rows.append(row)
     summary: dict[str, Any] = {}
     for method in sorted({r["method"] for r in rows}):
         mine = [r for r in rows if r["method"] == method]
         summary[method] = {
             "points": len(mine),
-            "nfe": sorted({str(r["nfe"]["base"]) + "->" + str(r["nfe"]["fast"]) for r in mine}),
             "not_worse_points": {m: sum(bool(r["not_worse"].get(m)) for r in mine) for m in PAIRED},
             "all_not_worse": all(all(r["not_worse"].get(m) for m in DECIDING) for r in mine),
             "pooled": {},
         }
-        for m in PAIRED:
-            values = pooled.get((method, m), [])
-            if values:
-                mean, ci = mean_ci(values)
-                summary[method]["pooled"][m] = {"mean": mean, "ci95": ci, "n": len(values)}
+        for (_, m), (mean, ci, n) in paired_differences(
+            pooled[method], "base", tuple(PAIRED)
+        ).items():
+            summary[method]["pooled"][m] = {"mean": mean, "ci95": ci, "n": n}
     return {
         "base": str(base),
         "fast": str(fast),

@@ -156,8 +156,7 @@ def front(sweep: Path, reference: Path | None = None) -> dict[str, Any]:
                     continue
                 mean, ci, n = paired[("x", m)]
                 row["paired"][m] = {"mean": mean, "ci95": ci, "n": n}
-                worse = mean if lower else -mean  # > 0: worse than ref
-                row["not_worse"][m] = bool(worse <= ci) if math.isfinite(ci) else True
+                row["not_worse"][m] = not_worse(mean, ci, lower)
                 ref_values = [float(r[m]) for r in ref_rows if r["method"] == method and r[m]]
                 _, ref_ci = mean_ci(ref_values)
                 row["within_ref_ci"][m] = bool(abs(mean) <= ref_ci) if ref_values else None
@@ -186,13 +185,12 @@ def merge(new: dict[str, Any], old: dict[str, Any], tolerance: float = 1e-6) -> 
     ``tolerance``: rows of different code or settings are not one front."""
     source_new = {"sweep": new["sweep"], "commit": new["commit"]}
     source_old = {"sweep": old["sweep"], "commit": old["commit"]}
-    keys = {(r["point"], r["method"], r["budget"]) for r in new["rows"]}
+    by_key = {(r["point"], r["method"], r["budget"]): r for r in new["rows"]}
     checked: list[str] = []
     for row in old["rows"]:
-        key = (row["point"], row["method"], row["budget"])
-        if row["budget"] != REF or key not in keys:
+        twin = by_key.get((row["point"], row["method"], row["budget"]))
+        if row["budget"] != REF or twin is None:
             continue
-        twin = next(r for r in new["rows"] if (r["point"], r["method"], r["budget"]) == key)
         for m, value in row["mean"].items():
             other = twin["mean"].get(m)
             if value is None or other is None:
@@ -207,7 +205,7 @@ def merge(new: dict[str, Any], old: dict[str, Any], tolerance: float = 1e-6) -> 
     kept = [
         {**r, "source": r.get("source", source_old)}
         for r in old["rows"]
-        if (r["point"], r["method"], r["budget"]) not in keys
+        if (r["point"], r["method"], r["budget"]) not in by_key
     ]
     order = ["main", "low", "high"]
     rows = sorted(
@@ -233,6 +231,13 @@ def merge(new: dict[str, Any], old: dict[str, Any], tolerance: float = 1e-6) -> 
             "within_ref_ci": fastest(rows, "within_ref_ci"),
         },
     }
+
+
+def not_worse(mean: float, ci: float, lower_is_better: bool) -> bool:
+    """Whether a paired difference (x − ref: ``mean`` ± ``ci``) is not worse than ref beyond its
+    95 % CI: the mean difference in the worse direction ≤ the CI half-width."""
+    worse = mean if lower_is_better else -mean  # > 0: worse than ref
+    return bool(worse <= ci) if math.isfinite(ci) else True
 
 
 def _delta(a: Any, b: Any) -> float | None:
