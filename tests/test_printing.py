@@ -129,6 +129,9 @@ def test_the_line_says_the_scheduler_and_nfe_of_what_ran() -> None:
         method_record(check_method({**every, "guidance_last": 4}), None, None, None)
     )
     assert "at one step in 2 within the last 4 (ours" in last
+    two_phase = {**every, "variant": "two_phase"}
+    line = describe_sampler(method_record(check_method(two_phase), None, None, None))
+    assert "then INN, guided at one step in 2)" in line  # the subset is said for every variant
     zero = method_record(check_method({"name": "sing_zero"}), None, None, None)
     assert (zero["nfe"], zero["scheduler"]) == (100, "ddim")
 

@@ -120,16 +120,19 @@ def describe_sampler(record: dict[str, Any]) -> str:
     if record.get("name") == "sing_inn":
         variant = record.get("variant")
         every, last = record.get("guidance_every", 1), record.get("guidance_last")
-        subset = every != 1 or last is not None  # ours: samplers/base.py GuidanceSteps
+        within = f" within the last {last}" if last is not None else ""
+        # ours (samplers/base.py GuidanceSteps): guidance on a subset of the steps
+        subset = f"at one step in {every}{within}" if every != 1 or last is not None else ""
         if variant != "algorithm2":
+            guided = f", guided {subset}" if subset else ""
             parts.append(
-                f"{variant} (not the paper's: DDNM until t < {record.get('switch_t')}, then INN)"
+                f"{variant} (not the paper's: DDNM until t < {record.get('switch_t')}, then INN"
+                f"{guided})"
             )
         elif subset:
-            within = f" within the last {last}" if last is not None else ""
             parts.append(
-                f"Algorithm 2's INN guidance at one step in {every}{within} (ours, for few NFE; "
-                "the paper guides at every step)"
+                f"Algorithm 2's INN guidance {subset} (ours, for few NFE; the paper guides at "
+                "every step)"
             )
         else:
             parts.append("Algorithm 2 (INN guidance at every step)")
